@@ -1,0 +1,357 @@
+//! The versioned handshake both launchers send once at rendezvous.
+//!
+//! It is a fixed-size little-endian record, written and read field by field
+//! (no `repr(C)` casts), so two launchers built by different compilers or on
+//! hosts of different endianness agree on every byte. Everything in it comes
+//! from the peer, so [`Handshake::decode`] and [`Handshake::validate`] check
+//! every field before the launcher maps or trusts anything.
+
+use crate::{Error, Result};
+
+/// "SHARENET" read as a little-endian u64.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHARENET");
+/// The handshake version this build speaks.
+pub const VERSION: u32 = 1;
+/// Size of the encoded handshake in bytes.
+pub const HANDSHAKE_LEN: usize = 104;
+/// Largest queue size the virtio 1.x split ring allows.
+pub const MAX_QUEUE_SIZE: u32 = 32768;
+
+/// Feature bit: the sender maintains `VRING_*_F_NO_*` suppression flags.
+pub const F_NOTIFY_FLAGS: u64 = 1 << 0;
+/// Feature bit: the sender maintains `used_event`/`avail_event` (VIRTIO_F_EVENT_IDX).
+pub const F_EVENT_IDX: u64 = 1 << 1;
+/// Feature bits this build understands; others are ignored.
+pub const KNOWN_FEATURES: u64 = F_NOTIFY_FLAGS | F_EVENT_IDX;
+
+/// Where one split virtqueue lives inside the sender's memory (offsets into
+/// the memory fd, not pointers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingInfo {
+    /// Offset of the descriptor table.
+    pub desc: u64,
+    /// Offset of the avail ring.
+    pub avail: u64,
+    /// Offset of the used ring.
+    pub used: u64,
+    /// Number of entries (a power of two, at most 32768).
+    pub size: u32,
+}
+
+impl RingInfo {
+    /// Bytes taken by the descriptor table.
+    pub fn desc_bytes(&self) -> u64 {
+        16 * self.size as u64
+    }
+    /// Bytes taken by the avail ring, `used_event` included.
+    pub fn avail_bytes(&self) -> u64 {
+        6 + 2 * self.size as u64
+    }
+    /// Bytes taken by the used ring, `avail_event` included.
+    pub fn used_bytes(&self) -> u64 {
+        6 + 8 * self.size as u64
+    }
+}
+
+/// The record each launcher sends at rendezvous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handshake {
+    /// Must be [`MAGIC`].
+    pub magic: u64,
+    /// Must be [`VERSION`].
+    pub version: u32,
+    /// The sender's process id.
+    pub pid: u32,
+    /// Feature bits (`F_*`): which notification-suppression fields the
+    /// sender maintains.
+    pub features: u64,
+    /// Size of the sender's guest memory in bytes.
+    pub mem_size: u64,
+    /// The sender's fd number for its memory (reached via `/proc/PID/fd/N`
+    /// by the FIFO transport); `-1` when the fd travels with SCM_RIGHTS.
+    pub mem_fd: i32,
+    /// The sender's TX queue (the peer pulls from it).
+    pub tx: RingInfo,
+    /// The sender's RX queue (its own copier fills it).
+    pub rx: RingInfo,
+}
+
+impl Handshake {
+    /// A handshake with magic and version filled in.
+    pub fn new(pid: u32, features: u64, mem_size: u64, mem_fd: i32, tx: RingInfo, rx: RingInfo) -> Self {
+        Handshake {
+            magic: MAGIC,
+            version: VERSION,
+            pid,
+            features,
+            mem_size,
+            mem_fd,
+            tx,
+            rx,
+        }
+    }
+
+    /// Serialise into the fixed little-endian wire format.
+    pub fn encode(&self) -> [u8; HANDSHAKE_LEN] {
+        let mut b = [0u8; HANDSHAKE_LEN];
+        let mut w = Writer { buf: &mut b, pos: 0 };
+        w.u64(self.magic);
+        w.u32(self.version);
+        w.u32(self.pid);
+        w.u64(self.features);
+        w.u64(self.mem_size);
+        w.u32(self.mem_fd as u32);
+        w.u32(0); // reserved
+        for r in [&self.tx, &self.rx] {
+            w.u64(r.desc);
+            w.u64(r.avail);
+            w.u64(r.used);
+            w.u32(r.size);
+            w.u32(0); // reserved
+        }
+        debug_assert_eq!(w.pos, HANDSHAKE_LEN);
+        b
+    }
+
+    /// Parse the wire format. Checks length, magic and version only; call
+    /// [`Handshake::validate`] before using the contents.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() != HANDSHAKE_LEN {
+            return Err(Error::ShortHandshake {
+                got: bytes.len(),
+                expected: HANDSHAKE_LEN,
+            });
+        }
+        let mut r = Reader { buf: bytes, pos: 0 };
+        let magic = r.u64();
+        if magic != MAGIC {
+            return Err(Error::BadMagic {
+                got: magic,
+                expected: MAGIC,
+            });
+        }
+        let version = r.u32();
+        if version != VERSION {
+            return Err(Error::VersionMismatch {
+                got: version,
+                expected: VERSION,
+            });
+        }
+        let pid = r.u32();
+        let features = r.u64();
+        let mem_size = r.u64();
+        let mem_fd = r.u32() as i32;
+        let _ = r.u32();
+        let mut ring = || {
+            let desc = r.u64();
+            let avail = r.u64();
+            let used = r.u64();
+            let size = r.u32();
+            let _ = r.u32();
+            RingInfo {
+                desc,
+                avail,
+                used,
+                size,
+            }
+        };
+        let tx = ring();
+        let rx = ring();
+        Ok(Handshake {
+            magic,
+            version,
+            pid,
+            features,
+            mem_size,
+            mem_fd,
+            tx,
+            rx,
+        })
+    }
+
+    /// Check that the handshake describes something we can map and use:
+    /// a non-zero pid, a memory size that fits a mapping, queue sizes that
+    /// are powers of two, and every ring inside the memory, aligned, with
+    /// all arithmetic checked for wrap-around.
+    pub fn validate(&self) -> Result<()> {
+        if self.pid == 0 {
+            return bad("pid", 0, "a process id cannot be 0");
+        }
+        if self.mem_size == 0 || self.mem_size > (1 << 40) {
+            return bad("mem_size", self.mem_size, "must be between 1 byte and 1 TiB");
+        }
+        for (name, r) in [("tx", &self.tx), ("rx", &self.rx)] {
+            if r.size == 0 || !r.size.is_power_of_two() || r.size > MAX_QUEUE_SIZE {
+                return bad(
+                    field(name, "size"),
+                    r.size as u64,
+                    "queue size must be a power of two between 1 and 32768",
+                );
+            }
+            for (part, off, len, align) in [
+                ("desc", r.desc, r.desc_bytes(), 16),
+                ("avail", r.avail, r.avail_bytes(), 2),
+                ("used", r.used, r.used_bytes(), 4),
+            ] {
+                if off % align != 0 {
+                    return bad(field(name, part), off, &format!("must be {align}-byte aligned"));
+                }
+                match off.checked_add(len) {
+                    Some(end) if end <= self.mem_size => {}
+                    _ => {
+                        return bad(
+                            field(name, part),
+                            off,
+                            &format!(
+                                "{len} bytes at this offset do not fit in {} bytes of memory",
+                                self.mem_size
+                            ),
+                        )
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn field(ring: &str, part: &str) -> &'static str {
+    match (ring, part) {
+        ("tx", "size") => "tx.size",
+        ("tx", "desc") => "tx.desc",
+        ("tx", "avail") => "tx.avail",
+        ("tx", "used") => "tx.used",
+        ("rx", "size") => "rx.size",
+        ("rx", "desc") => "rx.desc",
+        ("rx", "avail") => "rx.avail",
+        _ => "rx.used",
+    }
+}
+
+fn bad(field: &'static str, value: u64, reason: &str) -> Result<()> {
+    Err(Error::BadHandshake {
+        field,
+        value,
+        reason: reason.to_string(),
+    })
+}
+
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, b: &[u8]) {
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+    fn u32(&mut self, v: u32) {
+        self.put(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.put(&v.to_le_bytes());
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0u8; N];
+        a.copy_from_slice(&self.buf[self.pos..self.pos + N]);
+        self.pos += N;
+        a
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Handshake {
+        let tx = RingInfo {
+            desc: 0,
+            avail: 4096,
+            used: 8192,
+            size: 256,
+        };
+        let rx = RingInfo {
+            desc: 12288,
+            avail: 16384,
+            used: 20480,
+            size: 256,
+        };
+        Handshake::new(42, F_EVENT_IDX, 1 << 20, 7, tx, rx)
+    }
+
+    #[test]
+    fn handshake_round_trips_through_wire_format() {
+        let h = sample();
+        let back = Handshake::decode(&h.encode()).unwrap();
+        assert_eq!(h, back);
+        back.validate().unwrap();
+    }
+
+    #[test]
+    fn wire_format_is_little_endian() {
+        let b = sample().encode();
+        assert_eq!(&b[0..8], b"SHARENET");
+        assert_eq!(&b[12..16], &42u32.to_le_bytes());
+    }
+
+    #[test]
+    fn rejects_version_mismatch() {
+        let mut b = sample().encode();
+        b[8..12].copy_from_slice(&99u32.to_le_bytes());
+        let e = Handshake::decode(&b).unwrap_err();
+        assert!(matches!(e, Error::VersionMismatch { got: 99, expected: VERSION }), "{e}");
+        assert!(e.to_string().contains("version 99"));
+    }
+
+    #[test]
+    fn rejects_bad_magic_and_short_input() {
+        let mut b = sample().encode();
+        b[0] = b'X';
+        assert!(matches!(Handshake::decode(&b), Err(Error::BadMagic { .. })));
+        assert!(matches!(
+            Handshake::decode(&b[..10]),
+            Err(Error::ShortHandshake { got: 10, .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_queue_size_not_power_of_two() {
+        let mut h = sample();
+        h.tx.size = 3;
+        let e = h.validate().unwrap_err().to_string();
+        assert!(e.contains("tx.size = 3"), "{e}");
+    }
+
+    #[test]
+    fn rejects_ring_outside_memory_with_wraparound() {
+        let mut h = sample();
+        h.rx.used = u64::MAX - 8;
+        let e = h.validate().unwrap_err().to_string();
+        assert!(e.contains("rx.used"), "{e}");
+        let mut h = sample();
+        h.tx.desc = (1 << 20) - 16;
+        assert!(h.validate().is_err());
+    }
+
+    #[test]
+    fn rejects_misaligned_ring() {
+        let mut h = sample();
+        h.tx.used = 8193;
+        assert!(h.validate().unwrap_err().to_string().contains("aligned"));
+    }
+}

@@ -1,0 +1,246 @@
+//! # sharenet transports
+//!
+//! Two launcher processes each own a guest's memory. At rendezvous they swap
+//! a [`Handshake`] (who they are, where their rings are, how big their memory
+//! is) and a way to reach each other's memory; from then on the only thing a
+//! transport carries is the *notification*: "look at the rings, something
+//! changed". The 2008 lguest launcher did this with two named FIFOs and one
+//! byte per kick; `transport-unixsock` and `transport-eventfd` do it with a
+//! Unix socket and with eventfds. The copier in `lguest-launcher` is generic
+//! over [`Transport`], so all three run the same data path.
+//!
+//! ## Trust policy (what a transport checks, and what happens when it fails)
+//! Everything the peer sends is hostile until checked:
+//! * the handshake: magic, version, pid, queue sizes (powers of two, at most
+//!   32768), every ring inside the memory with checked arithmetic —
+//!   [`Handshake::validate`];
+//! * the memory fd: a regular file carrying at least `F_SEAL_SHRINK` and
+//!   `F_SEAL_GROW` (so the peer cannot truncate it under our mapping and
+//!   SIGBUS us) whose size equals the handshake's `mem_size` —
+//!   [`check_peer_memory`];
+//! * the peer process: same uid as ours (and, for sockets, the pid in the
+//!   handshake must match `SO_PEERCRED`).
+//!
+//! A failed check refuses the peer at connect with an [`Error`] that names
+//! the field and the value sent. Later, while running, a malformed
+//! descriptor chain is dropped and counted by the copier and the link
+//! carries on; ring state that cannot happen with an honest peer (an avail
+//! index that jumps by more than the queue size) disconnects the peer with
+//! one clear error. The rendezvous paths are created mode 0600; a symlink at
+//! the path, or a path owned by another uid, is refused.
+
+#![deny(missing_docs)]
+
+mod error;
+mod handshake;
+pub mod path;
+
+pub use error::{Error, Result};
+pub use handshake::{
+    Handshake, RingInfo, F_EVENT_IDX, F_NOTIFY_FLAGS, HANDSHAKE_LEN, KNOWN_FEATURES, MAGIC,
+    MAX_QUEUE_SIZE, VERSION,
+};
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::stat::{fstat, SFlag};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How a transport should behave, chosen by the launcher.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectOptions {
+    /// `--writes nonblocking`: a notification write that would block counts
+    /// as already pending instead of waiting on the peer.
+    pub nonblocking_writes: bool,
+    /// Give up waiting for a peer after this long (`None`: wait forever).
+    pub timeout: Option<Duration>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            nonblocking_writes: true,
+            timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// What we learned about the peer at rendezvous.
+#[derive(Debug)]
+pub struct PeerInfo {
+    /// The peer's handshake, already validated.
+    pub handshake: Handshake,
+    /// The peer's guest memory, already checked with [`check_peer_memory`].
+    pub memory: OwnedFd,
+}
+
+/// Why [`Transport::wait`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wakeup {
+    /// The peer notified us (any number of coalesced notifications).
+    Notified,
+    /// The timeout passed with no notification.
+    Timeout,
+}
+
+/// What [`Transport::notify`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notify {
+    /// The notification was written.
+    Sent,
+    /// The channel was full (nonblocking writes only): the peer has unread
+    /// notifications, so it will wake anyway and nothing is lost.
+    AlreadyPending,
+}
+
+/// A notification channel between two launchers.
+///
+/// Shaped after rust-vmm's `VhostUserBackend`: few required methods, each
+/// with one job. Implementations are `Send + Sync`; `notify` and `wait` may
+/// be called from different threads.
+pub trait Transport: Send + Sync {
+    /// The `KIND` in `--sharenet KIND:PATH`.
+    const KIND: &'static str;
+
+    /// Rendezvous with the peer at `path`, swap handshakes and reach the
+    /// peer's memory. `memory` is our own memory fd, offered to the peer.
+    /// Whichever side arrives first waits for the other.
+    fn connect(
+        path: &Path,
+        local: &Handshake,
+        memory: BorrowedFd<'_>,
+        opts: &ConnectOptions,
+    ) -> Result<(Self, PeerInfo)>
+    where
+        Self: Sized;
+
+    /// Tell the peer that something changed. In nonblocking mode this never
+    /// blocks: a full channel means a wake-up is already pending. A dead
+    /// peer is [`Error::PeerGone`] (EPIPE is never a signal: launchers
+    /// ignore SIGPIPE).
+    fn notify(&self) -> Result<Notify>;
+
+    /// Wait until the peer notified us or `timeout` passed (`Some(ZERO)`
+    /// polls). Consumes every pending notification. [`Error::PeerGone`] when
+    /// the peer closed or died, even while no notification is due.
+    fn wait(&self, timeout: Option<Duration>) -> Result<Wakeup>;
+
+    /// The fd that becomes readable on a notification (for poll/epoll).
+    fn as_raw_fd(&self) -> RawFd;
+
+    /// The peer's pid from its handshake.
+    fn peer_pid(&self) -> u32;
+}
+
+/// Check the peer's memory fd before mapping it: it must be a regular file
+/// (a memfd), carry at least `F_SEAL_SHRINK | F_SEAL_GROW`, and be exactly
+/// `expected_size` bytes long.
+pub fn check_peer_memory(fd: BorrowedFd<'_>, expected_size: u64) -> Result<()> {
+    let st = fstat(fd.as_raw_fd_compat()).map_err(|e| Error::sys("fstat peer memory", e))?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    if kind != SFlag::S_IFREG {
+        return Err(Error::BadPeerMemory(format!(
+            "not a regular file/memfd (mode {:#o})",
+            st.st_mode
+        )));
+    }
+    let seals = fcntl(fd.as_raw_fd_compat(), FcntlArg::F_GET_SEALS).map_err(|e| {
+        Error::BadPeerMemory(format!("cannot read its seals ({e}); is it a memfd?"))
+    })?;
+    let seals = SealFlag::from_bits_truncate(seals);
+    let need = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
+    if !seals.contains(need) {
+        return Err(Error::BadPeerMemory(format!(
+            "seals {:?} lack F_SEAL_SHRINK|F_SEAL_GROW: the peer could truncate it under us",
+            seals
+        )));
+    }
+    if st.st_size as u64 != expected_size {
+        return Err(Error::BadPeerMemory(format!(
+            "size is {} bytes but the handshake says mem_size = {}",
+            st.st_size, expected_size
+        )));
+    }
+    Ok(())
+}
+
+/// Validate a received handshake and the memory fd that came with it, and
+/// bundle them as [`PeerInfo`]. Every transport ends its `connect` here.
+pub fn accept_peer(handshake: Handshake, memory: OwnedFd) -> Result<PeerInfo> {
+    handshake.validate()?;
+    check_peer_memory(memory.as_fd(), handshake.mem_size)?;
+    Ok(PeerInfo { handshake, memory })
+}
+
+/// Small extension so we can hand a `BorrowedFd` to nix calls taking `RawFd`.
+trait AsRawFdCompat {
+    fn as_raw_fd_compat(&self) -> RawFd;
+}
+
+impl AsRawFdCompat for BorrowedFd<'_> {
+    fn as_raw_fd_compat(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.as_raw_fd()
+    }
+}
+
+/// A point in time after which connect gives up.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// `timeout` from now (`None`: never).
+    pub fn after(timeout: Option<Duration>) -> Self {
+        Deadline(timeout.map(|t| Instant::now() + t))
+    }
+    /// Time left, `None` for no deadline; zero once passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.0
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+    /// True once the deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.remaining() == Some(Duration::ZERO)
+    }
+}
+
+/// Result of [`poll_fds`] for each fd: was it readable, did it hang up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ready {
+    /// POLLIN was set.
+    pub readable: bool,
+    /// POLLHUP or POLLERR was set.
+    pub hangup: bool,
+}
+
+/// Poll `fds` for input with a timeout (`None`: forever). EINTR retries.
+pub fn poll_fds<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    timeout: Option<Duration>,
+) -> Result<[Ready; N]> {
+    let mut pfds: Vec<PollFd> = fds.iter().map(|f| PollFd::new(*f, PollFlags::POLLIN)).collect();
+    let to = match timeout {
+        None => PollTimeout::NONE,
+        Some(d) => {
+            // Round up so a 0.5 ms wait does not become a busy poll.
+            let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    loop {
+        match poll(&mut pfds, to) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("poll", e)),
+        }
+    }
+    let mut out = [Ready::default(); N];
+    for (o, p) in out.iter_mut().zip(&pfds) {
+        let r = p.revents().unwrap_or(PollFlags::empty());
+        o.readable = r.contains(PollFlags::POLLIN);
+        o.hangup = r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL);
+    }
+    Ok(out)
+}
