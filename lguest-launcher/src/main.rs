@@ -1,1 +1,89 @@
-fn main() {}
+//! `lguest-launcher`: one side of a sharenet pair, plus `demo`.
+//!
+//! Exit codes: 0 the workload finished; 1 a runtime failure (peer gone,
+//! timeout, refused peer), one clear line on stderr; 2 a usage or config
+//! error naming the flag or key.
+
+mod cli;
+mod config;
+mod copier;
+mod demo;
+mod layout;
+mod memory;
+mod packet;
+mod ring;
+mod run;
+mod stats;
+mod workload;
+
+use clap::Parser;
+use config::{Kind, RunConfig};
+use run::SharedStats;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+fn main() -> ExitCode {
+    // A dead peer must show up as EPIPE ("peer gone"), never kill us: the
+    // Rust runtime sets SIGPIPE to SIG_IGN before `main`, and the socket
+    // transports also send with MSG_NOSIGNAL.
+    let cli = cli::Cli::parse();
+    match cli.command {
+        Some(cli::Command::Demo(args)) => demo::run(&args),
+        None => match cli.run.resolve() {
+            Ok(cfg) => run_one(&cfg),
+            Err(cli::UsageError(msg)) => {
+                eprintln!("error: {msg}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn run_one(cfg: &RunConfig) -> ExitCode {
+    let shared: SharedStats = Arc::new(Mutex::new(stats::Stats::default()));
+    start_watchdog(cfg, shared.clone());
+    let result = match cfg.spec.kind {
+        Kind::Fifo => run::run::<transport_fifo::Fifo>(cfg, &shared),
+        Kind::Unix => run::run::<transport_unixsock::UnixSock>(cfg, &shared),
+        Kind::Eventfd => run::run::<transport_eventfd::EventFd>(cfg, &shared),
+    };
+    let stats = match &result {
+        Ok(s) => s.clone(),
+        Err(_) => shared.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+    };
+    write_stats(cfg, &stats);
+    match result {
+        Ok(s) => {
+            if !cfg.quiet {
+                eprintln!("{}", s.summary());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn write_stats(cfg: &RunConfig, stats: &stats::Stats) {
+    if let Some(p) = &cfg.stats_json {
+        if let Err(e) = stats.write_json(p) {
+            eprintln!("warning: cannot write stats to {}: {e}", p.display());
+        }
+    }
+}
+
+/// The run loop honours `--timeout` itself; this thread is the backstop for
+/// a call that blocks (a blocking notification write to a stopped peer).
+fn start_watchdog(cfg: &RunConfig, shared: SharedStats) {
+    let cfg = cfg.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(cfg.timeout + std::time::Duration::from_secs(2));
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.result = format!("timed out after {:.1} s (blocked)", cfg.timeout.as_secs_f64());
+        write_stats(&cfg, &s);
+        eprintln!("error: {}", s.result);
+        std::process::exit(1);
+    });
+}

@@ -1,1 +1,365 @@
-//! placeholder
+//! # The original transport: a pair of named FIFOs
+//!
+//! This is how the 2008 lguest launcher joined two guests. Two launchers
+//! given the same `PATH` meet on two FIFOs, `PATH` and `PATH_`:
+//!
+//! 1. Under an exclusive `flock` on the directory (so two arrivals cannot
+//!    both decide to be first), a launcher tries to open `PATH` for writing
+//!    without blocking. If that works, a first launcher is already reading
+//!    it: we are the *second*. If `PATH` is missing, or is a stale FIFO
+//!    with no reader (`ENXIO`: its creator crashed), we are the *first*: we
+//!    make both FIFOs mode 0600 under temporary names, open our read end,
+//!    and rename them into place (replacing any stale ones atomically).
+//! 2. The second opens `PATH_` for reading, then writes its handshake down
+//!    `PATH`. The first reads it, opens `PATH_` for writing, writes its own
+//!    handshake back, and unlinks both names: the pair is set up and the
+//!    path is free for the next pair.
+//! 3. Each side reaches the other's memory by opening `/proc/PID/fd/N` of
+//!    the memfd named in the handshake (same uid only; the kernel enforces
+//!    ptrace-style access too).
+//!
+//! From then on a notification is one byte written to the peer's FIFO. The
+//! original wrote its kick back into its *read* fd — a bug that only worked
+//! because a FIFO opened read-write loops back to itself; here each side
+//! writes only to the FIFO the peer reads. A wake-up drains every pending
+//! byte, so many kicks coalesce into one wake-up. When the peer dies its
+//! write end closes and our read end reports hang-up: that is "peer gone".
+//! A full FIFO (64 KiB of unread kicks) in nonblocking mode means the peer
+//! already has a wake-up pending, so the write is counted as done.
+
+#![deny(missing_docs)]
+
+use nix::errno::Errno;
+use nix::fcntl::{open, Flock, FlockArg, OFlag};
+use nix::sys::stat::{fstat, Mode};
+use nix::unistd::{getuid, mkfifo, read, unlink, write};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use transport::{
+    accept_peer, path, poll_fds, ConnectOptions, Deadline, Error, Handshake, Notify, PeerInfo,
+    Result, Transport, Wakeup, HANDSHAKE_LEN,
+};
+
+/// One launcher's end of a FIFO pair.
+#[derive(Debug)]
+pub struct Fifo {
+    /// The FIFO the peer writes to (our wake-ups).
+    rx: OwnedFd,
+    /// The FIFO the peer reads (our notifications).
+    tx: OwnedFd,
+    peer_pid: u32,
+}
+
+fn sibling(path: &Path) -> PathBuf {
+    let mut s: OsString = path.as_os_str().to_owned();
+    s.push("_");
+    PathBuf::from(s)
+}
+
+fn tmp_name(path: &Path, tag: &str) -> PathBuf {
+    let mut s: OsString = path.as_os_str().to_owned();
+    s.push(format!(".{tag}.{}.tmp", std::process::id()));
+    PathBuf::from(s)
+}
+
+fn open_fd(p: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let fd = open(p, flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())?;
+    // SAFETY: `open` just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Which role this launcher took at rendezvous.
+enum Role {
+    /// We created the FIFOs and read `PATH`.
+    First { rx: OwnedFd },
+    /// We found a live first side and write `PATH`.
+    Second { tx: OwnedFd },
+}
+
+/// Step 1 of the rendezvous, under the directory lock.
+fn choose_role(path: &Path) -> Result<Role> {
+    let dir = path::parent_dir(path)?;
+    let dir_fd = open_fd(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+        .map_err(|e| Error::sys(format!("open directory {}", dir.display()), e))?;
+    // Held until this function returns; dropping it unlocks.
+    let _lock = Flock::lock(dir_fd, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::sys(format!("lock directory {}", dir.display()), e))?;
+    let side = sibling(path);
+    match path::inspect(path)? {
+        path::Found::Fifo => match open_fd(path, OFlag::O_WRONLY | OFlag::O_NONBLOCK) {
+            Ok(tx) => return Ok(Role::Second { tx }),
+            Err(Errno::ENXIO) => {} // stale: nobody reads it; replace below
+            Err(e) => return Err(Error::sys(format!("open {}", path.display()), e)),
+        },
+        path::Found::Socket => {
+            return Err(Error::RefusedPath {
+                path: path.to_path_buf(),
+                reason: "it is a socket (a unix:/eventfd: launcher?), not a FIFO".into(),
+            })
+        }
+        path::Found::Missing => {}
+    }
+    // The sibling must also be ours to replace.
+    if path::inspect(&side)? == path::Found::Socket {
+        return Err(Error::RefusedPath {
+            path: side,
+            reason: "it is a socket, not a FIFO".into(),
+        });
+    }
+    let (tmp_a, tmp_b) = (tmp_name(path, "a"), tmp_name(path, "b"));
+    let _ = unlink(&tmp_a);
+    let _ = unlink(&tmp_b);
+    let mk = |p: &Path| {
+        mkfifo(p, Mode::S_IRUSR | Mode::S_IWUSR)
+            .map_err(|e| Error::sys(format!("mkfifo {}", p.display()), e))
+    };
+    mk(&tmp_a)?;
+    if let Err(e) = mk(&tmp_b) {
+        let _ = unlink(&tmp_a);
+        return Err(e);
+    }
+    let result = (|| {
+        let rx = open_fd(&tmp_a, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
+            .map_err(|e| Error::sys(format!("open {}", tmp_a.display()), e))?;
+        std::fs::rename(&tmp_b, &side)
+            .map_err(|e| Error::io(format!("rename to {}", side.display()), e))?;
+        std::fs::rename(&tmp_a, path)
+            .map_err(|e| Error::io(format!("rename to {}", path.display()), e))?;
+        Ok(Role::First { rx })
+    })();
+    if result.is_err() {
+        let _ = unlink(&tmp_a);
+        let _ = unlink(&tmp_b);
+    }
+    result
+}
+
+/// Read exactly one handshake from `fd` (nonblocking), waiting up to the
+/// deadline. A writer that closes early is reported as peer gone.
+fn read_handshake(fd: BorrowedFd<'_>, deadline: &Deadline, path: &Path) -> Result<Handshake> {
+    let mut buf = [0u8; HANDSHAKE_LEN];
+    let mut got = 0;
+    let mut seen_writer = false;
+    while got < HANDSHAKE_LEN {
+        if deadline.expired() {
+            return Err(Error::ConnectTimeout {
+                path: path.to_path_buf(),
+                secs: 0.0,
+            });
+        }
+        let wait = deadline
+            .remaining()
+            .map_or(Duration::from_millis(100), |r| r.min(Duration::from_millis(100)));
+        let [r] = poll_fds([fd], Some(wait))?;
+        if !r.readable && !r.hangup {
+            continue;
+        }
+        match read(fd.as_raw_fd(), &mut buf[got..]) {
+            Ok(0) => {
+                // No writer yet (before the peer opened) or the peer left.
+                if seen_writer || got > 0 {
+                    return Err(Error::ShortHandshake {
+                        got,
+                        expected: HANDSHAKE_LEN,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(n) => {
+                seen_writer = true;
+                got += n;
+            }
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("read handshake", e)),
+        }
+    }
+    Handshake::decode(&buf)
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<()> {
+    while !bytes.is_empty() {
+        match write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => std::thread::sleep(Duration::from_millis(1)),
+            Err(Errno::EPIPE) => {
+                return Err(Error::PeerGone {
+                    pid: 0,
+                    reason: "FIFO closed during handshake".into(),
+                })
+            }
+            Err(e) => return Err(Error::sys("write handshake", e)),
+        }
+    }
+    Ok(())
+}
+
+/// Open the peer's memory through `/proc/PID/fd/N` after checking that the
+/// process belongs to our uid.
+fn open_peer_memory(h: &Handshake) -> Result<OwnedFd> {
+    h.validate()?;
+    let proc_dir = PathBuf::from(format!("/proc/{}", h.pid));
+    let st = nix::sys::stat::stat(&proc_dir)
+        .map_err(|e| Error::PeerRefused(format!("peer pid {} not found in /proc: {e}", h.pid)))?;
+    if st.st_uid != getuid().as_raw() {
+        return Err(Error::PeerRefused(format!(
+            "peer pid {} runs as uid {}, we run as uid {}",
+            h.pid,
+            st.st_uid,
+            getuid()
+        )));
+    }
+    if h.mem_fd < 0 {
+        return Err(Error::BadHandshake {
+            field: "mem_fd",
+            value: h.mem_fd as u32 as u64,
+            reason: "the FIFO transport needs the peer's memory fd number".into(),
+        });
+    }
+    let p = proc_dir.join("fd").join(h.mem_fd.to_string());
+    let fd = open(&p, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| Error::BadPeerMemory(format!("cannot open {}: {e}", p.display())))?;
+    // SAFETY: `open` just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| Error::sys("F_GETFL", e))?;
+    let mut flags = OFlag::from_bits_truncate(flags);
+    flags.set(OFlag::O_NONBLOCK, on);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| Error::sys("F_SETFL", e))?;
+    Ok(())
+}
+
+impl Transport for Fifo {
+    const KIND: &'static str = "fifo";
+
+    fn connect(
+        path: &Path,
+        local: &Handshake,
+        _memory: BorrowedFd<'_>,
+        opts: &ConnectOptions,
+    ) -> Result<(Self, PeerInfo)> {
+        let deadline = Deadline::after(opts.timeout);
+        let side = sibling(path);
+        let timeout_err = || Error::ConnectTimeout {
+            path: path.to_path_buf(),
+            secs: opts.timeout.map_or(0.0, |t| t.as_secs_f64()),
+        };
+        let (rx, tx, peer) = match choose_role(path)? {
+            Role::Second { tx } => {
+                let rx = open_fd(&side, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
+                    .map_err(|e| Error::sys(format!("open {}", side.display()), e))?;
+                write_all(tx.as_fd(), &local.encode())?;
+                let peer = read_handshake(rx.as_fd(), &deadline, path)
+                    .map_err(|e| if matches!(e, Error::ConnectTimeout { .. }) { timeout_err() } else { e })?;
+                (rx, tx, peer)
+            }
+            Role::First { rx } => {
+                let cleanup = || {
+                    let _ = unlink(path);
+                    let _ = unlink(&side);
+                };
+                let peer = match read_handshake(rx.as_fd(), &deadline, path) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        cleanup();
+                        return Err(if matches!(e, Error::ConnectTimeout { .. }) { timeout_err() } else { e });
+                    }
+                };
+                let tx = loop {
+                    match open_fd(&side, OFlag::O_WRONLY | OFlag::O_NONBLOCK) {
+                        Ok(fd) => break fd,
+                        Err(Errno::ENXIO) if !deadline.expired() => {
+                            std::thread::sleep(Duration::from_millis(1))
+                        }
+                        Err(e) => {
+                            cleanup();
+                            return Err(Error::sys(format!("open {}", side.display()), e));
+                        }
+                    }
+                };
+                // Both ends are open: the names have done their job.
+                cleanup();
+                write_all(tx.as_fd(), &local.encode())?;
+                (rx, tx, peer)
+            }
+        };
+        let memory = open_peer_memory(&peer)?;
+        let info = accept_peer(peer, memory)?;
+        set_nonblocking(tx.as_fd(), opts.nonblocking_writes)?;
+        // Sanity: both are FIFOs (guards against a swapped path).
+        for fd in [&rx, &tx] {
+            fstat(fd.as_raw_fd()).map_err(|e| Error::sys("fstat fifo", e))?;
+        }
+        Ok((
+            Fifo {
+                rx,
+                tx,
+                peer_pid: info.handshake.pid,
+            },
+            info,
+        ))
+    }
+
+    fn notify(&self) -> Result<Notify> {
+        loop {
+            match write(self.tx.as_fd(), &[1u8]) {
+                Ok(_) => return Ok(Notify::Sent),
+                Err(Errno::EAGAIN) => return Ok(Notify::AlreadyPending),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EPIPE) => {
+                    return Err(Error::PeerGone {
+                        pid: self.peer_pid,
+                        reason: "its FIFO has no reader (EPIPE)".into(),
+                    })
+                }
+                Err(e) => return Err(Error::sys("write notification", e)),
+            }
+        }
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Result<Wakeup> {
+        let [r] = poll_fds([self.rx.as_fd()], timeout)?;
+        if !r.readable && !r.hangup {
+            return Ok(Wakeup::Timeout);
+        }
+        // Drain every pending kick: they coalesce into one wake-up.
+        let mut buf = [0u8; 256];
+        let mut got = 0usize;
+        loop {
+            match read(self.rx.as_raw_fd(), &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got += n;
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("read notification", e)),
+            }
+        }
+        if got > 0 {
+            Ok(Wakeup::Notified)
+        } else if r.hangup {
+            Err(Error::PeerGone {
+                pid: self.peer_pid,
+                reason: "its end of the FIFO closed".into(),
+            })
+        } else {
+            Ok(Wakeup::Timeout)
+        }
+    }
+
+    fn as_raw_fd(&self) -> RawFd {
+        self.rx.as_raw_fd()
+    }
+
+    fn peer_pid(&self) -> u32 {
+        self.peer_pid
+    }
+}

@@ -1,0 +1,164 @@
+//! Counters for every path, and the stats JSON contract.
+//!
+//! Field names are a contract (see DESIGN.md): scripts read them. Add
+//! fields freely; never rename these.
+
+use serde::Serialize;
+
+/// One run's counters.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    /// `fifo`, `unix` or `eventfd`.
+    pub transport: String,
+    /// The workload name.
+    pub workload: String,
+    /// Notify mode asked for.
+    pub notify: String,
+    /// Notify mode in force after negotiation with the peer.
+    pub notify_effective: String,
+    /// Writes mode.
+    pub writes: String,
+    /// Wait mode.
+    pub wait: String,
+    /// Frame size (bytes) for sending workloads.
+    pub size: u32,
+    /// Packets our guest put on its TX ring.
+    pub packets_sent: u64,
+    /// Of those, packets the peer has consumed.
+    pub packets_consumed: u64,
+    /// Intact packets our guest received.
+    pub packets_received: u64,
+    /// Frame bytes our guest received.
+    pub bytes_received: u64,
+    /// Packets expected but never received (sink, ping).
+    pub lost: u64,
+    /// Packets whose checksum, size or length did not match.
+    pub corrupted: u64,
+    /// Packets that arrived with a sequence number other than the next one.
+    pub out_of_order: u64,
+    /// Notifications written to the peer.
+    pub notifications_sent: u64,
+    /// Notifications skipped because the peer's suppression said so.
+    pub notifications_suppressed: u64,
+    /// Notification writes that found the channel full (nonblocking): the
+    /// peer already had a wake-up pending.
+    pub notifications_pending: u64,
+    /// Times we slept and were woken by a notification.
+    pub wakeups: u64,
+    /// Times our copier had a peer packet but no RX buffer.
+    pub rx_ring_full: u64,
+    /// Malformed chains or ring state from the peer (all classes).
+    pub peer_errors: u64,
+    /// Of those: bad descriptor index.
+    pub peer_bad_index: u64,
+    /// Of those: buffer outside the peer's memory.
+    pub peer_out_of_bounds: u64,
+    /// Of those: looped or over-long chain.
+    pub peer_loop: u64,
+    /// Of those: writable descriptor in a TX chain.
+    pub peer_wrong_direction: u64,
+    /// Of those: indirect descriptor.
+    pub peer_indirect: u64,
+    /// Of those: zero or oversize length, or a frame larger than our RX buffer.
+    pub peer_bad_length: u64,
+    /// Seconds from connect to finish.
+    pub elapsed_s: f64,
+    /// Million packets per second (sent or received, whichever is larger).
+    pub mpps: f64,
+    /// Gigabits per second of frame bytes.
+    pub gbps: f64,
+    /// Ping round trip, median, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_p50_us: Option<f64>,
+    /// Ping round trip, 99th percentile, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_p99_us: Option<f64>,
+    /// Ping round trip, 99.9th percentile, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_p999_us: Option<f64>,
+    /// The peer's pid.
+    pub peer_pid: u32,
+    /// CPU seconds this process used (user + system).
+    pub cpu_s: f64,
+    /// `ok`, or the one-line error that ended the run.
+    pub result: String,
+}
+
+impl Stats {
+    /// Fill in rates from counts and elapsed time.
+    pub fn finish(&mut self, elapsed_s: f64) {
+        self.elapsed_s = elapsed_s;
+        let pkts = self.packets_sent.max(self.packets_received) as f64;
+        let bytes = if self.packets_received >= self.packets_sent {
+            self.bytes_received as f64
+        } else {
+            self.packets_sent as f64 * self.size as f64
+        };
+        if elapsed_s > 0.0 {
+            self.mpps = pkts / elapsed_s / 1e6;
+            self.gbps = bytes * 8.0 / elapsed_s / 1e9;
+        }
+        self.cpu_s = cpu_seconds();
+    }
+
+    /// Record ping round trips (nanoseconds).
+    pub fn set_rtts(&mut self, rtts_ns: &mut [u64]) {
+        if rtts_ns.is_empty() {
+            return;
+        }
+        rtts_ns.sort_unstable();
+        let pct = |p: f64| {
+            let i = ((rtts_ns.len() as f64 * p).ceil() as usize).clamp(1, rtts_ns.len()) - 1;
+            rtts_ns[i] as f64 / 1000.0
+        };
+        self.rtt_p50_us = Some(pct(0.50));
+        self.rtt_p99_us = Some(pct(0.99));
+        self.rtt_p999_us = Some(pct(0.999));
+    }
+
+    /// The one-line human summary printed on stderr.
+    pub fn summary(&self) -> String {
+        let pkts = self.packets_sent.max(self.packets_received);
+        let mut s = format!(
+            "{} over {}: {} packets in {:.3} s, {:.3} Mpps, {:.2} Gbit/s, {:.4} notifications/packet",
+            self.workload,
+            self.transport,
+            pkts,
+            self.elapsed_s,
+            self.mpps,
+            self.gbps,
+            self.notifications_sent as f64 / pkts.max(1) as f64
+        );
+        if let (Some(p50), Some(p99)) = (self.rtt_p50_us, self.rtt_p99_us) {
+            s += &format!(", rtt p50 {p50:.1} us p99 {p99:.1} us");
+        }
+        if self.lost + self.corrupted + self.peer_errors > 0 {
+            s += &format!(
+                ", lost {} corrupted {} peer errors {}",
+                self.lost, self.corrupted, self.peer_errors
+            );
+        }
+        s
+    }
+
+    /// Write the JSON object to `path` (via a temporary file and rename, so
+    /// a reader never sees half a file).
+    pub fn write_json(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text + "\n")?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// User + system CPU seconds of this process.
+pub fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        }
+        Err(_) => 0.0,
+    }
+}

@@ -1,0 +1,303 @@
+//! The synthetic guest: a small virtio-net driver with a workload.
+//!
+//! It drives two rings in our memory, exactly as a guest kernel would: it
+//! posts every RX slot as a device-writable buffer, puts frames on TX, and
+//! reaps used entries. The peer's copier pulls from our TX ring and writes
+//! its used entries (so those are checked: see [`DriverQueue::pop_used`]);
+//! our own copier fills our RX ring.
+//!
+//! Workloads: `stream` sends COUNT frames and is done once the peer has
+//! consumed all of them; `sink` is done after COUNT intact frames; `ping`
+//! sends one frame at a time and times its echo; `echo` sends back each
+//! frame it receives; `idle` does nothing.
+
+use crate::config::Workload;
+use crate::layout::{Layout, BUF_SIZE, NET_HDR_LEN};
+use crate::memory::Region;
+use crate::packet::{verify, Pattern, Verdict};
+use crate::ring::{DriverQueue, NotifyMode, RingError, Seg};
+use crate::stats::Stats;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// What one [`Guest::step`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Step {
+    /// Anything happened.
+    pub progress: bool,
+    /// TX entries were published: `(old, new)` avail indexes, for the kick
+    /// decision.
+    pub tx_published: Option<(u16, u16)>,
+}
+
+/// The synthetic guest.
+pub struct Guest {
+    mem: Region,
+    layout: Layout,
+    /// Our TX ring (the peer's copier consumes it).
+    pub tx: DriverQueue,
+    rx: DriverQueue,
+    mode: NotifyMode,
+    workload: Workload,
+    count: u64,
+    pattern: Pattern,
+    sent: u64,
+    consumed: u64,
+    received: u64,
+    next_expected: u64,
+    ping_in_flight: Option<(u64, Instant)>,
+    rtts: Vec<u64>,
+    echo_queue: VecDeque<Vec<u8>>,
+    echoed: u64,
+    rx_delay: Duration,
+    frame: Vec<u8>,
+}
+
+impl Guest {
+    /// A guest over `layout` in `mem`, posting all RX buffers.
+    pub fn new(
+        mem: Region,
+        layout: Layout,
+        mode: NotifyMode,
+        workload: Workload,
+        count: u64,
+        size: u32,
+        rx_delay: Duration,
+    ) -> Result<Self, RingError> {
+        let tx = DriverQueue::new(mem.clone(), &layout.tx);
+        let rx = DriverQueue::new(mem.clone(), &layout.rx);
+        let mut g = Guest {
+            mem,
+            layout,
+            tx,
+            rx,
+            mode,
+            workload,
+            count,
+            pattern: Pattern::new(size as usize),
+            sent: 0,
+            consumed: 0,
+            received: 0,
+            next_expected: 0,
+            ping_in_flight: None,
+            rtts: Vec::new(),
+            echo_queue: VecDeque::new(),
+            echoed: 0,
+            rx_delay,
+            frame: vec![0u8; BUF_SIZE as usize],
+        };
+        while g.rx.num_free() > 0 {
+            g.post_rx()?;
+        }
+        g.rx.publish()?;
+        g.tx.set_interrupts(mode, false, 0)?;
+        Ok(g)
+    }
+
+    fn rx_slot(&self, id: u16) -> u64 {
+        self.layout.rx_bufs + id as u64 * BUF_SIZE
+    }
+
+    /// Post one RX buffer: the slot of whatever descriptor id comes free.
+    fn post_rx(&mut self) -> Result<(), RingError> {
+        self.rx
+            .add_slot(self.layout.rx_bufs, BUF_SIZE, BUF_SIZE as u32, true)?;
+        Ok(())
+    }
+
+    fn send_seq(&mut self, seq: u64) -> Result<bool, RingError> {
+        let size = self.pattern.size() as u32;
+        let (h, payload) = self.pattern.frame(seq);
+        send_frame(&mut self.tx, &self.mem, self.layout.tx_bufs, size, |mem, at| {
+            mem.write("tx frame", at, &h)?;
+            mem.write("tx frame", at + h.len() as u64, payload)?;
+            Ok(())
+        })
+    }
+
+    /// Do everything possible without waiting.
+    pub fn step(&mut self, stats: &mut Stats) -> Result<Step, RingError> {
+        let mut step = Step::default();
+        // Reap TX buffers the peer has consumed.
+        while self.tx.pop_used()?.is_some() {
+            self.consumed += 1;
+            step.progress = true;
+        }
+        // Receive.
+        let mut reposted = false;
+        while let Some((id, len)) = self.rx.pop_used()? {
+            step.progress = true;
+            self.receive(id, len, stats)?;
+            self.post_rx()?;
+            reposted = true;
+            if !self.rx_delay.is_zero() {
+                std::thread::sleep(self.rx_delay);
+                break;
+            }
+        }
+        // Produce.
+        let before = self.sent;
+        match self.workload {
+            Workload::Stream => {
+                while self.sent < self.count && self.send_seq(self.sent)? {
+                    self.sent += 1;
+                }
+            }
+            Workload::Ping => {
+                if self.ping_in_flight.is_none() && self.sent < self.count && self.send_seq(self.sent)? {
+                    self.ping_in_flight = Some((self.sent, Instant::now()));
+                    self.sent += 1;
+                }
+            }
+            Workload::Echo => {
+                while let Some(frame) = self.echo_queue.front() {
+                    let sent = send_frame(&mut self.tx, &self.mem, self.layout.tx_bufs, frame.len() as u32, |mem, at| {
+                        Ok(mem.write("tx frame", at, frame)?)
+                    })?;
+                    if !sent {
+                        break;
+                    }
+                    self.echo_queue.pop_front();
+                    self.sent += 1;
+                    self.echoed += 1;
+                }
+            }
+            Workload::Sink | Workload::Idle => {}
+        }
+        if reposted {
+            self.rx.publish()?;
+        }
+        if self.sent != before {
+            step.progress = true;
+            step.tx_published = Some(self.tx.publish()?);
+        }
+        stats.packets_sent = self.sent;
+        stats.packets_consumed = self.consumed;
+        Ok(step)
+    }
+
+    /// Handle one received buffer (the caller re-posts it afterwards).
+    fn receive(&mut self, id: u16, len: u32, stats: &mut Stats) -> Result<(), RingError> {
+        let flen = len as u64;
+        if flen < NET_HDR_LEN || flen > BUF_SIZE {
+            stats.corrupted += 1;
+            return Ok(());
+        }
+        let flen = (flen - NET_HDR_LEN) as usize;
+        let at = self.rx_slot(id) + NET_HDR_LEN;
+        if self.workload == Workload::Echo {
+            // Copy out: the RX slot goes straight back to the ring, and the
+            // echo may have to wait for a free TX slot.
+            if self.echoed + (self.echo_queue.len() as u64) < self.count {
+                let mut f = vec![0u8; flen];
+                self.mem.read("rx frame", at, &mut f)?;
+                self.echo_queue.push_back(f);
+                stats.packets_received += 1;
+                stats.bytes_received += flen as u64;
+            }
+            return Ok(());
+        }
+        self.mem.read("rx frame", at, &mut self.frame[..flen])?;
+        match verify(&self.frame[..flen]) {
+            Verdict::Corrupt => stats.corrupted += 1,
+            Verdict::Good(seq) => {
+                if seq != self.next_expected {
+                    stats.out_of_order += 1;
+                }
+                self.next_expected = seq + 1;
+                self.received += 1;
+                stats.packets_received += 1;
+                stats.bytes_received += flen as u64;
+                if let Some((want, t0)) = self.ping_in_flight {
+                    if want == seq {
+                        self.rtts.push(t0.elapsed().as_nanos() as u64);
+                        self.ping_in_flight = None;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The workload has finished.
+    pub fn done(&self) -> bool {
+        match self.workload {
+            Workload::Stream => self.sent == self.count && self.tx.in_flight() == 0,
+            Workload::Sink => self.received >= self.count,
+            Workload::Ping => self.rtts.len() as u64 >= self.count,
+            Workload::Echo => self.echoed >= self.count && self.tx.in_flight() == 0,
+            Workload::Idle => false,
+        }
+    }
+
+    /// The used index at which we want the peer to interrupt us (TX
+    /// completions), if we are waiting for any: half the ring when TX is
+    /// full (batching), the last one when draining at the end.
+    fn tx_interrupt_target(&self) -> Option<u16> {
+        let in_flight = self.tx.in_flight();
+        if in_flight == 0 {
+            return None;
+        }
+        let blocked = match self.workload {
+            Workload::Stream => self.sent < self.count && self.tx.num_free() == 0,
+            Workload::Echo => !self.echo_queue.is_empty() && self.tx.num_free() == 0,
+            _ => false,
+        };
+        let draining = match self.workload {
+            Workload::Stream => self.sent == self.count,
+            Workload::Echo => self.echoed >= self.count,
+            _ => false,
+        };
+        let ahead = if blocked {
+            (in_flight / 2).max(1)
+        } else if draining {
+            in_flight
+        } else {
+            return None;
+        };
+        Some(self.tx.last_used().wrapping_add(ahead - 1))
+    }
+
+    /// Before sleeping: ask the peer for the TX interrupts we need (or
+    /// none). After waking: stop asking.
+    pub fn set_interrupts(&self, sleeping: bool) -> Result<(), RingError> {
+        match (sleeping, self.tx_interrupt_target()) {
+            (true, Some(at)) => self.tx.set_interrupts(self.mode, true, at),
+            _ => self.tx.set_interrupts(self.mode, false, 0),
+        }
+    }
+
+    /// Is there something to do right now (re-check before sleeping)?
+    pub fn has_work(&self) -> Result<bool, RingError> {
+        Ok(self.rx.has_used()? || self.tx.has_used()?)
+    }
+
+    /// Fill the final numbers into `stats`.
+    pub fn report(&mut self, stats: &mut Stats) {
+        stats.packets_sent = self.sent;
+        stats.packets_consumed = self.consumed;
+        match self.workload {
+            Workload::Sink | Workload::Ping => stats.lost = self.count.saturating_sub(self.received),
+            Workload::Echo => stats.lost = self.count.saturating_sub(self.echoed),
+            _ => {}
+        }
+        stats.set_rtts(&mut self.rtts);
+    }
+}
+
+/// Put one TX frame of `len` bytes, which `fill` writes at the given offset
+/// (after the `virtio_net_hdr`); false when the ring is full.
+fn send_frame(
+    tx: &mut DriverQueue,
+    mem: &Region,
+    tx_bufs: u64,
+    len: u32,
+    fill: impl FnOnce(&Region, u64) -> Result<(), RingError>,
+) -> Result<bool, RingError> {
+    let Some((_, slot)) = tx.add_slot(tx_bufs, BUF_SIZE, NET_HDR_LEN as u32 + len, false)? else {
+        return Ok(false);
+    };
+    mem.write("tx header", slot, &[0u8; NET_HDR_LEN as usize])?;
+    fill(mem, slot + NET_HDR_LEN)?;
+    Ok(true)
+}

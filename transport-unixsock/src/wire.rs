@@ -1,0 +1,153 @@
+//! Messages with fds attached, and who is on the other end.
+//!
+//! The handshake is one SOCK_SEQPACKET record: the 104 handshake bytes, with
+//! the sender's fds riding along as `SCM_RIGHTS`. These helpers send and
+//! receive such records and ask the kernel (`SO_PEERCRED`) who the peer is,
+//! so that `transport-eventfd` can reuse them for its own fd set.
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    getsockopt, recvmsg, sendmsg, sockopt::PeerCredentials, ControlMessage, ControlMessageOwned,
+    MsgFlags, UnixAddr,
+};
+use nix::unistd::getuid;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use transport::{Error, Result};
+
+/// The most fds the kernel lets one Unix socket message carry
+/// (`SCM_MAX_FD`). We leave room for all of them when receiving: if the
+/// control buffer were smaller, the kernel would install the fds that fit
+/// and report `MSG_CTRUNC`, and we could not name them to close them.
+const SCM_MAX_FD: usize = 253;
+
+/// The peer process as the kernel saw it when the connection was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCred {
+    /// The peer's pid (in our pid namespace).
+    pub pid: u32,
+    /// The peer's effective uid; [`peer_cred`] only returns ours.
+    pub uid: u32,
+}
+
+impl PeerCred {
+    /// Check the pid a handshake claims against the pid the kernel reports.
+    /// A mismatch means the record was forwarded or forged by someone who is
+    /// not the process that will share its memory with us.
+    pub fn check_pid(&self, claimed: u32) -> Result<()> {
+        if claimed != self.pid {
+            return Err(Error::PeerRefused(format!(
+                "handshake pid {claimed} but SO_PEERCRED says {}",
+                self.pid
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Ask the kernel who is on the other end of `sock` (`SO_PEERCRED`) and
+/// refuse anyone running under another uid. Call this *before* sending our
+/// memory fd: a process of another user must not get it.
+pub fn peer_cred(sock: BorrowedFd<'_>) -> Result<PeerCred> {
+    let cred = getsockopt(&sock, PeerCredentials).map_err(|e| Error::sys("SO_PEERCRED", e))?;
+    let ours = getuid().as_raw();
+    if cred.uid() != ours {
+        return Err(Error::PeerRefused(format!(
+            "peer uid {} differs from ours ({ours})",
+            cred.uid()
+        )));
+    }
+    // A pid the kernel cannot map into our namespace reads as 0, and 0 is
+    // never a valid handshake pid, so `check_pid` will refuse it.
+    let pid = u32::try_from(cred.pid()).unwrap_or(0);
+    Ok(PeerCred {
+        pid,
+        uid: cred.uid(),
+    })
+}
+
+/// Send `bytes` as one record with `fds` attached as `SCM_RIGHTS`.
+///
+/// `MSG_NOSIGNAL`: a peer that closed is [`Error::PeerGone`], never SIGPIPE.
+/// The socket's own blocking mode applies.
+pub fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let iov = [IoSlice::new(bytes)];
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
+    loop {
+        match sendmsg::<UnixAddr>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) if n == bytes.len() => return Ok(()),
+            // SOCK_SEQPACKET records are atomic; a short count would be a
+            // kernel surprise, not a peer's doing.
+            Ok(n) => {
+                return Err(Error::io(
+                    "sendmsg",
+                    std::io::Error::other(format!("sent {n} of {} bytes", bytes.len())),
+                ))
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e @ (Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN)) => {
+                return Err(Error::PeerGone {
+                    pid: 0,
+                    reason: format!("closed the socket before our handshake went out ({e})"),
+                })
+            }
+            Err(e) => return Err(Error::sys("sendmsg", e)),
+        }
+    }
+}
+
+/// One record received by [`recv_with_fds`].
+#[derive(Debug)]
+pub struct Received {
+    /// The record's full length. It may exceed the buffer (the rest was
+    /// cut off); 0 with no fds means the peer closed (EOF).
+    pub len: usize,
+    /// Every fd that came with the record, now ours and close-on-exec.
+    /// Dropping them closes them, so a refused peer leaks nothing.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Receive one record into `buf`, taking ownership of any fds attached.
+///
+/// Received fds are close-on-exec (`MSG_CMSG_CLOEXEC`). `flags` are added to
+/// the ones we always pass (use `MsgFlags::MSG_DONTWAIT` to poll). Errors
+/// from the socket come back as `Err(errno)` so the caller can tell EAGAIN
+/// from a dead peer.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: MsgFlags,
+) -> std::result::Result<Received, Errno> {
+    let mut cmsg = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
+    let mut iov = [IoSliceMut::new(buf)];
+    // MSG_TRUNC makes the kernel report the record's real length, so an
+    // oversized record is named as such instead of silently cut short.
+    let flags = flags | MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_TRUNC;
+    let msg = loop {
+        match recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags) {
+            Err(Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fds = Vec::new();
+    // With room for SCM_MAX_FD fds and no SO_PASSCRED/SO_PASSSEC set, the
+    // control data cannot be truncated; if it somehow is, nix will not let us
+    // walk it and we report that rather than guess.
+    let cmsgs = msg.cmsgs().map_err(|_| Errno::ENOBUFS)?;
+    for c in cmsgs {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            for fd in raw {
+                // SAFETY: the kernel has just installed `fd` in our table for
+                // this message (SCM_RIGHTS); nothing else knows its number, so
+                // we are its only owner.
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(Received {
+        len: msg.bytes,
+        fds,
+    })
+}
