@@ -131,6 +131,14 @@ impl Transport for EventFd {
             if kick.readable && self.consume_kicks()? {
                 return Ok(Wakeup::Notified);
             }
+            if kick.hangup && !kick.readable {
+                // Only a counter overflow inside the kernel does this; poll
+                // would report it forever, so stop instead of spinning.
+                return Err(Error::io(
+                    "poll our eventfd",
+                    std::io::Error::other("POLLERR: the counter overflowed"),
+                ));
+            }
             if sock.readable || sock.hangup {
                 self.check_socket(sock.hangup)?;
             }

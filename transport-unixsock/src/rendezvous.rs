@@ -164,19 +164,14 @@ impl Rendezvous {
                 continue;
             }
             match recv_with_fds(self.socket.as_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(got) => break got,
-                Err(Errno::EAGAIN) => continue,
-                Err(e @ (Errno::ECONNRESET | Errno::ENOTCONN | Errno::EPIPE)) => {
-                    return Err(gone_before_handshake(cred.pid, &e.to_string()))
+                Ok(Some(got)) => break got,
+                // Hung up with nothing to read: there will never be a record.
+                Ok(None) if ready.hangup => return Err(gone_before_handshake(cred.pid, "hang-up")),
+                Ok(None) => continue,
+                Err(Error::PeerGone { reason, .. }) => {
+                    return Err(gone_before_handshake(cred.pid, &reason))
                 }
-                Err(Errno::ENOBUFS) => {
-                    return Err(Error::PeerRefused(
-                        "its handshake carried more control data than any sharenet peer \
-                         sends (truncated)"
-                            .into(),
-                    ))
-                }
-                Err(e) => return Err(Error::sys("recvmsg handshake", e)),
+                Err(e) => return Err(e),
             }
         };
         if got.len == 0 && got.fds.is_empty() {

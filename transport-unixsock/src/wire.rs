@@ -112,14 +112,14 @@ pub struct Received {
 /// Receive one record into `buf`, taking ownership of any fds attached.
 ///
 /// Received fds are close-on-exec (`MSG_CMSG_CLOEXEC`). `flags` are added to
-/// the ones we always pass (use `MsgFlags::MSG_DONTWAIT` to poll). Errors
-/// from the socket come back as `Err(errno)` so the caller can tell EAGAIN
-/// from a dead peer.
+/// the ones we always pass; with `MsgFlags::MSG_DONTWAIT`, `Ok(None)` means
+/// nothing is waiting. A reset connection is [`Error::PeerGone`] (pid 0: the
+/// caller knows better); EOF is `Ok(Some(_))` with `len == 0` and no fds.
 pub fn recv_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     flags: MsgFlags,
-) -> std::result::Result<Received, Errno> {
+) -> Result<Option<Received>> {
     let mut cmsg = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
     let mut iov = [IoSliceMut::new(buf)];
     // MSG_TRUNC makes the kernel report the record's real length, so an
@@ -127,15 +127,29 @@ pub fn recv_with_fds(
     let flags = flags | MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_TRUNC;
     let msg = loop {
         match recvmsg::<UnixAddr>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), flags) {
+            Ok(msg) => break msg,
             Err(Errno::EINTR) => continue,
-            other => break other?,
+            Err(Errno::EAGAIN) => return Ok(None),
+            Err(e @ (Errno::ECONNRESET | Errno::ENOTCONN | Errno::EPIPE)) => {
+                return Err(Error::PeerGone {
+                    pid: 0,
+                    reason: format!("recvmsg: {e}"),
+                })
+            }
+            Err(e) => return Err(Error::sys("recvmsg", e)),
         }
     };
-    let mut fds = Vec::new();
     // With room for SCM_MAX_FD fds and no SO_PASSCRED/SO_PASSSEC set, the
     // control data cannot be truncated; if it somehow is, nix will not let us
     // walk it and we report that rather than guess.
-    let cmsgs = msg.cmsgs().map_err(|_| Errno::ENOBUFS)?;
+    let cmsgs = msg.cmsgs().map_err(|_| {
+        Error::PeerRefused(
+            "its message carried more control data than fits (truncated); no sharenet \
+             peer sends that"
+                .into(),
+        )
+    })?;
+    let mut fds = Vec::new();
     for c in cmsgs {
         if let ControlMessageOwned::ScmRights(raw) = c {
             for fd in raw {
@@ -146,8 +160,8 @@ pub fn recv_with_fds(
             }
         }
     }
-    Ok(Received {
+    Ok(Some(Received {
         len: msg.bytes,
         fds,
-    })
+    }))
 }

@@ -573,3 +573,45 @@ fn listener_recovers_when_its_path_is_removed() {
     assert_eq!(features_tag(&a_peer), 2);
     assert_eq!(features_tag(&b_peer), 1);
 }
+
+/// Not a test on its own: with `CHILD_ENV` set, this process is the peer
+/// for `peer_process_killed_is_peer_gone` (kick once, then wait to die).
+#[test]
+fn helper_peer_process() {
+    let Some(path) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let memory = sealed_memfd(MEM);
+    let (link, _) = UnixSock::connect(Path::new(&path), &handshake(9), memory.as_fd(), &opts(5))
+        .expect("child connects");
+    link.notify().unwrap();
+    while link.wait(None).is_ok() {}
+}
+
+#[test]
+fn peer_process_killed_is_peer_gone() {
+    let _g = serial();
+    let dir = TempDir::new();
+    let path = dir.path("link");
+    let mut child = spawn_peer_process("helper_peer_process", &path);
+    let memory = sealed_memfd(MEM);
+    let (link, peer) = UnixSock::connect(&path, &handshake(1), memory.as_fd(), &opts(10))
+        .expect("connects to the peer process");
+    assert_eq!(link.peer_pid(), child.id());
+    assert_eq!(features_tag(&peer), 9);
+    assert_eq!(
+        link.wait(Some(Duration::from_secs(5))).unwrap(),
+        Wakeup::Notified
+    );
+
+    child.kill().unwrap();
+    let start = Instant::now();
+    let err = link.wait(Some(Duration::from_secs(5))).unwrap_err();
+    assert!(
+        matches!(err, Error::PeerGone { pid, .. } if pid == child.id()),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(1));
+    child.wait().unwrap();
+    assert!(link.notify().unwrap_err().is_peer_gone());
+}

@@ -203,3 +203,17 @@ pub fn connect_as_nobody(path: &Path) -> impl FnOnce() -> i32 {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Environment variable that turns the helper test into a peer process.
+pub const CHILD_ENV: &str = "SHARENET_TEST_CHILD_PATH";
+
+/// Run this test binary again as a separate process executing only
+/// `helper_test`, which plays a peer at `path` (see `CHILD_ENV`).
+pub fn spawn_peer_process(helper_test: &str, path: &Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([helper_test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn peer process")
+}
