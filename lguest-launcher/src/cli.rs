@@ -21,6 +21,11 @@ Examples:
   lguest-launcher --sharenet eventfd:/tmp/sn1 --workload echo --count 10000
   lguest-launcher --sharenet eventfd:/tmp/sn1 --workload ping --count 10000 --stats-json ping.json
 
+  # a pair from two profiles:
+  lguest-launcher --profile profiles/fifo-left.toml
+  lguest-launcher --profile profiles/fifo-right.toml
+  lguest-launcher --profile profiles/fifo-left.toml --count 5000 --print-config
+
   # every transport side by side:
   lguest-launcher demo";
 
@@ -50,7 +55,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a pair over every transport and print a table.
-    #[command(after_help = "Example:\n  lguest-launcher demo\n  lguest-launcher demo --count 50000 --size 64")]
+    #[command(
+        after_help = "Example:\n  lguest-launcher demo\n  lguest-launcher demo --count 50000 --size 64"
+    )]
     Demo(DemoArgs),
 }
 
@@ -74,6 +81,13 @@ pub struct DemoArgs {
 /// Flags of one side of a pair (all optional: defaults apply in `resolve`).
 #[derive(Debug, Args, Default, Clone)]
 pub struct RunArgs {
+    /// Read defaults from this TOML profile (flags override it).
+    #[arg(long, value_name = "FILE.toml")]
+    pub profile: Option<PathBuf>,
+    /// Print the merged configuration as TOML (with where each value came
+    /// from) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Transport and rendezvous path: fifo:PATH, unix:PATH or eventfd:PATH.
     #[arg(long, value_name = "KIND:PATH")]
     pub sharenet: Option<Spec>,
@@ -124,7 +138,9 @@ pub fn parse_queue_size(s: &str) -> Result<u32, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a number; expected a power of two from 1 to 32768"))?;
     if n == 0 || !n.is_power_of_two() || n > 32768 {
-        return Err(format!("{n} is not a power of two from 1 to 32768 (try 256)"));
+        return Err(format!(
+            "{n} is not a power of two from 1 to 32768 (try 256)"
+        ));
     }
     Ok(n)
 }
@@ -134,7 +150,9 @@ fn parse_secs(s: &str) -> Result<f64, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !(v > 0.0 && v <= 86400.0) {
-        return Err(format!("{v} is out of range; expected seconds in (0, 86400]"));
+        return Err(format!(
+            "{v} is out of range; expected seconds in (0, 86400]"
+        ));
     }
     Ok(v)
 }
@@ -147,7 +165,10 @@ impl RunArgs {
     /// Apply defaults and cross-field checks.
     pub fn resolve(&self) -> Result<RunConfig, UsageError> {
         let spec = self.sharenet.clone().ok_or_else(|| {
-            UsageError("missing --sharenet KIND:PATH (e.g. --sharenet fifo:/tmp/sn0); or run `lguest-launcher demo`".into())
+            UsageError(
+                "missing --sharenet KIND:PATH (e.g. --sharenet fifo:/tmp/sn0, or `sharenet = ...` in a profile's [net]); or run `lguest-launcher demo`"
+                    .into(),
+            )
         })?;
         let queue_size = self.queue_size.unwrap_or(256);
         let memory_mib = self.memory.unwrap_or(64);
@@ -158,7 +179,10 @@ impl RunArgs {
             )));
         }
         Ok(RunConfig {
-            name: self.name.clone().unwrap_or_else(|| format!("guest-{}", std::process::id())),
+            name: self
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("guest-{}", std::process::id())),
             spec,
             workload: self.workload.unwrap_or(Workload::Stream),
             count: self.count.unwrap_or(100_000),

@@ -52,13 +52,17 @@ impl std::fmt::Display for Spec {
 impl std::str::FromStr for Spec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (kind, path) = s
-            .split_once(':')
-            .ok_or_else(|| format!("`{s}` is not KIND:PATH; expected fifo:PATH, unix:PATH or eventfd:PATH"))?;
-        let kind = Kind::from_str(kind, false)
-            .map_err(|_| format!("unknown transport `{kind}`; expected one of fifo, unix, eventfd"))?;
+        let (kind, path) = s.split_once(':').ok_or_else(|| {
+            format!("`{s}` is not KIND:PATH; expected fifo:PATH, unix:PATH or eventfd:PATH")
+        })?;
+        let kind = Kind::from_str(kind, false).map_err(|_| {
+            format!("unknown transport `{kind}`; expected one of fifo, unix, eventfd")
+        })?;
         if path.is_empty() {
-            return Err(format!("`{s}` has an empty PATH; expected e.g. {}:/tmp/sharenet0", kind.name()));
+            return Err(format!(
+                "`{s}` has an empty PATH; expected e.g. {}:/tmp/sharenet0",
+                kind.name()
+            ));
         }
         Ok(Spec {
             kind,

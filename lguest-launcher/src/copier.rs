@@ -148,14 +148,20 @@ impl<'t, T: Transport> Copier<'t, T> {
                     continue;
                 }
             };
-            let avail = self.own_rx.pending().map_err(|e| CopyError::OwnRing(e.to_string()))?;
+            let avail = self
+                .own_rx
+                .pending()
+                .map_err(|e| CopyError::OwnRing(e.to_string()))?;
             if avail == 0 {
                 // Our guest has not posted buffers: leave the peer's chain in
                 // place; we come back when it does.
                 stats.rx_ring_full += 1;
                 break;
             }
-            let rx_head = self.own_rx.peek_head().map_err(|e| CopyError::OwnRing(e.to_string()))?;
+            let rx_head = self
+                .own_rx
+                .peek_head()
+                .map_err(|e| CopyError::OwnRing(e.to_string()))?;
             let room = self
                 .own_rx
                 .read_chain(rx_head, true, &mut self.dst)
@@ -225,7 +231,10 @@ impl<'t, T: Transport> Copier<'t, T> {
         if pending == 0 {
             return Ok(false);
         }
-        let room = self.own_rx.pending().map_err(|e| CopyError::OwnRing(e.to_string()))?;
+        let room = self
+            .own_rx
+            .pending()
+            .map_err(|e| CopyError::OwnRing(e.to_string()))?;
         Ok(room > 0)
     }
 
@@ -249,8 +258,24 @@ mod tests {
         let data: Vec<u8> = (0..100u8).collect();
         a.region().write("t", 1000, &data[..30]).unwrap();
         a.region().write("t", 5000, &data[30..]).unwrap();
-        let src = [Seg { addr: 1000, len: 30 }, Seg { addr: 5000, len: 70 }];
-        let dst = [Seg { addr: 0, len: 12 }, Seg { addr: 800, len: 50 }, Seg { addr: 3000, len: 100 }];
+        let src = [
+            Seg {
+                addr: 1000,
+                len: 30,
+            },
+            Seg {
+                addr: 5000,
+                len: 70,
+            },
+        ];
+        let dst = [
+            Seg { addr: 0, len: 12 },
+            Seg { addr: 800, len: 50 },
+            Seg {
+                addr: 3000,
+                len: 100,
+            },
+        ];
         let n = gather_scatter(b.region(), &dst, a.region(), &src).unwrap();
         assert_eq!(n, 100);
         let mut out = vec![0u8; 100];
@@ -260,6 +285,9 @@ mod tests {
         assert_eq!(out, data);
         // Too little room: copies exactly what fits, never beyond.
         let small = [Seg { addr: 0, len: 40 }];
-        assert_eq!(gather_scatter(b.region(), &small, a.region(), &src).unwrap(), 40);
+        assert_eq!(
+            gather_scatter(b.region(), &small, a.region(), &src).unwrap(),
+            40
+        );
     }
 }

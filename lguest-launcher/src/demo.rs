@@ -16,7 +16,13 @@ struct PairResult {
 
 /// Start `a` and `b` on the same `--sharenet` and wait for both; returns
 /// the stats JSON of side `a` (the measuring side).
-fn run_pair(dir: &Path, tag: &str, spec: &str, a: &[String], b: &[String]) -> Result<PairResult, String> {
+fn run_pair(
+    dir: &Path,
+    tag: &str,
+    spec: &str,
+    a: &[String],
+    b: &[String],
+) -> Result<PairResult, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let json_a = dir.join(format!("{tag}-a.json"));
     let spawn = |args: &[String], json: Option<&Path>| {
@@ -26,7 +32,8 @@ fn run_pair(dir: &Path, tag: &str, spec: &str, a: &[String], b: &[String]) -> Re
             c.arg("--stats-json").arg(j);
         }
         c.stdout(Stdio::null()).stderr(Stdio::piped());
-        c.spawn().map_err(|e| format!("cannot start {}: {e}", exe.display()))
+        c.spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))
     };
     let pa = spawn(a, Some(&json_a))?;
     let pb = spawn(b, None)?;
@@ -41,7 +48,8 @@ fn run_pair(dir: &Path, tag: &str, spec: &str, a: &[String], b: &[String]) -> Re
             ));
         }
     }
-    let text = std::fs::read_to_string(&json_a).map_err(|e| format!("{}: {e}", json_a.display()))?;
+    let text =
+        std::fs::read_to_string(&json_a).map_err(|e| format!("{}: {e}", json_a.display()))?;
     let stats = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json_a.display()))?;
     Ok(PairResult { stats })
 }
@@ -62,7 +70,11 @@ pub fn run(args: &DemoArgs) -> ExitCode {
         eprintln!("error: cannot create {}: {e}", dir.display());
         return ExitCode::from(1);
     }
-    let (count, size, pings) = (args.count.to_string(), args.size.to_string(), args.pings.to_string());
+    let (count, size, pings) = (
+        args.count.to_string(),
+        args.size.to_string(),
+        args.pings.to_string(),
+    );
     println!(
         "{:<9} {:>10} {:>8} {:>9} {:>8} {:>13} {:>12}",
         "transport", "packets", "Mpps", "Gbit/s", "lost", "notif/packet", "ping p50 us"
@@ -77,14 +89,43 @@ pub fn run(args: &DemoArgs) -> ExitCode {
             &format!("{name}-stream"),
             &spec("stream"),
             &s(&["--workload", "sink", "--count", &count, "--timeout", "60"]),
-            &s(&["--workload", "stream", "--count", &count, "--size", &size, "--timeout", "60"]),
+            &s(&[
+                "--workload",
+                "stream",
+                "--count",
+                &count,
+                "--size",
+                &size,
+                "--timeout",
+                "60",
+            ]),
         );
         let ping = run_pair(
             &dir,
             &format!("{name}-ping"),
             &spec("ping"),
-            &s(&["--workload", "ping", "--count", &pings, "--size", "64", "--wait", "sleep", "--timeout", "60"]),
-            &s(&["--workload", "echo", "--count", &pings, "--wait", "sleep", "--timeout", "60"]),
+            &s(&[
+                "--workload",
+                "ping",
+                "--count",
+                &pings,
+                "--size",
+                "64",
+                "--wait",
+                "sleep",
+                "--timeout",
+                "60",
+            ]),
+            &s(&[
+                "--workload",
+                "echo",
+                "--count",
+                &pings,
+                "--wait",
+                "sleep",
+                "--timeout",
+                "60",
+            ]),
         );
         match (stream, ping) {
             (Ok(st), Ok(pg)) => {

@@ -11,6 +11,7 @@ mod demo;
 mod layout;
 mod memory;
 mod packet;
+mod profile;
 mod ring;
 mod run;
 mod stats;
@@ -29,14 +30,33 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         Some(cli::Command::Demo(args)) => demo::run(&args),
-        None => match cli.run.resolve() {
-            Ok(cfg) => run_one(&cfg),
-            Err(cli::UsageError(msg)) => {
+        None => match configure(&cli.run) {
+            Ok(Some(cfg)) => run_one(&cfg),
+            Ok(None) => ExitCode::SUCCESS,
+            Err(msg) => {
                 eprintln!("error: {msg}");
                 ExitCode::from(2)
             }
         },
     }
+}
+
+/// Merge flags over the profile and resolve; `None` after `--print-config`.
+fn configure(flags: &cli::RunArgs) -> Result<Option<RunConfig>, String> {
+    let loaded = match &flags.profile {
+        Some(path) => Some((
+            path.as_path(),
+            profile::Profile::load(path).map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
+    let merged = profile::merge(flags, loaded.as_ref().map(|(p, prof)| (*p, prof)));
+    let cfg = merged.args.resolve().map_err(|cli::UsageError(m)| m)?;
+    if flags.print_config {
+        print!("{}", merged.to_toml(&cfg));
+        return Ok(None);
+    }
+    Ok(Some(cfg))
 }
 
 fn run_one(cfg: &RunConfig) -> ExitCode {
@@ -81,7 +101,10 @@ fn start_watchdog(cfg: &RunConfig, shared: SharedStats) {
     std::thread::spawn(move || {
         std::thread::sleep(cfg.timeout + std::time::Duration::from_secs(2));
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        s.result = format!("timed out after {:.1} s (blocked)", cfg.timeout.as_secs_f64());
+        s.result = format!(
+            "timed out after {:.1} s (blocked)",
+            cfg.timeout.as_secs_f64()
+        );
         write_stats(&cfg, &s);
         eprintln!("error: {}", s.result);
         std::process::exit(1);

@@ -90,7 +90,13 @@ impl Region {
     /// Check `[offset, offset+len)` lies inside the mapping and `offset` is
     /// a multiple of `align`; return the offset as usize.
     #[inline]
-    pub fn check(&self, what: &'static str, offset: u64, len: u64, align: u64) -> Result<usize, OutOfBounds> {
+    pub fn check(
+        &self,
+        what: &'static str,
+        offset: u64,
+        len: u64,
+        align: u64,
+    ) -> Result<usize, OutOfBounds> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len && offset % align == 0 => Ok(offset as usize),
             _ => Err(OutOfBounds {
@@ -120,13 +126,24 @@ impl Region {
 
     /// Load a little-endian u16 ring field with `order`.
     #[inline]
-    pub fn load_u16(&self, what: &'static str, offset: u64, order: Ordering) -> Result<u16, OutOfBounds> {
+    pub fn load_u16(
+        &self,
+        what: &'static str,
+        offset: u64,
+        order: Ordering,
+    ) -> Result<u16, OutOfBounds> {
         Ok(u16::from_le(self.atomic_u16(what, offset)?.load(order)))
     }
 
     /// Store a little-endian u16 ring field with `order`.
     #[inline]
-    pub fn store_u16(&self, what: &'static str, offset: u64, v: u16, order: Ordering) -> Result<(), OutOfBounds> {
+    pub fn store_u16(
+        &self,
+        what: &'static str,
+        offset: u64,
+        v: u16,
+        order: Ordering,
+    ) -> Result<(), OutOfBounds> {
         self.atomic_u16(what, offset)?.store(v.to_le(), order);
         Ok(())
     }
@@ -174,7 +191,13 @@ impl Region {
     /// ranges are checked; the two mappings are distinct (ours and the
     /// peer's), or the ranges are distinct buffers of one mapping.
     #[inline]
-    pub fn copy_from(&self, dst_off: u64, src: &Region, src_off: u64, len: u64) -> Result<(), OutOfBounds> {
+    pub fn copy_from(
+        &self,
+        dst_off: u64,
+        src: &Region,
+        src_off: u64,
+        len: u64,
+    ) -> Result<(), OutOfBounds> {
         let d = self.check("rx buffer", dst_off, len, 1)?;
         let s = src.check("tx buffer", src_off, len, 1)?;
         let same = Arc::ptr_eq(&self.map, &src.map);
@@ -203,10 +226,14 @@ impl GuestMemory {
     /// and further sealing, and map it.
     pub fn create(name: &str, size: u64) -> Result<Self, MemoryError> {
         let cname = CString::new(format!("sharenet-{name}")).unwrap_or_default();
-        let fd: OwnedFd = memfd_create(&cname, MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING)
-            .map_err(|e| MemoryError::Os("memfd_create", e.into()))?;
+        let fd: OwnedFd = memfd_create(
+            &cname,
+            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+        )
+        .map_err(|e| MemoryError::Os("memfd_create", e.into()))?;
         let file = File::from(fd);
-        file.set_len(size).map_err(|e| MemoryError::Os("ftruncate memfd", e))?;
+        file.set_len(size)
+            .map_err(|e| MemoryError::Os("ftruncate memfd", e))?;
         seal(file.as_fd())?;
         let region = Region::map(&file, size)?;
         Ok(GuestMemory { file, region })
@@ -231,7 +258,8 @@ impl GuestMemory {
 /// Seal a memfd so its size can never change again.
 pub fn seal(fd: BorrowedFd<'_>) -> Result<(), MemoryError> {
     let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)).map_err(|e| MemoryError::Os("seal memfd", e.into()))?;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))
+        .map_err(|e| MemoryError::Os("seal memfd", e.into()))?;
     Ok(())
 }
 
@@ -251,7 +279,9 @@ mod tests {
         let m = GuestMemory::create("t", 1 << 16).unwrap();
         let seals = fcntl(m.fd().as_raw_fd(), FcntlArg::F_GET_SEALS).unwrap();
         let seals = SealFlag::from_bits_truncate(seals);
-        assert!(seals.contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL));
+        assert!(
+            seals.contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL)
+        );
         assert!(m.file.set_len(1 << 12).is_err());
         assert!(m.file.set_len(1 << 20).is_err());
         transport::check_peer_memory(m.fd(), 1 << 16).unwrap();

@@ -25,7 +25,9 @@ pub fn fletcher(data: &[u8]) -> (u64, u64) {
     let (mut a, mut b) = (0u64, 0u64);
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        a = a.wrapping_add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        a = a.wrapping_add(u64::from_le_bytes([
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+        ]));
         b = b.wrapping_add(a);
     }
     let rest = chunks.remainder();
@@ -64,7 +66,9 @@ impl Pattern {
                 x as u8
             })
             .collect();
-        let sums = (0..OFFSETS).map(|o| fletcher(&bytes[o..o + plen])).collect();
+        let sums = (0..OFFSETS)
+            .map(|o| fletcher(&bytes[o..o + plen]))
+            .collect();
         Pattern { size, bytes, sums }
     }
 

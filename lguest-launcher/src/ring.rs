@@ -265,7 +265,9 @@ impl DriverQueue {
         if bufs.is_empty() || bufs.len() > self.free.len() {
             return Ok(None);
         }
-        let ids: Vec<u16> = (0..bufs.len()).map(|_| self.free.pop().unwrap_or(0)).collect();
+        let ids: Vec<u16> = (0..bufs.len())
+            .map(|_| self.free.pop().unwrap_or(0))
+            .collect();
         for (i, (b, id)) in bufs.iter().zip(&ids).enumerate() {
             let mut flags = if writable { VRING_DESC_F_WRITE } else { 0 };
             let next = if i + 1 < ids.len() {
@@ -282,8 +284,12 @@ impl DriverQueue {
             self.mem.write("descriptor", self.off.desc(*id), &d)?;
         }
         let head = ids[0];
-        self.mem
-            .store_u16("avail ring", self.off.avail_ring(self.next_avail), head, Ordering::Relaxed)?;
+        self.mem.store_u16(
+            "avail ring",
+            self.off.avail_ring(self.next_avail),
+            head,
+            Ordering::Relaxed,
+        )?;
         self.next_avail = self.next_avail.wrapping_add(1);
         self.chains[head as usize] = ids;
         self.in_flight += 1;
@@ -299,7 +305,13 @@ impl DriverQueue {
     /// descriptor `id` gets slot `base + id * stride`. Returns `(id, slot)`,
     /// or `None` when the ring is full. The caller fills the slot before
     /// the next [`DriverQueue::publish`].
-    pub fn add_slot(&mut self, base: u64, stride: u64, len: u32, writable: bool) -> Result<Option<(u16, u64)>, RingError> {
+    pub fn add_slot(
+        &mut self,
+        base: u64,
+        stride: u64,
+        len: u32,
+        writable: bool,
+    ) -> Result<Option<(u16, u64)>, RingError> {
         let Some(&id) = self.free.last() else {
             return Ok(None);
         };
@@ -312,17 +324,26 @@ impl DriverQueue {
     /// Make everything added since the last publish visible to the device.
     /// Returns `(old, new)` avail indexes for the kick decision.
     pub fn publish(&mut self) -> Result<(u16, u16), RingError> {
-        let old = self.mem.load_u16("avail idx", self.off.avail_idx(), Ordering::Relaxed)?;
+        let old = self
+            .mem
+            .load_u16("avail idx", self.off.avail_idx(), Ordering::Relaxed)?;
         // Release: descriptors and ring entries written above are visible
         // before the device can see the new index.
-        self.mem
-            .store_u16("avail idx", self.off.avail_idx(), self.next_avail, Ordering::Release)?;
+        self.mem.store_u16(
+            "avail idx",
+            self.off.avail_idx(),
+            self.next_avail,
+            Ordering::Release,
+        )?;
         Ok((old, self.next_avail))
     }
 
     /// True when the device has returned something we have not popped.
     pub fn has_used(&self) -> Result<bool, RingError> {
-        Ok(self.mem.load_u16("used idx", self.off.used_idx(), Ordering::Acquire)? != self.last_used)
+        Ok(self
+            .mem
+            .load_u16("used idx", self.off.used_idx(), Ordering::Acquire)?
+            != self.last_used)
     }
 
     /// Pop one used chain: `(head id, bytes written)`. The used ring is
@@ -330,7 +351,9 @@ impl DriverQueue {
     pub fn pop_used(&mut self) -> Result<Option<(u16, u32)>, RingError> {
         // Acquire: the entry (and the data in the buffer) written before the
         // device published this index are visible to the reads below.
-        let used = self.mem.load_u16("used idx", self.off.used_idx(), Ordering::Acquire)?;
+        let used = self
+            .mem
+            .load_u16("used idx", self.off.used_idx(), Ordering::Acquire)?;
         if used == self.last_used {
             return Ok(None);
         }
@@ -361,12 +384,22 @@ impl DriverQueue {
         match mode {
             NotifyMode::Always => {}
             NotifyMode::Flags => {
-                let f = if enable { 0 } else { VRING_AVAIL_F_NO_INTERRUPT };
-                self.mem.store_u16("avail flags", self.off.avail_flags(), f, Ordering::Relaxed)?;
+                let f = if enable {
+                    0
+                } else {
+                    VRING_AVAIL_F_NO_INTERRUPT
+                };
+                self.mem
+                    .store_u16("avail flags", self.off.avail_flags(), f, Ordering::Relaxed)?;
             }
             NotifyMode::EventIdx => {
                 if enable {
-                    self.mem.store_u16("used_event", self.off.used_event(), at, Ordering::Relaxed)?;
+                    self.mem.store_u16(
+                        "used_event",
+                        self.off.used_event(),
+                        at,
+                        Ordering::Relaxed,
+                    )?;
                 }
             }
         }
@@ -387,12 +420,15 @@ impl DriverQueue {
         Ok(match mode {
             NotifyMode::Always => true,
             NotifyMode::Flags => {
-                self.mem.load_u16("used flags", self.off.used_flags(), Ordering::Relaxed)?
+                self.mem
+                    .load_u16("used flags", self.off.used_flags(), Ordering::Relaxed)?
                     & VRING_USED_F_NO_NOTIFY
                     == 0
             }
             NotifyMode::EventIdx => {
-                let event = self.mem.load_u16("avail_event", self.off.avail_event(), Ordering::Relaxed)?;
+                let event =
+                    self.mem
+                        .load_u16("avail_event", self.off.avail_event(), Ordering::Relaxed)?;
                 vring_need_event(event, new, old)
             }
         })
@@ -430,7 +466,9 @@ impl DeviceQueue {
     pub fn pending(&self) -> Result<u16, RingError> {
         // Acquire: the ring entries and descriptors the driver wrote before
         // publishing this index are visible to our reads after it.
-        let idx = self.mem.load_u16("avail idx", self.off.avail_idx(), Ordering::Acquire)?;
+        let idx = self
+            .mem
+            .load_u16("avail idx", self.off.avail_idx(), Ordering::Acquire)?;
         let n = idx.wrapping_sub(self.last_avail);
         if n > self.off.size {
             return Err(RingError::AvailJump {
@@ -444,15 +482,22 @@ impl DeviceQueue {
 
     /// The head of the next available chain (read once).
     pub fn peek_head(&self) -> Result<u16, RingError> {
-        Ok(self
-            .mem
-            .load_u16("avail ring", self.off.avail_ring(self.last_avail), Ordering::Relaxed)?)
+        Ok(self.mem.load_u16(
+            "avail ring",
+            self.off.avail_ring(self.last_avail),
+            Ordering::Relaxed,
+        )?)
     }
 
     /// Walk the chain at `head` into `segs`, checking every descriptor: index
     /// in range, direction as expected, buffer inside memory, no indirect, no
     /// loop. Returns the chain's total length.
-    pub fn read_chain(&self, head: u16, writable: bool, segs: &mut Vec<Seg>) -> Result<u32, ChainError> {
+    pub fn read_chain(
+        &self,
+        head: u16,
+        writable: bool,
+        segs: &mut Vec<Seg>,
+    ) -> Result<u32, ChainError> {
         segs.clear();
         let size = self.off.size;
         let mut idx = head;
@@ -475,7 +520,10 @@ impl DeviceQueue {
             }
             let w = flags & VRING_DESC_F_WRITE != 0;
             if w != writable {
-                return Err(ChainError::WrongDirection { index: idx, writable: w });
+                return Err(ChainError::WrongDirection {
+                    index: idx,
+                    writable: w,
+                });
             }
             if self.mem.check("buffer", addr, len as u64, 1).is_err() {
                 return Err(ChainError::OutOfBounds {
@@ -519,11 +567,17 @@ impl DeviceQueue {
 
     /// Publish the used entries added so far. Returns `(old, new)`.
     pub fn publish_used(&mut self) -> Result<(u16, u16), RingError> {
-        let old = self.mem.load_u16("used idx", self.off.used_idx(), Ordering::Relaxed)?;
+        let old = self
+            .mem
+            .load_u16("used idx", self.off.used_idx(), Ordering::Relaxed)?;
         // Release: the packet bytes we copied and the used entries are
         // visible before the driver can see the new index.
-        self.mem
-            .store_u16("used idx", self.off.used_idx(), self.next_used, Ordering::Release)?;
+        self.mem.store_u16(
+            "used idx",
+            self.off.used_idx(),
+            self.next_used,
+            Ordering::Release,
+        )?;
         Ok((old, self.next_used))
     }
 
@@ -536,12 +590,17 @@ impl DeviceQueue {
             NotifyMode::Always => {}
             NotifyMode::Flags => {
                 let f = if enable { 0 } else { VRING_USED_F_NO_NOTIFY };
-                self.mem.store_u16("used flags", self.off.used_flags(), f, Ordering::Relaxed)?;
+                self.mem
+                    .store_u16("used flags", self.off.used_flags(), f, Ordering::Relaxed)?;
             }
             NotifyMode::EventIdx => {
                 if enable {
-                    self.mem
-                        .store_u16("avail_event", self.off.avail_event(), self.last_avail, Ordering::Relaxed)?;
+                    self.mem.store_u16(
+                        "avail_event",
+                        self.off.avail_event(),
+                        self.last_avail,
+                        Ordering::Relaxed,
+                    )?;
                 }
             }
         }
@@ -549,19 +608,27 @@ impl DeviceQueue {
     }
 
     /// After publishing used `old..new`, does the driver want an interrupt?
-    pub fn interrupt_needed(&self, mode: NotifyMode, old: u16, new: u16) -> Result<bool, RingError> {
+    pub fn interrupt_needed(
+        &self,
+        mode: NotifyMode,
+        old: u16,
+        new: u16,
+    ) -> Result<bool, RingError> {
         // Full fence: our used index store must be visible before we read
         // the driver's suppression field (the mirror of `kick_needed`).
         fence(Ordering::SeqCst);
         Ok(match mode {
             NotifyMode::Always => true,
             NotifyMode::Flags => {
-                self.mem.load_u16("avail flags", self.off.avail_flags(), Ordering::Relaxed)?
+                self.mem
+                    .load_u16("avail flags", self.off.avail_flags(), Ordering::Relaxed)?
                     & VRING_AVAIL_F_NO_INTERRUPT
                     == 0
             }
             NotifyMode::EventIdx => {
-                let event = self.mem.load_u16("used_event", self.off.used_event(), Ordering::Relaxed)?;
+                let event =
+                    self.mem
+                        .load_u16("used_event", self.off.used_event(), Ordering::Relaxed)?;
                 vring_need_event(event, new, old)
             }
         })
@@ -608,7 +675,16 @@ mod tests {
         let mut segs = Vec::new();
         // 70_000 round trips wrap both 16-bit indexes.
         for i in 0..70_000u32 {
-            let head = drv.add_one(Seg { addr: 8192 + (i % 4) as u64 * 64, len: 60 }, false).unwrap().unwrap();
+            let head = drv
+                .add_one(
+                    Seg {
+                        addr: 8192 + (i % 4) as u64 * 64,
+                        len: 60,
+                    },
+                    false,
+                )
+                .unwrap()
+                .unwrap();
             drv.publish().unwrap();
             assert_eq!(dev.pending().unwrap(), 1);
             let h = dev.peek_head().unwrap();
@@ -630,9 +706,15 @@ mod tests {
         let dev = DeviceQueue::new(m.region().clone(), &info);
         assert_eq!(dev.pending().unwrap(), 0);
         for _ in 0..4 {
-            assert!(drv.add_one(Seg { addr: 8192, len: 1 }, false).unwrap().is_some());
+            assert!(drv
+                .add_one(Seg { addr: 8192, len: 1 }, false)
+                .unwrap()
+                .is_some());
         }
-        assert_eq!(drv.add_one(Seg { addr: 8192, len: 1 }, false).unwrap(), None);
+        assert_eq!(
+            drv.add_one(Seg { addr: 8192, len: 1 }, false).unwrap(),
+            None
+        );
         drv.publish().unwrap();
         assert_eq!(dev.pending().unwrap(), 4);
     }
@@ -642,14 +724,30 @@ mod tests {
         let (m, info) = ring(8);
         let mut drv = DriverQueue::new(m.region().clone(), &info);
         let dev = DeviceQueue::new(m.region().clone(), &info);
-        let bufs = [Seg { addr: 9000, len: 12 }, Seg { addr: 10000, len: 100 }, Seg { addr: 20000, len: 7 }];
+        let bufs = [
+            Seg {
+                addr: 9000,
+                len: 12,
+            },
+            Seg {
+                addr: 10000,
+                len: 100,
+            },
+            Seg {
+                addr: 20000,
+                len: 7,
+            },
+        ];
         let head = drv.add(&bufs, true).unwrap().unwrap();
         drv.publish().unwrap();
         let mut segs = Vec::new();
         assert_eq!(dev.read_chain(head, true, &mut segs).unwrap(), 119);
         assert_eq!(segs, bufs);
         // Reading it as a TX (device-readable) chain is a direction error.
-        assert!(matches!(dev.read_chain(head, false, &mut segs), Err(ChainError::WrongDirection { .. })));
+        assert!(matches!(
+            dev.read_chain(head, false, &mut segs),
+            Err(ChainError::WrongDirection { .. })
+        ));
     }
 
     #[test]
@@ -668,22 +766,42 @@ mod tests {
         let mut segs = Vec::new();
         desc(0, 8192, 10, VRING_DESC_F_NEXT, 1);
         desc(1, 8192, 10, VRING_DESC_F_NEXT, 0);
-        assert_eq!(dev.read_chain(0, false, &mut segs), Err(ChainError::Loop { size: 4 }));
+        assert_eq!(
+            dev.read_chain(0, false, &mut segs),
+            Err(ChainError::Loop { size: 4 })
+        );
         desc(1, 8192, 10, VRING_DESC_F_NEXT, 9);
-        assert_eq!(dev.read_chain(0, false, &mut segs), Err(ChainError::BadIndex { index: 9, size: 4 }));
-        assert!(matches!(dev.read_chain(4, false, &mut segs), Err(ChainError::BadIndex { .. })));
+        assert_eq!(
+            dev.read_chain(0, false, &mut segs),
+            Err(ChainError::BadIndex { index: 9, size: 4 })
+        );
+        assert!(matches!(
+            dev.read_chain(4, false, &mut segs),
+            Err(ChainError::BadIndex { .. })
+        ));
         desc(2, u64::MAX - 4, 10, 0, 0);
-        assert!(matches!(dev.read_chain(2, false, &mut segs), Err(ChainError::OutOfBounds { .. })));
+        assert!(matches!(
+            dev.read_chain(2, false, &mut segs),
+            Err(ChainError::OutOfBounds { .. })
+        ));
         desc(3, 8192, 10, VRING_DESC_F_INDIRECT, 0);
-        assert!(matches!(dev.read_chain(3, false, &mut segs), Err(ChainError::Indirect { .. })));
+        assert!(matches!(
+            dev.read_chain(3, false, &mut segs),
+            Err(ChainError::Indirect { .. })
+        ));
     }
 
     #[test]
     fn avail_index_jump_is_a_ring_error() {
         let (m, info) = ring(4);
         let dev = DeviceQueue::new(m.region().clone(), &info);
-        m.region().store_u16("t", info.avail + 2, 5, Ordering::Relaxed).unwrap();
-        assert!(matches!(dev.pending(), Err(RingError::AvailJump { to: 5, .. })));
+        m.region()
+            .store_u16("t", info.avail + 2, 5, Ordering::Relaxed)
+            .unwrap();
+        assert!(matches!(
+            dev.pending(),
+            Err(RingError::AvailJump { to: 5, .. })
+        ));
     }
 
     #[test]
@@ -695,7 +813,10 @@ mod tests {
         drv.publish().unwrap();
         dev.add_used(3, 0).unwrap(); // 3 was never posted
         dev.publish_used().unwrap();
-        assert!(matches!(drv.pop_used(), Err(RingError::BadUsedId { id: 3 })));
+        assert!(matches!(
+            drv.pop_used(),
+            Err(RingError::BadUsedId { id: 3 })
+        ));
     }
 
     #[test]
@@ -709,7 +830,10 @@ mod tests {
         assert!(drv.kick_needed(NotifyMode::EventIdx, o, n).unwrap());
         drv.add_one(Seg { addr: 8192, len: 1 }, false).unwrap();
         let (o, n) = drv.publish().unwrap();
-        assert!(!drv.kick_needed(NotifyMode::EventIdx, o, n).unwrap(), "device has not re-armed");
+        assert!(
+            !drv.kick_needed(NotifyMode::EventIdx, o, n).unwrap(),
+            "device has not re-armed"
+        );
         dev.advance();
         dev.advance();
         dev.set_notifications(NotifyMode::EventIdx, true).unwrap(); // avail_event = 2

@@ -16,7 +16,7 @@
 //! suppression state asks for it.
 
 use crate::config::{RunConfig, Wait, Workload, Writes};
-use crate::copier::{notify, CopyError, Copier};
+use crate::copier::{notify, Copier, CopyError};
 use crate::layout::Layout;
 use crate::memory::{map_peer, GuestMemory};
 use crate::ring::{NotifyMode, RingError};
@@ -156,9 +156,19 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         cfg.rx_delay,
     )
     .map_err(ring_err)?;
-    let mut copier = Copier::new(&t, peer_mem, &peer_tx, mem.region().clone(), &layout.rx, mode);
-    // Start "awake": the peer kicks us until we first go idle.
-    copier.set_notifications(true).map_err(RunError::Copy)?;
+    let mut copier = Copier::new(
+        &t,
+        peer_mem,
+        &peer_tx,
+        mem.region().clone(),
+        &layout.rx,
+        mode,
+    );
+    // Start "awake" (the peer kicks us until we first go idle), except when
+    // spinning: then we never want a kick.
+    copier
+        .set_notifications(cfg.wait != Wait::Spin)
+        .map_err(RunError::Copy)?;
 
     let started = Instant::now();
     let mut last_check = started;
@@ -194,7 +204,9 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
             let spin_more = match cfg.wait {
                 Wait::Spin => true,
                 Wait::Sleep => false,
-                Wait::Adaptive => now.duration_since(*idle_since.get_or_insert(now)) < ADAPTIVE_SPIN,
+                Wait::Adaptive => {
+                    now.duration_since(*idle_since.get_or_insert(now)) < ADAPTIVE_SPIN
+                }
             };
             if spin_more {
                 std::hint::spin_loop();
@@ -209,7 +221,8 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
             // before we read its indexes (pairs with its fence between
             // publishing and reading our suppression state).
             fence(Ordering::SeqCst);
-            let work = copier.has_work().map_err(RunError::Copy)? || guest.has_work().map_err(ring_err)?;
+            let work =
+                copier.has_work().map_err(RunError::Copy)? || guest.has_work().map_err(ring_err)?;
             if !work {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {

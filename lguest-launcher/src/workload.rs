@@ -108,11 +108,17 @@ impl Guest {
     fn send_seq(&mut self, seq: u64) -> Result<bool, RingError> {
         let size = self.pattern.size() as u32;
         let (h, payload) = self.pattern.frame(seq);
-        send_frame(&mut self.tx, &self.mem, self.layout.tx_bufs, size, |mem, at| {
-            mem.write("tx frame", at, &h)?;
-            mem.write("tx frame", at + h.len() as u64, payload)?;
-            Ok(())
-        })
+        send_frame(
+            &mut self.tx,
+            &self.mem,
+            self.layout.tx_bufs,
+            size,
+            |mem, at| {
+                mem.write("tx frame", at, &h)?;
+                mem.write("tx frame", at + h.len() as u64, payload)?;
+                Ok(())
+            },
+        )
     }
 
     /// Do everything possible without waiting.
@@ -144,16 +150,23 @@ impl Guest {
                 }
             }
             Workload::Ping => {
-                if self.ping_in_flight.is_none() && self.sent < self.count && self.send_seq(self.sent)? {
+                if self.ping_in_flight.is_none()
+                    && self.sent < self.count
+                    && self.send_seq(self.sent)?
+                {
                     self.ping_in_flight = Some((self.sent, Instant::now()));
                     self.sent += 1;
                 }
             }
             Workload::Echo => {
                 while let Some(frame) = self.echo_queue.front() {
-                    let sent = send_frame(&mut self.tx, &self.mem, self.layout.tx_bufs, frame.len() as u32, |mem, at| {
-                        Ok(mem.write("tx frame", at, frame)?)
-                    })?;
+                    let sent = send_frame(
+                        &mut self.tx,
+                        &self.mem,
+                        self.layout.tx_bufs,
+                        frame.len() as u32,
+                        |mem, at| Ok(mem.write("tx frame", at, frame)?),
+                    )?;
                     if !sent {
                         break;
                     }
@@ -277,7 +290,9 @@ impl Guest {
         stats.packets_sent = self.sent;
         stats.packets_consumed = self.consumed;
         match self.workload {
-            Workload::Sink | Workload::Ping => stats.lost = self.count.saturating_sub(self.received),
+            Workload::Sink | Workload::Ping => {
+                stats.lost = self.count.saturating_sub(self.received)
+            }
             Workload::Echo => stats.lost = self.count.saturating_sub(self.echoed),
             _ => {}
         }

@@ -59,16 +59,23 @@ fn readlink_fd(fd: i32) -> String {
 fn pair_meets_in_either_start_order() {
     let _g = serial();
     let dir = TempDir::new();
-    for (i, gap) in [Duration::from_millis(100), Duration::ZERO]
-        .into_iter()
-        .enumerate()
-    {
-        let path = dir.path(&format!("link{i}"));
-        let ((a, a_peer, _am), (b, b_peer, _bm)) = pair(&path, gap);
-        assert_eq!(features_tag(&a_peer), 2);
-        assert_eq!(features_tag(&b_peer), 1);
+    // Tag 1 first (it listens), then tag 2 first.
+    for (first, second) in [(1u64, 2u64), (2, 1)] {
+        let path = dir.path(&format!("link{first}"));
+        let early = spawn_side(&path, first, opts(5));
+        wait_for_path(&path);
+        thread::sleep(Duration::from_millis(20));
+        let late = spawn_side(&path, second, opts(5));
+        let (a, a_peer, _am) = early.join().unwrap().expect("first side connects");
+        let (b, b_peer, _bm) = late.join().unwrap().expect("second side connects");
+        // Each side received the other's handshake and memory.
+        assert_eq!(features_tag(&a_peer), second);
+        assert_eq!(features_tag(&b_peer), first);
+        assert_eq!(a_peer.handshake.mem_size, MEM);
         assert_eq!(a.peer_pid(), std::process::id());
         assert_eq!(b.peer_pid(), std::process::id());
+        // The name is free again once the pair has met, and no temporary
+        // name is left behind.
         assert_eq!(
             std::fs::read_dir(&dir.0).unwrap().count(),
             0,

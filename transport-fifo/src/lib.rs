@@ -65,7 +65,11 @@ fn tmp_name(path: &Path, tag: &str) -> PathBuf {
 }
 
 fn open_fd(p: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-    let fd = open(p, flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())?;
+    let fd = open(
+        p,
+        flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    )?;
     // SAFETY: `open` just returned this fd and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -151,7 +155,9 @@ fn read_handshake(fd: BorrowedFd<'_>, deadline: &Deadline, path: &Path) -> Resul
         }
         let wait = deadline
             .remaining()
-            .map_or(Duration::from_millis(100), |r| r.min(Duration::from_millis(100)));
+            .map_or(Duration::from_millis(100), |r| {
+                r.min(Duration::from_millis(100))
+            });
         let [r] = poll_fds([fd], Some(wait))?;
         if !r.readable && !r.hangup {
             continue;
@@ -253,8 +259,13 @@ impl Transport for Fifo {
                 let rx = open_fd(&side, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
                     .map_err(|e| Error::sys(format!("open {}", side.display()), e))?;
                 write_all(tx.as_fd(), &local.encode())?;
-                let peer = read_handshake(rx.as_fd(), &deadline, path)
-                    .map_err(|e| if matches!(e, Error::ConnectTimeout { .. }) { timeout_err() } else { e })?;
+                let peer = read_handshake(rx.as_fd(), &deadline, path).map_err(|e| {
+                    if matches!(e, Error::ConnectTimeout { .. }) {
+                        timeout_err()
+                    } else {
+                        e
+                    }
+                })?;
                 (rx, tx, peer)
             }
             Role::First { rx } => {
@@ -266,7 +277,11 @@ impl Transport for Fifo {
                     Ok(p) => p,
                     Err(e) => {
                         cleanup();
-                        return Err(if matches!(e, Error::ConnectTimeout { .. }) { timeout_err() } else { e });
+                        return Err(if matches!(e, Error::ConnectTimeout { .. }) {
+                            timeout_err()
+                        } else {
+                            e
+                        });
                     }
                 };
                 let tx = loop {

@@ -78,7 +78,14 @@ pub struct Handshake {
 
 impl Handshake {
     /// A handshake with magic and version filled in.
-    pub fn new(pid: u32, features: u64, mem_size: u64, mem_fd: i32, tx: RingInfo, rx: RingInfo) -> Self {
+    pub fn new(
+        pid: u32,
+        features: u64,
+        mem_size: u64,
+        mem_fd: i32,
+        tx: RingInfo,
+        rx: RingInfo,
+    ) -> Self {
         Handshake {
             magic: MAGIC,
             version: VERSION,
@@ -94,7 +101,10 @@ impl Handshake {
     /// Serialise into the fixed little-endian wire format.
     pub fn encode(&self) -> [u8; HANDSHAKE_LEN] {
         let mut b = [0u8; HANDSHAKE_LEN];
-        let mut w = Writer { buf: &mut b, pos: 0 };
+        let mut w = Writer {
+            buf: &mut b,
+            pos: 0,
+        };
         w.u64(self.magic);
         w.u32(self.version);
         w.u32(self.pid);
@@ -178,7 +188,11 @@ impl Handshake {
             return bad("pid", 0, "a process id cannot be 0");
         }
         if self.mem_size == 0 || self.mem_size > (1 << 40) {
-            return bad("mem_size", self.mem_size, "must be between 1 byte and 1 TiB");
+            return bad(
+                "mem_size",
+                self.mem_size,
+                "must be between 1 byte and 1 TiB",
+            );
         }
         for (name, r) in [("tx", &self.tx), ("rx", &self.rx)] {
             if r.size == 0 || !r.size.is_power_of_two() || r.size > MAX_QUEUE_SIZE {
@@ -194,7 +208,11 @@ impl Handshake {
                 ("used", r.used, r.used_bytes(), 4),
             ] {
                 if off % align != 0 {
-                    return bad(field(name, part), off, &format!("must be {align}-byte aligned"));
+                    return bad(
+                        field(name, part),
+                        off,
+                        &format!("must be {align}-byte aligned"),
+                    );
                 }
                 match off.checked_add(len) {
                     Some(end) if end <= self.mem_size => {}
@@ -314,7 +332,16 @@ mod tests {
         let mut b = sample().encode();
         b[8..12].copy_from_slice(&99u32.to_le_bytes());
         let e = Handshake::decode(&b).unwrap_err();
-        assert!(matches!(e, Error::VersionMismatch { got: 99, expected: VERSION }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::VersionMismatch {
+                    got: 99,
+                    expected: VERSION
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("version 99"));
     }
 

@@ -197,8 +197,7 @@ impl Deadline {
     }
     /// Time left, `None` for no deadline; zero once passed.
     pub fn remaining(&self) -> Option<Duration> {
-        self.0
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        self.0.map(|d| d.saturating_duration_since(Instant::now()))
     }
     /// True once the deadline has passed.
     pub fn expired(&self) -> bool {
@@ -220,7 +219,10 @@ pub fn poll_fds<const N: usize>(
     fds: [BorrowedFd<'_>; N],
     timeout: Option<Duration>,
 ) -> Result<[Ready; N]> {
-    let mut pfds: Vec<PollFd> = fds.iter().map(|f| PollFd::new(*f, PollFlags::POLLIN)).collect();
+    let mut pfds: Vec<PollFd> = fds
+        .iter()
+        .map(|f| PollFd::new(*f, PollFlags::POLLIN))
+        .collect();
     let to = match timeout {
         None => PollTimeout::NONE,
         Some(d) => {
