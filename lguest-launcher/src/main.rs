@@ -12,6 +12,7 @@ mod layout;
 mod memory;
 mod packet;
 mod profile;
+mod progress;
 mod ring;
 mod run;
 mod stats;
@@ -62,11 +63,13 @@ fn configure(flags: &cli::RunArgs) -> Result<Option<RunConfig>, String> {
 fn run_one(cfg: &RunConfig) -> ExitCode {
     let shared: SharedStats = Arc::new(Mutex::new(stats::Stats::default()));
     start_watchdog(cfg, shared.clone());
+    let bar = progress::Progress::start(cfg, shared.clone());
     let result = match cfg.spec.kind {
         Kind::Fifo => run::run::<transport_fifo::Fifo>(cfg, &shared),
         Kind::Unix => run::run::<transport_unixsock::UnixSock>(cfg, &shared),
         Kind::Eventfd => run::run::<transport_eventfd::EventFd>(cfg, &shared),
     };
+    drop(bar);
     let stats = match &result {
         Ok(s) => s.clone(),
         Err(_) => shared.lock().unwrap_or_else(|p| p.into_inner()).clone(),

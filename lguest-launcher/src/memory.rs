@@ -82,11 +82,6 @@ impl Region {
         self.len
     }
 
-    /// True for an empty mapping (never, in practice).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Check `[offset, offset+len)` lies inside the mapping and `offset` is
     /// a multiple of `align`; return the offset as usize.
     #[inline]
@@ -98,7 +93,7 @@ impl Region {
         align: u64,
     ) -> Result<usize, OutOfBounds> {
         match offset.checked_add(len) {
-            Some(end) if end <= self.len && offset % align == 0 => Ok(offset as usize),
+            Some(end) if end <= self.len && offset.is_multiple_of(align) => Ok(offset as usize),
             _ => Err(OutOfBounds {
                 what,
                 offset,

@@ -243,11 +243,6 @@ impl DriverQueue {
         }
     }
 
-    /// Queue size.
-    pub fn size(&self) -> u16 {
-        self.off.size
-    }
-
     /// Descriptors not in flight.
     pub fn num_free(&self) -> usize {
         self.free.len()
@@ -456,11 +451,6 @@ impl DeviceQueue {
         }
     }
 
-    /// Queue size.
-    pub fn size(&self) -> u16 {
-        self.off.size
-    }
-
     /// How many chains the driver has made available that we have not
     /// taken. A jump of more than the queue size is an impossible state.
     pub fn pending(&self) -> Result<u16, RingError> {
@@ -548,11 +538,6 @@ impl DeviceQueue {
     /// We are done with the chain we peeked: move past it.
     pub fn advance(&mut self) {
         self.last_avail = self.last_avail.wrapping_add(1);
-    }
-
-    /// Index of the next avail entry we will take.
-    pub fn last_avail(&self) -> u16 {
-        self.last_avail
     }
 
     /// Record that chain `id` is done and `len` bytes were written to it

@@ -15,7 +15,7 @@ use crate::config::Workload;
 use crate::layout::{Layout, BUF_SIZE, NET_HDR_LEN};
 use crate::memory::Region;
 use crate::packet::{verify, Pattern, Verdict};
-use crate::ring::{DriverQueue, NotifyMode, RingError, Seg};
+use crate::ring::{DriverQueue, NotifyMode, RingError};
 use crate::stats::Stats;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -192,7 +192,7 @@ impl Guest {
     /// Handle one received buffer (the caller re-posts it afterwards).
     fn receive(&mut self, id: u16, len: u32, stats: &mut Stats) -> Result<(), RingError> {
         let flen = len as u64;
-        if flen < NET_HDR_LEN || flen > BUF_SIZE {
+        if !(NET_HDR_LEN..=BUF_SIZE).contains(&flen) {
             stats.corrupted += 1;
             return Ok(());
         }

@@ -207,7 +207,7 @@ impl Handshake {
                 ("avail", r.avail, r.avail_bytes(), 2),
                 ("used", r.used, r.used_bytes(), 4),
             ] {
-                if off % align != 0 {
+                if !off.is_multiple_of(align) {
                     return bad(
                         field(name, part),
                         off,

@@ -1,0 +1,570 @@
+//! Shared helpers for the sharenet integration tests.
+//!
+//! Every test drives the real `lguest-launcher` binary as separate
+//! processes, the way a user would: two launchers given the same
+//! `--sharenet KIND:PATH` find each other, move packets, write their stats
+//! JSON and exit. The helpers here do the plumbing so each test reads as
+//! the behaviour it checks:
+//!
+//! * [`launcher`] finds the binary next to the test binary (and builds it
+//!   with the same profile, so a test never runs a stale launcher);
+//! * [`TestDir`] is a fresh directory per test for rendezvous paths, stats
+//!   JSON and the captured stderr of each process;
+//! * [`Proc`] is a running launcher that is killed and reaped if the test
+//!   fails, so nothing outlives a failed test;
+//! * [`Outcome`] is what a finished launcher left behind (exit code,
+//!   stderr, stats JSON), and prints all of it when an assertion fails;
+//! * [`Checks`] collects every broken expectation of a test before failing,
+//!   so one run shows everything that went wrong, not just the first thing.
+//!
+//! The machine these run on has two cores and each pair is two busy
+//! processes, so tests that spawn pairs hold [`serial`] to keep timing
+//! assertions from being disturbed by a neighbouring test.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::fmt;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+/// `--timeout` given to every launcher unless the test picks its own: long
+/// enough for a loaded machine, short enough that nothing hangs forever.
+pub const LAUNCHER_TIMEOUT: &str = "30";
+/// How long a test waits for a launcher with the default timeout to exit
+/// before killing it (its own timeout plus the watchdog's 2 s and slack).
+pub const EXIT_LIMIT: Duration = Duration::from_secs(40);
+
+/// Serializes the tests that spawn pairs: two cores, two busy processes.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Take the global pair lock; a test that panicked while holding it does
+/// not poison the rest of the suite.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The launcher binary: `$SHARENET_LAUNCHER` if set, else
+/// `target/<profile>/lguest-launcher` next to this test binary (which lives
+/// in `target/<profile>/deps/`). Cargo does not build other packages' bins
+/// for an integration test, so we run `cargo build -p lguest-launcher` with
+/// the same profile once per test binary: a no-op when it is fresh, and it
+/// keeps the suite from testing a stale launcher.
+pub fn launcher() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(find_or_build)
+}
+
+fn find_or_build() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHARENET_LAUNCHER") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("test binary {} is not in target/<profile>/deps", exe.display()));
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("profile directory name")
+        .to_owned();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| profile_dir.parent().expect("target dir").to_path_buf());
+    let bin = target_dir.join(&profile).join("lguest-launcher");
+
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--quiet", "-p", "lguest-launcher", "--target-dir"])
+        .arg(&target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let built = cmd.output();
+    let ok = matches!(&built, Ok(o) if o.status.success());
+    if !ok {
+        let why = match &built {
+            Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+            Err(e) => format!("cannot run cargo: {e}"),
+        };
+        if bin.exists() {
+            eprintln!(
+                "warning: `cargo build -p lguest-launcher` failed; testing the existing {}\n{why}",
+                bin.display()
+            );
+        } else {
+            panic!("cannot build lguest-launcher ({profile}):\n{why}");
+        }
+    }
+    assert!(bin.exists(), "no launcher at {} after building it", bin.display());
+    bin
+}
+
+/// A fresh directory for one test: rendezvous paths, stats JSON and logs.
+/// Removed when the test passes; kept (and named in the failure message)
+/// when it fails.
+pub struct TestDir {
+    path: PathBuf,
+}
+
+impl TestDir {
+    /// `/tmp/sharenet-tests-<pid>-<n>-<label>`, empty.
+    pub fn new(label: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = PathBuf::from(format!(
+            "/tmp/sharenet-tests-{}-{n}-{label}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        TestDir { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `KIND:<dir>/<name>`, the value for `--sharenet`.
+    pub fn sharenet(&self, kind: &str, name: &str) -> String {
+        format!("{kind}:{}", self.path.join(name).display())
+    }
+
+    /// Start one launcher: `--sharenet SPEC --stats-json <dir>/<role>.json`,
+    /// `--timeout 30` unless `args` has one, stderr to `<dir>/<role>.log`.
+    pub fn spawn(&self, role: &str, sharenet: &str, args: &[&str]) -> Proc {
+        let stats = self.path.join(format!("{role}.json"));
+        let mut argv: Vec<String> = vec![
+            "--sharenet".into(),
+            sharenet.into(),
+            "--stats-json".into(),
+            stats.display().to_string(),
+        ];
+        if !args.contains(&"--timeout") {
+            argv.extend(["--timeout".into(), LAUNCHER_TIMEOUT.into()]);
+        }
+        argv.extend(args.iter().map(|a| a.to_string()));
+        Proc::start(&self.path, role, argv, Some(stats))
+    }
+
+    /// Start the launcher with exactly `args` (for command-line tests).
+    pub fn spawn_raw(&self, role: &str, args: &[&str]) -> Proc {
+        Proc::start(&self.path, role, args.iter().map(|a| a.to_string()).collect(), None)
+    }
+
+    /// Entries left in the directory other than our own logs and stats.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left: Vec<String> = fs::read_dir(&self.path)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !(n.ends_with(".log") || n.ends_with(".out") || n.ends_with(".json")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        left.sort();
+        left
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept test directory {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A running launcher. Dropping it kills (SIGKILL) and reaps the process if
+/// it is still running, so a failed test leaves nothing behind.
+pub struct Proc {
+    role: String,
+    argv: Vec<String>,
+    child: Child,
+    spawned: Instant,
+    log: PathBuf,
+    out: PathBuf,
+    stats: Option<PathBuf>,
+    exited: Option<(ExitStatus, Instant)>,
+}
+
+impl Proc {
+    fn start(dir: &Path, role: &str, argv: Vec<String>, stats: Option<PathBuf>) -> Proc {
+        let log = dir.join(format!("{role}.log"));
+        let out = dir.join(format!("{role}.out"));
+        let child = Command::new(launcher())
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).expect("create stdout file"))
+            .stderr(File::create(&log).expect("create stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", launcher().display()));
+        Proc {
+            role: role.into(),
+            argv,
+            child,
+            spawned: Instant::now(),
+            log,
+            out,
+            stats,
+            exited: None,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn poll(&mut self) -> bool {
+        if self.exited.is_none() {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.exited = Some((st, Instant::now()));
+            }
+        }
+        self.exited.is_some()
+    }
+
+    /// Send `sig` (no-op once it has exited and been reaped).
+    pub fn signal(&mut self, sig: Signal) {
+        if !self.poll() {
+            kill(Pid::from_raw(self.pid() as i32), sig)
+                .unwrap_or_else(|e| panic!("kill -{sig} {} ({}): {e}", self.pid(), self.role));
+        }
+    }
+
+    /// Wait until stderr contains `needle`; false if the process exited or
+    /// `limit` passed first.
+    pub fn wait_for_stderr(&mut self, needle: &str, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        loop {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            if self.poll() || Instant::now() >= end {
+                return self.stderr().contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Wait up to `limit` for it to exit (killing it after that, which the
+    /// outcome records as "still running") and collect what it left.
+    pub fn finish(&mut self, limit: Duration) -> Outcome {
+        let asked = Instant::now();
+        let end = asked + limit;
+        let mut killed = false;
+        while !self.poll() {
+            if Instant::now() >= end {
+                let _ = self.child.kill();
+                let st = self.child.wait().expect("wait after kill");
+                self.exited = Some((st, Instant::now()));
+                killed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let (status, at) = self.exited.expect("exited");
+        let (stats, stats_text) = match &self.stats {
+            None => (None, String::new()),
+            Some(p) => match fs::read_to_string(p) {
+                Ok(t) => (serde_json::from_str(&t).ok(), t),
+                Err(e) => (None, format!("<no stats at {}: {e}>", p.display())),
+            },
+        };
+        Outcome {
+            role: self.role.clone(),
+            pid: self.pid(),
+            argv: self.argv.clone(),
+            code: if killed { None } else { status.code() },
+            status,
+            killed_by_test: killed,
+            lifetime: at.duration_since(self.spawned),
+            waited: at.duration_since(asked),
+            stderr: self.stderr(),
+            stdout: fs::read_to_string(&self.out).unwrap_or_default(),
+            stats,
+            stats_text,
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.poll() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a finished launcher left behind.
+pub struct Outcome {
+    /// The test's name for it (`sink`, `stream`, ...).
+    pub role: String,
+    /// Its pid.
+    pub pid: u32,
+    /// Its arguments.
+    pub argv: Vec<String>,
+    /// Exit code; `None` if a signal ended it or the test had to kill it.
+    pub code: Option<i32>,
+    /// The raw exit status.
+    pub status: ExitStatus,
+    /// The test killed it because it outlived the wait limit.
+    pub killed_by_test: bool,
+    /// Spawn to exit.
+    pub lifetime: Duration,
+    /// From the call to [`Proc::finish`] to exit (e.g. kill-to-exit).
+    pub waited: Duration,
+    /// Everything it wrote on stderr.
+    pub stderr: String,
+    /// Everything it wrote on stdout.
+    pub stdout: String,
+    /// The stats JSON, if written and valid.
+    pub stats: Option<Value>,
+    /// The stats file's text (or why there is none).
+    pub stats_text: String,
+}
+
+impl Outcome {
+    /// A stats field.
+    pub fn stat(&self, key: &str) -> Option<&Value> {
+        self.stats.as_ref().and_then(|s| s.get(key))
+    }
+
+    /// A numeric stats field, if present.
+    pub fn num(&self, key: &str) -> Option<f64> {
+        self.stat(key).and_then(Value::as_f64)
+    }
+
+    /// A counter; panics with the full dump if missing.
+    #[track_caller]
+    pub fn u64(&self, key: &str) -> u64 {
+        match self.stat(key).and_then(Value::as_u64) {
+            Some(v) => v,
+            None => panic!("{}: stats field `{key}` missing or not a count\n{self}", self.role),
+        }
+    }
+
+    /// A string field, or "" if missing.
+    pub fn text(&self, key: &str) -> &str {
+        self.stat(key).and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.killed_by_test {
+            "still running: killed by the test".to_string()
+        } else {
+            match self.code {
+                Some(c) => format!("exit {c}"),
+                None => format!("ended by {:?}", self.status),
+            }
+        };
+        writeln!(
+            f,
+            "--- {} (pid {}): {how} after {:.3} s (waited {:.3} s)",
+            self.role,
+            self.pid,
+            self.lifetime.as_secs_f64(),
+            self.waited.as_secs_f64()
+        )?;
+        writeln!(f, "    args: {}", self.argv.join(" "))?;
+        writeln!(f, "    stderr:")?;
+        for l in self.stderr.lines() {
+            writeln!(f, "      {l}")?;
+        }
+        if !self.stdout.is_empty() {
+            writeln!(f, "    stdout: {} bytes", self.stdout.len())?;
+        }
+        if !self.stats_text.is_empty() {
+            writeln!(f, "    stats:")?;
+            for l in self.stats_text.lines() {
+                writeln!(f, "      {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every expectation of a test, checked before failing once with all the
+/// broken ones and the full story of each process involved.
+pub struct Checks<'a> {
+    what: String,
+    ctx: Vec<&'a Outcome>,
+    failures: Vec<String>,
+}
+
+impl<'a> Checks<'a> {
+    /// Checks about `what`, reporting `ctx` on failure.
+    pub fn new(what: impl Into<String>, ctx: &[&'a Outcome]) -> Self {
+        Checks {
+            what: what.into(),
+            ctx: ctx.to_vec(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Expect `cond`; `msg` says what should have held.
+    pub fn that(&mut self, cond: bool, msg: impl Into<String>) -> &mut Self {
+        if !cond {
+            self.failures.push(msg.into());
+        }
+        self
+    }
+
+    /// Expect exit code `code`.
+    pub fn exit(&mut self, o: &Outcome, code: i32) -> &mut Self {
+        let got = o.code;
+        self.that(
+            got == Some(code),
+            format!("{} should exit {code}, got {}", o.role, show_code(o)),
+        )
+    }
+
+    /// Expect stats field `key` == `want`.
+    pub fn eq(&mut self, o: &Outcome, key: &str, want: u64) -> &mut Self {
+        let got = o.stat(key).and_then(Value::as_u64);
+        self.that(
+            got == Some(want),
+            format!("{}: {key} should be {want}, got {}", o.role, show(o.stat(key))),
+        )
+    }
+
+    /// Expect stats field `key` > `floor`.
+    pub fn gt(&mut self, o: &Outcome, key: &str, floor: f64) -> &mut Self {
+        let got = o.num(key);
+        self.that(
+            got.is_some_and(|v| v > floor),
+            format!("{}: {key} should be > {floor}, got {}", o.role, show(o.stat(key))),
+        )
+    }
+
+    /// Expect stderr to contain `needle`.
+    pub fn stderr_has(&mut self, o: &Outcome, needle: &str) -> &mut Self {
+        self.that(
+            o.stderr.contains(needle),
+            format!("{} stderr should contain {needle:?}", o.role),
+        )
+    }
+
+    /// Fail with everything collected, if anything.
+    #[track_caller]
+    pub fn done(&mut self) {
+        if self.failures.is_empty() {
+            return;
+        }
+        let mut msg = format!("{}: {} check(s) failed:\n", self.what, self.failures.len());
+        for f in &self.failures {
+            msg += &format!("  * {f}\n");
+        }
+        for o in &self.ctx {
+            msg += &o.to_string();
+        }
+        panic!("{msg}");
+    }
+}
+
+fn show(v: Option<&Value>) -> String {
+    v.map_or("<missing>".into(), Value::to_string)
+}
+
+fn show_code(o: &Outcome) -> String {
+    if o.killed_by_test {
+        "nothing (still running, killed by the test)".into()
+    } else {
+        match o.code {
+            Some(c) => c.to_string(),
+            None => format!("{:?}", o.status),
+        }
+    }
+}
+
+/// The checks every successful stream/sink pair must pass: both exit 0,
+/// every packet arrived once, intact and in order, nothing blamed on the
+/// peer, and each side names the other's pid.
+pub fn check_stream_intact(c: &mut Checks<'_>, sink: &Outcome, stream: &Outcome, count: u64, size: u64) {
+    c.exit(sink, 0)
+        .exit(stream, 0)
+        .eq(sink, "packets_received", count)
+        .eq(sink, "bytes_received", count * size)
+        .eq(sink, "lost", 0)
+        .eq(sink, "corrupted", 0)
+        .eq(sink, "out_of_order", 0)
+        .eq(sink, "peer_errors", 0)
+        .eq(stream, "packets_sent", count)
+        .eq(stream, "packets_consumed", count)
+        .eq(stream, "peer_errors", 0)
+        .eq(sink, "peer_pid", stream.pid.into())
+        .eq(stream, "peer_pid", sink.pid.into());
+    c.that(sink.text("result") == "ok", format!("sink result should be \"ok\", got {:?}", sink.text("result")));
+    c.that(
+        stream.text("result") == "ok",
+        format!("stream result should be \"ok\", got {:?}", stream.text("result")),
+    );
+}
+
+/// Run a sink and a stream of `count` × `size` on `spec` with extra flags
+/// for each side, started together (sink first), and wait for both.
+pub fn run_stream_pair(
+    dir: &TestDir,
+    spec: &str,
+    count: u64,
+    size: u64,
+    sink_args: &[&str],
+    stream_args: &[&str],
+) -> (Outcome, Outcome) {
+    let (n, s) = (count.to_string(), size.to_string());
+    let mut a = vec!["--workload", "sink", "--count", &n];
+    a.extend_from_slice(sink_args);
+    let mut b = vec!["--workload", "stream", "--count", &n, "--size", &s];
+    b.extend_from_slice(stream_args);
+    let mut sink = dir.spawn("sink", spec, &a);
+    let mut stream = dir.spawn("stream", spec, &b);
+    let sink = sink.finish(EXIT_LIMIT);
+    let stream = stream.finish(EXIT_LIMIT);
+    (sink, stream)
+}
+
+/// Run a stream pair and check it is intact.
+pub fn stream_pair_intact(
+    what: &str,
+    dir: &TestDir,
+    spec: &str,
+    count: u64,
+    size: u64,
+    sink_args: &[&str],
+    stream_args: &[&str],
+) -> (Outcome, Outcome) {
+    let (sink, stream) = run_stream_pair(dir, spec, count, size, sink_args, stream_args);
+    let mut c = Checks::new(what, &[&sink, &stream]);
+    check_stream_intact(&mut c, &sink, &stream, count, size);
+    c.done();
+    (sink, stream)
+}
