@@ -8,6 +8,8 @@ mod cli;
 mod config;
 mod copier;
 mod demo;
+#[cfg(test)]
+mod fuzz;
 mod layout;
 mod memory;
 mod packet;

@@ -26,7 +26,8 @@ impl Progress {
     /// Start drawing for `cfg` from `shared`, if the terminal wants it.
     pub fn start(cfg: &RunConfig, shared: SharedStats) -> Progress {
         let stop = Arc::new(AtomicBool::new(false));
-        let wanted = !cfg.quiet && std::io::stderr().is_terminal() && cfg.workload != Workload::Idle;
+        let wanted =
+            !cfg.quiet && std::io::stderr().is_terminal() && cfg.workload != Workload::Idle;
         let handle = wanted.then(|| {
             let stop = stop.clone();
             let total = cfg.count;
@@ -63,9 +64,11 @@ fn draw(total: u64, workload: Workload, shared: &SharedStats, stop: &AtomicBool)
         let b = bar.get_or_insert_with(|| {
             let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             b.set_style(
-                ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} packets ({per_sec}, eta {eta})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{spinner} {msg} [{bar:30}] {pos}/{len} packets ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             b.set_message(format!("{} over {}", s.workload, s.transport));
             b

@@ -45,8 +45,13 @@ pub enum RunError {
     #[error("{0}")]
     Transport(#[from] transport::Error),
     /// The copier stopped the link.
-    #[error("{0}")]
-    Copy(CopyError),
+    #[error("peer {pid}: {err}; disconnecting")]
+    Copy {
+        /// The peer's pid.
+        pid: u32,
+        /// What the copier found.
+        err: CopyError,
+    },
     /// Our own rings are broken, or the peer wrote impossible used entries.
     #[error("peer {pid} broke our TX ring: {err}")]
     Ring {
@@ -146,6 +151,10 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     }
 
     let ring_err = |err| RunError::Ring { pid: peer_pid, err };
+    let copy_err = |err| match err {
+        CopyError::Transport(e) => RunError::Transport(e),
+        err => RunError::Copy { pid: peer_pid, err },
+    };
     let mut guest = Guest::new(
         mem.region().clone(),
         layout,
@@ -168,7 +177,7 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     // spinning: then we never want a kick.
     copier
         .set_notifications(cfg.wait != Wait::Spin)
-        .map_err(RunError::Copy)?;
+        .map_err(copy_err)?;
 
     let started = Instant::now();
     let mut last_check = started;
@@ -183,7 +192,7 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
                     stats.notifications_suppressed += 1;
                 }
             }
-            let moved = copier.poll(&mut stats).map_err(RunError::Copy)?;
+            let moved = copier.poll(&mut stats).map_err(copy_err)?;
             if guest.done() {
                 return Ok(());
             }
@@ -215,14 +224,14 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
             idle_since = None;
             // Re-enable notifications, then re-check: a peer that published
             // before seeing our re-enable did not kick, so we must look again.
-            copier.set_notifications(true).map_err(RunError::Copy)?;
+            copier.set_notifications(true).map_err(copy_err)?;
             guest.set_interrupts(true).map_err(ring_err)?;
             // Full fence: the re-enable stores must be visible to the peer
             // before we read its indexes (pairs with its fence between
             // publishing and reading our suppression state).
             fence(Ordering::SeqCst);
             let work =
-                copier.has_work().map_err(RunError::Copy)? || guest.has_work().map_err(ring_err)?;
+                copier.has_work().map_err(copy_err)? || guest.has_work().map_err(ring_err)?;
             if !work {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -232,7 +241,7 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
                     stats.wakeups += 1;
                 }
             }
-            copier.set_notifications(false).map_err(RunError::Copy)?;
+            copier.set_notifications(false).map_err(copy_err)?;
             guest.set_interrupts(false).map_err(ring_err)?;
         }
     })();
@@ -251,7 +260,6 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
                 Err(RunError::Transport(e))
             }
         }
-        Err(RunError::Copy(CopyError::Transport(e))) => Err(RunError::Transport(e)),
         r => r,
     };
     guest.report(&mut stats);

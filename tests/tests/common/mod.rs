@@ -66,10 +66,12 @@ fn find_or_build() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("test binary {} is not in target/<profile>/deps", exe.display()));
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| {
+        panic!(
+            "test binary {} is not in target/<profile>/deps",
+            exe.display()
+        )
+    });
     let profile = profile_dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -113,7 +115,11 @@ fn find_or_build() -> PathBuf {
             panic!("cannot build lguest-launcher ({profile}):\n{why}");
         }
     }
-    assert!(bin.exists(), "no launcher at {} after building it", bin.display());
+    assert!(
+        bin.exists(),
+        "no launcher at {} after building it",
+        bin.display()
+    );
     bin
 }
 
@@ -167,7 +173,12 @@ impl TestDir {
 
     /// Start the launcher with exactly `args` (for command-line tests).
     pub fn spawn_raw(&self, role: &str, args: &[&str]) -> Proc {
-        Proc::start(&self.path, role, args.iter().map(|a| a.to_string()).collect(), None)
+        Proc::start(
+            &self.path,
+            role,
+            args.iter().map(|a| a.to_string()).collect(),
+            None,
+        )
     }
 
     /// Entries left in the directory other than our own logs and stats.
@@ -176,7 +187,9 @@ impl TestDir {
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| !(n.ends_with(".log") || n.ends_with(".out") || n.ends_with(".json")))
+                    .filter(|n| {
+                        !(n.ends_with(".log") || n.ends_with(".out") || n.ends_with(".json"))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -367,7 +380,10 @@ impl Outcome {
     pub fn u64(&self, key: &str) -> u64 {
         match self.stat(key).and_then(Value::as_u64) {
             Some(v) => v,
-            None => panic!("{}: stats field `{key}` missing or not a count\n{self}", self.role),
+            None => panic!(
+                "{}: stats field `{key}` missing or not a count\n{self}",
+                self.role
+            ),
         }
     }
 
@@ -453,7 +469,11 @@ impl<'a> Checks<'a> {
         let got = o.stat(key).and_then(Value::as_u64);
         self.that(
             got == Some(want),
-            format!("{}: {key} should be {want}, got {}", o.role, show(o.stat(key))),
+            format!(
+                "{}: {key} should be {want}, got {}",
+                o.role,
+                show(o.stat(key))
+            ),
         )
     }
 
@@ -462,7 +482,11 @@ impl<'a> Checks<'a> {
         let got = o.num(key);
         self.that(
             got.is_some_and(|v| v > floor),
-            format!("{}: {key} should be > {floor}, got {}", o.role, show(o.stat(key))),
+            format!(
+                "{}: {key} should be > {floor}, got {}",
+                o.role,
+                show(o.stat(key))
+            ),
         )
     }
 
@@ -509,7 +533,13 @@ fn show_code(o: &Outcome) -> String {
 /// The checks every successful stream/sink pair must pass: both exit 0,
 /// every packet arrived once, intact and in order, nothing blamed on the
 /// peer, and each side names the other's pid.
-pub fn check_stream_intact(c: &mut Checks<'_>, sink: &Outcome, stream: &Outcome, count: u64, size: u64) {
+pub fn check_stream_intact(
+    c: &mut Checks<'_>,
+    sink: &Outcome,
+    stream: &Outcome,
+    count: u64,
+    size: u64,
+) {
     c.exit(sink, 0)
         .exit(stream, 0)
         .eq(sink, "packets_received", count)
@@ -523,10 +553,19 @@ pub fn check_stream_intact(c: &mut Checks<'_>, sink: &Outcome, stream: &Outcome,
         .eq(stream, "peer_errors", 0)
         .eq(sink, "peer_pid", stream.pid.into())
         .eq(stream, "peer_pid", sink.pid.into());
-    c.that(sink.text("result") == "ok", format!("sink result should be \"ok\", got {:?}", sink.text("result")));
+    c.that(
+        sink.text("result") == "ok",
+        format!(
+            "sink result should be \"ok\", got {:?}",
+            sink.text("result")
+        ),
+    );
     c.that(
         stream.text("result") == "ok",
-        format!("stream result should be \"ok\", got {:?}", stream.text("result")),
+        format!(
+            "stream result should be \"ok\", got {:?}",
+            stream.text("result")
+        ),
     );
 }
 

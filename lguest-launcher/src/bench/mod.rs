@@ -1,0 +1,238 @@
+//! `lguest-launcher bench`: every transport and mode side by side, against
+//! the limits of the machine, in one run.
+//!
+//! Absolute numbers on a shared 2-vCPU machine drift from minute to minute,
+//! so the benchmark measures its own yardsticks in the same run and reports
+//! every sharenet figure also as a ratio to them. The story of one run:
+//!
+//! 1. **Plan** ([`matrix::plan`]): the cells of the matrix — transport ×
+//!    notify × writes × wait, for a one-way stream at 64/1500/9000 B and a
+//!    64 B ping-pong — pruned where an axis cannot matter (the pruning is
+//!    written down in [`matrix`] and in the report), and the baselines.
+//! 2. **Baselines** ([`baselines`]): AF_UNIX `SOCK_SEQPACKET` one-way,
+//!    raw blocking round trips over a pipe, FIFOs, eventfds and a unix
+//!    socket, single-thread memcpy, and a minimal shared-memory SPSC ring
+//!    that busy-polls. Every two-process baseline runs as two children of
+//!    this binary (`bench-child`, a hidden subcommand, see [`child`]) that
+//!    meet on a path in a temporary directory — no `fork`.
+//! 3. **Matrix** ([`matrix::run_cell`]): every cell is two real launcher
+//!    processes (this binary spawned twice on the same `--sharenet` path,
+//!    like `demo`), each with `--timeout` and `--stats-json`; the two stats
+//!    objects give throughput, notifications and wake-ups of *both* sides
+//!    and `getrusage` CPU time of both processes. Each cell is repeated and
+//!    reported as the median with the min–max spread.
+//! 4. **Report** ([`report`]): a Markdown table (stdout, `--markdown`), one
+//!    JSON object (`--json`) with the machine and a `results` row per cell,
+//!    the performance targets of issue 7 checked against the same run, and
+//!    an SVG with two charts ([`plot`], `--svg`).
+//!
+//! A cell that fails (a launcher exits non-zero, loses packets, or passes
+//! its deadline and is killed) is reported as failed in the table; the run
+//! carries on.
+
+pub mod baselines;
+pub mod child;
+pub mod matrix;
+pub mod pair;
+pub mod plot;
+pub mod report;
+pub mod summary;
+
+pub use child::ChildArgs;
+
+use crate::config::Kind;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// `bench` flags.
+#[derive(Debug, Args, Clone)]
+#[command(after_help = "Examples:
+  lguest-launcher bench --quick
+  lguest-launcher bench --json bench.json --markdown bench.md --svg bench.svg
+  # a CI smoke test: every cell and baseline, tiny counts, one run each
+  lguest-launcher bench --quick --count-scale 0.01 --runs 1")]
+pub struct BenchArgs {
+    /// A reduced matrix that finishes in a couple of minutes: all three
+    /// transports, notify always and event-idx, 64 and 1500 B, wait sleep
+    /// and spin, and every baseline.
+    #[arg(long)]
+    pub quick: bool,
+    /// Write the results as one JSON object here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Write the Markdown report here too (it always goes to stdout).
+    #[arg(long, value_name = "PATH")]
+    pub markdown: Option<PathBuf>,
+    /// Write the charts (throughput by size, latency per transport) here.
+    #[arg(long, value_name = "PATH")]
+    pub svg: Option<PathBuf>,
+    /// Repeats per cell [default: 3; with --quick 2].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: Option<u32>,
+    /// Multiply every packet, ping and copy count by this (0.01 for a
+    /// smoke test that takes seconds).
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = parse_scale)]
+    pub count_scale: f64,
+    /// Packets per stream cell, overriding the mode's default (before
+    /// --count-scale).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub packets: Option<u64>,
+    /// Pings per ping cell, overriding the mode's default (before
+    /// --count-scale).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pings: Option<u64>,
+    /// Only these transports (comma-separated); baselines always run.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub transports: Vec<Kind>,
+    /// Deadline for one pair of processes, in seconds; a pair still running
+    /// then is killed and its cell reported as failed.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_scale)]
+    pub cell_timeout: f64,
+    /// No progress bar or progress lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn parse_scale(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !(v > 0.0 && v <= 1000.0) {
+        return Err(format!("{v} is out of range; expected (0, 1000]"));
+    }
+    Ok(v)
+}
+
+/// Run the benchmark; the report goes to stdout.
+pub fn run(args: &BenchArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A scratch directory for rendezvous paths, removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("sharenet-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        Ok(ScratchDir(dir))
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let plan = matrix::plan(args);
+    let scratch = ScratchDir::new()?;
+    let timeout = Duration::from_secs_f64(args.cell_timeout);
+
+    let total = plan.baselines.len() as u64 * plan.runs as u64
+        + plan.cells.len() as u64 * plan.runs as u64;
+    let progress = progress_bar(total, args.quiet);
+    if !args.quiet && progress.is_hidden() {
+        eprintln!(
+            "bench: {} cells and {} baselines, {} runs each ...",
+            plan.cells.len(),
+            plan.baselines.len(),
+            plan.runs
+        );
+    }
+
+    let mut rows = Vec::new();
+    for b in &plan.baselines {
+        progress.set_message(b.label());
+        let row = baselines::measure(b, plan.runs, scratch.path(), timeout, || progress.inc(1));
+        rows.push(row);
+    }
+    for (i, cell) in plan.cells.iter().enumerate() {
+        progress.set_message(cell.label());
+        let row = matrix::measure(cell, i, plan.runs, scratch.path(), timeout, || {
+            progress.inc(1)
+        });
+        rows.push(row);
+    }
+    progress.finish_and_clear();
+
+    report::add_ratios(&mut rows);
+    let doc = report::Document {
+        machine: report::Machine::probe(),
+        mode: if args.quick { "quick" } else { "full" }.into(),
+        runs: plan.runs,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        pruning: matrix::PRUNING.iter().map(|s| s.to_string()).collect(),
+        counts: plan.counts.clone(),
+        results: rows,
+    };
+    let markdown = report::markdown(&doc);
+    print!("{markdown}");
+
+    let mut failed_output = false;
+    if let Some(p) = &args.json {
+        if let Err(e) = report::write_json(&doc, p) {
+            eprintln!("error: cannot write {}: {e}", p.display());
+            failed_output = true;
+        }
+    }
+    if let Some(p) = &args.markdown {
+        if let Err(e) = std::fs::write(p, &markdown) {
+            eprintln!("error: cannot write {}: {e}", p.display());
+            failed_output = true;
+        }
+    }
+    if let Some(p) = &args.svg {
+        if let Err(e) = plot::write_svg(&doc, p) {
+            eprintln!("error: cannot draw {}: {e}", p.display());
+            failed_output = true;
+        }
+    }
+    if !args.quiet {
+        let failed = doc.results.iter().filter(|r| r.status != "ok").count();
+        eprintln!(
+            "bench: {} rows ({failed} failed) in {:.1} s",
+            doc.results.len(),
+            doc.elapsed_s
+        );
+    }
+    let all_cells_failed = doc
+        .results
+        .iter()
+        .filter(|r| !r.transport.starts_with("baseline-"))
+        .all(|r| r.status != "ok");
+    Ok(if failed_output || (all_cells_failed && !plan.cells.is_empty()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A bar on stderr, hidden when stderr is not a terminal or with `--quiet`.
+fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs  {msg}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}

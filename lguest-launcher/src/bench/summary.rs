@@ -1,0 +1,119 @@
+//! Repeats into one figure: the median, and the min–max spread.
+//!
+//! Each cell runs a few times; a single run on a noisy 2-vCPU guest can be
+//! off by 2–3× (vCPU placement), so the report gives the median of each
+//! metric over the runs that succeeded and the range of the headline one.
+
+use serde::Serialize;
+
+/// One successful run of a cell or baseline. Fields that do not apply are
+/// `None`.
+#[derive(Clone, Debug, Default)]
+pub struct Measurement {
+    /// Packets moved (or round trips timed).
+    pub packets: u64,
+    /// Million packets per second.
+    pub mpps: Option<f64>,
+    /// Gigabits per second of frame bytes.
+    pub gbps: Option<f64>,
+    /// Gigabytes per second (memcpy).
+    pub gbytes_per_s: Option<f64>,
+    /// Notifications written by both sides, per packet.
+    pub notifications_per_packet: Option<f64>,
+    /// Wake-ups from sleep on both sides, per packet.
+    pub wakeups_per_packet: Option<f64>,
+    /// CPU seconds of both processes per million packets.
+    pub cpu_s_per_mpkt: Option<f64>,
+    /// Round trip, median, µs.
+    pub p50_us: Option<f64>,
+    /// Round trip, 99th percentile, µs.
+    pub p99_us: Option<f64>,
+    /// Round trip, 99.9th percentile, µs.
+    pub p999_us: Option<f64>,
+}
+
+/// The range of the headline metric over the runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Spread {
+    /// Which metric (`mpps`, `p50_us`, `gbytes_per_s`).
+    pub metric: String,
+    /// Smallest value seen.
+    pub min: f64,
+    /// Largest value seen.
+    pub max: f64,
+}
+
+/// Median of the values present; `None` when no run had one.
+pub fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let mut v: Vec<f64> = values
+        .into_iter()
+        .flatten()
+        .filter(|x| x.is_finite())
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Min and max of the values present.
+pub fn spread(metric: &str, values: impl IntoIterator<Item = Option<f64>>) -> Option<Spread> {
+    let v: Vec<f64> = values
+        .into_iter()
+        .flatten()
+        .filter(|x| x.is_finite())
+        .collect();
+    let min = v.iter().copied().reduce(f64::min)?;
+    let max = v.iter().copied().reduce(f64::max)?;
+    Some(Spread {
+        metric: metric.into(),
+        min,
+        max,
+    })
+}
+
+/// Combine runs metric by metric.
+pub fn combine(runs: &[Measurement]) -> Measurement {
+    macro_rules! med {
+        ($f:ident) => {
+            median(runs.iter().map(|m| m.$f))
+        };
+    }
+    Measurement {
+        packets: runs.iter().map(|m| m.packets).max().unwrap_or(0),
+        mpps: med!(mpps),
+        gbps: med!(gbps),
+        gbytes_per_s: med!(gbytes_per_s),
+        notifications_per_packet: med!(notifications_per_packet),
+        wakeups_per_packet: med!(wakeups_per_packet),
+        cpu_s_per_mpkt: med!(cpu_s_per_mpkt),
+        p50_us: med!(p50_us),
+        p99_us: med!(p99_us),
+        p999_us: med!(p999_us),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_even_count_is_mean_of_middle_two() {
+        assert_eq!(median([Some(1.0), Some(3.0), None, Some(2.0), Some(10.0)]), Some(2.5));
+        assert_eq!(median([Some(5.0), Some(1.0), Some(3.0)]), Some(3.0));
+        assert_eq!(median([None, None]), None);
+    }
+
+    #[test]
+    fn spread_ignores_missing_and_non_finite_values() {
+        let s = spread("mpps", [Some(2.0), None, Some(f64::NAN), Some(1.0)]).unwrap();
+        assert_eq!((s.min, s.max), (1.0, 2.0));
+        assert!(spread("mpps", [None]).is_none());
+    }
+}

@@ -1,0 +1,584 @@
+//! Pairs of real launcher processes, over every transport.
+//!
+//! Each test body below is written once as `fn name(kind: &str)`; the
+//! `transport_suite!` list at the bottom turns every one of them into
+//! `fifo::name`, `unix::name` and `eventfd::name`. A body that is not in
+//! the list is dead code, which clippy (`-D warnings`) refuses, so no test
+//! can silently skip a transport.
+
+mod common;
+
+use common::{
+    check_stream_intact, run_stream_pair, serial, stream_pair_intact, Checks, TestDir, EXIT_LIMIT,
+};
+use nix::sys::signal::Signal;
+use std::time::Duration;
+
+/// Packets in the standard stream runs.
+const COUNT: u64 = 200_000;
+/// A count no pair finishes within a test: the run ends by kill or timeout.
+const ENDLESS: &str = "2000000000";
+/// How long a launcher has to notice that its peer died.
+const NOTICE_DEATH: Duration = Duration::from_secs(5);
+/// How long to wait for a launcher to report its connection.
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+const CONNECTED: &str = "connected to peer pid";
+
+// ---------------------------------------------------------------- intact data
+
+/// 200,000 full-size frames arrive intact and in order.
+fn stream_1500_intact(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("stream_1500");
+    stream_pair_intact(
+        &format!("{kind}: stream {COUNT} x 1500 B"),
+        &dir,
+        &dir.sharenet(kind, "link"),
+        COUNT,
+        1500,
+        &[],
+        &[],
+    );
+}
+
+/// 200,000 small frames (per-packet overhead dominates) arrive intact.
+fn stream_64_intact(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("stream_64");
+    stream_pair_intact(
+        &format!("{kind}: stream {COUNT} x 64 B"),
+        &dir,
+        &dir.sharenet(kind, "link"),
+        COUNT,
+        64,
+        &[],
+        &[],
+    );
+}
+
+/// 20,000 pings all come back, and their round trips are measured.
+fn ping_echo_round_trips(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("ping_echo");
+    let spec = dir.sharenet(kind, "link");
+    let n = "20000";
+    let mut echo = dir.spawn("echo", &spec, &["--workload", "echo", "--count", n]);
+    let mut ping = dir.spawn(
+        "ping",
+        &spec,
+        &["--workload", "ping", "--count", n, "--size", "64"],
+    );
+    let ping = ping.finish(EXIT_LIMIT);
+    let echo = echo.finish(EXIT_LIMIT);
+    let mut c = Checks::new(format!("{kind}: ping/echo {n}"), &[&ping, &echo]);
+    c.exit(&ping, 0)
+        .exit(&echo, 0)
+        .eq(&ping, "packets_sent", 20_000)
+        .eq(&ping, "packets_received", 20_000)
+        .eq(&ping, "lost", 0)
+        .eq(&ping, "corrupted", 0)
+        .eq(&echo, "packets_received", 20_000)
+        .eq(&echo, "corrupted", 0)
+        .gt(&ping, "rtt_p50_us", 0.0)
+        .gt(&ping, "rtt_p99_us", 0.0);
+    let (p50, p99) = (ping.num("rtt_p50_us"), ping.num("rtt_p99_us"));
+    c.that(
+        matches!((p50, p99), (Some(a), Some(b)) if a <= b),
+        format!("ping: rtt_p50_us {p50:?} should be <= rtt_p99_us {p99:?}"),
+    );
+    c.done();
+}
+
+// ------------------------------------------------------------------ rendezvous
+
+/// Start `first`, wait until it is waiting for its peer plus a 200 ms head
+/// start, then start `second`; the pair forms and the stream is intact.
+fn start_order(kind: &str, sink_first: bool) {
+    let _serial = serial();
+    let dir = TestDir::new(if sink_first {
+        "sink_first"
+    } else {
+        "stream_first"
+    });
+    let spec = dir.sharenet(kind, "link");
+    let n = COUNT.to_string();
+    let sink_args = ["--workload", "sink", "--count", &n];
+    let stream_args = ["--workload", "stream", "--count", &n, "--size", "1500"];
+    let (first_role, first_args, second_role, second_args) = if sink_first {
+        ("sink", &sink_args[..], "stream", &stream_args[..])
+    } else {
+        ("stream", &stream_args[..], "sink", &sink_args[..])
+    };
+    let mut first = dir.spawn(first_role, &spec, first_args);
+    let waiting = first.wait_for_stderr("waiting for peer", CONNECT_LIMIT);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut second = dir.spawn(second_role, &spec, second_args);
+    let first = first.finish(EXIT_LIMIT);
+    let second = second.finish(EXIT_LIMIT);
+    let (sink, stream) = if sink_first {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    let mut c = Checks::new(
+        format!("{kind}: {first_role} started 200 ms before {second_role}"),
+        &[sink, stream],
+    );
+    c.that(
+        waiting,
+        format!("{first_role} should say it is waiting for its peer"),
+    );
+    check_stream_intact(&mut c, sink, stream, COUNT, 1500);
+    c.done();
+}
+
+fn pair_forms_when_sink_starts_first(kind: &str) {
+    start_order(kind, true);
+}
+
+fn pair_forms_when_stream_starts_first(kind: &str) {
+    start_order(kind, false);
+}
+
+/// Two pairs at once on different paths in the same directory do not
+/// cross: each sink gets exactly its own stream's packets.
+fn two_pairs_in_one_directory_are_independent(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("two_pairs");
+    let (a, b) = (dir.sharenet(kind, "a"), dir.sharenet(kind, "b"));
+    let n = COUNT.to_string();
+    let mut sink_a = dir.spawn("sink_a", &a, &["--workload", "sink", "--count", &n]);
+    let mut sink_b = dir.spawn("sink_b", &b, &["--workload", "sink", "--count", &n]);
+    let mut stream_a = dir.spawn(
+        "stream_a",
+        &a,
+        &["--workload", "stream", "--count", &n, "--size", "1500"],
+    );
+    let mut stream_b = dir.spawn(
+        "stream_b",
+        &b,
+        &["--workload", "stream", "--count", &n, "--size", "64"],
+    );
+    let outs = [
+        sink_a.finish(EXIT_LIMIT),
+        stream_a.finish(EXIT_LIMIT),
+        sink_b.finish(EXIT_LIMIT),
+        stream_b.finish(EXIT_LIMIT),
+    ];
+    let [sa, ta, sb, tb] = &outs;
+    let mut c = Checks::new(format!("{kind}: two pairs side by side"), &[sa, ta, sb, tb]);
+    check_stream_intact(&mut c, sa, ta, COUNT, 1500);
+    check_stream_intact(&mut c, sb, tb, COUNT, 64);
+    c.done();
+}
+
+/// Leftovers of a crashed earlier run (FIFOs nobody reads, a socket file
+/// nobody listens on) do not stop a new pair on the same path.
+fn stale_rendezvous_leftovers_are_replaced(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("stale");
+    let path = dir.path().join("link");
+    if kind == "fifo" {
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+        nix::unistd::mkfifo(&path, mode).expect("mkfifo PATH");
+        nix::unistd::mkfifo(&dir.path().join("link_"), mode).expect("mkfifo PATH_");
+    } else {
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("bind stale socket"));
+    }
+    assert!(
+        path.exists(),
+        "precondition: stale {} left at {}",
+        kind,
+        path.display()
+    );
+    stream_pair_intact(
+        &format!("{kind}: pair over stale rendezvous files"),
+        &dir,
+        &dir.sharenet(kind, "link"),
+        20_000,
+        1500,
+        &[],
+        &[],
+    );
+}
+
+/// A finished pair leaves no rendezvous files behind (fifo: PATH and
+/// PATH_; sockets: PATH), nor anything else.
+fn rendezvous_files_removed_after_pair(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("cleanup");
+    let (sink, stream) = stream_pair_intact(
+        &format!("{kind}: pair before cleanup check"),
+        &dir,
+        &dir.sharenet(kind, "link"),
+        20_000,
+        1500,
+        &[],
+        &[],
+    );
+    let path = dir.path().join("link");
+    let side = dir.path().join("link_");
+    let mut c = Checks::new(format!("{kind}: rendezvous cleanup"), &[&sink, &stream]);
+    c.that(!path.exists(), format!("{} should be gone", path.display()));
+    if kind == "fifo" {
+        c.that(!side.exists(), format!("{} should be gone", side.display()));
+    }
+    let left = dir.leftovers();
+    c.that(
+        left.is_empty(),
+        format!("nothing else should be left in the directory, found {left:?}"),
+    );
+    c.done();
+}
+
+// ------------------------------------------------------------ flow and modes
+
+/// A 4-entry RX ring behind a sink that sleeps 20 us per packet: the
+/// stream keeps finding the ring full (`rx_ring_full` counts it) and waits
+/// instead of dropping.
+fn slow_sink_with_tiny_rx_ring_loses_nothing(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("slow_sink");
+    let (sink, stream) = run_stream_pair(
+        &dir,
+        &dir.sharenet(kind, "link"),
+        3000,
+        1500,
+        &["--queue-size", "4", "--rx-delay-us", "20"],
+        &[],
+    );
+    let mut c = Checks::new(
+        format!("{kind}: slow sink, 4-entry RX ring"),
+        &[&sink, &stream],
+    );
+    check_stream_intact(&mut c, &sink, &stream, 3000, 1500);
+    c.gt(&sink, "rx_ring_full", 0.0);
+    c.done();
+}
+
+/// Every notify × writes combination moves 200,000 frames intact, and
+/// event-idx really suppresses: the stream's kicks drop at least tenfold
+/// against `always`, and the pair's total at least halves.
+fn mode_matrix_intact_and_event_idx_suppresses(kind: &str) {
+    let _serial = serial();
+    for writes in ["blocking", "nonblocking"] {
+        let mut sent = Vec::new(); // (notify, stream's, sink's notifications_sent)
+        for notify in ["always", "flags", "event-idx"] {
+            let dir = TestDir::new(&format!("matrix_{notify}_{writes}"));
+            let modes = ["--notify", notify, "--writes", writes];
+            let (sink, stream) = stream_pair_intact(
+                &format!("{kind}: --notify {notify} --writes {writes}"),
+                &dir,
+                &dir.sharenet(kind, "link"),
+                COUNT,
+                1500,
+                &modes,
+                &modes,
+            );
+            let mut c = Checks::new(
+                format!("{kind}: --notify {notify} --writes {writes} modes"),
+                &[&sink, &stream],
+            );
+            for o in [&sink, &stream] {
+                c.that(
+                    o.text("notify") == notify,
+                    format!("{}: notify should be {notify:?}", o.role),
+                )
+                .that(
+                    o.text("writes") == writes,
+                    format!("{}: writes should be {writes:?}", o.role),
+                )
+                .that(
+                    o.text("notify_effective") == notify,
+                    format!(
+                        "{}: notify_effective should be {notify:?} when both ask for it",
+                        o.role
+                    ),
+                );
+            }
+            c.done();
+            sent.push((notify, stream, sink));
+        }
+        let (_, always_stream, always_sink) = &sent[0];
+        let (_, idx_stream, idx_sink) = &sent[2];
+        let (a_stream, i_stream) = (
+            always_stream.u64("notifications_sent"),
+            idx_stream.u64("notifications_sent"),
+        );
+        let a_pair = a_stream + always_sink.u64("notifications_sent");
+        let i_pair = i_stream + idx_sink.u64("notifications_sent");
+        let mut c = Checks::new(
+            format!(
+                "{kind} --writes {writes}: notifications per {COUNT} packets: always stream {a_stream} / pair {a_pair}, \
+                 event-idx stream {i_stream} / pair {i_pair}"
+            ),
+            &[always_stream, always_sink, idx_stream, idx_sink],
+        );
+        c.that(a_stream > 0, "with always the stream must notify at all")
+            .that(
+                i_stream * 10 <= a_stream,
+                "event-idx: the stream's notifications_sent should be at most 1/10 of always's",
+            )
+            .that(
+                i_pair * 2 <= a_pair,
+                "event-idx: the pair's total notifications_sent should be at most 1/2 of always's",
+            );
+        c.done();
+    }
+}
+
+/// One side event-idx + spin, the other flags + sleep (both ways round):
+/// they settle on flags and the stream is intact.
+fn mixed_modes_interoperate(kind: &str) {
+    let _serial = serial();
+    let a: &[&str] = &["--notify", "event-idx", "--wait", "spin"];
+    let b: &[&str] = &["--notify", "flags", "--wait", "sleep"];
+    for (sink_args, stream_args) in [(a, b), (b, a)] {
+        let dir = TestDir::new("mixed");
+        let what = format!(
+            "{kind}: sink {} / stream {}",
+            sink_args.join(" "),
+            stream_args.join(" ")
+        );
+        let (sink, stream) = stream_pair_intact(
+            &what,
+            &dir,
+            &dir.sharenet(kind, "link"),
+            COUNT,
+            1500,
+            sink_args,
+            stream_args,
+        );
+        let mut c = Checks::new(what, &[&sink, &stream]);
+        for o in [&sink, &stream] {
+            c.that(
+                o.text("notify_effective") == "flags",
+                format!(
+                    "{}: notify_effective should be \"flags\" (the lower mode)",
+                    o.role
+                ),
+            );
+        }
+        c.done();
+    }
+}
+
+// ------------------------------------------------------------- failing peers
+
+/// Start a pair with `a_args` / `b_args`, wait until both are connected and
+/// running, SIGKILL `victim` ("a" or "b") after ~300 ms, and check that the
+/// survivor exits 1 within 5 s naming the dead pid, with its stats written.
+fn survivor_exits_when_peer_killed(
+    kind: &str,
+    label: &str,
+    a: (&str, &[&str]),
+    b: (&str, &[&str]),
+    kill_a: bool,
+) {
+    let _serial = serial();
+    let dir = TestDir::new(label);
+    let spec = dir.sharenet(kind, "link");
+    let mut pa = dir.spawn(a.0, &spec, a.1);
+    let mut pb = dir.spawn(b.0, &spec, b.1);
+    let connected = pa.wait_for_stderr(CONNECTED, CONNECT_LIMIT)
+        && pb.wait_for_stderr(CONNECTED, CONNECT_LIMIT);
+    std::thread::sleep(Duration::from_millis(300));
+    let (victim, survivor) = if kill_a {
+        (&mut pa, &mut pb)
+    } else {
+        (&mut pb, &mut pa)
+    };
+    let victim_pid = victim.pid();
+    victim.signal(Signal::SIGKILL);
+    let survived = survivor.finish(NOTICE_DEATH + Duration::from_secs(5));
+    let killed = victim.finish(Duration::from_secs(5));
+    let mut c = Checks::new(
+        format!("{kind}: SIGKILL {} mid-run", killed.role),
+        &[&survived, &killed],
+    );
+    c.that(
+        connected,
+        "both sides should report the connection before the kill",
+    )
+    .that(
+        killed.status.code().is_none(),
+        format!(
+            "{} should have died of SIGKILL, not exited on its own",
+            killed.role
+        ),
+    )
+    .exit(&survived, 1)
+    .that(
+        survived.waited <= NOTICE_DEATH,
+        format!(
+            "{} should exit within {NOTICE_DEATH:?} of the kill, took {:.3} s",
+            survived.role,
+            survived.waited.as_secs_f64()
+        ),
+    )
+    .stderr_has(&survived, &format!("peer {victim_pid} disconnected"))
+    .that(
+        survived
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .count()
+            == 1,
+        format!("{} should print exactly one `error: ` line", survived.role),
+    )
+    .that(
+        survived
+            .text("result")
+            .contains(&format!("peer {victim_pid} disconnected")),
+        format!(
+            "{}: stats result should hold the error naming pid {victim_pid}",
+            survived.role
+        ),
+    );
+    c.done();
+}
+
+fn stream_exits_when_sink_is_killed(kind: &str) {
+    survivor_exits_when_peer_killed(
+        kind,
+        "kill_sink",
+        ("sink", &["--workload", "sink", "--count", ENDLESS]),
+        ("stream", &["--workload", "stream", "--count", ENDLESS]),
+        true,
+    );
+}
+
+fn sink_exits_when_stream_is_killed(kind: &str) {
+    survivor_exits_when_peer_killed(
+        kind,
+        "kill_stream",
+        ("sink", &["--workload", "sink", "--count", ENDLESS]),
+        ("stream", &["--workload", "stream", "--count", ENDLESS]),
+        false,
+    );
+}
+
+fn sleeping_idle_side_exits_when_peer_is_killed(kind: &str) {
+    let idle: &[&str] = &["--workload", "idle", "--wait", "sleep"];
+    survivor_exits_when_peer_killed(kind, "idle_sleep", ("idle_a", idle), ("idle_b", idle), true);
+}
+
+fn spinning_idle_side_exits_when_peer_is_killed(kind: &str) {
+    let idle: &[&str] = &["--workload", "idle", "--wait", "spin"];
+    survivor_exits_when_peer_killed(kind, "idle_spin", ("idle_a", idle), ("idle_b", idle), true);
+}
+
+/// SIGSTOP the sink mid-stream: the stream cannot finish, must not hang,
+/// and leaves by its own `--timeout 3` within ~3 + 2 s with "timed out" on
+/// stderr and its stats written.
+fn stream_times_out_when_sink_is_stopped(kind: &str, writes: &str, label: &str) {
+    let _serial = serial();
+    let dir = TestDir::new(label);
+    let spec = dir.sharenet(kind, "link");
+    let mut sink = dir.spawn(
+        "sink",
+        &spec,
+        &["--workload", "sink", "--count", ENDLESS, "--writes", writes],
+    );
+    let mut stream = dir.spawn(
+        "stream",
+        &spec,
+        &[
+            "--workload",
+            "stream",
+            "--count",
+            ENDLESS,
+            "--writes",
+            writes,
+            "--timeout",
+            "3",
+        ],
+    );
+    let connected = sink.wait_for_stderr(CONNECTED, CONNECT_LIMIT)
+        && stream.wait_for_stderr(CONNECTED, CONNECT_LIMIT);
+    std::thread::sleep(Duration::from_millis(300));
+    sink.signal(Signal::SIGSTOP);
+    let stream = stream.finish(Duration::from_secs(10));
+    sink.signal(Signal::SIGCONT);
+    sink.signal(Signal::SIGKILL);
+    let sink = sink.finish(Duration::from_secs(5));
+    let limit = Duration::from_millis(5500);
+    let mut c = Checks::new(
+        format!("{kind}: sink SIGSTOPped, --writes {writes}"),
+        &[&stream, &sink],
+    );
+    c.that(
+        connected,
+        "both sides should report the connection before the stop",
+    )
+    .exit(&stream, 1)
+    .that(
+        stream.lifetime <= limit,
+        format!(
+            "stream should give up within {limit:?} of starting, took {:.3} s",
+            stream.lifetime.as_secs_f64()
+        ),
+    )
+    .that(
+        stream.lifetime >= Duration::from_millis(2900),
+        format!(
+            "stream should keep trying until its 3 s timeout, left after {:.3} s",
+            stream.lifetime.as_secs_f64()
+        ),
+    )
+    .stderr_has(&stream, "timed out")
+    .gt(&stream, "packets_sent", 0.0)
+    .that(
+        stream.text("result").contains("timed out"),
+        "stream stats result should say it timed out",
+    );
+    c.done();
+}
+
+fn stream_times_out_when_sink_is_stopped_nonblocking(kind: &str) {
+    stream_times_out_when_sink_is_stopped(kind, "nonblocking", "stopped_nb");
+}
+
+fn stream_times_out_when_sink_is_stopped_blocking(kind: &str) {
+    stream_times_out_when_sink_is_stopped(kind, "blocking", "stopped_b");
+}
+
+/// Generate `mod fifo`, `mod unix` and `mod eventfd`, each with one
+/// `#[test]` per listed body, calling it with the transport's name.
+macro_rules! transport_suite {
+    ($($test:ident),* $(,)?) => {
+        transport_suite!(@mod fifo; $($test),*);
+        transport_suite!(@mod unix; $($test),*);
+        transport_suite!(@mod eventfd; $($test),*);
+    };
+    (@mod $kind:ident; $($test:ident),*) => {
+        mod $kind {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(stringify!($kind));
+                }
+            )*
+        }
+    };
+}
+
+transport_suite! {
+    stream_1500_intact,
+    stream_64_intact,
+    ping_echo_round_trips,
+    pair_forms_when_sink_starts_first,
+    pair_forms_when_stream_starts_first,
+    slow_sink_with_tiny_rx_ring_loses_nothing,
+    two_pairs_in_one_directory_are_independent,
+    stale_rendezvous_leftovers_are_replaced,
+    mode_matrix_intact_and_event_idx_suppresses,
+    mixed_modes_interoperate,
+    stream_exits_when_sink_is_killed,
+    sink_exits_when_stream_is_killed,
+    sleeping_idle_side_exits_when_peer_is_killed,
+    spinning_idle_side_exits_when_peer_is_killed,
+    stream_times_out_when_sink_is_stopped_nonblocking,
+    stream_times_out_when_sink_is_stopped_blocking,
+    rendezvous_files_removed_after_pair,
+}
