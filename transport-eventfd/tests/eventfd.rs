@@ -2,9 +2,6 @@
 //! real memfds and eventfds, and hostile peers played by bare sockets or by
 //! a forked child under another uid.
 
-mod common;
-
-use common::*;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::eventfd::{EfdFlags, EventFd as KernelEventFd};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -13,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use transport::test_utils::*;
 use transport::{ConnectOptions, Error, Notify, PeerInfo, Transport, Wakeup, VERSION};
 use transport_eventfd::EventFd;
 use transport_unixsock::UnixSock;

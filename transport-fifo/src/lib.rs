@@ -30,11 +30,12 @@
 #![deny(missing_docs)]
 
 use nix::errno::Errno;
-use nix::fcntl::{open, Flock, FlockArg, OFlag};
-use nix::sys::stat::{fstat, Mode};
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::stat::Mode;
 use nix::unistd::{getuid, mkfifo, read, unlink, write};
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use transport::{
@@ -64,14 +65,19 @@ fn tmp_name(path: &Path, tag: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Open `p` close-on-exec (std's default), never following a symlink.
+/// `flags` picks the access mode (`O_RDONLY`/`O_WRONLY`) and extra flags
+/// such as `O_NONBLOCK`.
 fn open_fd(p: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-    let fd = open(
-        p,
-        flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::empty(),
-    )?;
-    // SAFETY: `open` just returned this fd and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let write = flags.contains(OFlag::O_WRONLY);
+    let extra = (flags - OFlag::O_WRONLY) | OFlag::O_NOFOLLOW;
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(extra.bits())
+        .open(p)
+        .map(OwnedFd::from)
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32)))
 }
 
 /// Which role this launcher took at rendezvous.
@@ -85,8 +91,8 @@ enum Role {
 /// Step 1 of the rendezvous, under the directory lock.
 fn choose_role(path: &Path) -> Result<Role> {
     let dir = path::parent_dir(path)?;
-    let dir_fd = open_fd(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-        .map_err(|e| Error::sys(format!("open directory {}", dir.display()), e))?;
+    let dir_fd = std::fs::File::open(dir)
+        .map_err(|e| Error::io(format!("open directory {}", dir.display()), e))?;
     // Held until this function returns; dropping it unlocks.
     let _lock = Flock::lock(dir_fd, FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::sys(format!("lock directory {}", dir.display()), e))?;
@@ -224,10 +230,13 @@ fn open_peer_memory(h: &Handshake) -> Result<OwnedFd> {
         });
     }
     let p = proc_dir.join("fd").join(h.mem_fd.to_string());
-    let fd = open(&p, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| Error::BadPeerMemory(format!("cannot open {}: {e}", p.display())))?;
-    // SAFETY: `open` just returned this fd and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // Not O_NOFOLLOW: /proc/PID/fd/N is a magic link we mean to follow.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::BadPeerMemory(format!("cannot open {}: {e}", p.display())))
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
@@ -305,10 +314,6 @@ impl Transport for Fifo {
         let memory = open_peer_memory(&peer)?;
         let info = accept_peer(peer, memory)?;
         set_nonblocking(tx.as_fd(), opts.nonblocking_writes)?;
-        // Sanity: both are FIFOs (guards against a swapped path).
-        for fd in [&rx, &tx] {
-            fstat(fd.as_raw_fd()).map_err(|e| Error::sys("fstat fifo", e))?;
-        }
         Ok((
             Fifo {
                 rx,

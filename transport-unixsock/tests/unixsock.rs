@@ -2,9 +2,6 @@
 //! directory, real memfds, and hostile peers played by bare sockets or by
 //! a forked child under another uid.
 
-mod common;
-
-use common::*;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -12,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use transport::test_utils::*;
 use transport::{
     ConnectOptions, Error, Notify, PeerInfo, Transport, Wakeup, HANDSHAKE_LEN, VERSION,
 };

@@ -34,6 +34,8 @@
 mod error;
 mod handshake;
 pub mod path;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 
 pub use error::{Error, Result};
 pub use handshake::{

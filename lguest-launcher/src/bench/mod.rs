@@ -171,15 +171,17 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     progress.finish_and_clear();
 
     report::add_ratios(&mut rows);
-    let doc = report::Document {
+    let mut doc = report::Document {
         machine: report::Machine::probe(),
         mode: if args.quick { "quick" } else { "full" }.into(),
         runs: plan.runs,
         elapsed_s: started.elapsed().as_secs_f64(),
-        pruning: matrix::PRUNING.iter().map(|s| s.to_string()).collect(),
+        pruning: plan.pruning.clone(),
         counts: plan.counts.clone(),
+        targets: Vec::new(),
         results: rows,
     };
+    doc.targets = report::targets(&doc.results);
     let markdown = report::markdown(&doc);
     print!("{markdown}");
 

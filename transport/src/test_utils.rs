@@ -1,9 +1,10 @@
-//! Helpers shared by this crate's integration tests: real memfds, real
-//! sockets, a private temp dir, and a lock so tests that count fds or fork
-//! do not see each other's fds.
+//! Test support shared by the transport crates' tests (feature
+//! `test-utils`, as rust-vmm keeps its mocks): real memfds, real sockets, a
+//! private temp dir, hostile raw peers, and a lock so tests that count fds
+//! or fork do not see each other's fds.
+#![allow(missing_docs)]
 
-#![allow(dead_code)]
-
+use crate::{ConnectOptions, Handshake, RingInfo, F_EVENT_IDX};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use nix::sys::socket::{
@@ -18,7 +19,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use transport::{ConnectOptions, Handshake, RingInfo, F_EVENT_IDX};
 
 /// Guest memory size used by every test handshake.
 pub const MEM: u64 = 1 << 20;

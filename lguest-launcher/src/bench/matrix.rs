@@ -1,0 +1,415 @@
+//! The matrix: which sharenet cells run, and how one cell is measured.
+//!
+//! The axes are transport (fifo, unix, eventfd) × notify (always, flags,
+//! event-idx) × writes (blocking, nonblocking) × wait (sleep, spin,
+//! adaptive), for two workloads: a one-way stream at 64, 1500 and 9000 B,
+//! and a 64 B ping-pong. The full cross product is 3·3·2·3 = 54
+//! configurations per workload and size; the plan prunes where an axis
+//! cannot change the outcome (see [`plan`] and the notes it returns), yet
+//! every value of every axis appears somewhere.
+//!
+//! A cell is two launcher processes — this very binary, spawned twice with
+//! the same `--sharenet KIND:PATH` on a fresh path — each with its own
+//! `--timeout` and `--stats-json`. The measuring side is the receiver
+//! (`sink`) for a stream and the `ping` side for latency; its peer runs
+//! `stream` or `echo`. Both stats objects are read: throughput is the
+//! packets received over the longer of the two elapsed times (the
+//! conservative reading), notifications and wake-ups are the sum of both
+//! sides, and CPU time is the sum of both processes' `getrusage`.
+
+use super::baselines::{Baseline, BaselineKind};
+use super::pair::run_pair;
+use super::report::{Row, RowKey};
+use super::summary::Measurement;
+use super::BenchArgs;
+use crate::config::{Kind, Notify, Wait, Writes};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// What a cell's pair does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CellWorkload {
+    /// `sink` ← `stream`, one way.
+    Stream,
+    /// `ping` ↔ `echo`, 64 B.
+    Ping,
+}
+
+/// One configuration of the matrix.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    /// Transport.
+    pub kind: Kind,
+    /// Notification suppression.
+    pub notify: Notify,
+    /// Notification writes.
+    pub writes: Writes,
+    /// Idle behaviour.
+    pub wait: Wait,
+    /// Frame size in bytes.
+    pub size: u32,
+    /// Stream or ping.
+    pub workload: CellWorkload,
+    /// Packets (stream) or round trips (ping) per run.
+    pub count: u64,
+}
+
+impl Cell {
+    /// A short label for the progress bar.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} {}/{}/{} {} B",
+            self.kind.name(),
+            match self.workload {
+                CellWorkload::Stream => "stream",
+                CellWorkload::Ping => "ping",
+            },
+            self.notify.name(),
+            self.writes.name(),
+            self.wait.name(),
+            self.size
+        )
+    }
+
+    fn key(&self) -> RowKey {
+        RowKey {
+            transport: self.kind.name().into(),
+            notify: Some(self.notify.name().into()),
+            writes: Some(self.writes.name().into()),
+            wait: Some(self.wait.name().into()),
+            size: self.size,
+            workload: match self.workload {
+                CellWorkload::Stream => "stream",
+                CellWorkload::Ping => "ping",
+            }
+            .into(),
+        }
+    }
+}
+
+/// Everything one benchmark run will do.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The sharenet cells, in report order.
+    pub cells: Vec<Cell>,
+    /// The baselines, in report order.
+    pub baselines: Vec<Baseline>,
+    /// Runs per cell and per baseline.
+    pub runs: u32,
+    /// Counts per run, for the report.
+    pub counts: Vec<(String, u64)>,
+    /// What was left out of the full cross product, and why.
+    pub pruning: Vec<String>,
+}
+
+/// Stream packets per run (before `--count-scale`): (quick, full).
+const STREAM_PACKETS: (u64, u64) = (200_000, 500_000);
+/// Jumbo frames take longer per packet: fewer of them.
+const STREAM_PACKETS_9000: u64 = 200_000;
+/// Round trips per ping run: (quick, full).
+const PINGS: (u64, u64) = (1_000, 2_000);
+/// Runs per cell: (quick, full).
+const RUNS: (u32, u32) = (3, 3);
+
+fn scaled(n: u64, scale: f64, min: u64) -> u64 {
+    ((n as f64 * scale).round() as u64).max(min)
+}
+
+/// The (notify, writes, wait) configurations of a full run.
+///
+/// `writes` only decides anything when a notification write can find the
+/// channel full, which takes many un-suppressed notifications: with
+/// `always` and `flags` both values run; with `event-idx` (a notification
+/// every ring's worth of packets or less) only `nonblocking`, the default.
+fn full_configs() -> Vec<(Notify, Writes, Wait)> {
+    let mut v = Vec::new();
+    for notify in [Notify::Always, Notify::Flags, Notify::EventIdx] {
+        let writes: &[Writes] = if notify == Notify::EventIdx {
+            &[Writes::Nonblocking]
+        } else {
+            &[Writes::Blocking, Writes::Nonblocking]
+        };
+        for &w in writes {
+            for wait in [Wait::Sleep, Wait::Spin, Wait::Adaptive] {
+                v.push((notify, w, wait));
+            }
+        }
+    }
+    v
+}
+
+/// Ping configurations of a full run: every notify × wait with
+/// nonblocking writes, plus blocking writes once (always, sleep) — a ping
+/// has at most one packet in flight, so a notification channel never fills
+/// and `writes` cannot matter beyond that check.
+fn full_ping_configs() -> Vec<(Notify, Writes, Wait)> {
+    let mut v = Vec::new();
+    for notify in [Notify::Always, Notify::Flags, Notify::EventIdx] {
+        for wait in [Wait::Sleep, Wait::Spin, Wait::Adaptive] {
+            v.push((notify, Writes::Nonblocking, wait));
+        }
+    }
+    v.push((Notify::Always, Writes::Blocking, Wait::Sleep));
+    v
+}
+
+/// The quick subset: notify always and event-idx, nonblocking writes, wait
+/// sleep and spin.
+fn quick_configs() -> Vec<(Notify, Writes, Wait)> {
+    let mut v = Vec::new();
+    for notify in [Notify::Always, Notify::EventIdx] {
+        for wait in [Wait::Sleep, Wait::Spin] {
+            v.push((notify, Writes::Nonblocking, wait));
+        }
+    }
+    v
+}
+
+/// Decide what this run measures.
+pub fn plan(args: &BenchArgs) -> Plan {
+    let quick = args.quick;
+    let pick = |(q, f): (u64, u64)| if quick { q } else { f };
+    let scale = args.count_scale;
+    let stream_n = scaled(
+        args.packets.unwrap_or(pick(STREAM_PACKETS)),
+        scale,
+        1,
+    );
+    let stream_n_9000 = scaled(
+        args.packets.unwrap_or(STREAM_PACKETS_9000),
+        scale,
+        1,
+    );
+    let pings = scaled(args.pings.unwrap_or(pick(PINGS)), scale, 10);
+    let runs = args
+        .runs
+        .unwrap_or(if quick { RUNS.0 } else { RUNS.1 });
+    let kinds: Vec<Kind> = if args.transports.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        Kind::ALL
+            .into_iter()
+            .filter(|k| args.transports.contains(k))
+            .collect()
+    };
+    let sizes: &[u32] = if quick { &[64, 1500] } else { &[64, 1500, 9000] };
+    let (stream_cfgs, ping_cfgs) = if quick {
+        (quick_configs(), quick_configs())
+    } else {
+        (full_configs(), full_ping_configs())
+    };
+
+    let mut cells = Vec::new();
+    for &size in sizes {
+        for &kind in &kinds {
+            for &(notify, writes, wait) in &stream_cfgs {
+                cells.push(Cell {
+                    kind,
+                    notify,
+                    writes,
+                    wait,
+                    size,
+                    workload: CellWorkload::Stream,
+                    count: if size > 1500 { stream_n_9000 } else { stream_n },
+                });
+            }
+        }
+    }
+    for &kind in &kinds {
+        for &(notify, writes, wait) in &ping_cfgs {
+            cells.push(Cell {
+                kind,
+                notify,
+                writes,
+                wait,
+                size: 64,
+                workload: CellWorkload::Ping,
+                count: pings,
+            });
+        }
+    }
+
+    let baselines = super::baselines::plan(quick, scale);
+    let mut counts = vec![
+        ("stream packets".to_string(), stream_n),
+        ("stream packets at 9000 B".to_string(), stream_n_9000),
+        ("pings".to_string(), pings),
+    ];
+    if quick {
+        counts.remove(1);
+    }
+    for b in &baselines {
+        let name = match b.kind {
+            BaselineKind::Seqpacket => "seqpacket packets",
+            BaselineKind::Spsc => "SPSC packets",
+            BaselineKind::Memcpy => "memcpy copies",
+            BaselineKind::Rtt(_) => "raw round trips",
+        };
+        if !counts.iter().any(|(k, _)| k == name) {
+            counts.push((name.to_string(), b.count));
+        }
+    }
+
+    let mut pruning = vec![
+        "writes=blocking runs only with notify always and flags: with event-idx a notification \
+         goes out at most once per ring's worth of packets, so the channel never fills and the \
+         write mode cannot matter."
+            .to_string(),
+        "Ping runs every notify × wait with nonblocking writes, plus always/blocking/sleep once: \
+         one packet in flight never fills a notification channel."
+            .to_string(),
+    ];
+    if quick {
+        pruning = vec![
+            "--quick: notify always and event-idx only (no flags), writes nonblocking only, wait \
+             sleep and spin only (no adaptive), sizes 64 and 1500 B only (no 9000); every baseline \
+             runs, with smaller counts."
+                .to_string(),
+        ];
+    }
+    if kinds.len() < Kind::ALL.len() {
+        pruning.push(format!(
+            "--transports: only {}.",
+            kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Plan {
+        cells,
+        baselines,
+        runs,
+        counts,
+        pruning,
+    }
+}
+
+/// Run one cell `runs` times and fold the runs into a row. `tick` is
+/// called after each run (the progress bar).
+pub fn measure(
+    cell: &Cell,
+    index: usize,
+    runs: u32,
+    dir: &Path,
+    timeout: Duration,
+    mut tick: impl FnMut(),
+) -> Row {
+    let mut ok = Vec::new();
+    let mut failures = Vec::new();
+    for run in 0..runs {
+        let path = dir.join(format!("c{index}-r{run}"));
+        match run_cell(cell, &path, timeout) {
+            Ok(m) => ok.push(m),
+            Err(e) => failures.push(e),
+        }
+        // The next pair's path is fresh, but give a killed pair's
+        // leftovers a moment to go.
+        let _ = std::fs::remove_file(&path);
+        tick();
+    }
+    let headline = match cell.workload {
+        CellWorkload::Stream => "mpps",
+        CellWorkload::Ping => "p50_us",
+    };
+    Row::from_runs(cell.key(), &ok, &failures, headline)
+}
+
+fn launcher(cell: &Cell, spec: &str, workload: &str, json: &Path, timeout: Duration) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap_or_else(|_| "lguest-launcher".into()));
+    c.arg("--sharenet")
+        .arg(spec)
+        .args(["--workload", workload])
+        .args(["--count", &cell.count.to_string()])
+        .args(["--size", &cell.size.to_string()])
+        .args(["--notify", cell.notify.name()])
+        .args(["--writes", cell.writes.name()])
+        .args(["--wait", cell.wait.name()])
+        .args(["--timeout", &format!("{:.1}", timeout.as_secs_f64())])
+        .arg("--quiet")
+        .arg("--stats-json")
+        .arg(json);
+    c
+}
+
+fn num(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+fn read_stats(path: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Run one pair of launchers for `cell`, meeting at `path`.
+pub fn run_cell(cell: &Cell, path: &Path, timeout: Duration) -> Result<Measurement, String> {
+    let spec = format!("{}:{}", cell.kind.name(), path.display());
+    let json_a = path.with_extension("a.json");
+    let json_b = path.with_extension("b.json");
+    let (wa, wb) = match cell.workload {
+        CellWorkload::Stream => ("sink", "stream"),
+        CellWorkload::Ping => ("ping", "echo"),
+    };
+    let a = launcher(cell, &spec, wa, &json_a, timeout);
+    let b = launcher(cell, &spec, wb, &json_b, timeout);
+    // The launchers' own --timeout ends them; the pair deadline is the
+    // backstop (their watchdog allows two more seconds).
+    let (fa, fb) = run_pair(a, b, timeout + Duration::from_secs(5))?;
+    let result = (|| {
+        if let Some(e) = fa.failure(wa).or_else(|| fb.failure(wb)) {
+            return Err(e);
+        }
+        let sa = read_stats(&json_a)?;
+        let sb = read_stats(&json_b)?;
+        measurement(cell, &sa, &sb)
+    })();
+    let _ = std::fs::remove_file(&json_a);
+    let _ = std::fs::remove_file(&json_b);
+    result
+}
+
+/// Figures from the measuring side's stats `a` and its peer's `b`.
+fn measurement(cell: &Cell, a: &Value, b: &Value) -> Result<Measurement, String> {
+    let get = |v: &Value, k: &str| num(v, k).unwrap_or(0.0);
+    for (v, side) in [(a, "a"), (b, "b")] {
+        let lost = get(v, "lost") + get(v, "corrupted");
+        if lost > 0.0 {
+            return Err(format!(
+                "side {side} lost or corrupted {lost} packets ({})",
+                v.get("result").and_then(Value::as_str).unwrap_or("?")
+            ));
+        }
+    }
+    let n = get(a, "packets_received");
+    if n < cell.count as f64 {
+        return Err(format!("received {n} of {} packets", cell.count));
+    }
+    let per = |k: &str| Some((get(a, k) + get(b, k)) / n);
+    let cpu = Some((get(a, "cpu_s") + get(b, "cpu_s")) / (n / 1e6));
+    let mut m = Measurement {
+        packets: n as u64,
+        notifications_per_packet: per("notifications_sent"),
+        wakeups_per_packet: per("wakeups"),
+        cpu_s_per_mpkt: cpu,
+        ..Default::default()
+    };
+    match cell.workload {
+        CellWorkload::Stream => {
+            let elapsed = get(a, "elapsed_s").max(get(b, "elapsed_s"));
+            if elapsed <= 0.0 {
+                return Err("no elapsed time in the stats".into());
+            }
+            let mpps = n / elapsed / 1e6;
+            m.mpps = Some(mpps);
+            m.gbps = Some(mpps * 1e6 * cell.size as f64 * 8.0 / 1e9);
+        }
+        CellWorkload::Ping => {
+            m.p50_us = num(a, "rtt_p50_us");
+            m.p99_us = num(a, "rtt_p99_us");
+            m.p999_us = num(a, "rtt_p999_us");
+            if m.p50_us.is_none() {
+                return Err("the ping side reported no round-trip times".into());
+            }
+        }
+    }
+    Ok(m)
+}
