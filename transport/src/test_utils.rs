@@ -38,6 +38,12 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// A private directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TempDir {
     pub fn new() -> Self {
         let dir = nix::unistd::mkdtemp("/tmp/sharenet-test-XXXXXX").expect("mkdtemp");
