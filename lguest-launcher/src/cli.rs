@@ -59,6 +59,11 @@ pub enum Command {
         after_help = "Example:\n  lguest-launcher demo\n  lguest-launcher demo --count 50000 --size 64"
     )]
     Demo(DemoArgs),
+    /// Compare every transport and mode against same-run baselines.
+    Bench(crate::bench::BenchArgs),
+    /// One side of a two-process benchmark baseline (started by `bench`).
+    #[command(hide = true)]
+    BenchChild(crate::bench::ChildArgs),
 }
 
 /// `demo` flags.

@@ -4,6 +4,7 @@
 //! timeout, refused peer), one clear line on stderr; 2 a usage or config
 //! error naming the flag or key.
 
+mod bench;
 mod cli;
 mod config;
 mod copier;
@@ -33,6 +34,8 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         Some(cli::Command::Demo(args)) => demo::run(&args),
+        Some(cli::Command::Bench(args)) => bench::run(&args),
+        Some(cli::Command::BenchChild(args)) => bench::child::run(&args),
         None => match configure(&cli.run) {
             Ok(Some(cfg)) => run_one(&cfg),
             Ok(None) => ExitCode::SUCCESS,

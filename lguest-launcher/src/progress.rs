@@ -7,7 +7,7 @@
 
 use crate::config::{RunConfig, Workload};
 use crate::run::SharedStats;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,9 +65,12 @@ fn draw(total: u64, workload: Workload, shared: &SharedStats, stop: &AtomicBool)
             let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             b.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} {msg} [{bar:30}] {pos}/{len} packets ({per_sec}, eta {eta})",
+                    "{spinner} {msg} [{bar:30}] {human_pos}/{human_len} packets, {rate}, eta {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .with_key("rate", |st: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} pkt/s", st.per_sec());
+                })
                 .progress_chars("=> "),
             );
             b.set_message(format!("{} over {}", s.workload, s.transport));

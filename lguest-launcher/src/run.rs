@@ -251,9 +251,14 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         // saw its last packet consumed). Its memory stays mapped, so take a
         // last look before calling this a failure.
         Err(RunError::Transport(e)) if e.is_peer_gone() => {
-            let _ = guest.step(&mut stats);
-            let _ = copier.poll(&mut stats);
-            let _ = guest.step(&mut stats);
+            // Drain what already arrived (a slow sink may be far behind).
+            while !guest.done() {
+                let step = guest.step(&mut stats).map(|s| s.progress).unwrap_or(false);
+                let moved = copier.poll(&mut stats).map(|n| n > 0).unwrap_or(false);
+                if !step && !moved {
+                    break;
+                }
+            }
             if guest.done() {
                 Ok(())
             } else {

@@ -131,7 +131,11 @@ impl Guest {
         }
         // Receive.
         let mut reposted = false;
-        while let Some((id, len)) = self.rx.pop_used()? {
+        // A sink takes exactly COUNT: what arrives after stays in the ring.
+        while !(self.workload == Workload::Sink && self.received >= self.count) {
+            let Some((id, len)) = self.rx.pop_used()? else {
+                break;
+            };
             step.progress = true;
             self.receive(id, len, stats)?;
             self.post_rx()?;

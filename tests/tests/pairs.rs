@@ -397,6 +397,35 @@ fn mixed_modes_interoperate(kind: &str) {
     }
 }
 
+/// A sink asked for fewer packets than the stream offers takes exactly its
+/// `--count` and exits 0; the stream, left with packets nobody will
+/// consume, exits 1 naming the sink.
+fn sink_stops_at_its_count(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("sink_count");
+    let spec = dir.sharenet(kind, "link");
+    let mut sink = dir.spawn("sink", &spec, &["--workload", "sink", "--count", "1000"]);
+    let mut stream = dir.spawn(
+        "stream",
+        &spec,
+        &["--workload", "stream", "--count", "200000"],
+    );
+    let sink = sink.finish(EXIT_LIMIT);
+    let stream = stream.finish(EXIT_LIMIT);
+    let mut c = Checks::new(
+        format!("{kind}: sink --count 1000 against stream --count 200000"),
+        &[&sink, &stream],
+    );
+    c.exit(&sink, 0)
+        .eq(&sink, "packets_received", 1000)
+        .eq(&sink, "bytes_received", 1000 * 1500)
+        .eq(&sink, "lost", 0)
+        .eq(&sink, "corrupted", 0)
+        .exit(&stream, 1)
+        .stderr_has(&stream, &format!("peer {} disconnected", sink.pid));
+    c.done();
+}
+
 // ------------------------------------------------------------- failing peers
 
 /// Start a pair with `a_args` / `b_args`, wait until both are connected and
@@ -609,6 +638,7 @@ transport_suite! {
     mode_matrix_intact,
     event_idx_suppresses_notifications_tenfold,
     mixed_modes_interoperate,
+    sink_stops_at_its_count,
     stream_exits_when_sink_is_killed,
     sink_exits_when_stream_is_killed,
     sleeping_idle_side_exits_when_peer_is_killed,

@@ -172,20 +172,10 @@ pub fn plan(args: &BenchArgs) -> Plan {
     let quick = args.quick;
     let pick = |(q, f): (u64, u64)| if quick { q } else { f };
     let scale = args.count_scale;
-    let stream_n = scaled(
-        args.packets.unwrap_or(pick(STREAM_PACKETS)),
-        scale,
-        1,
-    );
-    let stream_n_9000 = scaled(
-        args.packets.unwrap_or(STREAM_PACKETS_9000),
-        scale,
-        1,
-    );
+    let stream_n = scaled(args.packets.unwrap_or(pick(STREAM_PACKETS)), scale, 1);
+    let stream_n_9000 = scaled(args.packets.unwrap_or(STREAM_PACKETS_9000), scale, 1);
     let pings = scaled(args.pings.unwrap_or(pick(PINGS)), scale, 10);
-    let runs = args
-        .runs
-        .unwrap_or(if quick { RUNS.0 } else { RUNS.1 });
+    let runs = args.runs.unwrap_or(if quick { RUNS.0 } else { RUNS.1 });
     let kinds: Vec<Kind> = if args.transports.is_empty() {
         Kind::ALL.to_vec()
     } else {
@@ -194,7 +184,11 @@ pub fn plan(args: &BenchArgs) -> Plan {
             .filter(|k| args.transports.contains(k))
             .collect()
     };
-    let sizes: &[u32] = if quick { &[64, 1500] } else { &[64, 1500, 9000] };
+    let sizes: &[u32] = if quick {
+        &[64, 1500]
+    } else {
+        &[64, 1500, 9000]
+    };
     let (stream_cfgs, ping_cfgs) = if quick {
         (quick_configs(), quick_configs())
     } else {
@@ -272,7 +266,11 @@ pub fn plan(args: &BenchArgs) -> Plan {
     if kinds.len() < Kind::ALL.len() {
         pruning.push(format!(
             "--transports: only {}.",
-            kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+            kinds
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     Plan {

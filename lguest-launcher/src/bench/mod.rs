@@ -36,6 +36,7 @@ pub mod matrix;
 pub mod pair;
 pub mod plot;
 pub mod report;
+pub mod spsc;
 pub mod summary;
 
 pub use child::ChildArgs;
@@ -143,8 +144,8 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let scratch = ScratchDir::new()?;
     let timeout = Duration::from_secs_f64(args.cell_timeout);
 
-    let total = plan.baselines.len() as u64 * plan.runs as u64
-        + plan.cells.len() as u64 * plan.runs as u64;
+    let total =
+        plan.baselines.len() as u64 * plan.runs as u64 + plan.cells.len() as u64 * plan.runs as u64;
     let progress = progress_bar(total, args.quiet);
     if !args.quiet && progress.is_hidden() {
         eprintln!(
@@ -217,11 +218,13 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|r| !r.transport.starts_with("baseline-"))
         .all(|r| r.status != "ok");
-    Ok(if failed_output || (all_cells_failed && !plan.cells.is_empty()) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if failed_output || (all_cells_failed && !plan.cells.is_empty()) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// A bar on stderr, hidden when stderr is not a terminal or with `--quiet`.

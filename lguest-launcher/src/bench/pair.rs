@@ -89,7 +89,8 @@ impl Running {
                 Err(_) => std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
             },
         };
-        let join = |h: Option<JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+        let join =
+            |h: Option<JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
         Finished {
             status,
             stdout: join(self.out.take()),
@@ -101,7 +102,11 @@ impl Running {
 
 /// Start `a`, then `b`; wait for both until `deadline` from now, killing
 /// whatever still runs then. Errors only when a process cannot be started.
-pub fn run_pair(a: Command, b: Command, deadline: Duration) -> Result<(Finished, Finished), String> {
+pub fn run_pair(
+    a: Command,
+    b: Command,
+    deadline: Duration,
+) -> Result<(Finished, Finished), String> {
     let mut ra = start(a)?;
     let mut rb = match start(b) {
         Ok(r) => r,

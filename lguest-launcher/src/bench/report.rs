@@ -325,21 +325,23 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
     });
 
     let spsc = find(rows, "baseline-spsc", 1500).and_then(|b| b.mpps);
-    out.push(match (best_by(&|r| r.wait.as_deref() == Some("spin")), spsc) {
-        (Some(r), Some(s)) => {
-            let m = r.mpps.unwrap_or(0.0);
-            Target {
-                target: "spin mode at 1500 B within 2× of the SPSC ring".into(),
-                measured: format!(
-                    "SPSC is {:.2}× ({} at {m:.3} Mpps vs SPSC {s:.3} Mpps)",
-                    s / m.max(1e-9),
-                    config_name(r)
-                ),
-                met: Some(2.0 * m >= s),
+    out.push(
+        match (best_by(&|r| r.wait.as_deref() == Some("spin")), spsc) {
+            (Some(r), Some(s)) => {
+                let m = r.mpps.unwrap_or(0.0);
+                Target {
+                    target: "spin mode at 1500 B within 2× of the SPSC ring".into(),
+                    measured: format!(
+                        "SPSC is {:.2}× ({} at {m:.3} Mpps vs SPSC {s:.3} Mpps)",
+                        s / m.max(1e-9),
+                        config_name(r)
+                    ),
+                    met: Some(2.0 * m >= s),
+                }
             }
-        }
-        _ => no_data("spin mode at 1500 B within 2× of the SPSC ring"),
-    });
+            _ => no_data("spin mode at 1500 B within 2× of the SPSC ring"),
+        },
+    );
 
     let worst = cells()
         .filter(|r| r.workload == "stream" && r.notify.as_deref() == Some("event-idx"))
@@ -354,11 +356,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             let n = r.notifications_per_packet.unwrap_or(0.0);
             Target {
                 target: "event-idx ≤ 0.1 notifications per packet while streaming".into(),
-                measured: format!(
-                    "worst cell {n:.4} ({} at {} B)",
-                    config_name(r),
-                    r.size
-                ),
+                measured: format!("worst cell {n:.4} ({} at {} B)", config_name(r), r.size),
                 met: Some(n <= 0.1),
             }
         }
@@ -377,8 +375,14 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             .min_by(|a, b| a.p50_us.unwrap_or(0.0).total_cmp(&b.p50_us.unwrap_or(0.0)))
     };
     for (wait, label) in [
-        (Some("sleep"), "eventfd ping p50 (wait sleep, both sides block) ≤ 1.3× raw eventfd round trip"),
-        (None, "eventfd ping p50 (best of any wait mode) ≤ 1.3× raw eventfd round trip"),
+        (
+            Some("sleep"),
+            "eventfd ping p50 (wait sleep, both sides block) ≤ 1.3× raw eventfd round trip",
+        ),
+        (
+            None,
+            "eventfd ping p50 (best of any wait mode) ≤ 1.3× raw eventfd round trip",
+        ),
     ] {
         out.push(match (ping(wait), raw) {
             (Some(r), Some(b)) => {
@@ -519,7 +523,10 @@ pub fn markdown(doc: &Document) -> String {
         s,
         "| transport | notify | writes | wait | size B | Mpps | spread | Gbit/s | notif/pkt | wake/pkt | CPU s/Mpkt | × seqpacket | × SPSC | runs |"
     );
-    let _ = writeln!(s, "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    );
     for r in doc
         .results
         .iter()

@@ -105,7 +105,10 @@ mod tests {
 
     #[test]
     fn median_of_even_count_is_mean_of_middle_two() {
-        assert_eq!(median([Some(1.0), Some(3.0), None, Some(2.0), Some(10.0)]), Some(2.5));
+        assert_eq!(
+            median([Some(1.0), Some(3.0), None, Some(2.0), Some(10.0)]),
+            Some(2.5)
+        );
         assert_eq!(median([Some(5.0), Some(1.0), Some(3.0)]), Some(3.0));
         assert_eq!(median([None, None]), None);
     }

@@ -64,7 +64,7 @@ fn main() {
             break;
         }
         writes += 1;
-        if writes % 64 == 0 {
+        if writes.is_multiple_of(64) {
             std::thread::sleep(Duration::from_micros(200));
         }
     }

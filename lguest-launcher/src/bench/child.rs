@@ -1,0 +1,479 @@
+//! `lguest-launcher bench-child`: one side of a two-process baseline.
+//!
+//! The benchmark starts this binary twice per baseline run, once as the
+//! `lead` (the side that measures: the sender of a stream, the pinger of a
+//! round trip) and once as the `peer`. They meet exactly as unix-socket
+//! launchers do ([`transport_unixsock::rendezvous`], either may start
+//! first). The lead then creates what the two will share — a
+//! `SOCK_SEQPACKET` socketpair, two pipes, two eventfds, two FIFOs, or a
+//! sealed memfd for the SPSC ring — and hands the peer its ends with
+//! `SCM_RIGHTS` on the rendezvous socket (FIFOs go by name). The peer says
+//! "ready" once it holds them, and only then does the lead start its clock,
+//! so set-up is never measured.
+//!
+//! Each side prints one JSON line on stdout ([`ChildReport`]): the lead its
+//! figures, both their CPU time. A watchdog ends a side that outlives
+//! `--timeout` (an eventfd read never sees EOF when the peer dies).
+
+use super::spsc;
+use crate::memory::{map_peer, GuestMemory};
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::stat::Mode;
+use nix::unistd::{mkfifo, pipe2};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Which baseline a child runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ChildBaseline {
+    /// SOCK_SEQPACKET socketpair, one way.
+    Seqpacket,
+    /// Shared-memory SPSC ring, busy-polling.
+    Spsc,
+    /// Round trips over two pipes.
+    RttPipe,
+    /// Round trips over two FIFOs.
+    RttFifo,
+    /// Round trips over two eventfds.
+    RttEventfd,
+    /// Round trips over a SOCK_SEQPACKET socketpair.
+    RttUnix,
+}
+
+impl ChildBaseline {
+    /// The spelling on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChildBaseline::Seqpacket => "seqpacket",
+            ChildBaseline::Spsc => "spsc",
+            ChildBaseline::RttPipe => "rtt-pipe",
+            ChildBaseline::RttFifo => "rtt-fifo",
+            ChildBaseline::RttEventfd => "rtt-eventfd",
+            ChildBaseline::RttUnix => "rtt-unix",
+        }
+    }
+}
+
+/// Which side a child is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Creates the shared objects and measures.
+    Lead,
+    /// Receives its ends and answers.
+    Peer,
+}
+
+impl Role {
+    /// The spelling on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Lead => "lead",
+            Role::Peer => "peer",
+        }
+    }
+}
+
+/// `bench-child` flags (hidden: only `bench` starts it).
+#[derive(Debug, Args, Clone)]
+pub struct ChildArgs {
+    /// The baseline.
+    #[arg(long, value_enum)]
+    pub baseline: ChildBaseline,
+    /// This side's role.
+    #[arg(long, value_enum)]
+    pub role: Role,
+    /// Rendezvous path (a unix socket; FIFOs are made beside it).
+    #[arg(long)]
+    pub path: PathBuf,
+    /// Frame size in bytes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(16..=65535))]
+    pub size: u32,
+    /// Packets or round trips.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+}
+
+/// What a child prints (one JSON line).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChildReport {
+    /// Packets or round trips measured (lead only).
+    pub packets: u64,
+    /// Seconds the measured part took (lead only).
+    pub elapsed_s: f64,
+    /// CPU seconds this process used.
+    pub cpu_s: f64,
+    /// Round trip median, µs (round trips only).
+    pub p50_us: Option<f64>,
+    /// Round trip 99th percentile, µs.
+    pub p99_us: Option<f64>,
+    /// Round trip 99.9th percentile, µs.
+    pub p999_us: Option<f64>,
+}
+
+/// Run one side; exit 0 with the report on stdout, or 1 with one line on
+/// stderr.
+pub fn run(args: &ChildArgs) -> ExitCode {
+    let timeout = Duration::from_secs_f64(args.timeout.clamp(0.1, 86400.0));
+    std::thread::spawn(move || {
+        std::thread::sleep(timeout + Duration::from_secs(1));
+        eprintln!(
+            "error: bench-child timed out after {:.1} s",
+            timeout.as_secs_f64()
+        );
+        std::process::exit(1);
+    });
+    match side(args, timeout) {
+        Ok(mut report) => {
+            report.cpu_s = crate::stats::cpu_seconds();
+            match serde_json::to_string(&report) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "error: bench-child {} {}: {e:#}",
+                args.baseline.name(),
+                args.role.name()
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn side(args: &ChildArgs, timeout: Duration) -> anyhow::Result<ChildReport> {
+    let deadline = Instant::now() + timeout;
+    let meet = transport_unixsock::rendezvous(&args.path, Some(timeout))
+        .with_context(|| format!("rendezvous at {}", args.path.display()))?;
+    let sock = meet.socket.as_fd();
+    match args.baseline {
+        ChildBaseline::Seqpacket => seqpacket(args, sock),
+        ChildBaseline::Spsc => spsc_side(args, sock, deadline),
+        ChildBaseline::RttPipe
+        | ChildBaseline::RttFifo
+        | ChildBaseline::RttEventfd
+        | ChildBaseline::RttUnix => round_trips(args, sock),
+    }
+}
+
+/// Lead: hand the peer its fds (and 8 bytes of data).
+fn offer(sock: BorrowedFd<'_>, data: u64, fds: &[BorrowedFd<'_>]) -> anyhow::Result<()> {
+    transport_unixsock::send_with_fds(sock, &data.to_le_bytes(), fds).context("send set-up")
+}
+
+/// Peer: take what the lead offers.
+fn take(sock: BorrowedFd<'_>, want_fds: usize) -> anyhow::Result<(u64, Vec<OwnedFd>)> {
+    let mut buf = [0u8; 8];
+    let got = transport_unixsock::recv_with_fds(sock, &mut buf, MsgFlags::empty())
+        .context("receive set-up")?
+        .ok_or_else(|| anyhow!("no set-up message"))?;
+    if got.len != 8 || got.fds.len() != want_fds {
+        bail!(
+            "set-up message of {} bytes with {} fds; expected 8 bytes and {want_fds} fds",
+            got.len,
+            got.fds.len()
+        );
+    }
+    Ok((u64::from_le_bytes(buf), got.fds))
+}
+
+/// Peer says it is ready; the lead waits for that before its clock starts.
+fn ready(sock: BorrowedFd<'_>, role: Role) -> anyhow::Result<()> {
+    let mut b = [0u8; 1];
+    match role {
+        Role::Peer => send(sock.as_raw_fd(), b"r", MsgFlags::MSG_NOSIGNAL)
+            .map(|_| ())
+            .context("send ready"),
+        Role::Lead => match recv(sock.as_raw_fd(), &mut b, MsgFlags::empty()) {
+            Ok(1) => Ok(()),
+            Ok(_) => bail!("the peer left before it was ready"),
+            Err(e) => Err(anyhow!("wait for ready: {e}")),
+        },
+    }
+}
+
+fn seqpair() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .context("socketpair")
+}
+
+fn send_all(fd: BorrowedFd<'_>, buf: &[u8]) -> anyhow::Result<()> {
+    loop {
+        match send(fd.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) if n == buf.len() => return Ok(()),
+            Ok(n) => bail!("short send: {n} of {} bytes", buf.len()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => bail!("send: {e}"),
+        }
+    }
+}
+
+fn recv_one(fd: BorrowedFd<'_>, buf: &mut [u8]) -> anyhow::Result<usize> {
+    loop {
+        match recv(fd.as_raw_fd(), buf, MsgFlags::empty()) {
+            Ok(0) => bail!("the other side closed the socket"),
+            Ok(n) => return Ok(n),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => bail!("recv: {e}"),
+        }
+    }
+}
+
+/// SOCK_SEQPACKET one way: the lead sends `count` records of `size` bytes,
+/// the peer receives them all and acknowledges with one byte.
+fn seqpacket(args: &ChildArgs, sock: BorrowedFd<'_>) -> anyhow::Result<ChildReport> {
+    let size = args.size as usize;
+    match args.role {
+        Role::Lead => {
+            let (mine, theirs) = seqpair()?;
+            offer(sock, 0, &[theirs.as_fd()])?;
+            drop(theirs);
+            ready(sock, Role::Lead)?;
+            let mut frame = vec![0x5au8; size];
+            let start = Instant::now();
+            for seq in 0..args.count {
+                frame[..8].copy_from_slice(&seq.to_le_bytes());
+                send_all(mine.as_fd(), &frame)?;
+            }
+            let mut ack = [0u8; 1];
+            recv_one(mine.as_fd(), &mut ack)?;
+            Ok(ChildReport {
+                packets: args.count,
+                elapsed_s: start.elapsed().as_secs_f64(),
+                ..Default::default()
+            })
+        }
+        Role::Peer => {
+            let (_, mut fds) = take(sock, 1)?;
+            let data = fds.remove(0);
+            ready(sock, Role::Peer)?;
+            // One spare byte: a longer record would show up as one.
+            let mut buf = vec![0u8; size + 1];
+            for seq in 0..args.count {
+                let n = recv_one(data.as_fd(), &mut buf)?;
+                let got = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
+                if n != size || got != seq {
+                    bail!("record {seq}: {n} bytes, sequence {got}; expected {size} bytes");
+                }
+            }
+            send_all(data.as_fd(), b"k")?;
+            Ok(ChildReport::default())
+        }
+    }
+}
+
+/// The SPSC ring: the lead makes and shares the memfd and produces; the
+/// peer maps it and consumes.
+fn spsc_side(
+    args: &ChildArgs,
+    sock: BorrowedFd<'_>,
+    deadline: Instant,
+) -> anyhow::Result<ChildReport> {
+    let bytes = spsc::memory_size(args.size);
+    match args.role {
+        Role::Lead => {
+            let mem = GuestMemory::create("bench-spsc", bytes)?;
+            offer(sock, bytes, &[mem.fd()])?;
+            ready(sock, Role::Lead)?;
+            let start = Instant::now();
+            spsc::produce(mem.region(), args.size, args.count, deadline)?;
+            Ok(ChildReport {
+                packets: args.count,
+                elapsed_s: start.elapsed().as_secs_f64(),
+                ..Default::default()
+            })
+        }
+        Role::Peer => {
+            let (size, mut fds) = take(sock, 1)?;
+            if size != bytes {
+                bail!("the lead's ring is {size} bytes; expected {bytes}");
+            }
+            let fd = fds.remove(0);
+            transport::check_peer_memory(fd.as_fd(), size)?;
+            let region = map_peer(fd, size)?;
+            ready(sock, Role::Peer)?;
+            spsc::consume(&region, args.size, args.count, deadline)?;
+            Ok(ChildReport::default())
+        }
+    }
+}
+
+/// A channel each way, as plain files: a write wakes the other side's
+/// blocking read.
+struct Duplex {
+    tx: File,
+    rx: File,
+    /// What one wake-up writes: one byte, or an eventfd's 8-byte 1.
+    word: Vec<u8>,
+}
+
+fn fifo_paths(path: &Path) -> (PathBuf, PathBuf) {
+    (path.with_extension("ping"), path.with_extension("pong"))
+}
+
+fn open(p: &Path, write: bool) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open(p)
+        .with_context(|| format!("open {}", p.display()))
+}
+
+/// Set up the two directions of a round-trip baseline.
+fn duplex(args: &ChildArgs, sock: BorrowedFd<'_>) -> anyhow::Result<Duplex> {
+    let byte = vec![1u8];
+    let file = File::from;
+    match (args.baseline, args.role) {
+        (ChildBaseline::RttPipe, Role::Lead) => {
+            let (peer_rx, tx) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+            let (rx, peer_tx) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+            offer(sock, 0, &[peer_rx.as_fd(), peer_tx.as_fd()])?;
+            Ok(Duplex {
+                tx: file(tx),
+                rx: file(rx),
+                word: byte,
+            })
+        }
+        (ChildBaseline::RttEventfd, Role::Lead) => {
+            let to_peer = OwnedFd::from(EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?);
+            let to_lead = OwnedFd::from(EventFd::from_flags(EfdFlags::EFD_CLOEXEC)?);
+            offer(sock, 0, &[to_peer.as_fd(), to_lead.as_fd()])?;
+            Ok(Duplex {
+                tx: file(to_peer),
+                rx: file(to_lead),
+                word: 1u64.to_ne_bytes().to_vec(),
+            })
+        }
+        (ChildBaseline::RttUnix, Role::Lead) => {
+            let (mine, theirs) = seqpair()?;
+            offer(sock, 0, &[theirs.as_fd()])?;
+            let tx = file(mine);
+            Ok(Duplex {
+                rx: tx.try_clone()?,
+                tx,
+                word: byte,
+            })
+        }
+        (ChildBaseline::RttFifo, Role::Lead) => {
+            let (ping, pong) = fifo_paths(&args.path);
+            for p in [&ping, &pong] {
+                let _ = std::fs::remove_file(p);
+                mkfifo(p, Mode::S_IRUSR | Mode::S_IWUSR)
+                    .with_context(|| format!("mkfifo {}", p.display()))?;
+            }
+            offer(sock, 0, &[])?;
+            // Opens block until the other end opens too; the peer opens in
+            // the same order, so neither waits for the other forever.
+            let tx = open(&ping, true)?;
+            let rx = open(&pong, false)?;
+            let _ = std::fs::remove_file(&ping);
+            let _ = std::fs::remove_file(&pong);
+            Ok(Duplex { tx, rx, word: byte })
+        }
+        (ChildBaseline::RttPipe, Role::Peer) => {
+            let (_, mut fds) = take(sock, 2)?;
+            let tx = fds.pop().ok_or_else(|| anyhow!("missing fd"))?;
+            let rx = fds.pop().ok_or_else(|| anyhow!("missing fd"))?;
+            Ok(Duplex {
+                tx: file(tx),
+                rx: file(rx),
+                word: byte,
+            })
+        }
+        (ChildBaseline::RttEventfd, Role::Peer) => {
+            let (_, mut fds) = take(sock, 2)?;
+            let tx = fds.pop().ok_or_else(|| anyhow!("missing fd"))?;
+            let rx = fds.pop().ok_or_else(|| anyhow!("missing fd"))?;
+            Ok(Duplex {
+                tx: file(tx),
+                rx: file(rx),
+                word: 1u64.to_ne_bytes().to_vec(),
+            })
+        }
+        (ChildBaseline::RttUnix, Role::Peer) => {
+            let (_, mut fds) = take(sock, 1)?;
+            let tx = file(fds.remove(0));
+            Ok(Duplex {
+                rx: tx.try_clone()?,
+                tx,
+                word: byte,
+            })
+        }
+        (ChildBaseline::RttFifo, Role::Peer) => {
+            take(sock, 0)?;
+            let (ping, pong) = fifo_paths(&args.path);
+            let rx = open(&ping, false)?;
+            let tx = open(&pong, true)?;
+            Ok(Duplex { tx, rx, word: byte })
+        }
+        (other, _) => bail!("{} is not a round-trip baseline", other.name()),
+    }
+}
+
+/// Raw blocking round trips: the lead writes a word and blocks reading the
+/// answer; the peer blocks reading, then answers. The first tenth (at most
+/// 200) are warm-up and not recorded.
+fn round_trips(args: &ChildArgs, sock: BorrowedFd<'_>) -> anyhow::Result<ChildReport> {
+    let mut d = duplex(args, sock)?;
+    ready(sock, args.role)?;
+    let warmup = (args.count / 10).clamp(1, 200);
+    let mut got = vec![0u8; d.word.len()];
+    match args.role {
+        Role::Lead => {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+                .map_err(|e| anyhow!("histogram: {e}"))?;
+            let mut start = Instant::now();
+            for i in 0..warmup + args.count {
+                if i == warmup {
+                    start = Instant::now();
+                }
+                let t = Instant::now();
+                d.tx.write_all(&d.word).context("write")?;
+                d.rx.read_exact(&mut got).context("read")?;
+                if i >= warmup {
+                    let ns = t.elapsed().as_nanos().clamp(1, 60_000_000_000) as u64;
+                    hist.saturating_record(ns);
+                }
+            }
+            let us = |q: f64| Some(hist.value_at_quantile(q) as f64 / 1000.0);
+            Ok(ChildReport {
+                packets: args.count,
+                elapsed_s: start.elapsed().as_secs_f64(),
+                p50_us: us(0.50),
+                p99_us: us(0.99),
+                p999_us: us(0.999),
+                ..Default::default()
+            })
+        }
+        Role::Peer => {
+            for _ in 0..warmup + args.count {
+                d.rx.read_exact(&mut got).context("read")?;
+                d.tx.write_all(&d.word).context("write")?;
+            }
+            Ok(ChildReport::default())
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The SPSC-ring baseline: the least a shared-memory ring can do.
+//!
+//! One producer process, one consumer process, one memfd between them:
+//!
+//! ```text
+//!   0     head  (u16, producer's; Release after the slot is written)
+//!   64    tail  (u16, consumer's; Release after the slot is read)
+//!   128   done  (u16, consumer sets 1 after the last packet)
+//!   4096  SLOTS slots of `size` bytes rounded up to a cache line
+//! ```
+//!
+//! Both sides busy-poll, with no notifications at all, and each packet is
+//! copied twice (into the slot, out of it) — the same work as a sharenet
+//! stream's guest write and copier copy, minus descriptors, the second
+//! ring, and suppression. Its packets per second are the ceiling for
+//! `--wait spin`. Every access goes through [`Region`], so this needs no
+//! `unsafe` of its own, and it pays the same bounds checks sharenet pays.
+
+use crate::memory::Region;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Slots in the ring (as a sharenet ring of 256 entries).
+pub const SLOTS: u16 = 256;
+const HEAD: u64 = 0;
+const TAIL: u64 = 64;
+const DONE: u64 = 128;
+const SLOTS_AT: u64 = 4096;
+/// Spins between deadline checks.
+const CHECK_EVERY: u32 = 1 << 14;
+
+/// Bytes per slot for frames of `size` bytes.
+pub fn stride(size: u32) -> u64 {
+    (u64::from(size) + 63) & !63
+}
+
+/// Bytes of shared memory the ring needs, rounded to a page.
+pub fn memory_size(size: u32) -> u64 {
+    (SLOTS_AT + u64::from(SLOTS) * stride(size) + 4095) & !4095
+}
+
+fn slot(index: u16, size: u32) -> u64 {
+    SLOTS_AT + u64::from(index % SLOTS) * stride(size)
+}
+
+/// Why the ring stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SpscError {
+    /// An access fell outside the mapping (a bad size).
+    #[error(transparent)]
+    Bounds(#[from] crate::memory::OutOfBounds),
+    /// The deadline passed before the other side moved.
+    #[error("the other side stopped moving ({0})")]
+    Stalled(&'static str),
+    /// The consumer read a packet it did not expect.
+    #[error("packet {got} where {want} was expected")]
+    OutOfOrder {
+        /// Sequence number read.
+        got: u64,
+        /// Sequence number expected.
+        want: u64,
+    },
+}
+
+/// Spin until `ready` says so, checking `deadline` now and then.
+fn spin_until(
+    deadline: Instant,
+    what: &'static str,
+    mut ready: impl FnMut() -> Result<bool, SpscError>,
+) -> Result<(), SpscError> {
+    let mut n = 0u32;
+    while !ready()? {
+        std::hint::spin_loop();
+        n = n.wrapping_add(1);
+        if n % CHECK_EVERY == 0 && Instant::now() > deadline {
+            return Err(SpscError::Stalled(what));
+        }
+    }
+    Ok(())
+}
+
+/// Produce `count` frames of `size` bytes (each starting with its sequence
+/// number), then wait until the consumer says it has them all.
+pub fn produce(r: &Region, size: u32, count: u64, deadline: Instant) -> Result<(), SpscError> {
+    let mut frame = vec![0xa5u8; size as usize];
+    let mut head: u16 = 0;
+    let mut tail_seen: u16 = r.load_u16("spsc tail", TAIL, Ordering::Acquire)?;
+    for seq in 0..count {
+        if head.wrapping_sub(tail_seen) >= SLOTS {
+            // Full: wait for the consumer to free a slot. Acquire pairs with
+            // its Release, so its read of the slot is done before we reuse it.
+            spin_until(deadline, "consumer", || {
+                tail_seen = r.load_u16("spsc tail", TAIL, Ordering::Acquire)?;
+                Ok(head.wrapping_sub(tail_seen) < SLOTS)
+            })?;
+        }
+        frame[..8].copy_from_slice(&seq.to_le_bytes());
+        r.write("spsc slot", slot(head, size), &frame)?;
+        head = head.wrapping_add(1);
+        // Release: the slot's bytes are visible before the new head.
+        r.store_u16("spsc head", HEAD, head, Ordering::Release)?;
+    }
+    spin_until(deadline, "consumer's done flag", || {
+        Ok(r.load_u16("spsc done", DONE, Ordering::Acquire)? == 1)
+    })
+}
+
+/// Consume `count` frames of `size` bytes, checking their order, then set
+/// the done flag.
+pub fn consume(r: &Region, size: u32, count: u64, deadline: Instant) -> Result<(), SpscError> {
+    let mut frame = vec![0u8; size as usize];
+    let mut tail: u16 = 0;
+    let mut head_seen: u16 = 0;
+    for want in 0..count {
+        if tail == head_seen {
+            // Empty: Acquire pairs with the producer's Release of head.
+            spin_until(deadline, "producer", || {
+                head_seen = r.load_u16("spsc head", HEAD, Ordering::Acquire)?;
+                Ok(head_seen != tail)
+            })?;
+        }
+        r.read("spsc slot", slot(tail, size), &mut frame)?;
+        let got = u64::from_le_bytes(frame[..8].try_into().unwrap_or_default());
+        if got != want {
+            return Err(SpscError::OutOfOrder { got, want });
+        }
+        tail = tail.wrapping_add(1);
+        // Release: our copy out of the slot is done before it is reused.
+        r.store_u16("spsc tail", TAIL, tail, Ordering::Release)?;
+    }
+    r.store_u16("spsc done", DONE, 1, Ordering::Release)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::GuestMemory;
+    use std::time::Duration;
+
+    #[test]
+    fn spsc_ring_moves_every_packet_in_order_between_threads() {
+        let m = GuestMemory::create("spsc-test", memory_size(1500)).unwrap();
+        let (a, b) = (m.region().clone(), m.region().clone());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let c = std::thread::spawn(move || consume(&b, 1500, 10_000, deadline));
+        produce(&a, 1500, 10_000, deadline).unwrap();
+        c.join().unwrap().unwrap();
+    }
+}
