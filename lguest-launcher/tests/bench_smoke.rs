@@ -33,7 +33,10 @@ fn bench_quick_with_tiny_counts_writes_json_markdown_and_svg() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("## Targets"), "no targets section:\n{stdout}");
+    assert!(
+        stdout.contains("## Targets"),
+        "no targets section:\n{stdout}"
+    );
 
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -71,10 +74,16 @@ fn bench_quick_with_tiny_counts_writes_json_markdown_and_svg() {
             assert!(r.get(k).is_some(), "row without `{k}`: {r}");
         }
         if r["workload"] == "stream" && r["status"] == "ok" {
-            assert!(r["mpps"].as_f64().unwrap_or(0.0) > 0.0, "stream row without Mpps: {r}");
+            assert!(
+                r["mpps"].as_f64().unwrap_or(0.0) > 0.0,
+                "stream row without Mpps: {r}"
+            );
         }
         if r["workload"] == "ping" && r["status"] == "ok" {
-            assert!(r["p50_us"].as_f64().unwrap_or(0.0) > 0.0, "ping row without p50: {r}");
+            assert!(
+                r["p50_us"].as_f64().unwrap_or(0.0) > 0.0,
+                "ping row without p50: {r}"
+            );
         }
     }
     let ok_streams = rows

@@ -608,25 +608,7 @@ fn stream_times_out_when_sink_is_stopped_blocking(kind: &str) {
 
 /// Generate `mod fifo`, `mod unix` and `mod eventfd`, each with one
 /// `#[test]` per listed body, calling it with the transport's name.
-macro_rules! transport_suite {
-    ($($test:ident),* $(,)?) => {
-        transport_suite!(@mod fifo; $($test),*);
-        transport_suite!(@mod unix; $($test),*);
-        transport_suite!(@mod eventfd; $($test),*);
-    };
-    (@mod $kind:ident; $($test:ident),*) => {
-        mod $kind {
-            $(
-                #[test]
-                fn $test() {
-                    super::$test(stringify!($kind));
-                }
-            )*
-        }
-    };
-}
-
-transport_suite! {
+crate::transport_suite! {
     stream_1500_intact,
     stream_64_intact,
     ping_echo_round_trips,

@@ -105,11 +105,11 @@ pub struct Plan {
 }
 
 /// Stream packets per run (before `--count-scale`): (quick, full).
-const STREAM_PACKETS: (u64, u64) = (200_000, 500_000);
+const STREAM_PACKETS: (u64, u64) = (500_000, 1_000_000);
 /// Jumbo frames take longer per packet: fewer of them.
-const STREAM_PACKETS_9000: u64 = 200_000;
+const STREAM_PACKETS_9000: u64 = 300_000;
 /// Round trips per ping run: (quick, full).
-const PINGS: (u64, u64) = (1_000, 2_000);
+const PINGS: (u64, u64) = (2_000, 5_000);
 /// Runs per cell: (quick, full).
 const RUNS: (u32, u32) = (3, 3);
 
@@ -241,8 +241,9 @@ pub fn plan(args: &BenchArgs) -> Plan {
             BaselineKind::Memcpy => "memcpy copies",
             BaselineKind::Rtt(_) => "raw round trips",
         };
-        if !counts.iter().any(|(k, _)| k == name) {
-            counts.push((name.to_string(), b.count));
+        let name = format!("{name} at {} B", b.size);
+        if !counts.iter().any(|(k, _)| *k == name) {
+            counts.push((name, b.count));
         }
     }
 

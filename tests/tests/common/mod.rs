@@ -181,6 +181,18 @@ impl TestDir {
         )
     }
 
+    /// Start another program (a test binary such as `hostile-peer`) with
+    /// exactly `args`, stderr to `<dir>/<role>.log`.
+    pub fn spawn_program(&self, role: &str, program: &Path, args: &[&str]) -> Proc {
+        Proc::start_program(
+            program,
+            &self.path,
+            role,
+            args.iter().map(|a| a.to_string()).collect(),
+            None,
+        )
+    }
+
     /// Entries left in the directory other than our own logs and stats.
     pub fn leftovers(&self) -> Vec<String> {
         let mut left: Vec<String> = fs::read_dir(&self.path)
@@ -223,15 +235,25 @@ pub struct Proc {
 
 impl Proc {
     fn start(dir: &Path, role: &str, argv: Vec<String>, stats: Option<PathBuf>) -> Proc {
+        Proc::start_program(launcher(), dir, role, argv, stats)
+    }
+
+    fn start_program(
+        program: &Path,
+        dir: &Path,
+        role: &str,
+        argv: Vec<String>,
+        stats: Option<PathBuf>,
+    ) -> Proc {
         let log = dir.join(format!("{role}.log"));
         let out = dir.join(format!("{role}.out"));
-        let child = Command::new(launcher())
+        let child = Command::new(program)
             .args(&argv)
             .stdin(Stdio::null())
             .stdout(File::create(&out).expect("create stdout file"))
             .stderr(File::create(&log).expect("create stderr file"))
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", launcher().display()));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         Proc {
             role: role.into(),
             argv,
@@ -606,4 +628,26 @@ pub fn stream_pair_intact(
     check_stream_intact(&mut c, &sink, &stream, count, size);
     c.done();
     (sink, stream)
+}
+
+/// Generate `mod fifo`, `mod unix` and `mod eventfd`, each with one
+/// `#[test]` per listed body `fn name(kind: &str)`: one suite, three
+/// transports, no copies.
+#[macro_export]
+macro_rules! transport_suite {
+    ($($test:ident),* $(,)?) => {
+        transport_suite!(@mod fifo; $($test),*);
+        transport_suite!(@mod unix; $($test),*);
+        transport_suite!(@mod eventfd; $($test),*);
+    };
+    (@mod $kind:ident; $($test:ident),*) => {
+        mod $kind {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(stringify!($kind));
+                }
+            )*
+        }
+    };
 }
