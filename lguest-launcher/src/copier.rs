@@ -22,7 +22,7 @@
 //! Every packet and every drop passes through [`Copier::poll`]: that is the
 //! one place a capture tap or per-packet hook would go.
 
-use crate::memory::Region;
+use crate::memory::{GuestMap, Region};
 use crate::ring::{ChainError, DeviceQueue, NotifyMode, RingError, Seg};
 use crate::stats::Stats;
 use transport::{Notify, RingInfo, Transport};
@@ -51,6 +51,7 @@ pub struct Copier<'t, T: Transport> {
     mode: NotifyMode,
     src: Vec<Seg>,
     dst: Vec<Seg>,
+    rx_published: Option<(u16, u16)>,
 }
 
 /// Send one notification to the peer and count what happened.
@@ -109,26 +110,48 @@ pub fn gather_scatter(
 }
 
 impl<'t, T: Transport> Copier<'t, T> {
-    /// A copier from the peer's TX ring (`peer_tx` in `peer_mem`) into our RX
-    /// ring (`own_rx` in `own_mem`).
+    /// A copier from the peer's TX ring (`peer_tx` in `peer`) into our RX
+    /// ring (`own_rx` in `own`); ring addresses are guest-physical.
     pub fn new(
         transport: &'t T,
-        peer_mem: Region,
+        peer: &GuestMap,
         peer_tx: &RingInfo,
-        own_mem: Region,
+        own: &GuestMap,
         own_rx: &RingInfo,
         mode: NotifyMode,
-    ) -> Self {
-        Copier {
+    ) -> Result<Self, RingError> {
+        Ok(Copier {
             transport,
-            peer_tx: DeviceQueue::new(peer_mem.clone(), peer_tx),
-            own_rx: DeviceQueue::new(own_mem.clone(), own_rx),
-            peer_mem,
-            own_mem,
+            peer_tx: DeviceQueue::new(peer, peer_tx)?,
+            own_rx: DeviceQueue::new(own, own_rx)?,
+            peer_mem: peer.region().clone(),
+            own_mem: own.region().clone(),
             mode,
             src: Vec::with_capacity(8),
             dst: Vec::with_capacity(8),
-        }
+            rx_published: None,
+        })
+    }
+
+    /// The `(old, new)` used indexes of our RX ring from the last
+    /// [`Copier::poll`] that delivered something (for a guest whose
+    /// interrupts go elsewhere, such as a VM's call eventfd).
+    pub fn take_rx_published(&mut self) -> Option<(u16, u16)> {
+        self.rx_published.take()
+    }
+
+    /// Does our guest want an interrupt for RX used `old..new`?
+    pub fn rx_interrupt_needed(&self, old: u16, new: u16) -> Result<bool, CopyError> {
+        self.own_rx
+            .interrupt_needed(self.mode, old, new)
+            .map_err(|e| CopyError::OwnRing(e.to_string()))
+    }
+
+    /// Ask our guest to kick us when it posts RX buffers (or not).
+    pub fn set_rx_notifications(&self, enable: bool) -> Result<(), CopyError> {
+        self.own_rx
+            .set_notifications(self.mode, enable)
+            .map_err(|e| CopyError::OwnRing(e.to_string()))
     }
 
     /// Move every packet we can. Returns how many chains of the peer's we
@@ -198,11 +221,17 @@ impl<'t, T: Transport> Copier<'t, T> {
             done += 1;
         }
         if rx_used > 0 {
-            // Our guest runs in this thread and polls its used ring, so the
-            // "interrupt" to it is the publish itself.
-            self.own_rx
+            // A synthetic guest runs in this thread and polls its used
+            // ring, so the publish itself is its "interrupt"; a VM's
+            // launcher asks `take_rx_published` whether to signal it.
+            let (old, new) = self
+                .own_rx
                 .publish_used()
                 .map_err(|e| CopyError::OwnRing(e.to_string()))?;
+            self.rx_published = Some(match self.rx_published {
+                Some((first, _)) => (first, new),
+                None => (old, new),
+            });
         }
         if done > 0 {
             let (old, new) = self.peer_tx.publish_used().map_err(CopyError::PeerRing)?;

@@ -19,7 +19,7 @@
 
 use crate::copier::{Copier, CopyError};
 use crate::layout::{Layout, BUF_SIZE};
-use crate::memory::{GuestMemory, Region};
+use crate::memory::{GuestMap, GuestMemory, Region};
 use crate::ring::{
     DriverQueue, NotifyMode, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
 };
@@ -194,12 +194,13 @@ fn run_case(p: &PeerRing) -> Result<Stats, TestCaseError> {
     let mut stats = Stats::default();
     let mut copier = Copier::new(
         &t,
-        peer.region().clone(),
+        &GuestMap::identity(peer.region().clone()),
         &info,
-        own.region().clone(),
+        &GuestMap::identity(own.region().clone()),
         &layout.rx,
         NotifyMode::EventIdx,
-    );
+    )
+    .unwrap();
     for (round, idx) in p.avail_idx.iter().enumerate() {
         peer.region()
             .store_u16("fuzz", info.avail + 2, *idx, Ordering::Release)

@@ -28,7 +28,7 @@
 //! free of trait dispatch. The vhost-user work (real VMs) is where
 //! `virtio-queue` will come in, behind the same `DeviceQueue` interface.
 
-use crate::memory::{OutOfBounds, Region};
+use crate::memory::{GuestMap, OutOfBounds, Region};
 use std::sync::atomic::{fence, Ordering};
 use transport::RingInfo;
 
@@ -431,24 +431,49 @@ impl DriverQueue {
 }
 
 /// The device side of a ring: the peer's TX ring (in the peer's memory) or
-/// our own RX ring. Nothing read here is trusted.
+/// our own RX ring. Nothing read here is trusted. Ring and buffer addresses
+/// are guest-physical and go through the memory's [`GuestMap`].
 pub struct DeviceQueue {
     mem: Region,
+    map: GuestMap,
     off: Offsets,
     last_avail: u16,
     next_used: u16,
 }
 
 impl DeviceQueue {
-    /// Serve the ring at `info` in `mem` (validated against `mem`'s size by
-    /// the handshake or by our own layout).
-    pub fn new(mem: Region, info: &RingInfo) -> Self {
-        DeviceQueue {
-            mem,
-            off: Offsets::new(info),
+    /// Serve the ring at guest addresses `info` in `map`. Each part of the
+    /// ring must lie inside one memory region.
+    pub fn new(map: &GuestMap, info: &RingInfo) -> Result<Self, RingError> {
+        let t = |what, gpa: u64, len: u64| {
+            map.translate(gpa, len)
+                .ok_or(RingError::Memory(OutOfBounds {
+                    what,
+                    offset: gpa,
+                    len,
+                    size: map.region().len(),
+                }))
+        };
+        let local = RingInfo {
+            desc: t("descriptor table", info.desc, info.desc_bytes())?,
+            avail: t("avail ring", info.avail, info.avail_bytes())?,
+            used: t("used ring", info.used, info.used_bytes())?,
+            size: info.size,
+        };
+        Ok(DeviceQueue {
+            mem: map.region().clone(),
+            map: map.clone(),
+            off: Offsets::new(&local),
             last_avail: 0,
             next_used: 0,
-        }
+        })
+    }
+
+    /// Start from the ring's current indexes instead of zero (a ring that
+    /// was in use before we attached, as after a VM's driver reset).
+    pub fn resume_at(&mut self, last_avail: u16, next_used: u16) {
+        self.last_avail = last_avail;
+        self.next_used = next_used;
     }
 
     /// How many chains the driver has made available that we have not
@@ -515,14 +540,14 @@ impl DeviceQueue {
                     writable: w,
                 });
             }
-            if self.mem.check("buffer", addr, len as u64, 1).is_err() {
+            let Some(offset) = self.map.translate(addr, len as u64) else {
                 return Err(ChainError::OutOfBounds {
                     addr,
                     len,
                     mem: self.mem.len(),
                 });
-            }
-            segs.push(Seg { addr, len });
+            };
+            segs.push(Seg { addr: offset, len });
             total += len as u64;
             if flags & VRING_DESC_F_NEXT == 0 {
                 if total == 0 || total > u32::MAX as u64 {
@@ -656,7 +681,7 @@ mod tests {
     fn driver_and_device_exchange_chains_with_wrapping_indexes() {
         let (m, info) = ring(4);
         let mut drv = DriverQueue::new(m.region().clone(), &info);
-        let mut dev = DeviceQueue::new(m.region().clone(), &info);
+        let mut dev = DeviceQueue::new(&GuestMap::identity(m.region().clone()), &info).unwrap();
         let mut segs = Vec::new();
         // 70_000 round trips wrap both 16-bit indexes.
         for i in 0..70_000u32 {
@@ -688,7 +713,7 @@ mod tests {
     fn full_ring_refuses_more_and_empty_ring_has_nothing() {
         let (m, info) = ring(4);
         let mut drv = DriverQueue::new(m.region().clone(), &info);
-        let dev = DeviceQueue::new(m.region().clone(), &info);
+        let dev = DeviceQueue::new(&GuestMap::identity(m.region().clone()), &info).unwrap();
         assert_eq!(dev.pending().unwrap(), 0);
         for _ in 0..4 {
             assert!(drv
@@ -708,7 +733,7 @@ mod tests {
     fn chains_of_several_descriptors_are_walked_in_order() {
         let (m, info) = ring(8);
         let mut drv = DriverQueue::new(m.region().clone(), &info);
-        let dev = DeviceQueue::new(m.region().clone(), &info);
+        let dev = DeviceQueue::new(&GuestMap::identity(m.region().clone()), &info).unwrap();
         let bufs = [
             Seg {
                 addr: 9000,
@@ -739,7 +764,7 @@ mod tests {
     fn rejects_descriptor_loop_and_bad_index_and_out_of_bounds() {
         let (m, info) = ring(4);
         let r = m.region();
-        let dev = DeviceQueue::new(r.clone(), &info);
+        let dev = DeviceQueue::new(&GuestMap::identity(r.clone()), &info).unwrap();
         let desc = |i: u16, addr: u64, len: u32, flags: u16, next: u16| {
             let mut d = [0u8; 16];
             d[0..8].copy_from_slice(&addr.to_le_bytes());
@@ -779,7 +804,7 @@ mod tests {
     #[test]
     fn avail_index_jump_is_a_ring_error() {
         let (m, info) = ring(4);
-        let dev = DeviceQueue::new(m.region().clone(), &info);
+        let dev = DeviceQueue::new(&GuestMap::identity(m.region().clone()), &info).unwrap();
         m.region()
             .store_u16("t", info.avail + 2, 5, Ordering::Relaxed)
             .unwrap();
@@ -793,7 +818,7 @@ mod tests {
     fn used_entry_for_descriptor_not_in_flight_is_rejected() {
         let (m, info) = ring(4);
         let mut drv = DriverQueue::new(m.region().clone(), &info);
-        let mut dev = DeviceQueue::new(m.region().clone(), &info);
+        let mut dev = DeviceQueue::new(&GuestMap::identity(m.region().clone()), &info).unwrap();
         drv.add_one(Seg { addr: 8192, len: 1 }, false).unwrap();
         drv.publish().unwrap();
         dev.add_used(3, 0).unwrap(); // 3 was never posted
@@ -808,7 +833,7 @@ mod tests {
     fn event_idx_suppresses_kicks_until_device_rearms() {
         let (m, info) = ring(8);
         let mut drv = DriverQueue::new(m.region().clone(), &info);
-        let mut dev = DeviceQueue::new(m.region().clone(), &info);
+        let mut dev = DeviceQueue::new(&GuestMap::identity(m.region().clone()), &info).unwrap();
         dev.set_notifications(NotifyMode::EventIdx, true).unwrap(); // avail_event = 0
         drv.add_one(Seg { addr: 8192, len: 1 }, false).unwrap();
         let (o, n) = drv.publish().unwrap();
@@ -831,7 +856,7 @@ mod tests {
     fn flags_mode_suppresses_while_device_is_busy() {
         let (m, info) = ring(8);
         let mut drv = DriverQueue::new(m.region().clone(), &info);
-        let dev = DeviceQueue::new(m.region().clone(), &info);
+        let dev = DeviceQueue::new(&GuestMap::identity(m.region().clone()), &info).unwrap();
         dev.set_notifications(NotifyMode::Flags, false).unwrap();
         drv.add_one(Seg { addr: 8192, len: 1 }, false).unwrap();
         let (o, n) = drv.publish().unwrap();

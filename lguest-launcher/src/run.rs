@@ -18,7 +18,7 @@
 use crate::config::{RunConfig, Wait, Workload, Writes};
 use crate::copier::{notify, Copier, CopyError};
 use crate::layout::Layout;
-use crate::memory::{map_peer, GuestMemory};
+use crate::memory::{map_peer, GuestMap, GuestMemory};
 use crate::ring::{NotifyMode, RingError};
 use crate::stats::Stats;
 use crate::workload::Guest;
@@ -134,14 +134,17 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     // uses the lower of the two so neither waits on a field nobody writes.
     let mode = mode.min(mode_from_features(peer.handshake.features));
     let peer_tx = peer.handshake.tx;
-    let peer_mem = map_peer(peer.memory, peer.handshake.mem_size)?;
+    let peer_mem = GuestMap::new(
+        map_peer(peer.memory, peer.handshake.mem_size)?,
+        peer.handshake.regions(),
+    );
     stats.peer_pid = peer_pid;
     stats.notify_effective = mode_name(mode).into();
     if !cfg.quiet {
         eprintln!(
             "connected to peer pid {peer_pid} over {}: peer memory {} MiB, queue {}; notify {} (asked {}), writes {}, wait {}",
             cfg.spec.kind.name(),
-            peer_mem.len() >> 20,
+            peer_mem.region().len() >> 20,
             peer_tx.size,
             mode_name(mode),
             cfg.notify.name(),
@@ -165,14 +168,9 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         cfg.rx_delay,
     )
     .map_err(ring_err)?;
-    let mut copier = Copier::new(
-        &t,
-        peer_mem,
-        &peer_tx,
-        mem.region().clone(),
-        &layout.rx,
-        mode,
-    );
+    let own_map = GuestMap::identity(mem.region().clone());
+    let mut copier =
+        Copier::new(&t, &peer_mem, &peer_tx, &own_map, &layout.rx, mode).map_err(ring_err)?;
     // Start "awake" (the peer kicks us until we first go idle), except when
     // spinning: then we never want a kick.
     copier

@@ -65,8 +65,10 @@ fn pair_meets_in_either_start_order_and_cleans_up_the_fifos() {
         let early = spawn_side(&path, first);
         wait_for_path(&path);
         let late = spawn_side(&path, second);
-        let (_a, a_peer, _) = early.join().unwrap().expect("first side");
-        let (_b, b_peer, _) = late.join().unwrap().expect("second side");
+        // Keep both memfds open: the FIFO transport reaches the peer's
+        // memory through /proc while the peer still holds it.
+        let (_a, a_peer, _a_mem) = early.join().unwrap().expect("first side");
+        let (_b, b_peer, _b_mem) = late.join().unwrap().expect("second side");
         assert_eq!(a_peer.handshake.features >> 8, second);
         assert_eq!(b_peer.handshake.features >> 8, first);
         assert!(lstat(&path).is_err(), "PATH left behind");
@@ -95,8 +97,8 @@ fn fifos_are_created_mode_0600() {
         assert_eq!(st.st_mode & 0o777, 0o600, "{}", p.display());
     }
     let second = spawn_side(&path, 2);
-    first.join().unwrap().unwrap();
-    second.join().unwrap().unwrap();
+    let _a = first.join().unwrap().unwrap();
+    let _b = second.join().unwrap().unwrap();
 }
 
 #[test]

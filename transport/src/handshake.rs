@@ -10,10 +10,12 @@ use crate::{Error, Result};
 
 /// "SHARENET" read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHARENET");
-/// The handshake version this build speaks.
-pub const VERSION: u32 = 1;
+/// The handshake version this build speaks (2: memory as regions).
+pub const VERSION: u32 = 2;
+/// Most memory regions a handshake can describe.
+pub const MAX_REGIONS: usize = 8;
 /// Size of the encoded handshake in bytes.
-pub const HANDSHAKE_LEN: usize = 104;
+pub const HANDSHAKE_LEN: usize = 104 + 8 + 24 * MAX_REGIONS;
 /// Largest queue size the virtio 1.x split ring allows.
 pub const MAX_QUEUE_SIZE: u32 = 32768;
 
@@ -53,6 +55,20 @@ impl RingInfo {
     }
 }
 
+/// One piece of guest memory: guest-physical addresses `[gpa, gpa+size)`
+/// live at `[offset, offset+size)` of the memory fd. A synthetic guest has
+/// one region at gpa 0, offset 0; a QEMU guest has one per RAM slot (all in
+/// the same memfd, as `memory-backend-memfd` gives them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemRegion {
+    /// Guest-physical base address.
+    pub gpa: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Offset of the region in the memory fd.
+    pub offset: u64,
+}
+
 /// The record each launcher sends at rendezvous.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handshake {
@@ -74,10 +90,16 @@ pub struct Handshake {
     pub tx: RingInfo,
     /// The sender's RX queue (its own copier fills it).
     pub rx: RingInfo,
+    /// How guest-physical addresses (ring addresses and descriptor
+    /// buffers) map into the memory fd; `nregions` entries are used.
+    pub regions: [MemRegion; MAX_REGIONS],
+    /// Number of valid entries in `regions` (1..=8).
+    pub nregions: u32,
 }
 
 impl Handshake {
-    /// A handshake with magic and version filled in.
+    /// A handshake with magic and version filled in, whose memory is one
+    /// region at guest-physical 0 (ring addresses are memfd offsets).
     pub fn new(
         pid: u32,
         features: u64,
@@ -86,6 +108,12 @@ impl Handshake {
         tx: RingInfo,
         rx: RingInfo,
     ) -> Self {
+        let mut regions = [MemRegion::default(); MAX_REGIONS];
+        regions[0] = MemRegion {
+            gpa: 0,
+            size: mem_size,
+            offset: 0,
+        };
         Handshake {
             magic: MAGIC,
             version: VERSION,
@@ -95,7 +123,30 @@ impl Handshake {
             mem_fd,
             tx,
             rx,
+            regions,
+            nregions: 1,
         }
+    }
+
+    /// Replace the memory map (at most [`MAX_REGIONS`] regions; more are
+    /// cut, and none is refused by [`Handshake::validate`]).
+    pub fn with_regions(mut self, regions: &[MemRegion]) -> Self {
+        self.regions = [MemRegion::default(); MAX_REGIONS];
+        let n = regions.len().min(MAX_REGIONS);
+        self.regions[..n].copy_from_slice(&regions[..n]);
+        self.nregions = n as u32;
+        self
+    }
+
+    /// The valid regions.
+    pub fn regions(&self) -> &[MemRegion] {
+        &self.regions[..(self.nregions as usize).min(MAX_REGIONS)]
+    }
+
+    /// Translate a guest-physical range to an offset in the memory fd, if
+    /// it lies wholly inside one region.
+    pub fn translate(&self, gpa: u64, len: u64) -> Option<u64> {
+        translate(self.regions(), gpa, len)
     }
 
     /// Serialise into the fixed little-endian wire format.
@@ -118,6 +169,13 @@ impl Handshake {
             w.u64(r.used);
             w.u32(r.size);
             w.u32(0); // reserved
+        }
+        w.u32(self.nregions);
+        w.u32(0); // reserved
+        for m in &self.regions {
+            w.u64(m.gpa);
+            w.u64(m.size);
+            w.u64(m.offset);
         }
         debug_assert_eq!(w.pos, HANDSHAKE_LEN);
         b
@@ -167,6 +225,16 @@ impl Handshake {
         };
         let tx = ring();
         let rx = ring();
+        let nregions = r.u32();
+        let _ = r.u32();
+        let mut regions = [MemRegion::default(); MAX_REGIONS];
+        for m in &mut regions {
+            *m = MemRegion {
+                gpa: r.u64(),
+                size: r.u64(),
+                offset: r.u64(),
+            };
+        }
         Ok(Handshake {
             magic,
             version,
@@ -176,6 +244,8 @@ impl Handshake {
             mem_fd,
             tx,
             rx,
+            regions,
+            nregions,
         })
     }
 
@@ -193,6 +263,25 @@ impl Handshake {
                 self.mem_size,
                 "must be between 1 byte and 1 TiB",
             );
+        }
+        if self.nregions == 0 || self.nregions as usize > MAX_REGIONS {
+            return bad("nregions", self.nregions as u64, "must be between 1 and 8");
+        }
+        for m in self.regions() {
+            let in_fd = m
+                .offset
+                .checked_add(m.size)
+                .is_some_and(|end| end <= self.mem_size);
+            if m.size == 0 || !in_fd || m.gpa.checked_add(m.size).is_none() {
+                return bad(
+                    "regions",
+                    m.gpa,
+                    &format!(
+                        "region gpa {:#x} size {:#x} at offset {:#x} does not fit {} bytes of memory",
+                        m.gpa, m.size, m.offset, self.mem_size
+                    ),
+                );
+            }
         }
         for (name, r) in [("tx", &self.tx), ("rx", &self.rx)] {
             if r.size == 0 || !r.size.is_power_of_two() || r.size > MAX_QUEUE_SIZE {
@@ -214,23 +303,27 @@ impl Handshake {
                         &format!("must be {align}-byte aligned"),
                     );
                 }
-                match off.checked_add(len) {
-                    Some(end) if end <= self.mem_size => {}
-                    _ => {
-                        return bad(
-                            field(name, part),
-                            off,
-                            &format!(
-                                "{len} bytes at this offset do not fit in {} bytes of memory",
-                                self.mem_size
-                            ),
-                        )
-                    }
+                if self.translate(off, len).is_none() {
+                    return bad(
+                        field(name, part),
+                        off,
+                        &format!("{len} bytes at this address are not inside one memory region"),
+                    );
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Translate `[gpa, gpa+len)` through `regions` to a memory-fd offset, if it
+/// lies wholly inside one region (all arithmetic checked).
+pub fn translate(regions: &[MemRegion], gpa: u64, len: u64) -> Option<u64> {
+    let end = gpa.checked_add(len)?;
+    regions
+        .iter()
+        .find(|m| gpa >= m.gpa && end <= m.gpa + m.size)
+        .and_then(|m| m.offset.checked_add(gpa - m.gpa))
 }
 
 fn field(ring: &str, part: &str) -> &'static str {
@@ -373,6 +466,40 @@ mod tests {
         let mut h = sample();
         h.tx.desc = (1 << 20) - 16;
         assert!(h.validate().is_err());
+    }
+
+    #[test]
+    fn regions_round_trip_and_translate() {
+        let h = sample().with_regions(&[
+            MemRegion {
+                gpa: 0,
+                size: 0xa0000,
+                offset: 0,
+            },
+            MemRegion {
+                gpa: 0xc0000,
+                size: 0x40000,
+                offset: 0xc0000,
+            },
+        ]);
+        let back = Handshake::decode(&h.encode()).unwrap();
+        assert_eq!(back.regions(), h.regions());
+        assert_eq!(back.translate(0xc0010, 16), Some(0xc0010));
+        assert_eq!(back.translate(0x9fff0, 32), None, "spans the hole");
+        assert_eq!(back.translate(u64::MAX - 4, 8), None);
+        back.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_region_outside_memory() {
+        let h = sample().with_regions(&[MemRegion {
+            gpa: 0,
+            size: 2 << 20,
+            offset: 0,
+        }]);
+        assert!(h.validate().unwrap_err().to_string().contains("regions"));
+        let h = sample().with_regions(&[]);
+        assert!(h.validate().unwrap_err().to_string().contains("nregions"));
     }
 
     #[test]

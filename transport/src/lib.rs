@@ -39,8 +39,8 @@ pub mod test_utils;
 
 pub use error::{Error, Result};
 pub use handshake::{
-    Handshake, RingInfo, F_EVENT_IDX, F_NOTIFY_FLAGS, HANDSHAKE_LEN, KNOWN_FEATURES, MAGIC,
-    MAX_QUEUE_SIZE, VERSION,
+    translate, Handshake, MemRegion, RingInfo, F_EVENT_IDX, F_NOTIFY_FLAGS, HANDSHAKE_LEN,
+    KNOWN_FEATURES, MAGIC, MAX_QUEUE_SIZE, MAX_REGIONS, VERSION,
 };
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};

@@ -301,8 +301,8 @@ pub fn measure(
             Ok(m) => ok.push(m),
             Err(e) => failures.push(e),
         }
-        // The next pair's path is fresh, but give a killed pair's
-        // leftovers a moment to go.
+        // A killed pair may leave its rendezvous path behind; each run
+        // has a fresh one anyway, and the scratch directory goes at the end.
         let _ = std::fs::remove_file(&path);
         tick();
     }
