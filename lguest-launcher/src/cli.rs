@@ -61,6 +61,12 @@ pub enum Command {
     Demo(DemoArgs),
     /// Compare every transport and mode against same-run baselines.
     Bench(crate::bench::BenchArgs),
+    /// Serve a QEMU VM's virtio-net device over vhost-user, joined to a peer launcher.
+    #[command(
+        name = "vhost-user",
+        after_help = "Example (see scripts/vm-pair):\n  lguest-launcher vhost-user --socket /tmp/vm-a.sock --sharenet unix:/tmp/vmlink\n  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \\\n    -chardev socket,id=c0,path=/tmp/vm-a.sock -netdev vhost-user,id=n0,chardev=c0 \\\n    -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,vectors=0"
+    )]
+    VhostUser(crate::vhost::VhostArgs),
     /// One side of a two-process benchmark baseline (started by `bench`).
     #[command(hide = true)]
     BenchChild(crate::bench::ChildArgs),

@@ -25,6 +25,7 @@
 use crate::memory::{GuestMap, Region};
 use crate::ring::{ChainError, DeviceQueue, NotifyMode, RingError, Seg};
 use crate::stats::Stats;
+use std::sync::Arc;
 use transport::{Notify, RingInfo, Transport};
 
 /// Why the copier stopped the link.
@@ -42,8 +43,8 @@ pub enum CopyError {
 }
 
 /// Pulls packets from the peer's TX ring into our RX ring.
-pub struct Copier<'t, T: Transport> {
-    transport: &'t T,
+pub struct Copier<T: Transport> {
+    transport: Arc<T>,
     peer_mem: Region,
     own_mem: Region,
     peer_tx: DeviceQueue,
@@ -109,11 +110,11 @@ pub fn gather_scatter(
     Ok(copied)
 }
 
-impl<'t, T: Transport> Copier<'t, T> {
+impl<T: Transport> Copier<T> {
     /// A copier from the peer's TX ring (`peer_tx` in `peer`) into our RX
     /// ring (`own_rx` in `own`); ring addresses are guest-physical.
     pub fn new(
-        transport: &'t T,
+        transport: Arc<T>,
         peer: &GuestMap,
         peer_tx: &RingInfo,
         own: &GuestMap,
@@ -240,7 +241,7 @@ impl<'t, T: Transport> Copier<'t, T> {
                 .interrupt_needed(self.mode, old, new)
                 .map_err(CopyError::PeerRing)?
             {
-                notify(self.transport, stats)?;
+                notify(&*self.transport, stats)?;
             } else {
                 stats.notifications_suppressed += 1;
             }

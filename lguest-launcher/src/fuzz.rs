@@ -190,10 +190,10 @@ fn run_case(p: &PeerRing) -> Result<Stats, TestCaseError> {
     rx.publish().unwrap();
     let before = snapshot(own.region());
 
-    let t = CountingTransport::default();
+    let t = std::sync::Arc::new(CountingTransport::default());
     let mut stats = Stats::default();
     let mut copier = Copier::new(
-        &t,
+        t.clone(),
         &GuestMap::identity(peer.region().clone()),
         &info,
         &GuestMap::identity(own.region().clone()),

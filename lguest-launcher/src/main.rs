@@ -19,6 +19,7 @@ mod progress;
 mod ring;
 mod run;
 mod stats;
+mod vhost;
 mod workload;
 
 use clap::Parser;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
         Some(cli::Command::Demo(args)) => demo::run(&args),
+        Some(cli::Command::VhostUser(args)) => vhost::run(&args),
         Some(cli::Command::Bench(args)) => bench::run(&args),
         Some(cli::Command::BenchChild(args)) => bench::child::run(&args),
         None => match configure(&cli.run) {

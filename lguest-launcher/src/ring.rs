@@ -469,13 +469,6 @@ impl DeviceQueue {
         })
     }
 
-    /// Start from the ring's current indexes instead of zero (a ring that
-    /// was in use before we attached, as after a VM's driver reset).
-    pub fn resume_at(&mut self, last_avail: u16, next_used: u16) {
-        self.last_avail = last_avail;
-        self.next_used = next_used;
-    }
-
     /// How many chains the driver has made available that we have not
     /// taken. A jump of more than the queue size is an impossible state.
     pub fn pending(&self) -> Result<u16, RingError> {

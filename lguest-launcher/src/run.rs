@@ -129,6 +129,7 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         timeout: Some(cfg.timeout),
     };
     let (t, peer) = T::connect(&cfg.spec.path, &local, mem.fd(), &opts)?;
+    let t = Arc::new(t);
     let peer_pid = peer.handshake.pid;
     // Each side maintains the suppression fields of its own mode; the pair
     // uses the lower of the two so neither waits on a field nobody writes.
@@ -169,8 +170,8 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     )
     .map_err(ring_err)?;
     let own_map = GuestMap::identity(mem.region().clone());
-    let mut copier =
-        Copier::new(&t, &peer_mem, &peer_tx, &own_map, &layout.rx, mode).map_err(ring_err)?;
+    let mut copier = Copier::new(t.clone(), &peer_mem, &peer_tx, &own_map, &layout.rx, mode)
+        .map_err(ring_err)?;
     // Start "awake" (the peer kicks us until we first go idle), except when
     // spinning: then we never want a kick.
     copier
@@ -185,7 +186,7 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
             let step = guest.step(&mut stats).map_err(ring_err)?;
             if let Some((old, new)) = step.tx_published {
                 if guest.tx.kick_needed(mode, old, new).map_err(ring_err)? {
-                    notify(&t, &mut stats)?;
+                    notify(&*t, &mut stats)?;
                 } else {
                     stats.notifications_suppressed += 1;
                 }
