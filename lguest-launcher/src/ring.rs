@@ -220,9 +220,12 @@ pub struct DriverQueue {
     mem: Region,
     off: Offsets,
     free: Vec<u16>,
-    /// Local shadow of each chain we posted: its descriptor ids. Freed from
-    /// this shadow, never from the shared table, which the peer could scribble.
-    chains: Vec<Vec<u16>>,
+    /// Local shadow of the chains we posted: the `next` link of each
+    /// descriptor and the length of each in-flight chain by head (0: not in
+    /// flight). Chains are freed from this shadow, never from the shared
+    /// table, which the peer could scribble on.
+    next: Vec<u16>,
+    chain_len: Vec<u16>,
     in_flight: u16,
     next_avail: u16,
     last_used: u16,
@@ -236,7 +239,8 @@ impl DriverQueue {
             mem,
             off,
             free: (0..off.size).rev().collect(),
-            chains: vec![Vec::new(); off.size as usize],
+            next: vec![0; off.size as usize],
+            chain_len: vec![0; off.size as usize],
             in_flight: 0,
             next_avail: 0,
             last_used: 0,
@@ -260,14 +264,16 @@ impl DriverQueue {
         if bufs.is_empty() || bufs.len() > self.free.len() {
             return Ok(None);
         }
-        let ids: Vec<u16> = (0..bufs.len())
-            .map(|_| self.free.pop().unwrap_or(0))
-            .collect();
-        for (i, (b, id)) in bufs.iter().zip(&ids).enumerate() {
+        // The chain takes the top `n` free ids (no allocation per packet).
+        let n = bufs.len();
+        let top = self.free.len();
+        let id_at = |i: usize| self.free[top - 1 - i];
+        for (i, b) in bufs.iter().enumerate() {
+            let id = id_at(i);
             let mut flags = if writable { VRING_DESC_F_WRITE } else { 0 };
-            let next = if i + 1 < ids.len() {
+            let next = if i + 1 < n {
                 flags |= VRING_DESC_F_NEXT;
-                ids[i + 1]
+                id_at(i + 1)
             } else {
                 0
             };
@@ -276,9 +282,11 @@ impl DriverQueue {
             d[8..12].copy_from_slice(&b.len.to_le_bytes());
             d[12..14].copy_from_slice(&flags.to_le_bytes());
             d[14..16].copy_from_slice(&next.to_le_bytes());
-            self.mem.write("descriptor", self.off.desc(*id), &d)?;
+            self.mem.write("descriptor", self.off.desc(id), &d)?;
+            self.next[id as usize] = next;
         }
-        let head = ids[0];
+        let head = id_at(0);
+        self.free.truncate(top - n);
         self.mem.store_u16(
             "avail ring",
             self.off.avail_ring(self.next_avail),
@@ -286,7 +294,7 @@ impl DriverQueue {
             Ordering::Relaxed,
         )?;
         self.next_avail = self.next_avail.wrapping_add(1);
-        self.chains[head as usize] = ids;
+        self.chain_len[head as usize] = n as u16;
         self.in_flight += 1;
         Ok(Some(head))
     }
@@ -363,11 +371,14 @@ impl DriverQueue {
         let id = self.mem.load_u32("used entry", at)?;
         let len = self.mem.load_u32("used entry", at + 4)?;
         self.last_used = self.last_used.wrapping_add(1);
-        if id >= self.off.size as u32 || self.chains[id as usize].is_empty() {
+        if id >= self.off.size as u32 || self.chain_len[id as usize] == 0 {
             return Err(RingError::BadUsedId { id });
         }
-        let ids = std::mem::take(&mut self.chains[id as usize]);
-        self.free.extend(ids.iter().rev());
+        let mut cur = id as u16;
+        for _ in 0..std::mem::take(&mut self.chain_len[id as usize]) {
+            self.free.push(cur);
+            cur = self.next[cur as usize];
+        }
         self.in_flight -= 1;
         Ok(Some((id as u16, len)))
     }
