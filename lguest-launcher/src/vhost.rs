@@ -87,6 +87,8 @@ const TX: usize = 1;
 /// backend library's own exit event).
 const LINK_EVENT: u16 = 3;
 const QUEUE_MAX: usize = 1024;
+/// How often the link is checked outside the event loop.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
@@ -421,6 +423,27 @@ fn establish<T: Transport + 'static>(
     Ok(())
 }
 
+/// Look at the link every [`WATCH_EVERY`]: some transports only show a dead
+/// peer on an fd the event loop does not watch (eventfd's socket), and a
+/// periodic service is a backstop against any lost wake-up.
+fn watch<T: Transport + 'static>(backend: &Arc<RwLock<NetBackend<T>>>) {
+    loop {
+        std::thread::sleep(WATCH_EVERY);
+        let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
+        let args = b.args.clone();
+        let Some(link) = b.link.as_mut() else {
+            return;
+        };
+        if let Err(e) = link.transport.wait(Some(Duration::ZERO)) {
+            leave(link, &args, &e.to_string());
+        }
+        if let Err(e) = b.service() {
+            eprintln!("error: cannot signal the VM: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
     let backend = Arc::new(RwLock::new(NetBackend::<T> {
         args: args.clone(),
@@ -484,6 +507,7 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
             eprintln!("error: {e}");
             std::process::exit(1);
         }
+        watch(&link_backend);
     });
     let result = daemon.wait();
     let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
