@@ -20,6 +20,7 @@ mod ring;
 mod run;
 mod stats;
 mod vhost;
+mod vhost_compat;
 mod workload;
 
 use clap::Parser;

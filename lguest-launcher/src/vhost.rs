@@ -205,6 +205,8 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
     }
 
     fn features(&self) -> u64 {
+        // QEMU's vhost-user-net needs VHOST_USER_F_PROTOCOL_FEATURES (it
+        // insists on SET_VRING_ENABLE); see `vhost_compat` for the quirk.
         let mut f = VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES;
         if self.args.notify == Notify::EventIdx {
             f |= VIRTIO_RING_F_EVENT_IDX;
@@ -213,7 +215,7 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
+        VhostUserProtocolFeatures::MQ
     }
 
     fn set_event_idx(&mut self, enabled: bool) {
@@ -477,17 +479,47 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
             args.socket.display()
         );
     }
-    let mut listener = match vhost::vhost_user::Listener::new(&args.socket, true) {
+    // QEMU connects to --socket; the rust-vmm daemon listens on a private
+    // socket behind the `vhost_compat` relay.
+    let _ = std::fs::remove_file(&args.socket);
+    let public = match std::os::unix::net::UnixListener::bind(&args.socket) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", args.socket.display());
+            eprintln!(
+                "error: cannot listen on --socket {}: {e}",
+                args.socket.display()
+            );
             return ExitCode::from(1);
         }
     };
+    let private = std::env::temp_dir().join(format!("sharenet-vhost-{}.sock", std::process::id()));
+    let mut listener = match vhost::vhost_user::Listener::new(&private, true) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", private.display());
+            return ExitCode::from(1);
+        }
+    };
+    let relay_private = private.clone();
+    let relay_socket = args.socket.clone();
+    std::thread::spawn(move || {
+        let qemu = match public.accept() {
+            Ok((s, _)) => s,
+            Err(e) => {
+                eprintln!("error: accept on {}: {e}", relay_socket.display());
+                std::process::exit(1);
+            }
+        };
+        let _ = std::fs::remove_file(&relay_socket);
+        if let Err(e) = crate::vhost_compat::relay(qemu, &relay_private) {
+            eprintln!("warning: vhost-user relay: {e}");
+        }
+    });
     if let Err(e) = daemon.start(&mut listener) {
         eprintln!("error: vhost-user connection failed: {e}");
         return ExitCode::from(1);
     }
+    let _ = std::fs::remove_file(&private);
     if !args.quiet {
         eprintln!("QEMU connected");
     }
