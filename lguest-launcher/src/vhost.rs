@@ -97,6 +97,9 @@ type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 
 /// The link, once the peer launcher is met.
 struct Link<T: Transport> {
+    /// The VM's memfd, kept open for the link's life: the FIFO transport's
+    /// peer opens it through /proc/OUR_PID/fd/N after the handshake.
+    _vm_file: File,
     transport: Arc<T>,
     copier: Copier<T>,
     vm: Region,
@@ -399,6 +402,7 @@ fn establish<T: Transport + 'static>(
             .load_u16("vm tx used idx", tx_used_idx, Ordering::Acquire)
             .unwrap_or(0);
         b.link = Some(Link {
+            _vm_file: file,
             transport: t,
             copier,
             vm: vm_region,
