@@ -202,7 +202,7 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
             // look at it every CLOCK_EVERY busy turns, and whenever idle.
             turns = turns.wrapping_add(1);
             let busy = step.progress || moved > 0;
-            if busy && turns % CLOCK_EVERY != 0 {
+            if busy && !turns.is_multiple_of(CLOCK_EVERY) {
                 idle_since = None;
                 continue;
             }

@@ -606,8 +606,8 @@ fn stream_times_out_when_sink_is_stopped_blocking(kind: &str) {
     stream_times_out_when_sink_is_stopped(kind, "blocking", "stopped_b");
 }
 
-/// Generate `mod fifo`, `mod unix` and `mod eventfd`, each with one
-/// `#[test]` per listed body, calling it with the transport's name.
+// One suite, three transports: `transport_suite!` (in common) makes
+// `mod fifo`, `mod unix` and `mod eventfd` with one `#[test]` per body.
 crate::transport_suite! {
     stream_1500_intact,
     stream_64_intact,
