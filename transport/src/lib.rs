@@ -31,6 +31,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "test-utils")]
+pub mod conformance;
 mod error;
 mod handshake;
 pub mod path;
