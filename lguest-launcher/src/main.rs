@@ -80,7 +80,14 @@ fn run_one(cfg: &RunConfig) -> ExitCode {
     drop(bar);
     let stats = match &result {
         Ok(s) => s.clone(),
-        Err(_) => shared.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        Err(e) => {
+            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if s.result.is_empty() {
+                // Failed before the loop (rendezvous, refused peer).
+                s.result = e.to_string();
+            }
+            s
+        }
     };
     write_stats(cfg, &stats);
     match result {

@@ -55,6 +55,38 @@ pub enum NotifyMode {
     EventIdx,
 }
 
+impl NotifyMode {
+    /// The handshake feature bits of a side that maintains this mode's
+    /// suppression fields.
+    pub fn features(self) -> u64 {
+        match self {
+            NotifyMode::Always => 0,
+            NotifyMode::Flags => transport::F_NOTIFY_FLAGS,
+            NotifyMode::EventIdx => transport::F_NOTIFY_FLAGS | transport::F_EVENT_IDX,
+        }
+    }
+
+    /// The mode a peer maintains, from its handshake feature bits.
+    pub fn from_features(f: u64) -> Self {
+        if f & transport::F_EVENT_IDX != 0 {
+            NotifyMode::EventIdx
+        } else if f & transport::F_NOTIFY_FLAGS != 0 {
+            NotifyMode::Flags
+        } else {
+            NotifyMode::Always
+        }
+    }
+
+    /// The spelling used on the command line and in stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotifyMode::Always => "always",
+            NotifyMode::Flags => "flags",
+            NotifyMode::EventIdx => "event-idx",
+        }
+    }
+}
+
 /// The `vring_need_event` rule: notify iff `event` lies in `[old, new)`,
 /// in 16-bit wrapping arithmetic.
 #[inline]

@@ -25,7 +25,7 @@ use crate::workload::Guest;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use transport::{ConnectOptions, Handshake, Transport, Wakeup, F_EVENT_IDX, F_NOTIFY_FLAGS};
+use transport::{ConnectOptions, Handshake, Transport, Wakeup};
 
 /// How long `adaptive` spins before sleeping: about the cost of one
 /// cross-core wake-up on this kind of machine (see LIMITS.md).
@@ -67,32 +67,6 @@ pub enum RunError {
     Timeout(f64),
 }
 
-fn features(mode: NotifyMode) -> u64 {
-    match mode {
-        NotifyMode::Always => 0,
-        NotifyMode::Flags => F_NOTIFY_FLAGS,
-        NotifyMode::EventIdx => F_NOTIFY_FLAGS | F_EVENT_IDX,
-    }
-}
-
-fn mode_from_features(f: u64) -> NotifyMode {
-    if f & F_EVENT_IDX != 0 {
-        NotifyMode::EventIdx
-    } else if f & F_NOTIFY_FLAGS != 0 {
-        NotifyMode::Flags
-    } else {
-        NotifyMode::Always
-    }
-}
-
-fn mode_name(m: NotifyMode) -> &'static str {
-    match m {
-        NotifyMode::Always => "always",
-        NotifyMode::Flags => "flags",
-        NotifyMode::EventIdx => "event-idx",
-    }
-}
-
 /// Stats shared with the watchdog, which writes them if the run hangs.
 pub type SharedStats = Arc<Mutex<Stats>>;
 
@@ -117,7 +91,7 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     let mem = GuestMemory::create(&cfg.name, cfg.memory_mib << 20)?;
     let local = Handshake::new(
         std::process::id(),
-        features(mode),
+        mode.features(),
         mem.region().len(),
         mem.raw_fd(),
         layout.tx,
@@ -135,21 +109,21 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     let peer_pid = peer.handshake.pid;
     // Each side maintains the suppression fields of its own mode; the pair
     // uses the lower of the two so neither waits on a field nobody writes.
-    let mode = mode.min(mode_from_features(peer.handshake.features));
+    let mode = mode.min(NotifyMode::from_features(peer.handshake.features));
     let peer_tx = peer.handshake.tx;
     let peer_mem = GuestMap::new(
         map_peer(peer.memory, peer.handshake.mem_size)?,
         peer.handshake.regions(),
     );
     stats.peer_pid = peer_pid;
-    stats.notify_effective = mode_name(mode).into();
+    stats.notify_effective = mode.name().into();
     if !cfg.quiet {
         eprintln!(
             "connected to peer pid {peer_pid} over {}: peer memory {} MiB, queue {}; notify {} (asked {}), writes {}, wait {}",
             cfg.spec.kind.name(),
             peer_mem.region().len() >> 20,
             peer_tx.size,
-            mode_name(mode),
+            mode.name(),
             cfg.notify.name(),
             cfg.writes.name(),
             cfg.wait.name()

@@ -44,9 +44,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use transport::{
-    ConnectOptions, Handshake, MemRegion, RingInfo, Transport, F_EVENT_IDX, F_NOTIFY_FLAGS,
-};
+use transport::{ConnectOptions, Handshake, MemRegion, RingInfo, Transport};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
 use virtio_queue::QueueT;
@@ -336,10 +334,7 @@ fn establish<T: Transport + 'static>(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let features = match mode {
-        NotifyMode::EventIdx => F_NOTIFY_FLAGS | F_EVENT_IDX,
-        _ => F_NOTIFY_FLAGS,
-    };
+    let features = mode.features();
     let local = Handshake::new(std::process::id(), features, size, file.as_raw_fd(), tx, rx)
         .with_regions(&regions);
     local
@@ -361,18 +356,12 @@ fn establish<T: Transport + 'static>(
     let (t, peer) =
         T::connect(&args.sharenet.path, &local, file.as_fd(), &opts).map_err(|e| e.to_string())?;
     let peer_pid = peer.handshake.pid;
-    let peer_mode = if peer.handshake.features & F_EVENT_IDX != 0 {
-        NotifyMode::EventIdx
-    } else if peer.handshake.features & F_NOTIFY_FLAGS != 0 {
-        NotifyMode::Flags
-    } else {
-        NotifyMode::Always
-    };
+    let peer_mode = NotifyMode::from_features(peer.handshake.features);
     // The VM reads the suppression fields of its negotiated mode: a peer
     // that maintains less would miss kicks.
     if peer_mode < mode {
         return Err(format!(
-            "peer {peer_pid} maintains notify mode {peer_mode:?} but this VM negotiated {mode:?}; start both launchers with the same --notify"
+            "peer {peer_pid} maintains notify mode {} but this VM negotiated {}; start both launchers with the same --notify", peer_mode.name(), mode.name()
         ));
     }
     let peer_map = GuestMap::new(
@@ -389,10 +378,10 @@ fn establish<T: Transport + 'static>(
         .ok_or("the VM's TX used ring is outside its memory")?;
     if !args.quiet {
         eprintln!(
-            "connected to peer pid {peer_pid} over {}: peer memory {} MiB; notify {:?}",
+            "connected to peer pid {peer_pid} over {}: peer memory {} MiB; notify {}",
             args.sharenet.kind.name(),
             peer.handshake.mem_size >> 20,
-            mode
+            mode.name()
         );
     }
     let fd = t.as_raw_fd();
