@@ -26,34 +26,29 @@ const CONNECTED: &str = "connected to peer pid";
 
 // ---------------------------------------------------------------- intact data
 
-/// 200,000 full-size frames arrive intact and in order.
-fn stream_1500_intact(kind: &str) {
+/// 200,000 frames of `size` bytes arrive intact and in order.
+fn stream_intact(kind: &str, size: u64) {
     let _serial = serial();
-    let dir = TestDir::new("stream_1500");
+    let dir = TestDir::new(&format!("stream_{size}"));
     stream_pair_intact(
-        &format!("{kind}: stream {COUNT} x 1500 B"),
+        &format!("{kind}: stream {COUNT} x {size} B"),
         &dir,
         &dir.sharenet(kind, "link"),
         COUNT,
-        1500,
+        size,
         &[],
         &[],
     );
 }
 
-/// 200,000 small frames (per-packet overhead dominates) arrive intact.
+/// Full-size frames (copy bandwidth dominates).
+fn stream_1500_intact(kind: &str) {
+    stream_intact(kind, 1500);
+}
+
+/// Small frames (per-packet overhead dominates).
 fn stream_64_intact(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("stream_64");
-    stream_pair_intact(
-        &format!("{kind}: stream {COUNT} x 64 B"),
-        &dir,
-        &dir.sharenet(kind, "link"),
-        COUNT,
-        64,
-        &[],
-        &[],
-    );
+    stream_intact(kind, 64);
 }
 
 /// 20,000 pings all come back, and their round trips are measured.
