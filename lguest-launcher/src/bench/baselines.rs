@@ -151,31 +151,7 @@ pub fn plan(quick: bool, scale: f64) -> Vec<Baseline> {
 }
 
 /// Run a baseline `runs` times and fold the runs into a row.
-pub fn measure(
-    b: &Baseline,
-    runs: u32,
-    dir: &Path,
-    timeout: Duration,
-    mut tick: impl FnMut(),
-) -> Row {
-    let mut ok = Vec::new();
-    let mut failures = Vec::new();
-    for run in 0..runs {
-        let path = dir.join(format!(
-            "{}-{}-r{run}",
-            b.transport().trim_start_matches("baseline-"),
-            b.size
-        ));
-        let result = match b.child() {
-            Some(which) => run_children(b, which, &path, timeout),
-            None => Ok(memcpy(b.size, b.count)),
-        };
-        match result {
-            Ok(m) => ok.push(m),
-            Err(e) => failures.push(e),
-        }
-        tick();
-    }
+pub fn measure(b: &Baseline, runs: u32, dir: &Path, timeout: Duration, tick: impl FnMut()) -> Row {
     let headline = match b.kind {
         BaselineKind::Memcpy => "gbytes_per_s",
         BaselineKind::Rtt(_) => "p50_us",
@@ -189,7 +165,18 @@ pub fn measure(
         size: b.size,
         workload: b.workload().into(),
     };
-    Row::from_runs(key, &ok, &failures, headline)
+    let once = |run: u32| {
+        let path = dir.join(format!(
+            "{}-{}-r{run}",
+            b.transport().trim_start_matches("baseline-"),
+            b.size
+        ));
+        match b.child() {
+            Some(which) => run_children(b, which, &path, timeout),
+            None => Ok(memcpy(b.size, b.count)),
+        }
+    };
+    Row::measure(key, runs, headline, once, tick)
 }
 
 fn child_command(

@@ -291,26 +291,21 @@ pub fn measure(
     runs: u32,
     dir: &Path,
     timeout: Duration,
-    mut tick: impl FnMut(),
+    tick: impl FnMut(),
 ) -> Row {
-    let mut ok = Vec::new();
-    let mut failures = Vec::new();
-    for run in 0..runs {
-        let path = dir.join(format!("c{index}-r{run}"));
-        match run_cell(cell, &path, timeout) {
-            Ok(m) => ok.push(m),
-            Err(e) => failures.push(e),
-        }
-        // A killed pair may leave its rendezvous path behind; each run
-        // has a fresh one anyway, and the scratch directory goes at the end.
-        let _ = std::fs::remove_file(&path);
-        tick();
-    }
     let headline = match cell.workload {
         CellWorkload::Stream => "mpps",
         CellWorkload::Ping => "p50_us",
     };
-    Row::from_runs(cell.key(), &ok, &failures, headline)
+    let once = |run: u32| {
+        let path = dir.join(format!("c{index}-r{run}"));
+        let result = run_cell(cell, &path, timeout);
+        // A killed pair may leave its rendezvous path behind; each run
+        // has a fresh one anyway, and the scratch directory goes at the end.
+        let _ = std::fs::remove_file(&path);
+        result
+    };
+    Row::measure(cell.key(), runs, headline, once, tick)
 }
 
 fn launcher(cell: &Cell, spec: &str, workload: &str, json: &Path, timeout: Duration) -> Command {

@@ -86,6 +86,28 @@ pub struct RowKey {
 }
 
 impl Row {
+    /// Run `once` for runs `0..runs` (calling `tick` after each, for the
+    /// progress bar) and fold the results into a row: the loop every
+    /// sharenet cell and every baseline shares.
+    pub fn measure(
+        key: RowKey,
+        runs: u32,
+        headline: &str,
+        mut once: impl FnMut(u32) -> Result<Measurement, String>,
+        mut tick: impl FnMut(),
+    ) -> Row {
+        let mut ok = Vec::new();
+        let mut failures = Vec::new();
+        for run in 0..runs {
+            match once(run) {
+                Ok(m) => ok.push(m),
+                Err(e) => failures.push(e),
+            }
+            tick();
+        }
+        Row::from_runs(key, &ok, &failures, headline)
+    }
+
     /// Fold the runs of one cell into a row; `headline` names the metric
     /// whose spread is reported.
     pub fn from_runs(
