@@ -84,7 +84,7 @@ fn throughput_series(doc: &Document) -> Vec<Series> {
             for s in sizes {
                 let best = ok_cells(doc, "stream")
                     .filter(|r| r.transport == t && r.wait.as_deref() == Some(w) && r.size == s)
-                    .filter_map(|r| r.mpps)
+                    .filter_map(|r| r.metrics.mpps)
                     .fold(f64::NAN, f64::max);
                 if best.is_finite() && best > 0.0 {
                     pts.push((s as f64, best));
@@ -103,7 +103,12 @@ fn baseline_series(doc: &Document, transport: &str) -> Vec<(f64, f64)> {
         .results
         .iter()
         .filter(|r| r.status == "ok" && r.transport == transport)
-        .filter_map(|r| r.mpps.filter(|m| *m > 0.0).map(|m| (r.size as f64, m)))
+        .filter_map(|r| {
+            r.metrics
+                .mpps
+                .filter(|m| *m > 0.0)
+                .map(|m| (r.size as f64, m))
+        })
         .collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     pts
@@ -204,8 +209,9 @@ fn latency_bars(doc: &Document) -> Vec<Bar> {
             .iter()
             .find(|r| r.status == "ok" && r.transport == name)
             .and_then(|r| {
-                r.p50_us
-                    .map(|p50| (format!("raw {k} round trip"), p50, r.p99_us, true))
+                r.metrics
+                    .p50_us
+                    .map(|p50| (format!("raw {k} round trip"), p50, r.metrics.p99_us, true))
             })
     };
     // Drawn bottom-up: each transport's own raw round trip under its cells.
@@ -215,13 +221,18 @@ fn latency_bars(doc: &Document) -> Vec<Bar> {
         for w in WAITS {
             let best = ok_cells(doc, "ping")
                 .filter(|r| r.transport == t && r.wait.as_deref() == Some(w))
-                .filter(|r| r.p50_us.is_some())
-                .min_by(|a, b| a.p50_us.unwrap_or(0.0).total_cmp(&b.p50_us.unwrap_or(0.0)));
+                .filter(|r| r.metrics.p50_us.is_some())
+                .min_by(|a, b| {
+                    a.metrics
+                        .p50_us
+                        .unwrap_or(0.0)
+                        .total_cmp(&b.metrics.p50_us.unwrap_or(0.0))
+                });
             if let Some(r) = best {
                 bars.push((
                     format!("{t} {w} ({})", r.notify.as_deref().unwrap_or("-")),
-                    r.p50_us.unwrap_or(0.0),
-                    r.p99_us,
+                    r.metrics.p50_us.unwrap_or(0.0),
+                    r.metrics.p99_us,
                     false,
                 ));
             }

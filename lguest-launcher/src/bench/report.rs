@@ -29,26 +29,9 @@ pub struct Row {
     pub size: u32,
     /// `stream`, `ping` or `memcpy`.
     pub workload: String,
-    /// Million packets per second (median).
-    pub mpps: Option<f64>,
-    /// Gigabits per second of frame bytes (median).
-    pub gbps: Option<f64>,
-    /// Gigabytes per second (memcpy).
-    pub gbytes_per_s: Option<f64>,
-    /// Notifications written by both sides, per packet.
-    pub notifications_per_packet: Option<f64>,
-    /// Wake-ups from sleep on both sides, per packet.
-    pub wakeups_per_packet: Option<f64>,
-    /// CPU seconds of both processes per million packets.
-    pub cpu_s_per_mpkt: Option<f64>,
-    /// Round trip median, µs.
-    pub p50_us: Option<f64>,
-    /// Round trip 99th percentile, µs.
-    pub p99_us: Option<f64>,
-    /// Round trip 99.9th percentile, µs.
-    pub p999_us: Option<f64>,
-    /// Packets (or round trips, or copies) per run.
-    pub packets: u64,
+    /// The figures: medians over the runs that succeeded.
+    #[serde(flatten)]
+    pub metrics: Measurement,
     /// Runs that succeeded (the medians are over these).
     pub runs: u32,
     /// Runs that failed.
@@ -129,16 +112,7 @@ impl Row {
             wait: key.wait,
             size: key.size,
             workload: key.workload,
-            mpps: m.mpps,
-            gbps: m.gbps,
-            gbytes_per_s: m.gbytes_per_s,
-            notifications_per_packet: m.notifications_per_packet,
-            wakeups_per_packet: m.wakeups_per_packet,
-            cpu_s_per_mpkt: m.cpu_s_per_mpkt,
-            p50_us: m.p50_us,
-            p99_us: m.p99_us,
-            p999_us: m.p999_us,
-            packets: m.packets,
+            metrics: m,
             runs: runs.len() as u32,
             failed_runs: failures.len() as u32,
             spread,
@@ -278,15 +252,15 @@ pub fn add_ratios(rows: &mut [Row]) {
         match r.workload.as_str() {
             "stream" => {
                 if let (Some(m), Some(b)) = (
-                    r.mpps,
-                    find(&base, "baseline-seqpacket", r.size).and_then(|b| b.mpps),
+                    r.metrics.mpps,
+                    find(&base, "baseline-seqpacket", r.size).and_then(|b| b.metrics.mpps),
                 ) {
                     r.ratio = Some(m / b);
                     r.ratio_to = Some("baseline-seqpacket".into());
                 }
                 if let (Some(m), Some(b)) = (
-                    r.mpps,
-                    find(&base, "baseline-spsc", r.size).and_then(|b| b.mpps),
+                    r.metrics.mpps,
+                    find(&base, "baseline-spsc", r.size).and_then(|b| b.metrics.mpps),
                 ) {
                     r.ratio_spsc = Some(m / b);
                 }
@@ -294,10 +268,10 @@ pub fn add_ratios(rows: &mut [Row]) {
             "ping" => {
                 let to = format!("baseline-rtt-{}", r.transport);
                 if let (Some(p), Some(b)) = (
-                    r.p50_us,
+                    r.metrics.p50_us,
                     base.iter()
                         .find(|b| b.transport == to && b.ok())
-                        .and_then(|b| b.p50_us),
+                        .and_then(|b| b.metrics.p50_us),
                 ) {
                     r.ratio = Some(p / b);
                     r.ratio_to = Some(to);
@@ -324,15 +298,20 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
     let best_by = |pred: &dyn Fn(&Row) -> bool| {
         cells()
             .filter(|r| r.workload == "stream" && r.size == 1500 && pred(r))
-            .filter(|r| r.mpps.is_some())
-            .max_by(|a, b| a.mpps.unwrap_or(0.0).total_cmp(&b.mpps.unwrap_or(0.0)))
+            .filter(|r| r.metrics.mpps.is_some())
+            .max_by(|a, b| {
+                a.metrics
+                    .mpps
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.metrics.mpps.unwrap_or(0.0))
+            })
     };
     let mut out = Vec::new();
 
-    let seq = find(rows, "baseline-seqpacket", 1500).and_then(|b| b.mpps);
+    let seq = find(rows, "baseline-seqpacket", 1500).and_then(|b| b.metrics.mpps);
     out.push(match (best_by(&|_| true), seq) {
         (Some(r), Some(s)) => {
-            let m = r.mpps.unwrap_or(0.0);
+            let m = r.metrics.mpps.unwrap_or(0.0);
             Target {
                 target: "best configuration at 1500 B ≥ 5× SOCK_SEQPACKET pps".into(),
                 measured: format!(
@@ -346,11 +325,11 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         _ => no_data("best configuration at 1500 B ≥ 5× SOCK_SEQPACKET pps"),
     });
 
-    let spsc = find(rows, "baseline-spsc", 1500).and_then(|b| b.mpps);
+    let spsc = find(rows, "baseline-spsc", 1500).and_then(|b| b.metrics.mpps);
     out.push(
         match (best_by(&|r| r.wait.as_deref() == Some("spin")), spsc) {
             (Some(r), Some(s)) => {
-                let m = r.mpps.unwrap_or(0.0);
+                let m = r.metrics.mpps.unwrap_or(0.0);
                 Target {
                     target: "spin mode at 1500 B within 2× of the SPSC ring".into(),
                     measured: format!(
@@ -367,15 +346,16 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
 
     let worst = cells()
         .filter(|r| r.workload == "stream" && r.notify.as_deref() == Some("event-idx"))
-        .filter(|r| r.notifications_per_packet.is_some())
+        .filter(|r| r.metrics.notifications_per_packet.is_some())
         .max_by(|a, b| {
-            a.notifications_per_packet
+            a.metrics
+                .notifications_per_packet
                 .unwrap_or(0.0)
-                .total_cmp(&b.notifications_per_packet.unwrap_or(0.0))
+                .total_cmp(&b.metrics.notifications_per_packet.unwrap_or(0.0))
         });
     out.push(match worst {
         Some(r) => {
-            let n = r.notifications_per_packet.unwrap_or(0.0);
+            let n = r.metrics.notifications_per_packet.unwrap_or(0.0);
             Target {
                 target: "event-idx ≤ 0.1 notifications per packet while streaming".into(),
                 measured: format!("worst cell {n:.4} ({} at {} B)", config_name(r), r.size),
@@ -388,13 +368,18 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
     let raw = rows
         .iter()
         .find(|r| r.transport == "baseline-rtt-eventfd" && r.ok())
-        .and_then(|r| r.p50_us);
+        .and_then(|r| r.metrics.p50_us);
     let ping = |wait: Option<&str>| {
         cells()
             .filter(|r| r.workload == "ping" && r.transport == "eventfd")
             .filter(|r| wait.is_none() || r.wait.as_deref() == wait)
-            .filter(|r| r.p50_us.is_some())
-            .min_by(|a, b| a.p50_us.unwrap_or(0.0).total_cmp(&b.p50_us.unwrap_or(0.0)))
+            .filter(|r| r.metrics.p50_us.is_some())
+            .min_by(|a, b| {
+                a.metrics
+                    .p50_us
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.metrics.p50_us.unwrap_or(0.0))
+            })
     };
     for (wait, label) in [
         (
@@ -408,7 +393,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
     ] {
         out.push(match (ping(wait), raw) {
             (Some(r), Some(b)) => {
-                let p = r.p50_us.unwrap_or(0.0);
+                let p = r.metrics.p50_us.unwrap_or(0.0);
                 Target {
                     target: label.into(),
                     measured: format!(
@@ -523,14 +508,14 @@ pub fn markdown(doc: &Document) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.transport,
             r.size,
-            g(r.mpps),
+            g(r.metrics.mpps),
             spread_text(r),
-            g(r.gbps),
-            g(r.gbytes_per_s),
-            g(r.p50_us),
-            g(r.p99_us),
-            g(r.p999_us),
-            g(r.cpu_s_per_mpkt),
+            g(r.metrics.gbps),
+            g(r.metrics.gbytes_per_s),
+            g(r.metrics.p50_us),
+            g(r.metrics.p99_us),
+            g(r.metrics.p999_us),
+            g(r.metrics.cpu_s_per_mpkt),
             runs_text(r)
         );
     }
@@ -569,12 +554,12 @@ pub fn markdown(doc: &Document) -> String {
         let _ = writeln!(
             s,
             "{lead}| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            g(r.mpps),
+            g(r.metrics.mpps),
             spread_text(r),
-            g(r.gbps),
-            g(r.notifications_per_packet),
-            g(r.wakeups_per_packet),
-            g(r.cpu_s_per_mpkt),
+            g(r.metrics.gbps),
+            g(r.metrics.notifications_per_packet),
+            g(r.metrics.wakeups_per_packet),
+            g(r.metrics.cpu_s_per_mpkt),
             f(r.ratio, 2),
             f(r.ratio_spsc, 3),
             runs_text(r)
@@ -610,11 +595,11 @@ pub fn markdown(doc: &Document) -> String {
         let _ = writeln!(
             s,
             "{lead}| {} | {} | {} | {} | {} | {} | {} |",
-            g(r.p50_us),
+            g(r.metrics.p50_us),
             spread_text(r),
-            g(r.p99_us),
-            g(r.p999_us),
-            g(r.cpu_s_per_mpkt),
+            g(r.metrics.p99_us),
+            g(r.metrics.p999_us),
+            g(r.metrics.cpu_s_per_mpkt),
             f(r.ratio, 2),
             runs_text(r)
         );

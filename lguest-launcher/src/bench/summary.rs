@@ -8,7 +8,7 @@ use serde::Serialize;
 
 /// One successful run of a cell or baseline. Fields that do not apply are
 /// `None`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Measurement {
     /// Packets moved (or round trips timed).
     pub packets: u64,
