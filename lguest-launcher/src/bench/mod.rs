@@ -216,7 +216,7 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let all_cells_failed = doc
         .results
         .iter()
-        .filter(|r| !r.transport.starts_with("baseline-"))
+        .filter(|r| !r.key.transport.starts_with("baseline-"))
         .all(|r| r.status != "ok");
     Ok(
         if failed_output || (all_cells_failed && !plan.cells.is_empty()) {

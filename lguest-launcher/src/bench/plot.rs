@@ -53,7 +53,7 @@ type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
 fn ok_cells<'a>(doc: &'a Document, workload: &'a str) -> impl Iterator<Item = &'a Row> + 'a {
     doc.results
         .iter()
-        .filter(move |r| r.status == "ok" && r.workload == workload)
+        .filter(move |r| r.status == "ok" && r.key.workload == workload)
 }
 
 /// Write both charts to `path`.
@@ -76,14 +76,16 @@ fn throughput_series(doc: &Document) -> Vec<Series> {
         for w in WAITS {
             let mut pts: Vec<(f64, f64)> = Vec::new();
             let mut sizes: Vec<u32> = ok_cells(doc, "stream")
-                .filter(|r| r.transport == t && r.wait.as_deref() == Some(w))
-                .map(|r| r.size)
+                .filter(|r| r.key.transport == t && r.key.wait.as_deref() == Some(w))
+                .map(|r| r.key.size)
                 .collect();
             sizes.sort_unstable();
             sizes.dedup();
             for s in sizes {
                 let best = ok_cells(doc, "stream")
-                    .filter(|r| r.transport == t && r.wait.as_deref() == Some(w) && r.size == s)
+                    .filter(|r| {
+                        r.key.transport == t && r.key.wait.as_deref() == Some(w) && r.key.size == s
+                    })
                     .filter_map(|r| r.metrics.mpps)
                     .fold(f64::NAN, f64::max);
                 if best.is_finite() && best > 0.0 {
@@ -102,12 +104,12 @@ fn baseline_series(doc: &Document, transport: &str) -> Vec<(f64, f64)> {
     let mut pts: Vec<(f64, f64)> = doc
         .results
         .iter()
-        .filter(|r| r.status == "ok" && r.transport == transport)
+        .filter(|r| r.status == "ok" && r.key.transport == transport)
         .filter_map(|r| {
             r.metrics
                 .mpps
                 .filter(|m| *m > 0.0)
-                .map(|m| (r.size as f64, m))
+                .map(|m| (r.key.size as f64, m))
         })
         .collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -207,7 +209,7 @@ fn latency_bars(doc: &Document) -> Vec<Bar> {
         let name = format!("baseline-rtt-{k}");
         doc.results
             .iter()
-            .find(|r| r.status == "ok" && r.transport == name)
+            .find(|r| r.status == "ok" && r.key.transport == name)
             .and_then(|r| {
                 r.metrics
                     .p50_us
@@ -220,7 +222,7 @@ fn latency_bars(doc: &Document) -> Vec<Bar> {
         bars.extend(raw(t));
         for w in WAITS {
             let best = ok_cells(doc, "ping")
-                .filter(|r| r.transport == t && r.wait.as_deref() == Some(w))
+                .filter(|r| r.key.transport == t && r.key.wait.as_deref() == Some(w))
                 .filter(|r| r.metrics.p50_us.is_some())
                 .min_by(|a, b| {
                     a.metrics
@@ -230,7 +232,7 @@ fn latency_bars(doc: &Document) -> Vec<Bar> {
                 });
             if let Some(r) = best {
                 bars.push((
-                    format!("{t} {w} ({})", r.notify.as_deref().unwrap_or("-")),
+                    format!("{t} {w} ({})", r.key.notify.as_deref().unwrap_or("-")),
                     r.metrics.p50_us.unwrap_or(0.0),
                     r.metrics.p99_us,
                     false,

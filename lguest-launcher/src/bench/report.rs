@@ -17,18 +17,9 @@ use std::path::Path;
 /// One line of the results.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
-    /// `fifo`, `unix`, `eventfd`, or `baseline-...`.
-    pub transport: String,
-    /// Notify mode (sharenet cells only).
-    pub notify: Option<String>,
-    /// Writes mode (sharenet cells only).
-    pub writes: Option<String>,
-    /// Wait mode (sharenet cells only).
-    pub wait: Option<String>,
-    /// Frame (or copy) size in bytes.
-    pub size: u32,
-    /// `stream`, `ping` or `memcpy`.
-    pub workload: String,
+    /// What the row is about (transport, modes, size, workload).
+    #[serde(flatten)]
+    pub key: RowKey,
     /// The figures: medians over the runs that succeeded.
     #[serde(flatten)]
     pub metrics: Measurement,
@@ -52,19 +43,19 @@ pub struct Row {
 }
 
 /// What identifies a row, before any figures.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct RowKey {
-    /// See [`Row::transport`].
+    /// `fifo`, `unix`, `eventfd`, or `baseline-...`.
     pub transport: String,
-    /// See [`Row::notify`].
+    /// Notify mode (sharenet cells only).
     pub notify: Option<String>,
-    /// See [`Row::writes`].
+    /// Writes mode (sharenet cells only).
     pub writes: Option<String>,
-    /// See [`Row::wait`].
+    /// Wait mode (sharenet cells only).
     pub wait: Option<String>,
-    /// See [`Row::size`].
+    /// Frame (or copy) size in bytes.
     pub size: u32,
-    /// See [`Row::workload`].
+    /// `stream`, `ping` or `memcpy`.
     pub workload: String,
 }
 
@@ -106,12 +97,7 @@ impl Row {
             _ => spread(headline, runs.iter().map(|r| r.mpps)),
         };
         Row {
-            transport: key.transport,
-            notify: key.notify,
-            writes: key.writes,
-            wait: key.wait,
-            size: key.size,
-            workload: key.workload,
+            key,
             metrics: m,
             runs: runs.len() as u32,
             failed_runs: failures.len() as u32,
@@ -125,7 +111,7 @@ impl Row {
     }
 
     fn is_cell(&self) -> bool {
-        !self.transport.starts_with("baseline-")
+        !self.key.transport.starts_with("baseline-")
     }
 
     fn ok(&self) -> bool {
@@ -242,35 +228,35 @@ pub struct Document {
 
 fn find<'a>(rows: &'a [Row], transport: &str, size: u32) -> Option<&'a Row> {
     rows.iter()
-        .find(|r| r.transport == transport && r.size == size && r.ok())
+        .find(|r| r.key.transport == transport && r.key.size == size && r.ok())
 }
 
 /// Fill in `ratio`, `ratio_to` and `ratio_spsc` of every sharenet row.
 pub fn add_ratios(rows: &mut [Row]) {
     let base: Vec<Row> = rows.iter().filter(|r| !r.is_cell()).cloned().collect();
     for r in rows.iter_mut().filter(|r| r.is_cell() && r.ok()) {
-        match r.workload.as_str() {
+        match r.key.workload.as_str() {
             "stream" => {
                 if let (Some(m), Some(b)) = (
                     r.metrics.mpps,
-                    find(&base, "baseline-seqpacket", r.size).and_then(|b| b.metrics.mpps),
+                    find(&base, "baseline-seqpacket", r.key.size).and_then(|b| b.metrics.mpps),
                 ) {
                     r.ratio = Some(m / b);
                     r.ratio_to = Some("baseline-seqpacket".into());
                 }
                 if let (Some(m), Some(b)) = (
                     r.metrics.mpps,
-                    find(&base, "baseline-spsc", r.size).and_then(|b| b.metrics.mpps),
+                    find(&base, "baseline-spsc", r.key.size).and_then(|b| b.metrics.mpps),
                 ) {
                     r.ratio_spsc = Some(m / b);
                 }
             }
             "ping" => {
-                let to = format!("baseline-rtt-{}", r.transport);
+                let to = format!("baseline-rtt-{}", r.key.transport);
                 if let (Some(p), Some(b)) = (
                     r.metrics.p50_us,
                     base.iter()
-                        .find(|b| b.transport == to && b.ok())
+                        .find(|b| b.key.transport == to && b.ok())
                         .and_then(|b| b.metrics.p50_us),
                 ) {
                     r.ratio = Some(p / b);
@@ -285,10 +271,10 @@ pub fn add_ratios(rows: &mut [Row]) {
 fn config_name(r: &Row) -> String {
     format!(
         "{} {}/{}/{}",
-        r.transport,
-        r.notify.as_deref().unwrap_or("-"),
-        r.writes.as_deref().unwrap_or("-"),
-        r.wait.as_deref().unwrap_or("-")
+        r.key.transport,
+        r.key.notify.as_deref().unwrap_or("-"),
+        r.key.writes.as_deref().unwrap_or("-"),
+        r.key.wait.as_deref().unwrap_or("-")
     )
 }
 
@@ -297,7 +283,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
     let cells = || rows.iter().filter(|r| r.is_cell() && r.ok());
     let best_by = |pred: &dyn Fn(&Row) -> bool| {
         cells()
-            .filter(|r| r.workload == "stream" && r.size == 1500 && pred(r))
+            .filter(|r| r.key.workload == "stream" && r.key.size == 1500 && pred(r))
             .filter(|r| r.metrics.mpps.is_some())
             .max_by(|a, b| {
                 a.metrics
@@ -327,7 +313,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
 
     let spsc = find(rows, "baseline-spsc", 1500).and_then(|b| b.metrics.mpps);
     out.push(
-        match (best_by(&|r| r.wait.as_deref() == Some("spin")), spsc) {
+        match (best_by(&|r| r.key.wait.as_deref() == Some("spin")), spsc) {
             (Some(r), Some(s)) => {
                 let m = r.metrics.mpps.unwrap_or(0.0);
                 Target {
@@ -345,7 +331,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
     );
 
     let worst = cells()
-        .filter(|r| r.workload == "stream" && r.notify.as_deref() == Some("event-idx"))
+        .filter(|r| r.key.workload == "stream" && r.key.notify.as_deref() == Some("event-idx"))
         .filter(|r| r.metrics.notifications_per_packet.is_some())
         .max_by(|a, b| {
             a.metrics
@@ -358,7 +344,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             let n = r.metrics.notifications_per_packet.unwrap_or(0.0);
             Target {
                 target: "event-idx ≤ 0.1 notifications per packet while streaming".into(),
-                measured: format!("worst cell {n:.4} ({} at {} B)", config_name(r), r.size),
+                measured: format!("worst cell {n:.4} ({} at {} B)", config_name(r), r.key.size),
                 met: Some(n <= 0.1),
             }
         }
@@ -367,12 +353,12 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
 
     let raw = rows
         .iter()
-        .find(|r| r.transport == "baseline-rtt-eventfd" && r.ok())
+        .find(|r| r.key.transport == "baseline-rtt-eventfd" && r.ok())
         .and_then(|r| r.metrics.p50_us);
     let ping = |wait: Option<&str>| {
         cells()
-            .filter(|r| r.workload == "ping" && r.transport == "eventfd")
-            .filter(|r| wait.is_none() || r.wait.as_deref() == wait)
+            .filter(|r| r.key.workload == "ping" && r.key.transport == "eventfd")
+            .filter(|r| wait.is_none() || r.key.wait.as_deref() == wait)
             .filter(|r| r.metrics.p50_us.is_some())
             .min_by(|a, b| {
                 a.metrics
@@ -497,8 +483,8 @@ pub fn markdown(doc: &Document) -> String {
             let _ = writeln!(
                 s,
                 "| {} | {} | **failed** | | | | | | | | {} |",
-                r.transport,
-                r.size,
+                r.key.transport,
+                r.key.size,
                 runs_text(r)
             );
             continue;
@@ -506,8 +492,8 @@ pub fn markdown(doc: &Document) -> String {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.transport,
-            r.size,
+            r.key.transport,
+            r.key.size,
             g(r.metrics.mpps),
             spread_text(r),
             g(r.metrics.gbps),
@@ -537,15 +523,15 @@ pub fn markdown(doc: &Document) -> String {
     for r in doc
         .results
         .iter()
-        .filter(|r| r.is_cell() && r.workload == "stream")
+        .filter(|r| r.is_cell() && r.key.workload == "stream")
     {
         let lead = format!(
             "| {} | {} | {} | {} | {} ",
-            r.transport,
-            opt(&r.notify),
-            opt(&r.writes),
-            opt(&r.wait),
-            r.size
+            r.key.transport,
+            opt(&r.key.notify),
+            opt(&r.key.writes),
+            opt(&r.key.wait),
+            r.key.size
         );
         if !r.ok() {
             let _ = writeln!(s, "{lead}| **failed** | | | | | | | | {} |", runs_text(r));
@@ -579,14 +565,14 @@ pub fn markdown(doc: &Document) -> String {
     for r in doc
         .results
         .iter()
-        .filter(|r| r.is_cell() && r.workload == "ping")
+        .filter(|r| r.is_cell() && r.key.workload == "ping")
     {
         let lead = format!(
             "| {} | {} | {} | {} ",
-            r.transport,
-            opt(&r.notify),
-            opt(&r.writes),
-            opt(&r.wait)
+            r.key.transport,
+            opt(&r.key.notify),
+            opt(&r.key.writes),
+            opt(&r.key.wait)
         );
         if !r.ok() {
             let _ = writeln!(s, "{lead}| **failed** | | | | | | {} |", runs_text(r));
@@ -625,8 +611,8 @@ pub fn markdown(doc: &Document) -> String {
                 s,
                 "- {} {} {} B ({} of {} runs failed): {}",
                 config_name(r),
-                r.workload,
-                r.size,
+                r.key.workload,
+                r.key.size,
                 r.failed_runs,
                 r.runs + r.failed_runs,
                 opt(&r.error).replace('|', "/")
