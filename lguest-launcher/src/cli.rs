@@ -186,7 +186,7 @@ impl RunArgs {
         let need = Layout::plan(queue_size).needed_mib();
         if memory_mib < need {
             return Err(UsageError(format!(
-                "--memory {memory_mib} MiB is too small for --queue-size {queue_size}: the rings and buffers need {need} MiB; raise --memory or lower --queue-size"
+                "--memory {memory_mib} MiB is too small for --queue-size {queue_size} (or memory_mib/queue_size in a profile's [guest]): the rings and buffers need {need} MiB; raise --memory or lower --queue-size"
             )));
         }
         Ok(RunConfig {
