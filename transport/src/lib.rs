@@ -48,7 +48,7 @@ pub use handshake::{
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::{fstat, SFlag};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -142,7 +142,7 @@ pub trait Transport: Send + Sync {
 /// (a memfd), carry at least `F_SEAL_SHRINK | F_SEAL_GROW`, and be exactly
 /// `expected_size` bytes long.
 pub fn check_peer_memory(fd: BorrowedFd<'_>, expected_size: u64) -> Result<()> {
-    let st = fstat(fd.as_raw_fd_compat()).map_err(|e| Error::sys("fstat peer memory", e))?;
+    let st = fstat(fd.as_raw_fd()).map_err(|e| Error::sys("fstat peer memory", e))?;
     let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
     if kind != SFlag::S_IFREG {
         return Err(Error::BadPeerMemory(format!(
@@ -150,7 +150,7 @@ pub fn check_peer_memory(fd: BorrowedFd<'_>, expected_size: u64) -> Result<()> {
             st.st_mode
         )));
     }
-    let seals = fcntl(fd.as_raw_fd_compat(), FcntlArg::F_GET_SEALS).map_err(|e| {
+    let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).map_err(|e| {
         Error::BadPeerMemory(format!("cannot read its seals ({e}); is it a memfd?"))
     })?;
     let seals = SealFlag::from_bits_truncate(seals);
@@ -176,18 +176,6 @@ pub fn accept_peer(handshake: Handshake, memory: OwnedFd) -> Result<PeerInfo> {
     handshake.validate()?;
     check_peer_memory(memory.as_fd(), handshake.mem_size)?;
     Ok(PeerInfo { handshake, memory })
-}
-
-/// Small extension so we can hand a `BorrowedFd` to nix calls taking `RawFd`.
-trait AsRawFdCompat {
-    fn as_raw_fd_compat(&self) -> RawFd;
-}
-
-impl AsRawFdCompat for BorrowedFd<'_> {
-    fn as_raw_fd_compat(&self) -> RawFd {
-        use std::os::fd::AsRawFd;
-        self.as_raw_fd()
-    }
 }
 
 /// A point in time after which connect gives up.
