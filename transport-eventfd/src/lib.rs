@@ -1,9 +1,10 @@
 //! # `eventfd:PATH` — kicks as eventfd writes
 //!
-//! The launchers meet exactly as with `unix:PATH` (the rendezvous, the
-//! `SO_PEERCRED` checks and the fd passing are `transport-unixsock`'s):
-//! first side binds `PATH` mode 0600, second side connects, `PATH` is
-//! unlinked once they met. What travels with each handshake differs:
+//! The launchers meet exactly as with `unix:PATH`, on the `transport`
+//! crate's socket rendezvous ([`transport::rendezvous()`], with its
+//! `SO_PEERCRED` checks and fd passing): first side binds `PATH` mode 0600,
+//! second side connects, `PATH` is unlinked once they met. What travels
+//! with each handshake differs:
 //!
 //! * the sender's **memory fd**, checked by [`transport::accept_peer`]
 //!   (seals, size) before anyone maps it, and
@@ -45,18 +46,16 @@
 #![deny(missing_docs)]
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::eventfd::{EfdFlags, EventFd as KernelEventFd};
 use nix::sys::socket::{recv, MsgFlags};
 use nix::unistd::{read, write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 use transport::{
-    accept_peer, poll_fds, ConnectOptions, Deadline, Error, Handshake, Notify, PeerInfo, Result,
-    Transport, Wakeup,
+    accept_peer, poll_fds, rendezvous, set_nonblocking, ConnectOptions, Deadline, Error, Handshake,
+    Notify, PeerInfo, Result, Transport, Wakeup,
 };
-use transport_unixsock::rendezvous;
 
 /// What `/proc/self/fd/N` reads for an eventfd.
 const EVENTFD_LINK: &str = "anon_inode:[eventfd]";
@@ -96,7 +95,7 @@ impl Transport for EventFd {
         if opts.nonblocking_writes {
             // The peer created it nonblocking; an honest peer wants this too
             // (the flag lives in the description both of us share).
-            set_nonblocking(theirs.as_fd())?;
+            set_nonblocking(theirs.as_fd(), true)?;
         }
         let link = EventFd {
             ours,
@@ -148,8 +147,8 @@ impl Transport for EventFd {
         }
     }
 
-    fn as_raw_fd(&self) -> RawFd {
-        self.ours.as_raw_fd()
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.ours.as_fd()
     }
 
     fn peer_pid(&self) -> u32 {
@@ -226,7 +225,7 @@ fn memory_and_eventfd(fds: Vec<OwnedFd>) -> Result<(OwnedFd, OwnedFd)> {
 
 /// Refuse a "peer eventfd" that is something else (a pipe, a file, a
 /// socket): writing it would not wake anyone, or would do who knows what.
-pub fn check_is_eventfd(fd: BorrowedFd<'_>) -> Result<()> {
+fn check_is_eventfd(fd: BorrowedFd<'_>) -> Result<()> {
     let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
     let target = nix::fcntl::readlink(link.as_str())
         .map_err(|e| Error::sys(format!("readlink {link}"), e))?;
@@ -236,12 +235,5 @@ pub fn check_is_eventfd(fd: BorrowedFd<'_>) -> Result<()> {
             target.to_string_lossy()
         )));
     }
-    Ok(())
-}
-
-fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
-    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| Error::sys("F_GETFL", e))?;
-    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| Error::sys("F_SETFL", e))?;
     Ok(())
 }

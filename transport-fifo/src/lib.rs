@@ -34,13 +34,13 @@ use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{getuid, mkfifo, read, unlink, write};
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use transport::{
-    accept_peer, path, poll_fds, ConnectOptions, Deadline, Error, Handshake, Notify, PeerInfo,
-    Result, Transport, Wakeup, HANDSHAKE_LEN,
+    accept_peer, path, poll_fds, set_nonblocking, ConnectOptions, Deadline, Error, Handshake,
+    Notify, PeerInfo, Result, Transport, Wakeup, HANDSHAKE_LEN,
 };
 
 /// One launcher's end of a FIFO pair.
@@ -147,17 +147,20 @@ fn choose_role(path: &Path) -> Result<Role> {
 }
 
 /// Read exactly one handshake from `fd` (nonblocking), waiting up to the
-/// deadline. A writer that closes early is reported as peer gone.
-fn read_handshake(fd: BorrowedFd<'_>, deadline: &Deadline, path: &Path) -> Result<Handshake> {
+/// deadline (set `timeout` ago, for the error). A writer that closes early
+/// is reported as a short handshake.
+fn read_handshake(
+    fd: BorrowedFd<'_>,
+    deadline: &Deadline,
+    path: &Path,
+    timeout: Option<Duration>,
+) -> Result<Handshake> {
     let mut buf = [0u8; HANDSHAKE_LEN];
     let mut got = 0;
     let mut seen_writer = false;
     while got < HANDSHAKE_LEN {
         if deadline.expired() {
-            return Err(Error::ConnectTimeout {
-                path: path.to_path_buf(),
-                secs: 0.0,
-            });
+            return Err(Error::connect_timeout(path, timeout));
         }
         let wait = deadline
             .remaining()
@@ -239,15 +242,6 @@ fn open_peer_memory(h: &Handshake) -> Result<OwnedFd> {
         .map_err(|e| Error::BadPeerMemory(format!("cannot open {}: {e}", p.display())))
 }
 
-fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg};
-    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| Error::sys("F_GETFL", e))?;
-    let mut flags = OFlag::from_bits_truncate(flags);
-    flags.set(OFlag::O_NONBLOCK, on);
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| Error::sys("F_SETFL", e))?;
-    Ok(())
-}
-
 impl Transport for Fifo {
     const KIND: &'static str = "fifo";
 
@@ -259,22 +253,12 @@ impl Transport for Fifo {
     ) -> Result<(Self, PeerInfo)> {
         let deadline = Deadline::after(opts.timeout);
         let side = sibling(path);
-        let timeout_err = || Error::ConnectTimeout {
-            path: path.to_path_buf(),
-            secs: opts.timeout.map_or(0.0, |t| t.as_secs_f64()),
-        };
         let (rx, tx, peer) = match choose_role(path)? {
             Role::Second { tx } => {
                 let rx = open_fd(&side, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
                     .map_err(|e| Error::sys(format!("open {}", side.display()), e))?;
                 write_all(tx.as_fd(), &local.encode())?;
-                let peer = read_handshake(rx.as_fd(), &deadline, path).map_err(|e| {
-                    if matches!(e, Error::ConnectTimeout { .. }) {
-                        timeout_err()
-                    } else {
-                        e
-                    }
-                })?;
+                let peer = read_handshake(rx.as_fd(), &deadline, path, opts.timeout)?;
                 (rx, tx, peer)
             }
             Role::First { rx } => {
@@ -282,15 +266,11 @@ impl Transport for Fifo {
                     let _ = unlink(path);
                     let _ = unlink(&side);
                 };
-                let peer = match read_handshake(rx.as_fd(), &deadline, path) {
+                let peer = match read_handshake(rx.as_fd(), &deadline, path, opts.timeout) {
                     Ok(p) => p,
                     Err(e) => {
                         cleanup();
-                        return Err(if matches!(e, Error::ConnectTimeout { .. }) {
-                            timeout_err()
-                        } else {
-                            e
-                        });
+                        return Err(e);
                     }
                 };
                 let tx = loop {
@@ -375,8 +355,8 @@ impl Transport for Fifo {
         }
     }
 
-    fn as_raw_fd(&self) -> RawFd {
-        self.rx.as_raw_fd()
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
     }
 
     fn peer_pid(&self) -> u32 {

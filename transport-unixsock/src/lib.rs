@@ -4,14 +4,15 @@
 //! the peer's memory by pid. This transport does it all over one
 //! `AF_UNIX` socket of type `SOCK_SEQPACKET`:
 //!
-//! 1. **Rendezvous** ([`rendezvous()`]): the first launcher to arrive binds
-//!    `PATH` (mode 0600) and waits; the second connects. Either may start
-//!    first; a socket left by a dead launcher is recognised (nobody accepts)
-//!    and replaced. Once connected, `PATH` is unlinked.
+//! 1. **Rendezvous** ([`transport::rendezvous()`]): the first launcher to
+//!    arrive binds `PATH` (mode 0600) and waits; the second connects.
+//!    Either may start first; a socket left by a dead launcher is
+//!    recognised (nobody accepts) and replaced. Once connected, `PATH` is
+//!    unlinked.
 //! 2. **Who is there**: `SO_PEERCRED` gives the peer's uid and pid as the
 //!    kernel knows them. Another uid is refused before we send anything;
 //!    the pid in the peer's handshake must be the kernel's.
-//! 3. **Handshake**: each side sends its 104-byte [`Handshake`] as one
+//! 3. **Handshake**: each side sends its [`Handshake`] as one
 //!    record with its memory fd attached (`SCM_RIGHTS`), so no one needs
 //!    `/proc/PID/fd` access to reach the other's memory. The received memfd
 //!    is checked by [`transport::accept_peer`] (seals, size) before anyone
@@ -34,28 +35,23 @@
 //!   nonblocking kick fails with `EAGAIN`, which is [`Notify::AlreadyPending`]:
 //!   the peer has something to read, so it will wake anyway.
 //!
-//! `transport-eventfd` reuses the rendezvous and the fd passing from here
-//! ([`rendezvous()`], [`Rendezvous::exchange`], [`send_with_fds`],
-//! [`recv_with_fds`], [`peer_cred`]).
+//! Steps 1 to 3 are the `transport` crate's socket rendezvous
+//! ([`transport::rendezvous()`], [`transport::Rendezvous::exchange`]);
+//! `transport-eventfd` meets the same way. What this crate adds is the
+//! choice of one fd per handshake and the kicks themselves.
 //!
 //! Every fd this crate creates or receives is close-on-exec.
 
 #![deny(missing_docs)]
 
-mod rendezvous;
-mod wire;
-
-pub use rendezvous::{rendezvous, Rendezvous};
-pub use wire::{peer_cred, recv_with_fds, send_with_fds, PeerCred, Received};
-
 use nix::errno::Errno;
 use nix::sys::socket::{recv, send, MsgFlags};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 use transport::{
-    accept_peer, poll_fds, ConnectOptions, Deadline, Error, Handshake, Notify, PeerInfo, Result,
-    Transport, Wakeup,
+    accept_peer, poll_fds, rendezvous, ConnectOptions, Deadline, Error, Handshake, Notify,
+    PeerInfo, Result, Transport, Wakeup,
 };
 
 /// Kicks drained per [`Transport::wait`] at most. A peer kicking as fast as
@@ -138,8 +134,8 @@ impl Transport for UnixSock {
         }
     }
 
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 
     fn peer_pid(&self) -> u32 {

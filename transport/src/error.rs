@@ -1,7 +1,8 @@
 //! The one error enum shared by every transport.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Everything that can go wrong while meeting, checking or notifying a peer.
 ///
@@ -102,6 +103,15 @@ impl Error {
         Error::Io {
             op: op.into(),
             source: source.into(),
+        }
+    }
+
+    /// No peer came to `path` within `timeout` (`None` reads as 0 s: only
+    /// a deadline that was set can pass).
+    pub fn connect_timeout(path: &Path, timeout: Option<Duration>) -> Self {
+        Error::ConnectTimeout {
+            path: path.to_path_buf(),
+            secs: timeout.map_or(0.0, |t| t.as_secs_f64()),
         }
     }
 

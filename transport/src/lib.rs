@@ -28,29 +28,49 @@
 //! index that jumps by more than the queue size) disconnects the peer with
 //! one clear error. The rendezvous paths are created mode 0600; a symlink at
 //! the path, or a path owned by another uid, is refused.
+//!
+//! ## What lives where
+//! * [`Transport`], [`check_peer_memory`], [`accept_peer`]: this file — the
+//!   contract and the checks every `connect` ends with;
+//! * `handshake.rs`: the wire record and its validation;
+//! * `error.rs`: the one [`Error`] enum;
+//! * [`path`]: looking at a rendezvous path without following it;
+//! * `rendezvous.rs`: meeting on a `SOCK_SEQPACKET` socket at `PATH`
+//!   ([`rendezvous()`], [`Rendezvous::exchange`]), shared by `unix:` and
+//!   `eventfd:`;
+//! * `fdpass.rs`: records with fds attached ([`send_with_fds`],
+//!   [`recv_with_fds`]);
+//! * `poll.rs`: [`Deadline`], [`poll_fds`], [`set_nonblocking`];
+//! * `conformance/` and `test_utils.rs` (feature `test-utils`): the one
+//!   behaviour suite every transport runs, and its helpers.
 
 #![deny(missing_docs)]
 
 #[cfg(feature = "test-utils")]
 pub mod conformance;
 mod error;
+mod fdpass;
 mod handshake;
 pub mod path;
+mod poll;
+mod rendezvous;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 
 pub use error::{Error, Result};
+pub use fdpass::{recv_with_fds, send_with_fds, Received};
 pub use handshake::{
     translate, Handshake, MemRegion, RingInfo, F_EVENT_IDX, F_NOTIFY_FLAGS, HANDSHAKE_LEN,
     KNOWN_FEATURES, MAGIC, MAX_QUEUE_SIZE, MAX_REGIONS, VERSION,
 };
+pub use poll::{poll_fds, set_nonblocking, Deadline, Ready};
+pub use rendezvous::{rendezvous, Rendezvous};
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::{fstat, SFlag};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How a transport should behave, chosen by the launcher.
 #[derive(Clone, Copy, Debug)]
@@ -105,7 +125,8 @@ pub enum Notify {
 /// with one job. Implementations are `Send + Sync`; `notify` and `wait` may
 /// be called from different threads.
 pub trait Transport: Send + Sync {
-    /// The `KIND` in `--sharenet KIND:PATH`.
+    /// The `KIND` in `--sharenet KIND:PATH` (`"fifo"`, `"unix"`,
+    /// `"eventfd"`): how launchers and test reports name this transport.
     const KIND: &'static str;
 
     /// Rendezvous with the peer at `path`, swap handshakes and reach the
@@ -132,7 +153,13 @@ pub trait Transport: Send + Sync {
     fn wait(&self, timeout: Option<Duration>) -> Result<Wakeup>;
 
     /// The fd that becomes readable on a notification (for poll/epoll).
-    fn as_raw_fd(&self) -> RawFd;
+    /// Borrowed: it stays the transport's and lives as long as it does.
+    /// Readable means a kick may be pending (another thread may take it
+    /// first); `wait(Some(Duration::ZERO))` consumes it and says whether the
+    /// peer is gone. Not every transport's fd reports the peer hanging up:
+    /// an eventfd never does, so a poller must still call `wait` now and
+    /// then.
+    fn as_fd(&self) -> BorrowedFd<'_>;
 
     /// The peer's pid from its handshake.
     fn peer_pid(&self) -> u32;
@@ -176,65 +203,4 @@ pub fn accept_peer(handshake: Handshake, memory: OwnedFd) -> Result<PeerInfo> {
     handshake.validate()?;
     check_peer_memory(memory.as_fd(), handshake.mem_size)?;
     Ok(PeerInfo { handshake, memory })
-}
-
-/// A point in time after which connect gives up.
-#[derive(Clone, Copy, Debug)]
-pub struct Deadline(Option<Instant>);
-
-impl Deadline {
-    /// `timeout` from now (`None`: never).
-    pub fn after(timeout: Option<Duration>) -> Self {
-        Deadline(timeout.map(|t| Instant::now() + t))
-    }
-    /// Time left, `None` for no deadline; zero once passed.
-    pub fn remaining(&self) -> Option<Duration> {
-        self.0.map(|d| d.saturating_duration_since(Instant::now()))
-    }
-    /// True once the deadline has passed.
-    pub fn expired(&self) -> bool {
-        self.remaining() == Some(Duration::ZERO)
-    }
-}
-
-/// Result of [`poll_fds`] for each fd: was it readable, did it hang up.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Ready {
-    /// POLLIN was set.
-    pub readable: bool,
-    /// POLLHUP or POLLERR was set.
-    pub hangup: bool,
-}
-
-/// Poll `fds` for input with a timeout (`None`: forever). EINTR retries.
-pub fn poll_fds<const N: usize>(
-    fds: [BorrowedFd<'_>; N],
-    timeout: Option<Duration>,
-) -> Result<[Ready; N]> {
-    let mut pfds: Vec<PollFd> = fds
-        .iter()
-        .map(|f| PollFd::new(*f, PollFlags::POLLIN))
-        .collect();
-    let to = match timeout {
-        None => PollTimeout::NONE,
-        Some(d) => {
-            // Round up so a 0.5 ms wait does not become a busy poll.
-            let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-        }
-    };
-    loop {
-        match poll(&mut pfds, to) {
-            Ok(_) => break,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::sys("poll", e)),
-        }
-    }
-    let mut out = [Ready::default(); N];
-    for (o, p) in out.iter_mut().zip(&pfds) {
-        let r = p.revents().unwrap_or(PollFlags::empty());
-        o.readable = r.contains(PollFlags::POLLIN);
-        o.hangup = r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL);
-    }
-    Ok(out)
 }

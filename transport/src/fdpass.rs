@@ -1,70 +1,23 @@
-//! Messages with fds attached, and who is on the other end.
+//! Messages with fds attached (`SCM_RIGHTS`).
 //!
-//! The handshake is one SOCK_SEQPACKET record: the 104 handshake bytes, with
-//! the sender's fds riding along as `SCM_RIGHTS`. These helpers send and
-//! receive such records and ask the kernel (`SO_PEERCRED`) who the peer is,
-//! so that `transport-eventfd` can reuse them for its own fd set.
+//! On a socket rendezvous the handshake is one `SOCK_SEQPACKET` record: the
+//! handshake bytes, with the sender's fds riding along as `SCM_RIGHTS` —
+//! its memory fd for `unix:`, its memory fd and its eventfd for
+//! `eventfd:`. These helpers send and receive such records. Receiving takes
+//! ownership of every fd the kernel installed, so a peer that is refused
+//! afterwards (wrong count, wrong kind) leaks nothing into our fd table.
 
+use crate::{Error, Result};
 use nix::errno::Errno;
-use nix::sys::socket::{
-    getsockopt, recvmsg, sendmsg, sockopt::PeerCredentials, ControlMessage, ControlMessageOwned,
-    MsgFlags, UnixAddr,
-};
-use nix::unistd::getuid;
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use transport::{Error, Result};
 
 /// The most fds the kernel lets one Unix socket message carry
 /// (`SCM_MAX_FD`). We leave room for all of them when receiving: if the
 /// control buffer were smaller, the kernel would install the fds that fit
 /// and report `MSG_CTRUNC`, and we could not name them to close them.
 const SCM_MAX_FD: usize = 253;
-
-/// The peer process as the kernel saw it when the connection was made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerCred {
-    /// The peer's pid (in our pid namespace).
-    pub pid: u32,
-    /// The peer's effective uid; [`peer_cred`] only returns ours.
-    pub uid: u32,
-}
-
-impl PeerCred {
-    /// Check the pid a handshake claims against the pid the kernel reports.
-    /// A mismatch means the record was forwarded or forged by someone who is
-    /// not the process that will share its memory with us.
-    pub fn check_pid(&self, claimed: u32) -> Result<()> {
-        if claimed != self.pid {
-            return Err(Error::PeerRefused(format!(
-                "handshake pid {claimed} but SO_PEERCRED says {}",
-                self.pid
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Ask the kernel who is on the other end of `sock` (`SO_PEERCRED`) and
-/// refuse anyone running under another uid. Call this *before* sending our
-/// memory fd: a process of another user must not get it.
-pub fn peer_cred(sock: BorrowedFd<'_>) -> Result<PeerCred> {
-    let cred = getsockopt(&sock, PeerCredentials).map_err(|e| Error::sys("SO_PEERCRED", e))?;
-    let ours = getuid().as_raw();
-    if cred.uid() != ours {
-        return Err(Error::PeerRefused(format!(
-            "peer uid {} differs from ours ({ours})",
-            cred.uid()
-        )));
-    }
-    // A pid the kernel cannot map into our namespace reads as 0, and 0 is
-    // never a valid handshake pid, so `check_pid` will refuse it.
-    let pid = u32::try_from(cred.pid()).unwrap_or(0);
-    Ok(PeerCred {
-        pid,
-        uid: cred.uid(),
-    })
-}
 
 /// Send `bytes` as one record with `fds` attached as `SCM_RIGHTS`.
 ///

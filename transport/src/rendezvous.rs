@@ -1,10 +1,12 @@
-//! Meeting the peer at `PATH`.
+//! Meeting the peer at `PATH` on a Unix socket.
 //!
-//! Two launchers are started with the same `--sharenet unix:PATH`, in either
-//! order, perhaps in the same millisecond. Exactly one of them must end up
-//! listening on `PATH` and the other connected to it. The decision goes:
+//! `unix:PATH` and `eventfd:PATH` both meet here; only what they attach to
+//! their handshake differs. Two launchers are started with the same
+//! `--sharenet KIND:PATH`, in either order, perhaps in the same
+//! millisecond. Exactly one of them must end up listening on `PATH` and the
+//! other connected to it. The decision goes:
 //!
-//! 1. Look at `PATH` without following it ([`transport::path::inspect`]):
+//! 1. Look at `PATH` without following it ([`crate::path::inspect`]):
 //!    a symlink, a regular file or anything of another uid is refused.
 //! 2. A socket is there: connect. Success means a peer is listening and we
 //!    are the second side. `ECONNREFUSED` means nobody listens any more (a
@@ -26,23 +28,28 @@
 //! 5. Once a peer is accepted, `PATH` is unlinked: the pair has met and the
 //!    name is free for the next pair. Every path we created is removed on
 //!    every error path too, if it is still ours.
+//!
+//! Then [`Rendezvous::exchange`] swaps handshakes. Before anything of ours
+//! leaves, `SO_PEERCRED` tells us who connected as the kernel knows it: a
+//! process of another uid is refused before it sees our memory fd, and the
+//! pid in the peer's handshake must be the kernel's.
 
-use crate::wire::{peer_cred, recv_with_fds, send_with_fds};
+use crate::fdpass::{recv_with_fds, send_with_fds};
+use crate::path::{inspect, parent_dir, Found};
+use crate::{poll_fds, set_nonblocking, Deadline, Error, Handshake, Result, HANDSHAKE_LEN};
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, AtFlags, FcntlArg, OFlag};
+use nix::fcntl::AtFlags;
 use nix::sys::socket::{
-    accept4, bind, connect, listen, socket, AddressFamily, Backlog, MsgFlags, SockFlag, SockType,
-    UnixAddr,
+    accept4, bind, connect, getsockopt, listen, socket, sockopt::PeerCredentials, AddressFamily,
+    Backlog, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 use nix::sys::stat::lstat;
-use nix::unistd::{getpid, linkat, unlink};
+use nix::unistd::{getpid, getuid, linkat, unlink};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use transport::path::{inspect, parent_dir, Found};
-use transport::{poll_fds, Deadline, Error, Handshake, Result, HANDSHAKE_LEN};
 
 /// How many times we re-decide who listens before declaring the path
 /// unusable. Each retry follows a lost race or a stale socket removed;
@@ -54,14 +61,12 @@ const LISTEN_SLICE: Duration = Duration::from_millis(50);
 /// little room means a stray extra connect fails fast instead of blocking.
 const BACKLOG: i32 = 4;
 
-/// A connected rendezvous socket and how we got it.
+/// A connected rendezvous socket, and the deadline the rest of the set-up
+/// (the handshake) still runs under.
 #[derive(Debug)]
 pub struct Rendezvous {
     /// The connected `SOCK_SEQPACKET` socket: blocking, close-on-exec.
     pub socket: OwnedFd,
-    /// True when we were the first side (bound `PATH` and accepted the
-    /// peer); false when we connected to a peer's listener.
-    pub listened: bool,
     path: PathBuf,
     timeout: Option<Duration>,
     deadline: Deadline,
@@ -77,9 +82,8 @@ pub fn rendezvous(path: &Path, timeout: Option<Duration>) -> Result<Rendezvous> 
         reason: format!("cannot be a Unix socket address ({e}; at most 107 bytes)"),
     })?;
     let deadline = Deadline::after(timeout);
-    let done = |socket, listened| Rendezvous {
+    let done = |socket| Rendezvous {
         socket,
-        listened,
         path: path.to_path_buf(),
         timeout,
         deadline,
@@ -87,12 +91,12 @@ pub fn rendezvous(path: &Path, timeout: Option<Duration>) -> Result<Rendezvous> 
     for round in 0..MAX_ROUNDS {
         match inspect(path)? {
             Found::Socket => match try_connect(path, &addr, &deadline, timeout)? {
-                Connect::Connected(sock) => return Ok(done(sock, false)),
+                Connect::Connected(sock) => return Ok(done(sock)),
                 Connect::Refused(id) => unlink_if_same(path, id),
                 Connect::Vanished => {}
             },
             Found::Missing => match try_listen(path, dir, &deadline, timeout)? {
-                Listen::Accepted(sock) => return Ok(done(sock, true)),
+                Listen::Accepted(sock) => return Ok(done(sock)),
                 Listen::Lost => {}
             },
             Found::Fifo => {
@@ -105,7 +109,7 @@ pub fn rendezvous(path: &Path, timeout: Option<Duration>) -> Result<Rendezvous> 
             }
         }
         if deadline.expired() {
-            return Err(timed_out(path, timeout));
+            return Err(Error::connect_timeout(path, timeout));
         }
         // An honest race settles at once; only back off if it does not.
         if round >= 8 {
@@ -122,19 +126,9 @@ pub fn rendezvous(path: &Path, timeout: Option<Duration>) -> Result<Rendezvous> 
 }
 
 impl Rendezvous {
-    /// The rendezvous path we met at.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The deadline for the rest of the set-up (handshake included).
-    pub fn deadline(&self) -> Deadline {
-        self.deadline
-    }
-
     /// The [`Error::ConnectTimeout`] for this rendezvous.
-    pub fn timeout_error(&self) -> Error {
-        timed_out(&self.path, self.timeout)
+    fn timeout_error(&self) -> Error {
+        Error::connect_timeout(&self.path, self.timeout)
     }
 
     /// Swap handshakes: check the peer's uid, send `local` with `fds`
@@ -143,7 +137,7 @@ impl Rendezvous {
     ///
     /// Returns the decoded, *not yet validated* handshake and every fd that
     /// came with it; the caller checks how many it expects and ends with
-    /// [`transport::accept_peer`].
+    /// [`crate::accept_peer`].
     pub fn exchange(
         &self,
         local: &Handshake,
@@ -193,19 +187,53 @@ impl Rendezvous {
     }
 }
 
+/// The peer process as the kernel saw it when the connection was made
+/// (its uid is ours: [`peer_cred`] refuses any other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PeerCred {
+    /// The peer's pid (in our pid namespace).
+    pid: u32,
+}
+
+impl PeerCred {
+    /// Check the pid a handshake claims against the pid the kernel reports.
+    /// A mismatch means the record was forwarded or forged by someone who is
+    /// not the process that will share its memory with us.
+    fn check_pid(&self, claimed: u32) -> Result<()> {
+        if claimed != self.pid {
+            return Err(Error::PeerRefused(format!(
+                "handshake pid {claimed} but SO_PEERCRED says {}",
+                self.pid
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Ask the kernel who is on the other end of `sock` (`SO_PEERCRED`) and
+/// refuse anyone running under another uid. Call this *before* sending our
+/// memory fd: a process of another user must not get it.
+fn peer_cred(sock: BorrowedFd<'_>) -> Result<PeerCred> {
+    let cred = getsockopt(&sock, PeerCredentials).map_err(|e| Error::sys("SO_PEERCRED", e))?;
+    let ours = getuid().as_raw();
+    if cred.uid() != ours {
+        return Err(Error::PeerRefused(format!(
+            "peer uid {} differs from ours ({ours})",
+            cred.uid()
+        )));
+    }
+    // A pid the kernel cannot map into our namespace reads as 0, and 0 is
+    // never a valid handshake pid, so `check_pid` will refuse it.
+    let pid = u32::try_from(cred.pid()).unwrap_or(0);
+    Ok(PeerCred { pid })
+}
+
 fn gone_before_handshake(cred_pid: u32, what: &str) -> Error {
     Error::PeerGone {
         pid: 0,
         reason: format!(
             "process {cred_pid} closed the socket before sending its handshake ({what})"
         ),
-    }
-}
-
-fn timed_out(path: &Path, timeout: Option<Duration>) -> Error {
-    Error::ConnectTimeout {
-        path: path.to_path_buf(),
-        secs: timeout.map_or(0.0, |t| t.as_secs_f64()),
     }
 }
 
@@ -270,7 +298,7 @@ fn try_connect(
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => {
                 if deadline.expired() {
-                    return Err(timed_out(path, timeout));
+                    return Err(Error::connect_timeout(path, timeout));
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -285,15 +313,8 @@ fn try_connect(
             Err(e) => return Err(Error::sys(format!("connect {}", path.display()), e)),
         }
     }
-    set_blocking(sock.as_fd())?;
+    set_nonblocking(sock.as_fd(), false)?;
     Ok(Connect::Connected(sock))
-}
-
-fn set_blocking(fd: BorrowedFd<'_>) -> Result<()> {
-    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| Error::sys("F_GETFL", e))?;
-    let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
-    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| Error::sys("F_SETFL", e))?;
-    Ok(())
 }
 
 enum Listen {
@@ -380,7 +401,7 @@ fn try_listen(
             });
         }
         if deadline.expired() {
-            return Err(timed_out(path, timeout));
+            return Err(Error::connect_timeout(path, timeout));
         }
     }
 }
@@ -392,7 +413,7 @@ fn accept_one(listener: BorrowedFd<'_>) -> Result<Option<OwnedFd>> {
             // SAFETY: accept4 just returned this new fd; nobody else has it.
             let conn = unsafe { OwnedFd::from_raw_fd(fd) };
             // Accepted sockets do not inherit O_NONBLOCK on Linux, but be sure.
-            set_blocking(conn.as_fd())?;
+            set_nonblocking(conn.as_fd(), false)?;
             Ok(Some(conn))
         }
         Err(Errno::EAGAIN | Errno::EINTR | Errno::ECONNABORTED) => Ok(None),

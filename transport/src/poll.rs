@@ -1,0 +1,86 @@
+//! Waiting on fds: a deadline for the whole set-up, `poll(2)` that
+//! survives signals, and the `O_NONBLOCK` switch.
+//!
+//! Every transport waits the same way: poll its fds for input until a
+//! [`Deadline`] (or forever), retry on `EINTR`, and read `POLLHUP` /
+//! `POLLERR` as a hint that the peer may be gone. Whether a write to the
+//! peer may block is the file's `O_NONBLOCK` flag, set with
+//! [`set_nonblocking`] (`--writes nonblocking`, and the rendezvous
+//! sockets, which connect without blocking and then block again).
+
+use crate::{Error, Result};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+/// A point in time after which connect gives up.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// `timeout` from now (`None`: never).
+    pub fn after(timeout: Option<Duration>) -> Self {
+        Deadline(timeout.map(|t| Instant::now() + t))
+    }
+    /// Time left, `None` for no deadline; zero once passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.0.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+    /// True once the deadline has passed.
+    pub fn expired(&self) -> bool {
+        self.remaining() == Some(Duration::ZERO)
+    }
+}
+
+/// Result of [`poll_fds`] for each fd: was it readable, did it hang up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ready {
+    /// POLLIN was set.
+    pub readable: bool,
+    /// POLLHUP or POLLERR was set.
+    pub hangup: bool,
+}
+
+/// Poll `fds` for input with a timeout (`None`: forever). EINTR retries.
+pub fn poll_fds<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    timeout: Option<Duration>,
+) -> Result<[Ready; N]> {
+    let mut pfds: Vec<PollFd> = fds
+        .iter()
+        .map(|f| PollFd::new(*f, PollFlags::POLLIN))
+        .collect();
+    let to = match timeout {
+        None => PollTimeout::NONE,
+        Some(d) => {
+            // Round up so a 0.5 ms wait does not become a busy poll.
+            let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    };
+    loop {
+        match poll(&mut pfds, to) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("poll", e)),
+        }
+    }
+    let mut out = [Ready::default(); N];
+    for (o, p) in out.iter_mut().zip(&pfds) {
+        let r = p.revents().unwrap_or(PollFlags::empty());
+        o.readable = r.contains(PollFlags::POLLIN);
+        o.hangup = r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL);
+    }
+    Ok(out)
+}
+
+/// Turn `O_NONBLOCK` on or off for the open file description behind `fd`
+/// (shared with every other fd for it, a peer's included).
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| Error::sys("F_GETFL", e))?;
+    let mut flags = OFlag::from_bits_truncate(flags);
+    flags.set(OFlag::O_NONBLOCK, on);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| Error::sys("F_SETFL", e))?;
+    Ok(())
+}
