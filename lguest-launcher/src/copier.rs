@@ -1,4 +1,4 @@
-//! The copier: the device half of a launcher, generic over the transport.
+//! The copier: the device half of a launcher.
 //!
 //! When the peer's guest has put packets on its TX ring, our copier *pulls*
 //! them (the original's direction: the receiver copies). For each available
@@ -7,26 +7,38 @@
 //! 1. walks and checks the peer's chain (every descriptor read once, every
 //!    buffer inside the peer's mapping — see [`DeviceQueue::read_chain`]);
 //! 2. takes a buffer from our own RX ring, or, if our guest has posted none,
-//!    stops and leaves the peer's chain where it is (nothing is dropped; we
-//!    count `rx_ring_full` and continue once our guest posts buffers);
+//!    stops and leaves the peer's chain where it is (nothing is dropped; the
+//!    outcome says `rx_full` and we continue once our guest posts buffers);
 //! 3. gathers the peer's pieces into our RX pieces, never past either;
 //! 4. marks both used.
 //!
 //! After a batch (everything available per wake-up) it publishes both used
-//! indexes and tells the peer, if the peer's guest asked to be told, that
-//! its TX buffers are free. A malformed chain is dropped, counted by class
-//! in `peer_errors`, and returned to the peer as used with length 0; ring
-//! state that an honest peer cannot produce (an avail index that jumps by
-//! more than the queue size) ends the link with a [`RingError`].
+//! indexes. It does **not** notify anyone: [`Copier::poll`] returns an
+//! [`Outcome`] saying what moved, what was dropped and why (each as an
+//! [`Event`]), whether the peer asked to be told that its TX buffers are
+//! free, and whether our guest asked for an RX interrupt. The caller acts
+//! on it, and [`crate::run::account`] is the one `match` every packet and
+//! every drop passes: the place for counters, a capture tap or any other
+//! per-packet hook.
 //!
-//! Every packet and every drop passes through [`Copier::poll`]: that is the
-//! one place a capture tap or per-packet hook would go.
+//! A malformed chain is dropped ([`DropReason`] names the class) and returned to
+//! the peer as used with length 0; ring state that an honest peer cannot
+//! produce (an avail index that jumps by more than the queue size) ends the
+//! link with a [`CopyError`].
+//!
+//! # Why `Copier<T: Transport>` keeps its parameter
+//! The copier *owns the link* it serves: the peer's mapping and rings were
+//! reached through that transport's rendezvous, are valid exactly as long
+//! as that link, and are replaced together with it (a reconnect builds a
+//! new `Copier<T>` for the next link generation). Owning `T` by value — not
+//! an `Arc<T>` held for one call — ties the two lifetimes in the type, and
+//! the caller's wake-ups and notifications go through [`Copier::link`],
+//! statically dispatched: the transport kind is chosen once, at
+//! [`crate::link::dispatch`], never per packet.
 
-use crate::memory::{GuestMap, Region};
-use crate::ring::{ChainError, DeviceQueue, NotifyMode, RingError, Seg};
-use crate::stats::Stats;
-use std::sync::Arc;
-use transport::{Notify, RingInfo, Transport};
+use crate::memory::{GuestMap, OutOfBounds, Region};
+use crate::virtq::{ChainError, DeviceQueue, NotifyMode, RingError, Seg};
+use transport::{RingInfo, Transport};
 
 /// Why the copier stopped the link.
 #[derive(Debug, thiserror::Error)]
@@ -36,44 +48,106 @@ pub enum CopyError {
     PeerRing(RingError),
     /// Our own ring is broken (our guest's bug, or memory scribbled on).
     #[error("own ring: {0}")]
-    OwnRing(String),
+    OwnRing(RingError),
     /// The transport failed (peer gone, I/O).
     #[error(transparent)]
     Transport(#[from] transport::Error),
 }
 
+/// Why a chain of the peer's was dropped. The link carries on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The chain itself is malformed (bad index, out of bounds, loop, wrong
+    /// direction, indirect, unusable length).
+    Malformed(ChainError),
+    /// A well-formed frame larger than the RX buffer our guest posted.
+    Oversized {
+        /// The frame's length.
+        len: u32,
+        /// Room in our RX buffer.
+        room: u32,
+    },
+}
+
+impl DropReason {
+    /// The stable name of the reason, as stats and reports spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DropReason::Malformed(ChainError::BadIndex { .. }) => "bad_index",
+            DropReason::Malformed(ChainError::OutOfBounds { .. }) => "out_of_bounds",
+            DropReason::Malformed(ChainError::Loop { .. }) => "loop",
+            DropReason::Malformed(ChainError::WrongDirection { .. }) => "wrong_direction",
+            DropReason::Malformed(ChainError::Indirect { .. }) => "indirect",
+            DropReason::Malformed(ChainError::BadLength { .. }) => "bad_length",
+            DropReason::Oversized { .. } => "oversized",
+        }
+    }
+}
+
+/// One packet's fate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A frame of `len` bytes went from the peer's TX chain `peer_head` into
+    /// our RX chain `rx_head`.
+    Delivered {
+        /// Head of the peer's TX chain.
+        peer_head: u16,
+        /// Head of our RX chain that now holds the frame.
+        rx_head: u16,
+        /// Frame bytes.
+        len: u32,
+    },
+    /// The peer's chain `peer_head` was dropped and returned with length 0.
+    Dropped {
+        /// Head of the peer's TX chain.
+        peer_head: u16,
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// What one [`Copier::poll`] did; the packets themselves are in
+/// [`Copier::events`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Frames delivered into our RX ring.
+    pub moved: usize,
+    /// Peer chains dropped.
+    pub dropped: usize,
+    /// The peer had a chain but our guest had posted no RX buffer: it was
+    /// left in place for the next poll.
+    pub rx_full: bool,
+    /// The peer's TX used index moved and its suppression state asks to be
+    /// told (the caller notifies through [`Copier::link`]).
+    pub peer_wants_kick: bool,
+    /// The peer's TX used index moved but it asked not to be told.
+    pub peer_kick_suppressed: bool,
+    /// Our RX used index went from `.0` to `.1`.
+    pub rx_used: Option<(u16, u16)>,
+    /// Our guest asked for an interrupt for `rx_used` (only computed for a
+    /// guest that takes interrupts: see [`Copier::with_guest_interrupts`]).
+    pub guest_wants_irq: bool,
+}
+
+impl Outcome {
+    /// Peer chains finished, delivered or dropped.
+    pub fn finished(&self) -> usize {
+        self.moved + self.dropped
+    }
+}
+
 /// Pulls packets from the peer's TX ring into our RX ring.
 pub struct Copier<T: Transport> {
-    transport: Arc<T>,
+    link: T,
     peer_mem: Region,
     own_mem: Region,
     peer_tx: DeviceQueue,
     own_rx: DeviceQueue,
     mode: NotifyMode,
+    guest_irqs: bool,
     src: Vec<Seg>,
     dst: Vec<Seg>,
-    rx_published: Option<(u16, u16)>,
-}
-
-/// Send one notification to the peer and count what happened.
-pub fn notify<T: Transport>(t: &T, stats: &mut Stats) -> Result<(), transport::Error> {
-    match t.notify()? {
-        Notify::Sent => stats.notifications_sent += 1,
-        Notify::AlreadyPending => stats.notifications_pending += 1,
-    }
-    Ok(())
-}
-
-fn count_chain_error(stats: &mut Stats, e: &ChainError) {
-    stats.peer_errors += 1;
-    match e {
-        ChainError::BadIndex { .. } => stats.peer_bad_index += 1,
-        ChainError::OutOfBounds { .. } => stats.peer_out_of_bounds += 1,
-        ChainError::Loop { .. } => stats.peer_loop += 1,
-        ChainError::WrongDirection { .. } => stats.peer_wrong_direction += 1,
-        ChainError::Indirect { .. } => stats.peer_indirect += 1,
-        ChainError::BadLength { .. } => stats.peer_bad_length += 1,
-    }
+    events: Vec<Event>,
 }
 
 /// Copy the bytes of `src` pieces (in `src_mem`) into `dst` pieces (in
@@ -85,7 +159,7 @@ pub fn gather_scatter(
     dst: &[Seg],
     src_mem: &Region,
     src: &[Seg],
-) -> Result<u64, crate::memory::OutOfBounds> {
+) -> Result<u64, OutOfBounds> {
     let (mut di, mut doff) = (0usize, 0u64);
     let mut copied = 0u64;
     for s in src {
@@ -111,10 +185,11 @@ pub fn gather_scatter(
 }
 
 impl<T: Transport> Copier<T> {
-    /// A copier from the peer's TX ring (`peer_tx` in `peer`) into our RX
-    /// ring (`own_rx` in `own`); ring addresses are guest-physical.
+    /// A copier over `link` from the peer's TX ring (`peer_tx` in `peer`)
+    /// into our RX ring (`own_rx` in `own`); ring addresses are
+    /// guest-physical.
     pub fn new(
-        transport: Arc<T>,
+        link: T,
         peer: &GuestMap,
         peer_tx: &RingInfo,
         own: &GuestMap,
@@ -122,136 +197,143 @@ impl<T: Transport> Copier<T> {
         mode: NotifyMode,
     ) -> Result<Self, RingError> {
         Ok(Copier {
-            transport,
+            link,
             peer_tx: DeviceQueue::new(peer, peer_tx)?,
             own_rx: DeviceQueue::new(own, own_rx)?,
             peer_mem: peer.region().clone(),
             own_mem: own.region().clone(),
             mode,
+            guest_irqs: false,
             src: Vec::with_capacity(8),
             dst: Vec::with_capacity(8),
-            rx_published: None,
+            events: Vec::with_capacity(256),
         })
     }
 
-    /// The `(old, new)` used indexes of our RX ring from the last
-    /// [`Copier::poll`] that delivered something (for a guest whose
-    /// interrupts go elsewhere, such as a VM's call eventfd).
-    pub fn take_rx_published(&mut self) -> Option<(u16, u16)> {
-        self.rx_published.take()
+    /// Our guest takes interrupts (a VM's call eventfd): compute
+    /// [`Outcome::guest_wants_irq`] from its suppression state. A synthetic
+    /// guest polls its used ring in our thread and needs none.
+    pub fn with_guest_interrupts(mut self) -> Self {
+        self.guest_irqs = true;
+        self
     }
 
-    /// Does our guest want an interrupt for RX used `old..new`?
-    pub fn rx_interrupt_needed(&self, old: u16, new: u16) -> Result<bool, CopyError> {
-        self.own_rx
-            .interrupt_needed(self.mode, old, new)
-            .map_err(|e| CopyError::OwnRing(e.to_string()))
+    /// The transport to the peer this copier serves.
+    pub fn link(&self) -> &T {
+        &self.link
+    }
+
+    /// The suppression mode in force.
+    pub fn mode(&self) -> NotifyMode {
+        self.mode
+    }
+
+    /// The packets of the last [`Copier::poll`], in ring order.
+    pub fn events(&self) -> &[Event] {
+        &self.events
     }
 
     /// Ask our guest to kick us when it posts RX buffers (or not).
     pub fn set_rx_notifications(&self, enable: bool) -> Result<(), CopyError> {
         self.own_rx
             .set_notifications(self.mode, enable)
-            .map_err(|e| CopyError::OwnRing(e.to_string()))
+            .map_err(CopyError::OwnRing)
     }
 
-    /// Move every packet we can. Returns how many chains of the peer's we
-    /// finished (copied or dropped).
-    pub fn poll(&mut self, stats: &mut Stats) -> Result<usize, CopyError> {
+    /// Move every packet we can, and say what happened. Nobody is notified
+    /// here: the caller acts on the [`Outcome`].
+    pub fn poll(&mut self) -> Result<Outcome, CopyError> {
+        self.events.clear();
+        let mut out = Outcome::default();
         let pending = self.peer_tx.pending().map_err(CopyError::PeerRing)?;
-        let mut done = 0usize;
-        let mut rx_used = 0usize;
         for _ in 0..pending {
             let head = self.peer_tx.peek_head().map_err(CopyError::PeerRing)?;
-            let len = match self.peer_tx.read_chain(head, false, &mut self.src) {
-                Ok(len) => len,
-                Err(e) => {
-                    count_chain_error(stats, &e);
-                    self.finish_peer_chain(head)?;
-                    done += 1;
-                    continue;
+            match self.copy_one(head)? {
+                Some(ev) => {
+                    match ev {
+                        Event::Delivered { .. } => out.moved += 1,
+                        Event::Dropped { .. } => out.dropped += 1,
+                    }
+                    self.events.push(ev);
+                    self.peer_tx.advance();
+                    self.peer_tx
+                        .add_used(head, 0)
+                        .map_err(CopyError::PeerRing)?;
                 }
-            };
-            let avail = self
-                .own_rx
-                .pending()
-                .map_err(|e| CopyError::OwnRing(e.to_string()))?;
-            if avail == 0 {
-                // Our guest has not posted buffers: leave the peer's chain in
-                // place; we come back when it does.
-                stats.rx_ring_full += 1;
-                break;
-            }
-            let rx_head = self
-                .own_rx
-                .peek_head()
-                .map_err(|e| CopyError::OwnRing(e.to_string()))?;
-            let room = self
-                .own_rx
-                .read_chain(rx_head, true, &mut self.dst)
-                .map_err(|e| CopyError::OwnRing(e.to_string()))?;
-            if len > room {
-                // A frame larger than any buffer we post: drop it, count it.
-                count_chain_error(stats, &ChainError::BadLength { total: len as u64 });
-                self.finish_peer_chain(head)?;
-                done += 1;
-                continue;
-            }
-            match gather_scatter(&self.own_mem, &self.dst, &self.peer_mem, &self.src) {
-                Ok(_) => {}
-                Err(_) => {
-                    count_chain_error(
-                        stats,
-                        &ChainError::OutOfBounds {
-                            addr: 0,
-                            len,
-                            mem: self.peer_mem.len(),
-                        },
-                    );
-                    self.finish_peer_chain(head)?;
-                    done += 1;
-                    continue;
+                None => {
+                    // Our guest has not posted buffers: leave the peer's
+                    // chain in place; we come back when it does.
+                    out.rx_full = true;
+                    break;
                 }
             }
-            self.own_rx.advance();
-            self.own_rx
-                .add_used(rx_head, len)
-                .map_err(|e| CopyError::OwnRing(e.to_string()))?;
-            rx_used += 1;
-            self.finish_peer_chain(head)?;
-            done += 1;
         }
-        if rx_used > 0 {
-            // A synthetic guest runs in this thread and polls its used
-            // ring, so the publish itself is its "interrupt"; a VM's
-            // launcher asks `take_rx_published` whether to signal it.
-            let (old, new) = self
-                .own_rx
-                .publish_used()
-                .map_err(|e| CopyError::OwnRing(e.to_string()))?;
-            self.rx_published = Some(match self.rx_published {
-                Some((first, _)) => (first, new),
-                None => (old, new),
-            });
+        if out.moved > 0 {
+            let (old, new) = self.own_rx.publish_used().map_err(CopyError::OwnRing)?;
+            out.rx_used = Some((old, new));
+            if self.guest_irqs {
+                out.guest_wants_irq = self
+                    .own_rx
+                    .interrupt_needed(self.mode, old, new)
+                    .map_err(CopyError::OwnRing)?;
+            }
         }
-        if done > 0 {
+        if out.finished() > 0 {
             let (old, new) = self.peer_tx.publish_used().map_err(CopyError::PeerRing)?;
             if self
                 .peer_tx
                 .interrupt_needed(self.mode, old, new)
                 .map_err(CopyError::PeerRing)?
             {
-                notify(&*self.transport, stats)?;
+                out.peer_wants_kick = true;
             } else {
-                stats.notifications_suppressed += 1;
+                out.peer_kick_suppressed = true;
             }
         }
-        Ok(done)
+        Ok(out)
     }
 
-    fn finish_peer_chain(&mut self, head: u16) -> Result<(), CopyError> {
-        self.peer_tx.advance();
-        self.peer_tx.add_used(head, 0).map_err(CopyError::PeerRing)
+    /// Copy the peer's chain `head` into our next RX buffer. `None` when our
+    /// guest has no RX buffer posted (nothing consumed).
+    fn copy_one(&mut self, head: u16) -> Result<Option<Event>, CopyError> {
+        let dropped = |reason| {
+            Ok(Some(Event::Dropped {
+                peer_head: head,
+                reason,
+            }))
+        };
+        let len = match self.peer_tx.read_chain(head, false, &mut self.src) {
+            Ok(len) => len,
+            Err(e) => return dropped(DropReason::Malformed(e)),
+        };
+        if self.own_rx.pending().map_err(CopyError::OwnRing)? == 0 {
+            return Ok(None);
+        }
+        let rx_head = self.own_rx.peek_head().map_err(CopyError::OwnRing)?;
+        let room = self
+            .own_rx
+            .read_chain(rx_head, true, &mut self.dst)
+            .map_err(|e| CopyError::OwnRing(RingError::OwnChain(e)))?;
+        if len > room {
+            // A frame larger than any buffer we post: drop it.
+            return dropped(DropReason::Oversized { len, room });
+        }
+        if gather_scatter(&self.own_mem, &self.dst, &self.peer_mem, &self.src).is_err() {
+            return dropped(DropReason::Malformed(ChainError::OutOfBounds {
+                addr: 0,
+                len,
+                mem: self.peer_mem.len(),
+            }));
+        }
+        self.own_rx.advance();
+        self.own_rx
+            .add_used(rx_head, len)
+            .map_err(CopyError::OwnRing)?;
+        Ok(Some(Event::Delivered {
+            peer_head: head,
+            rx_head,
+            len,
+        }))
     }
 
     /// Is there a peer packet we could move right now? Used for the
@@ -261,10 +343,7 @@ impl<T: Transport> Copier<T> {
         if pending == 0 {
             return Ok(false);
         }
-        let room = self
-            .own_rx
-            .pending()
-            .map_err(|e| CopyError::OwnRing(e.to_string()))?;
+        let room = self.own_rx.pending().map_err(CopyError::OwnRing)?;
         Ok(room > 0)
     }
 

@@ -3,8 +3,8 @@
 //! Each pair is two real launcher processes (this binary, spawned twice)
 //! meeting on a fresh path in a temporary directory.
 
+use crate::cli::config::Kind;
 use crate::cli::DemoArgs;
-use crate::config::Kind;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;

@@ -18,12 +18,12 @@
 //! replayed first on every later run; keep them committed.
 
 use crate::copier::{Copier, CopyError};
-use crate::layout::{Layout, BUF_SIZE};
+use crate::guest::plan::{Layout, BUF_SIZE};
 use crate::memory::{GuestMap, GuestMemory, Region};
-use crate::ring::{
+use crate::stats::Stats;
+use crate::virtq::{
     DriverQueue, NotifyMode, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
 };
-use crate::stats::Stats;
 use proptest::prelude::*;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::path::Path;
@@ -190,10 +190,9 @@ fn run_case(p: &PeerRing) -> Result<Stats, TestCaseError> {
     rx.publish().unwrap();
     let before = snapshot(own.region());
 
-    let t = std::sync::Arc::new(CountingTransport::default());
     let mut stats = Stats::default();
     let mut copier = Copier::new(
-        t.clone(),
+        CountingTransport::default(),
         &GuestMap::identity(peer.region().clone()),
         &info,
         &GuestMap::identity(own.region().clone()),
@@ -210,11 +209,15 @@ fn run_case(p: &PeerRing) -> Result<Stats, TestCaseError> {
             let off = at as u64 % (info.used + info.used_bytes());
             peer.region().write("fuzz", off, &[byte]).unwrap();
         }
-        match copier.poll(&mut stats) {
-            Ok(done) => prop_assert!(
-                done <= size as usize,
-                "did {done} chains on a ring of {size}"
-            ),
+        match copier.poll() {
+            Ok(out) => {
+                crate::run::account(&copier, &out, &mut stats).unwrap();
+                let done = out.finished();
+                prop_assert!(
+                    done <= size as usize,
+                    "did {done} chains on a ring of {size}"
+                )
+            }
             Err(CopyError::PeerRing(_)) => break, // named, link dropped
             Err(e) => return Err(TestCaseError::fail(format!("unexpected error: {e}"))),
         }

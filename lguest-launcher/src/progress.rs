@@ -5,7 +5,7 @@
 //! from it. The bar appears only once a run has gone on for two seconds,
 //! only when stderr is a terminal, and never with `--quiet`.
 
-use crate::config::{RunConfig, Workload};
+use crate::cli::config::{RunConfig, Workload};
 use crate::run::SharedStats;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::IsTerminal;

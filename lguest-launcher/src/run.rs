@@ -1,41 +1,29 @@
-//! One launcher run: memory, rendezvous, then the loop.
+//! One launcher run: memory, rendezvous, then the wait loop.
 //!
 //! The synthetic guest and the copier run to completion in one thread, as
-//! DPDK's virtio-user polls its own device: each turn the guest does what
-//! it can (reap, receive, send) and the copier pulls what the peer offers.
-//! When neither made progress the launcher idles as `--wait` says:
-//!
-//! * `spin` polls again (and checks every millisecond that the peer lives);
-//! * `sleep` re-enables notifications, re-checks the rings, and only then
-//!   sleeps in the transport — the classic race: a peer that published just
-//!   before we re-enabled would otherwise never kick us;
-//! * `adaptive` spins for a bounded time, then sleeps.
+//! DPDK's virtio-user polls its own device: each turn ([`Synthetic`]'s
+//! [`Device::turn`]) the guest does what it can (reap, receive, send) and
+//! the copier pulls what the peer offers. When neither made progress the
+//! one wait loop ([`crate::wait`]) idles as `--wait` says.
 //!
 //! Kicks to the peer (our TX avail moved) and interrupts to the peer (its TX
 //! used moved) both cross the transport, each only when the peer's
-//! suppression state asks for it.
+//! suppression state asks for it. Every packet the copier moved or dropped
+//! passes through [`account`], the one `match` on its outcome.
 
-use crate::config::{RunConfig, Wait, Workload, Writes};
-use crate::copier::{notify, Copier, CopyError};
-use crate::layout::Layout;
+use crate::cli::config::{RunConfig, Wait, Workload, Writes};
+use crate::copier::{Copier, CopyError, DropReason, Event, Outcome};
+use crate::guest::plan::Layout;
+use crate::guest::Guest;
+use crate::link::{dispatch, WithTransport};
 use crate::memory::{map_peer, GuestMap, GuestMemory};
-use crate::ring::{NotifyMode, RingError};
 use crate::stats::Stats;
-use crate::workload::Guest;
-use std::sync::atomic::{fence, Ordering};
+use crate::virtq::{ChainError, NotifyMode, RingError};
+use crate::wait::{Device, Slept, Turn, WaitLoop};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use transport::{ConnectOptions, Handshake, Transport, Wakeup};
-
-/// How long `adaptive` spins before sleeping: about the cost of one
-/// cross-core wake-up on this kind of machine (see LIMITS.md).
-pub const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
-/// How often a busy or spinning launcher checks that the peer lives.
-const LIVENESS_EVERY: Duration = Duration::from_millis(1);
-/// Busy turns of the run loop between two looks at the clock.
-const CLOCK_EVERY: u32 = 64;
-/// Longest single sleep, so deadlines are honoured.
-const MAX_SLEEP: Duration = Duration::from_millis(100);
+use transport::{ConnectOptions, Handshake, Notify, Transport, Wakeup};
 
 /// Why a run failed (runtime failures: exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +57,136 @@ pub enum RunError {
 
 /// Stats shared with the watchdog, which writes them if the run hangs.
 pub type SharedStats = Arc<Mutex<Stats>>;
+
+/// Run one launcher as `cfg` says (transport chosen by its kind), write
+/// its stats, print its summary; the process exit code.
+pub fn main(cfg: &RunConfig) -> ExitCode {
+    let shared: SharedStats = Arc::new(Mutex::new(Stats::default()));
+    start_watchdog(cfg, shared.clone());
+    let bar = crate::progress::Progress::start(cfg, shared.clone());
+    let result = dispatch(
+        cfg.spec.kind,
+        Run {
+            cfg,
+            shared: &shared,
+        },
+    );
+    drop(bar);
+    let stats = match &result {
+        Ok(s) => s.clone(),
+        Err(e) => {
+            let mut s = lock(&shared).clone();
+            if s.result.is_empty() {
+                // Failed before the loop (rendezvous, refused peer).
+                s.result = e.to_string();
+            }
+            s
+        }
+    };
+    write_stats(cfg, &stats);
+    match result {
+        Ok(s) => {
+            if !cfg.quiet {
+                eprintln!("{}", s.summary());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// [`run`] with the transport of the configured kind.
+struct Run<'a> {
+    cfg: &'a RunConfig,
+    shared: &'a SharedStats,
+}
+
+impl WithTransport for Run<'_> {
+    type Output = Result<Stats, RunError>;
+    fn with<T: Transport + 'static>(self) -> Self::Output {
+        run::<T>(self.cfg, self.shared)
+    }
+}
+
+fn write_stats(cfg: &RunConfig, stats: &Stats) {
+    if let Some(p) = &cfg.stats_json {
+        if let Err(e) = stats.write_json(p) {
+            eprintln!("warning: cannot write stats to {}: {e}", p.display());
+        }
+    }
+}
+
+/// The run loop honours `--timeout` itself; this thread is the backstop for
+/// a call that blocks (a blocking notification write to a stopped peer).
+fn start_watchdog(cfg: &RunConfig, shared: SharedStats) {
+    let cfg = cfg.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(cfg.timeout + Duration::from_secs(2));
+        let mut s = lock(&shared).clone();
+        s.result = format!(
+            "timed out after {:.1} s (blocked)",
+            cfg.timeout.as_secs_f64()
+        );
+        write_stats(&cfg, &s);
+        eprintln!("error: {}", s.result);
+        std::process::exit(1);
+    });
+}
+
+/// Send one notification to the peer and count what happened.
+pub fn notify<T: Transport>(t: &T, stats: &mut Stats) -> Result<(), transport::Error> {
+    match t.notify()? {
+        Notify::Sent => stats.notifications_sent += 1,
+        Notify::AlreadyPending => stats.notifications_pending += 1,
+    }
+    Ok(())
+}
+
+/// The one place every packet and every drop of a copier poll passes:
+/// counters here, and any per-packet hook (capture, live status) beside
+/// them. Then the peer is told its TX buffers are free if it asked.
+pub fn account<T: Transport>(
+    copier: &Copier<T>,
+    out: &Outcome,
+    stats: &mut Stats,
+) -> Result<(), transport::Error> {
+    for ev in copier.events() {
+        match *ev {
+            Event::Delivered { len, .. } => {
+                stats.packets_copied += 1;
+                stats.bytes_copied += len as u64;
+            }
+            Event::Dropped { reason, .. } => {
+                stats.peer_errors += 1;
+                match reason {
+                    DropReason::Malformed(ChainError::BadIndex { .. }) => stats.peer_bad_index += 1,
+                    DropReason::Malformed(ChainError::OutOfBounds { .. }) => {
+                        stats.peer_out_of_bounds += 1
+                    }
+                    DropReason::Malformed(ChainError::Loop { .. }) => stats.peer_loop += 1,
+                    DropReason::Malformed(ChainError::WrongDirection { .. }) => {
+                        stats.peer_wrong_direction += 1
+                    }
+                    DropReason::Malformed(ChainError::Indirect { .. }) => stats.peer_indirect += 1,
+                    DropReason::Malformed(ChainError::BadLength { .. })
+                    | DropReason::Oversized { .. } => stats.peer_bad_length += 1,
+                }
+            }
+        }
+    }
+    if out.rx_full {
+        stats.rx_ring_full += 1;
+    }
+    if out.peer_wants_kick {
+        notify(copier.link(), stats)?;
+    } else if out.peer_kick_suppressed {
+        stats.notifications_suppressed += 1;
+    }
+    Ok(())
+}
 
 /// Run one launcher over transport `T`. Returns the final stats; on error,
 /// the stats so far are in `shared`.
@@ -105,7 +223,6 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         timeout: Some(cfg.timeout),
     };
     let (t, peer) = T::connect(&cfg.spec.path, &local, mem.fd(), &opts)?;
-    let t = Arc::new(t);
     let peer_pid = peer.handshake.pid;
     // Each side maintains the suppression fields of its own mode; the pair
     // uses the lower of the two so neither waits on a field nobody writes.
@@ -131,11 +248,7 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     }
 
     let ring_err = |err| RunError::Ring { pid: peer_pid, err };
-    let copy_err = |err| match err {
-        CopyError::Transport(e) => RunError::Transport(e),
-        err => RunError::Copy { pid: peer_pid, err },
-    };
-    let mut guest = Guest::new(
+    let guest = Guest::new(
         mem.region().clone(),
         layout,
         mode,
@@ -146,90 +259,33 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     )
     .map_err(ring_err)?;
     let own_map = GuestMap::identity(mem.region().clone());
-    let mut copier = Copier::new(t.clone(), &peer_mem, &peer_tx, &own_map, &layout.rx, mode)
-        .map_err(ring_err)?;
+    let copier =
+        Copier::new(t, &peer_mem, &peer_tx, &own_map, &layout.rx, mode).map_err(ring_err)?;
+    let mut dev = Synthetic {
+        guest,
+        copier,
+        stats,
+        mode,
+        peer_pid,
+        deadline,
+        timeout: cfg.timeout,
+        shared,
+        started: Instant::now(),
+    };
     // Start "awake" (the peer kicks us until we first go idle), except when
     // spinning: then we never want a kick.
-    copier
+    dev.copier
         .set_notifications(cfg.wait != Wait::Spin)
-        .map_err(copy_err)?;
+        .map_err(|e| dev.copy_err(e))?;
 
-    let started = Instant::now();
-    let mut last_check = started;
-    let mut idle_since: Option<Instant> = None;
-    let mut turns: u32 = 0;
-    let result = (|| -> Result<(), RunError> {
-        loop {
-            let step = guest.step(&mut stats).map_err(ring_err)?;
-            if let Some((old, new)) = step.tx_published {
-                if guest.tx.kick_needed(mode, old, new).map_err(ring_err)? {
-                    notify(&*t, &mut stats)?;
-                } else {
-                    stats.notifications_suppressed += 1;
-                }
-            }
-            let moved = copier.poll(&mut stats).map_err(copy_err)?;
-            if guest.done() {
-                return Ok(());
-            }
-            // Reading the clock costs as much as moving a small packet:
-            // look at it every CLOCK_EVERY busy turns, and whenever idle.
-            turns = turns.wrapping_add(1);
-            let busy = step.progress || moved > 0;
-            if busy && !turns.is_multiple_of(CLOCK_EVERY) {
-                idle_since = None;
-                continue;
-            }
-            let now = Instant::now();
-            if now.duration_since(last_check) >= LIVENESS_EVERY {
-                last_check = now;
-                if now >= deadline {
-                    return Err(RunError::Timeout(cfg.timeout.as_secs_f64()));
-                }
-                // Non-blocking look: drains kicks and notices a dead peer.
-                t.wait(Some(Duration::ZERO))?;
-                publish(shared, &stats, started);
-            }
-            if busy {
-                idle_since = None;
-                continue;
-            }
-            let spin_more = match cfg.wait {
-                Wait::Spin => true,
-                Wait::Sleep => false,
-                Wait::Adaptive => {
-                    now.duration_since(*idle_since.get_or_insert(now)) < ADAPTIVE_SPIN
-                }
-            };
-            if spin_more {
-                std::hint::spin_loop();
-                continue;
-            }
-            idle_since = None;
-            // Re-enable notifications, then re-check: a peer that published
-            // before seeing our re-enable did not kick, so we must look again.
-            copier.set_notifications(true).map_err(copy_err)?;
-            guest.set_interrupts(true).map_err(ring_err)?;
-            // Full fence: the re-enable stores must be visible to the peer
-            // before we read its indexes (pairs with its fence between
-            // publishing and reading our suppression state).
-            fence(Ordering::SeqCst);
-            let work =
-                copier.has_work().map_err(copy_err)? || guest.has_work().map_err(ring_err)?;
-            if !work {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(RunError::Timeout(cfg.timeout.as_secs_f64()));
-                }
-                if t.wait(Some(left.min(MAX_SLEEP)))? == Wakeup::Notified {
-                    stats.wakeups += 1;
-                }
-            }
-            copier.set_notifications(false).map_err(copy_err)?;
-            guest.set_interrupts(false).map_err(ring_err)?;
-        }
-    })();
-
+    let result = WaitLoop::new(cfg.wait).run(&mut dev).map(|_| ());
+    let Synthetic {
+        mut guest,
+        mut copier,
+        mut stats,
+        started,
+        ..
+    } = dev;
     let result = match result {
         // The peer may leave right after finishing its part (a stream that
         // saw its last packet consumed). Its memory stays mapped, so take a
@@ -238,7 +294,21 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
             // Drain what already arrived (a slow sink may be far behind).
             while !guest.done() {
                 let step = guest.step(&mut stats).map(|s| s.progress).unwrap_or(false);
-                let moved = copier.poll(&mut stats).map(|n| n > 0).unwrap_or(false);
+                let moved = match copier.poll() {
+                    Ok(out) => {
+                        // The peer is gone: count, but notify nobody.
+                        let _ = account(
+                            &copier,
+                            &Outcome {
+                                peer_wants_kick: false,
+                                ..out
+                            },
+                            &mut stats,
+                        );
+                        out.finished() > 0
+                    }
+                    Err(_) => false,
+                };
                 if !step && !moved {
                     break;
                 }
@@ -262,6 +332,106 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     };
     *lock(shared) = stats.clone();
     result.map(|_| stats)
+}
+
+/// A synthetic guest and its copier, as the wait loop drives them.
+struct Synthetic<'a, T: Transport> {
+    guest: Guest,
+    copier: Copier<T>,
+    stats: Stats,
+    mode: NotifyMode,
+    peer_pid: u32,
+    deadline: Instant,
+    timeout: Duration,
+    shared: &'a SharedStats,
+    started: Instant,
+}
+
+impl<T: Transport> Synthetic<'_, T> {
+    fn ring_err(&self, err: RingError) -> RunError {
+        RunError::Ring {
+            pid: self.peer_pid,
+            err,
+        }
+    }
+    fn copy_err(&self, err: CopyError) -> RunError {
+        match err {
+            CopyError::Transport(e) => RunError::Transport(e),
+            err => RunError::Copy {
+                pid: self.peer_pid,
+                err,
+            },
+        }
+    }
+    fn timeout(&self) -> RunError {
+        RunError::Timeout(self.timeout.as_secs_f64())
+    }
+}
+
+impl<T: Transport> Device for Synthetic<'_, T> {
+    type Error = RunError;
+
+    fn turn(&mut self) -> Result<Turn, RunError> {
+        let step = self
+            .guest
+            .step(&mut self.stats)
+            .map_err(|e| self.ring_err(e))?;
+        if let Some((old, new)) = step.tx_published {
+            if self
+                .guest
+                .tx
+                .kick_needed(self.mode, old, new)
+                .map_err(|e| self.ring_err(e))?
+            {
+                notify(self.copier.link(), &mut self.stats)?;
+            } else {
+                self.stats.notifications_suppressed += 1;
+            }
+        }
+        let out = self.copier.poll().map_err(|e| self.copy_err(e))?;
+        account(&self.copier, &out, &mut self.stats)?;
+        if self.guest.done() {
+            return Ok(Turn::Done);
+        }
+        Ok(if step.progress || out.finished() > 0 {
+            Turn::Busy
+        } else {
+            Turn::Idle
+        })
+    }
+
+    fn arm(&mut self, on: bool) -> Result<(), RunError> {
+        self.copier
+            .set_notifications(on)
+            .map_err(|e| self.copy_err(e))?;
+        self.guest.set_interrupts(on).map_err(|e| self.ring_err(e))
+    }
+
+    fn has_work(&mut self) -> Result<bool, RunError> {
+        Ok(self.copier.has_work().map_err(|e| self.copy_err(e))?
+            || self.guest.has_work().map_err(|e| self.ring_err(e))?)
+    }
+
+    fn tick(&mut self, now: Instant) -> Result<(), RunError> {
+        if now >= self.deadline {
+            return Err(self.timeout());
+        }
+        // Non-blocking look: drains kicks and notices a dead peer.
+        self.copier.link().wait(Some(Duration::ZERO))?;
+        publish(self.shared, &self.stats, self.started);
+        Ok(())
+    }
+
+    fn sleep(&mut self, max: Duration) -> Result<Slept, RunError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.timeout());
+        }
+        if self.copier.link().wait(Some(left.min(max)))? == Wakeup::Notified {
+            self.stats.wakeups += 1;
+        }
+        Ok(Slept::Woke)
+    }
 }
 
 fn lock(s: &SharedStats) -> std::sync::MutexGuard<'_, Stats> {

@@ -34,6 +34,11 @@ pub struct Stats {
     pub lost: u64,
     /// Packets whose checksum, size or length did not match.
     pub corrupted: u64,
+    /// Frames our copier moved from the peer's TX ring into our RX ring
+    /// (for a VM: what it received).
+    pub packets_copied: u64,
+    /// Frame bytes of those.
+    pub bytes_copied: u64,
     /// Packets that arrived with a sequence number other than the next one.
     pub out_of_order: u64,
     /// Notifications written to the peer.

@@ -22,7 +22,7 @@ use super::pair::run_pair;
 use super::report::{Row, RowKey};
 use super::summary::Measurement;
 use super::BenchArgs;
-use crate::config::{Kind, Notify, Wait, Writes};
+use crate::cli::config::{Kind, Notify, Wait, Writes};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;

@@ -41,7 +41,7 @@ pub mod summary;
 
 pub use child::ChildArgs;
 
-use crate::config::Kind;
+use crate::cli::config::Kind;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;

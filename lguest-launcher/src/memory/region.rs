@@ -1,24 +1,7 @@
-//! Guest memory: our own sealed memfd, and our mapping of the peer's.
-//!
-//! Each launcher owns one memfd holding its guest's rings and packet
-//! buffers. It is sized once, sealed against shrinking and growing (and
-//! against further seal changes) *before* the peer can see it, and mapped
-//! shared. The peer maps it too, after checking the seals and size, so a
-//! truncate can never turn a ring access into SIGBUS.
-//!
-//! Every access to either mapping goes through [`Region`], the one
-//! bounds-checked accessor: offsets are checked with `checked_add` against
-//! the mapping length, ring indexes are accessed as atomics at aligned
-//! offsets, and packet bytes are copied with `copy_nonoverlapping` after the
-//! same check. This is the only module (with `ring.rs` using it) that holds
-//! raw pointers; nothing outside does pointer arithmetic on guest memory.
+//! [`Region`]: the one bounds-checked accessor of a shared mapping.
 
 use memmap2::{MmapOptions, MmapRaw};
-use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
-use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -80,6 +63,11 @@ impl Region {
     /// Size of the mapping in bytes.
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// True for a zero-length mapping (never the case for guest memory).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Check `[offset, offset+len)` lies inside the mapping and `offset` is
@@ -207,148 +195,5 @@ impl Region {
             }
         }
         Ok(())
-    }
-}
-
-/// A mapping plus the guest-physical map of what is in it: how guest
-/// addresses (ring addresses, descriptor buffers) become offsets in the
-/// mapping. A synthetic guest's map is the identity (one region at 0); a
-/// QEMU guest's has one region per RAM slot.
-#[derive(Clone, Debug)]
-pub struct GuestMap {
-    region: Region,
-    map: Arc<[transport::MemRegion]>,
-}
-
-impl GuestMap {
-    /// Guest-physical address = offset in `region`.
-    pub fn identity(region: Region) -> Self {
-        let whole = transport::MemRegion {
-            gpa: 0,
-            size: region.len(),
-            offset: 0,
-        };
-        GuestMap {
-            region,
-            map: Arc::from([whole]),
-        }
-    }
-
-    /// A map from a handshake (already validated against the mapping's size)
-    /// or from a VMM's memory table. Regions that do not fit the mapping are
-    /// dropped, so every translation lands inside it.
-    pub fn new(region: Region, regions: &[transport::MemRegion]) -> Self {
-        let len = region.len();
-        let map: Vec<_> = regions
-            .iter()
-            .copied()
-            .filter(|m| m.offset.checked_add(m.size).is_some_and(|e| e <= len))
-            .collect();
-        GuestMap {
-            region,
-            map: Arc::from(map),
-        }
-    }
-
-    /// The mapping.
-    pub fn region(&self) -> &Region {
-        &self.region
-    }
-
-    /// Offset in the mapping of guest range `[gpa, gpa+len)`, if it lies
-    /// wholly inside one region.
-    #[inline]
-    pub fn translate(&self, gpa: u64, len: u64) -> Option<u64> {
-        transport::translate(&self.map, gpa, len)
-    }
-}
-
-/// Our own guest memory: a sealed memfd and its mapping.
-pub struct GuestMemory {
-    file: File,
-    region: Region,
-}
-
-impl GuestMemory {
-    /// Create a memfd of `size` bytes, seal it against shrinking, growing
-    /// and further sealing, and map it.
-    pub fn create(name: &str, size: u64) -> Result<Self, MemoryError> {
-        let cname = CString::new(format!("sharenet-{name}")).unwrap_or_default();
-        let fd: OwnedFd = memfd_create(
-            &cname,
-            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
-        )
-        .map_err(|e| MemoryError::Os("memfd_create", e.into()))?;
-        let file = File::from(fd);
-        file.set_len(size)
-            .map_err(|e| MemoryError::Os("ftruncate memfd", e))?;
-        seal(file.as_fd())?;
-        let region = Region::map(&file, size)?;
-        Ok(GuestMemory { file, region })
-    }
-
-    /// The shared mapping.
-    pub fn region(&self) -> &Region {
-        &self.region
-    }
-
-    /// The memfd, to offer to the peer.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
-    }
-
-    /// The memfd's number in this process (for `/proc/PID/fd/N`).
-    pub fn raw_fd(&self) -> i32 {
-        self.file.as_raw_fd()
-    }
-}
-
-/// Seal a memfd so its size can never change again.
-pub fn seal(fd: BorrowedFd<'_>) -> Result<(), MemoryError> {
-    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))
-        .map_err(|e| MemoryError::Os("seal memfd", e.into()))?;
-    Ok(())
-}
-
-/// Map the peer's memory fd (already checked by the transport for seals and
-/// size).
-pub fn map_peer(fd: OwnedFd, size: u64) -> Result<Region, MemoryError> {
-    let file = File::from(fd);
-    Region::map(&file, size)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guest_memory_is_sealed_against_resizing() {
-        let m = GuestMemory::create("t", 1 << 16).unwrap();
-        let seals = fcntl(m.fd().as_raw_fd(), FcntlArg::F_GET_SEALS).unwrap();
-        let seals = SealFlag::from_bits_truncate(seals);
-        assert!(
-            seals.contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL)
-        );
-        assert!(m.file.set_len(1 << 12).is_err());
-        assert!(m.file.set_len(1 << 20).is_err());
-        transport::check_peer_memory(m.fd(), 1 << 16).unwrap();
-    }
-
-    #[test]
-    fn region_rejects_out_of_bounds_and_wrapping_access() {
-        let m = GuestMemory::create("t", 4096).unwrap();
-        let r = m.region();
-        assert!(r.load_u16("x", 4094, Ordering::Relaxed).is_ok());
-        assert!(r.load_u16("x", 4096, Ordering::Relaxed).is_err());
-        assert!(r.load_u16("x", 3, Ordering::Relaxed).is_err(), "misaligned");
-        assert!(r.write("x", u64::MAX - 1, &[0; 4]).is_err(), "wrap-around");
-        let mut b = [0u8; 8];
-        assert!(r.read("x", 4090, &mut b).is_err());
-        assert!(r.copy_from(4000, r, 0, 200).is_err());
-        r.write("x", 100, b"hello").unwrap();
-        r.copy_from(200, r, 100, 5).unwrap();
-        r.read("x", 200, &mut b[..5]).unwrap();
-        assert_eq!(&b[..5], b"hello");
     }
 }

@@ -11,12 +11,15 @@
 //! sends one frame at a time and times its echo; `echo` sends back each
 //! frame it receives; `idle` does nothing.
 
-use crate::config::Workload;
-use crate::layout::{Layout, BUF_SIZE, NET_HDR_LEN};
+pub mod frame;
+pub mod plan;
+
+use crate::cli::config::Workload;
+use crate::guest::frame::{verify, Pattern, Verdict};
+use crate::guest::plan::{Layout, BUF_SIZE, NET_HDR_LEN};
 use crate::memory::Region;
-use crate::packet::{verify, Pattern, Verdict};
-use crate::ring::{DriverQueue, NotifyMode, RingError};
 use crate::stats::Stats;
+use crate::virtq::{DriverQueue, NotifyMode, RingError};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 

@@ -5,10 +5,10 @@
 //! allowed, e.g.
 //! `profiles/left.toml:4:1: unknown key `bogus_key` in [guest]; expected one of name, memory_mib, queue_size`.
 
+use crate::cli::config::{Notify, Spec, Wait, Workload, Writes};
 use crate::cli::{parse_queue_size, RunArgs};
-use crate::config::{Notify, Spec, Wait, Workload, Writes};
-use crate::layout::MAX_FRAME;
-use crate::packet::MIN_FRAME;
+use crate::guest::frame::MIN_FRAME;
+use crate::guest::plan::MAX_FRAME;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -70,6 +70,8 @@ pub struct Profile {
 /// A profile that cannot be used; the message is complete and one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProfileError(pub String);
+
+impl std::error::Error for ProfileError {}
 
 impl std::fmt::Display for ProfileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -319,7 +321,7 @@ pub fn merge(flags: &RunArgs, profile: Option<(&Path, &Profile)>) -> Merged {
 
 impl Merged {
     /// The merged configuration as TOML, each value commented with its source.
-    pub fn to_toml(&self, cfg: &crate::config::RunConfig) -> String {
+    pub fn to_toml(&self, cfg: &crate::cli::config::RunConfig) -> String {
         let q = |s: &str| toml::Value::String(s.to_string()).to_string();
         let rows: [(&str, &str, String); 11] = [
             ("guest", "name", q(&cfg.name)),

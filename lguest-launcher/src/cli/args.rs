@@ -4,9 +4,9 @@
 //! the gaps; [`RunArgs::resolve`] applies the documented defaults. Bad values
 //! are refused by clap with the flag named and exit code 2.
 
-use crate::config::{Notify, RunConfig, Spec, Wait, Workload, Writes};
-use crate::layout::{Layout, MAX_FRAME};
-use crate::packet::MIN_FRAME;
+use crate::cli::config::{Notify, RunConfig, Spec, Wait, Workload, Writes};
+use crate::guest::frame::MIN_FRAME;
+use crate::guest::plan::{Layout, MAX_FRAME};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,7 +66,7 @@ pub enum Command {
         name = "vhost-user",
         after_help = "Example (see scripts/vm-pair):\n  lguest-launcher vhost-user --socket /tmp/vm-a.sock --sharenet unix:/tmp/vmlink\n  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \\\n    -chardev socket,id=c0,path=/tmp/vm-a.sock -netdev vhost-user,id=n0,chardev=c0 \\\n    -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,vectors=0"
     )]
-    VhostUser(crate::vhost::VhostArgs),
+    VhostUser(crate::vhost_user::VhostArgs),
     /// One side of a two-process benchmark baseline (started by `bench`).
     #[command(hide = true)]
     BenchChild(crate::bench::ChildArgs),
@@ -86,7 +86,7 @@ pub struct DemoArgs {
     pub pings: u64,
     /// Only these transports (comma-separated).
     #[arg(long, value_delimiter = ',', value_enum)]
-    pub transports: Vec<crate::config::Kind>,
+    pub transports: Vec<crate::cli::config::Kind>,
 }
 
 /// Flags of one side of a pair (all optional: defaults apply in `resolve`).

@@ -3,7 +3,7 @@
 //! Command-line flags (and, later, profile values) are merged into a
 //! [`RunConfig`]; everything below `main` sees only this.
 
-use crate::ring::NotifyMode;
+use crate::virtq::NotifyMode;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

@@ -1,0 +1,22 @@
+//! Guest memory: our own sealed memfd, and our mapping of the peer's.
+//!
+//! Each launcher owns one memfd holding its guest's rings and packet
+//! buffers. It is sized once, sealed against shrinking and growing (and
+//! against further seal changes) *before* the peer can see it, and mapped
+//! shared. The peer maps it too, after checking the seals and size, so a
+//! truncate can never turn a ring access into SIGBUS.
+//!
+//! Every access to either mapping goes through [`Region`], the one
+//! bounds-checked accessor: offsets are checked with `checked_add` against
+//! the mapping length, ring indexes are accessed as atomics at aligned
+//! offsets, and packet bytes are copied with `copy_nonoverlapping` after the
+//! same check. This is the only module (with `ring.rs` using it) that holds
+//! raw pointers; nothing outside does pointer arithmetic on guest memory.
+
+mod guest;
+mod map;
+mod region;
+
+pub use guest::{map_peer, seal, GuestMemory};
+pub use map::GuestMap;
+pub use region::{MemoryError, OutOfBounds, Region};

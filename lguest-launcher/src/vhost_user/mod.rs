@@ -1,0 +1,210 @@
+//! `lguest-launcher vhost-user`: a real Linux guest as one side of a pair.
+//!
+//! lguest's point was that real guests exchange packets through their
+//! launchers. Today's lguest guest is a QEMU VM whose virtio-net device is
+//! served by this process over vhost-user: QEMU hands us the guest's memory
+//! (`SET_MEM_TABLE`, memfd regions), the ring addresses and the kick/call
+//! eventfds. rust-vmm's `vhost-user-backend` speaks that protocol; we do not
+//! parse it ourselves.
+//!
+//! Once the VM's rings are ready we meet the peer launcher on `--sharenet`
+//! exactly as a synthetic guest's launcher does, except that the handshake
+//! describes the VM's memory: QEMU's memfd (re-shared with the peer: by
+//! SCM_RIGHTS for unix/eventfd, by /proc path for fifo), its guest-physical
+//! regions, and the VM's TX and RX rings by guest-physical address. From
+//! then on the data path is the original's:
+//!
+//! * the peer's copier pulls from the VM's TX ring (it maps the VM's
+//!   memory); a TX kick from the VM is relayed to the peer as a notification,
+//!   and a notification from the peer that moved the VM's TX used index is
+//!   relayed to the VM as its TX interrupt (call eventfd);
+//! * our copier pulls from the peer's TX ring into the VM's RX ring and
+//!   interrupts the VM when its `used_event`/flags ask for it.
+//!
+//! Everything runs in the backend's event thread: VM kicks, and the
+//! transport's fd registered as an extra event. The VM's own suppression
+//! mode decides the pair's: with EVENT_IDX negotiated the VM reads
+//! `avail_event`, so the peer must maintain it.
+//!
+//! When QEMU hangs up (VM shutdown) or changes the memory table under a
+//! live link, the launcher leaves; the peer sees "peer disconnected"
+//! (link down). Nothing is left mapped that could fault.
+//!
+//! The files: [`backend`] speaks vhost-user (rust-vmm's backend trait),
+//! [`link`] meets the peer and runs the data path through the one wait loop
+//! ([`crate::wait`]), `qemu72_relay` works around QEMU 7.2's message order.
+
+mod backend;
+mod link;
+mod qemu72_relay;
+
+use crate::cli::config::{Notify, Spec, Writes};
+use crate::link::{dispatch, WithTransport};
+use backend::NetBackend;
+use clap::Args;
+use link::leave;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use transport::Transport;
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+/// `vhost-user` flags.
+#[derive(Debug, Args, Clone)]
+pub struct VhostArgs {
+    /// The vhost-user socket to listen on (QEMU's `-chardev socket,path=...`).
+    #[arg(long, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// The peer launcher: fifo:PATH, unix:PATH or eventfd:PATH.
+    #[arg(long, value_name = "KIND:PATH")]
+    pub sharenet: Spec,
+    /// Notification suppression offered to the VM (event-idx offers VIRTIO_RING_F_EVENT_IDX).
+    #[arg(long, value_enum, default_value = "event-idx")]
+    pub notify: Notify,
+    /// May a notification write block?
+    #[arg(long, value_enum, default_value = "nonblocking")]
+    pub writes: Writes,
+    /// Give up waiting for the peer launcher after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub timeout: f64,
+    /// Write stats JSON here when the VM or the peer leaves.
+    #[arg(long, value_name = "PATH")]
+    pub stats_json: Option<PathBuf>,
+    /// No connection lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Event id for the transport's fd (0 and 1 are the queues; 2 is the
+/// backend library's own exit event).
+const LINK_EVENT: u16 = 3;
+
+fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
+    let backend = Arc::new(RwLock::new(NetBackend::<T> {
+        args: args.clone(),
+        mem: None,
+        event_idx: false,
+        vrings: Vec::new(),
+        link: None,
+    }));
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let mut daemon = match VhostUserDaemon::new("sharenet-net".into(), backend.clone(), mem) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: cannot start the vhost-user backend: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(&args.socket) {
+        if meta.file_type().is_symlink()
+            || !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
+        {
+            eprintln!(
+                "error: --socket {}: something that is not a socket is already there; remove it or pick another path",
+                args.socket.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    if !args.quiet {
+        eprintln!(
+            "waiting for QEMU on vhost-user socket {} ...",
+            args.socket.display()
+        );
+    }
+    // QEMU connects to --socket; the rust-vmm daemon listens on a private
+    // socket behind the `vhost_compat` relay.
+    let _ = std::fs::remove_file(&args.socket);
+    let public = match std::os::unix::net::UnixListener::bind(&args.socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on --socket {}: {e}",
+                args.socket.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let private = std::env::temp_dir().join(format!("sharenet-vhost-{}.sock", std::process::id()));
+    let mut listener = match vhost::vhost_user::Listener::new(&private, true) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", private.display());
+            return ExitCode::from(1);
+        }
+    };
+    let relay_private = private.clone();
+    let relay_socket = args.socket.clone();
+    std::thread::spawn(move || {
+        let qemu = match public.accept() {
+            Ok((s, _)) => s,
+            Err(e) => {
+                eprintln!("error: accept on {}: {e}", relay_socket.display());
+                std::process::exit(1);
+            }
+        };
+        let _ = std::fs::remove_file(&relay_socket);
+        if let Err(e) = qemu72_relay::relay(qemu, &relay_private) {
+            eprintln!("warning: vhost-user relay: {e}");
+        }
+    });
+    if let Err(e) = daemon.start(&mut listener) {
+        eprintln!("error: vhost-user connection failed: {e}");
+        return ExitCode::from(1);
+    }
+    let _ = std::fs::remove_file(&private);
+    if !args.quiet {
+        eprintln!("QEMU connected");
+    }
+    let handlers = daemon.get_epoll_handlers();
+    let link_args = args.clone();
+    let link_backend = backend.clone();
+    std::thread::spawn(move || {
+        let register = |fd: i32| {
+            if let Some(h) = handlers.first() {
+                if let Err(e) = h.register_listener(fd, EventSet::IN, LINK_EVENT as u64) {
+                    eprintln!("error: cannot watch the transport: {e}");
+                    std::process::exit(1);
+                }
+            }
+        };
+        if let Err(e) = link::establish::<T>(&link_backend, &register, &link_args) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+        link::watch(&link_backend);
+    });
+    let result = daemon.wait();
+    let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(link) = b.link.as_mut() {
+        leave(
+            link,
+            args,
+            "the VM disconnected (QEMU closed the vhost-user socket)",
+        );
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: vhost-user: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `serve` with the transport of the configured kind.
+struct Serve<'a>(&'a VhostArgs);
+
+impl WithTransport for Serve<'_> {
+    type Output = ExitCode;
+    fn with<T: Transport + 'static>(self) -> ExitCode {
+        serve::<T>(self.0)
+    }
+}
+
+/// Run `vhost-user`.
+pub fn run(args: &VhostArgs) -> ExitCode {
+    dispatch(args.sharenet.kind, Serve(args))
+}

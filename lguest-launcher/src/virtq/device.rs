@@ -1,0 +1,216 @@
+//! The device side of a ring: the peer's TX ring or our own RX ring.
+
+use super::layout::Offsets;
+use super::*;
+use crate::memory::OutOfBounds;
+use crate::memory::{GuestMap, Region};
+use std::sync::atomic::{fence, Ordering};
+use transport::RingInfo;
+
+/// The device side of a ring: the peer's TX ring (in the peer's memory) or
+/// our own RX ring. Nothing read here is trusted. Ring and buffer addresses
+/// are guest-physical and go through the memory's [`GuestMap`].
+pub struct DeviceQueue {
+    mem: Region,
+    map: GuestMap,
+    off: Offsets,
+    last_avail: u16,
+    next_used: u16,
+}
+
+impl DeviceQueue {
+    /// Serve the ring at guest addresses `info` in `map`. Each part of the
+    /// ring must lie inside one memory region.
+    pub fn new(map: &GuestMap, info: &RingInfo) -> Result<Self, RingError> {
+        let t = |what, gpa: u64, len: u64| {
+            map.translate(gpa, len)
+                .ok_or(RingError::Memory(OutOfBounds {
+                    what,
+                    offset: gpa,
+                    len,
+                    size: map.region().len(),
+                }))
+        };
+        let local = RingInfo {
+            desc: t("descriptor table", info.desc, info.desc_bytes())?,
+            avail: t("avail ring", info.avail, info.avail_bytes())?,
+            used: t("used ring", info.used, info.used_bytes())?,
+            size: info.size,
+        };
+        Ok(DeviceQueue {
+            mem: map.region().clone(),
+            map: map.clone(),
+            off: Offsets::new(&local),
+            last_avail: 0,
+            next_used: 0,
+        })
+    }
+
+    /// How many chains the driver has made available that we have not
+    /// taken. A jump of more than the queue size is an impossible state.
+    pub fn pending(&self) -> Result<u16, RingError> {
+        // Acquire: the ring entries and descriptors the driver wrote before
+        // publishing this index are visible to our reads after it.
+        let idx = self
+            .mem
+            .load_u16("avail idx", self.off.avail_idx(), Ordering::Acquire)?;
+        let n = idx.wrapping_sub(self.last_avail);
+        if n > self.off.size {
+            return Err(RingError::AvailJump {
+                from: self.last_avail,
+                to: idx,
+                size: self.off.size,
+            });
+        }
+        Ok(n)
+    }
+
+    /// The head of the next available chain (read once).
+    pub fn peek_head(&self) -> Result<u16, RingError> {
+        Ok(self.mem.load_u16(
+            "avail ring",
+            self.off.avail_ring(self.last_avail),
+            Ordering::Relaxed,
+        )?)
+    }
+
+    /// Walk the chain at `head` into `segs`, checking every descriptor: index
+    /// in range, direction as expected, buffer inside memory, no indirect, no
+    /// loop. Returns the chain's total length.
+    pub fn read_chain(
+        &self,
+        head: u16,
+        writable: bool,
+        segs: &mut Vec<Seg>,
+    ) -> Result<u32, ChainError> {
+        segs.clear();
+        let size = self.off.size;
+        let mut idx = head;
+        let mut total: u64 = 0;
+        for _ in 0..size {
+            if idx >= size {
+                return Err(ChainError::BadIndex { index: idx, size });
+            }
+            // One fetch of the whole descriptor: what we check is what we use.
+            let mut d = [0u8; 16];
+            self.mem
+                .read("descriptor", self.off.desc(idx), &mut d)
+                .map_err(|_| ChainError::BadIndex { index: idx, size })?;
+            let addr = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
+            let len = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
+            let flags = u16::from_le_bytes([d[12], d[13]]);
+            let next = u16::from_le_bytes([d[14], d[15]]);
+            if flags & VRING_DESC_F_INDIRECT != 0 {
+                return Err(ChainError::Indirect { index: idx });
+            }
+            let w = flags & VRING_DESC_F_WRITE != 0;
+            if w != writable {
+                return Err(ChainError::WrongDirection {
+                    index: idx,
+                    writable: w,
+                });
+            }
+            let Some(offset) = self.map.translate(addr, len as u64) else {
+                return Err(ChainError::OutOfBounds {
+                    addr,
+                    len,
+                    mem: self.mem.len(),
+                });
+            };
+            segs.push(Seg { addr: offset, len });
+            total += len as u64;
+            if flags & VRING_DESC_F_NEXT == 0 {
+                if total == 0 || total > u32::MAX as u64 {
+                    return Err(ChainError::BadLength { total });
+                }
+                return Ok(total as u32);
+            }
+            idx = next;
+        }
+        Err(ChainError::Loop { size })
+    }
+
+    /// We are done with the chain we peeked: move past it.
+    pub fn advance(&mut self) {
+        self.last_avail = self.last_avail.wrapping_add(1);
+    }
+
+    /// Record that chain `id` is done and `len` bytes were written to it
+    /// (not yet visible: see [`DeviceQueue::publish_used`]).
+    pub fn add_used(&mut self, id: u16, len: u32) -> Result<(), RingError> {
+        let at = self.off.used_ring(self.next_used);
+        self.mem.store_u32("used entry", at, id as u32)?;
+        self.mem.store_u32("used entry", at + 4, len)?;
+        self.next_used = self.next_used.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Publish the used entries added so far. Returns `(old, new)`.
+    pub fn publish_used(&mut self) -> Result<(u16, u16), RingError> {
+        let old = self
+            .mem
+            .load_u16("used idx", self.off.used_idx(), Ordering::Relaxed)?;
+        // Release: the packet bytes we copied and the used entries are
+        // visible before the driver can see the new index.
+        self.mem.store_u16(
+            "used idx",
+            self.off.used_idx(),
+            self.next_used,
+            Ordering::Release,
+        )?;
+        Ok((old, self.next_used))
+    }
+
+    /// Ask for (or stop asking for) kicks when the driver adds buffers.
+    /// Flags mode clears/sets `VRING_USED_F_NO_NOTIFY`; event-idx mode
+    /// writes `avail_event = last_avail` ("kick me when you pass what I've
+    /// seen") on enable and leaves it stale on disable, which suppresses.
+    pub fn set_notifications(&self, mode: NotifyMode, enable: bool) -> Result<(), RingError> {
+        match mode {
+            NotifyMode::Always => {}
+            NotifyMode::Flags => {
+                let f = if enable { 0 } else { VRING_USED_F_NO_NOTIFY };
+                self.mem
+                    .store_u16("used flags", self.off.used_flags(), f, Ordering::Relaxed)?;
+            }
+            NotifyMode::EventIdx => {
+                if enable {
+                    self.mem.store_u16(
+                        "avail_event",
+                        self.off.avail_event(),
+                        self.last_avail,
+                        Ordering::Relaxed,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After publishing used `old..new`, does the driver want an interrupt?
+    pub fn interrupt_needed(
+        &self,
+        mode: NotifyMode,
+        old: u16,
+        new: u16,
+    ) -> Result<bool, RingError> {
+        // Full fence: our used index store must be visible before we read
+        // the driver's suppression field (the mirror of `kick_needed`).
+        fence(Ordering::SeqCst);
+        Ok(match mode {
+            NotifyMode::Always => true,
+            NotifyMode::Flags => {
+                self.mem
+                    .load_u16("avail flags", self.off.avail_flags(), Ordering::Relaxed)?
+                    & VRING_AVAIL_F_NO_INTERRUPT
+                    == 0
+            }
+            NotifyMode::EventIdx => {
+                let event =
+                    self.mem
+                        .load_u16("used_event", self.off.used_event(), Ordering::Relaxed)?;
+                vring_need_event(event, new, old)
+            }
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! The driver side of a ring in our own memory (the synthetic guest).
+
+use super::layout::Offsets;
+use super::{
+    vring_need_event, NotifyMode, RingError, Seg, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_NEXT,
+    VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
+};
+use crate::memory::Region;
+use std::sync::atomic::{fence, Ordering};
+use transport::RingInfo;
+
+/// The driver side of a ring in our own memory (our synthetic guest).
+pub struct DriverQueue {
+    mem: Region,
+    off: Offsets,
+    free: Vec<u16>,
+    /// Local shadow of the chains we posted: the `next` link of each
+    /// descriptor and the length of each in-flight chain by head (0: not in
+    /// flight). Chains are freed from this shadow, never from the shared
+    /// table, which the peer could scribble on.
+    next: Vec<u16>,
+    chain_len: Vec<u16>,
+    in_flight: u16,
+    next_avail: u16,
+    last_used: u16,
+}
+
+impl DriverQueue {
+    /// Take over a zeroed ring at `info` in `mem`.
+    pub fn new(mem: Region, info: &RingInfo) -> Self {
+        let off = Offsets::new(info);
+        DriverQueue {
+            mem,
+            off,
+            free: (0..off.size).rev().collect(),
+            next: vec![0; off.size as usize],
+            chain_len: vec![0; off.size as usize],
+            in_flight: 0,
+            next_avail: 0,
+            last_used: 0,
+        }
+    }
+
+    /// Descriptors not in flight.
+    pub fn num_free(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Chains given to the device and not yet returned.
+    pub fn in_flight(&self) -> u16 {
+        self.in_flight
+    }
+
+    /// Post a chain of `(offset, len)` buffers, all device-readable or all
+    /// device-writable, without publishing it. Returns the head id, or
+    /// `None` when too few descriptors are free.
+    pub fn add(&mut self, bufs: &[Seg], writable: bool) -> Result<Option<u16>, RingError> {
+        if bufs.is_empty() || bufs.len() > self.free.len() {
+            return Ok(None);
+        }
+        // The chain takes the top `n` free ids (no allocation per packet).
+        let n = bufs.len();
+        let top = self.free.len();
+        let id_at = |i: usize| self.free[top - 1 - i];
+        for (i, b) in bufs.iter().enumerate() {
+            let id = id_at(i);
+            let mut flags = if writable { VRING_DESC_F_WRITE } else { 0 };
+            let next = if i + 1 < n {
+                flags |= VRING_DESC_F_NEXT;
+                id_at(i + 1)
+            } else {
+                0
+            };
+            let mut d = [0u8; 16];
+            d[0..8].copy_from_slice(&b.addr.to_le_bytes());
+            d[8..12].copy_from_slice(&b.len.to_le_bytes());
+            d[12..14].copy_from_slice(&flags.to_le_bytes());
+            d[14..16].copy_from_slice(&next.to_le_bytes());
+            self.mem.write("descriptor", self.off.desc(id), &d)?;
+            self.next[id as usize] = next;
+        }
+        let head = id_at(0);
+        self.free.truncate(top - n);
+        self.mem.store_u16(
+            "avail ring",
+            self.off.avail_ring(self.next_avail),
+            head,
+            Ordering::Relaxed,
+        )?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        self.chain_len[head as usize] = n as u16;
+        self.in_flight += 1;
+        Ok(Some(head))
+    }
+
+    /// Post a one-descriptor chain.
+    pub fn add_one(&mut self, buf: Seg, writable: bool) -> Result<Option<u16>, RingError> {
+        self.add(std::slice::from_ref(&buf), writable)
+    }
+
+    /// Post a one-descriptor chain whose buffer is tied to its descriptor:
+    /// descriptor `id` gets slot `base + id * stride`. Returns `(id, slot)`,
+    /// or `None` when the ring is full. The caller fills the slot before
+    /// the next [`DriverQueue::publish`].
+    pub fn add_slot(
+        &mut self,
+        base: u64,
+        stride: u64,
+        len: u32,
+        writable: bool,
+    ) -> Result<Option<(u16, u64)>, RingError> {
+        let Some(&id) = self.free.last() else {
+            return Ok(None);
+        };
+        let addr = base + id as u64 * stride;
+        let head = self.add_one(Seg { addr, len }, writable)?;
+        debug_assert_eq!(head, Some(id));
+        Ok(head.map(|h| (h, addr)))
+    }
+
+    /// Make everything added since the last publish visible to the device.
+    /// Returns `(old, new)` avail indexes for the kick decision.
+    pub fn publish(&mut self) -> Result<(u16, u16), RingError> {
+        let old = self
+            .mem
+            .load_u16("avail idx", self.off.avail_idx(), Ordering::Relaxed)?;
+        // Release: descriptors and ring entries written above are visible
+        // before the device can see the new index.
+        self.mem.store_u16(
+            "avail idx",
+            self.off.avail_idx(),
+            self.next_avail,
+            Ordering::Release,
+        )?;
+        Ok((old, self.next_avail))
+    }
+
+    /// True when the device has returned something we have not popped.
+    pub fn has_used(&self) -> Result<bool, RingError> {
+        Ok(self
+            .mem
+            .load_u16("used idx", self.off.used_idx(), Ordering::Acquire)?
+            != self.last_used)
+    }
+
+    /// Pop one used chain: `(head id, bytes written)`. The used ring is
+    /// written by the peer's copier, so every field is checked.
+    pub fn pop_used(&mut self) -> Result<Option<(u16, u32)>, RingError> {
+        // Acquire: the entry (and the data in the buffer) written before the
+        // device published this index are visible to the reads below.
+        let used = self
+            .mem
+            .load_u16("used idx", self.off.used_idx(), Ordering::Acquire)?;
+        if used == self.last_used {
+            return Ok(None);
+        }
+        if used.wrapping_sub(self.last_used) > self.in_flight {
+            return Err(RingError::UsedJump {
+                from: self.last_used,
+                to: used,
+                in_flight: self.in_flight,
+            });
+        }
+        let at = self.off.used_ring(self.last_used);
+        let id = self.mem.load_u32("used entry", at)?;
+        let len = self.mem.load_u32("used entry", at + 4)?;
+        self.last_used = self.last_used.wrapping_add(1);
+        if id >= self.off.size as u32 || self.chain_len[id as usize] == 0 {
+            return Err(RingError::BadUsedId { id });
+        }
+        let mut cur = id as u16;
+        for _ in 0..std::mem::take(&mut self.chain_len[id as usize]) {
+            self.free.push(cur);
+            cur = self.next[cur as usize];
+        }
+        self.in_flight -= 1;
+        Ok(Some((id as u16, len)))
+    }
+
+    /// Ask for (or stop asking for) interrupts when the device uses buffers.
+    /// Flags mode clears/sets `VRING_AVAIL_F_NO_INTERRUPT`; event-idx mode
+    /// writes `used_event = at` ("interrupt me once used passes `at`").
+    pub fn set_interrupts(&self, mode: NotifyMode, enable: bool, at: u16) -> Result<(), RingError> {
+        match mode {
+            NotifyMode::Always => {}
+            NotifyMode::Flags => {
+                let f = if enable {
+                    0
+                } else {
+                    VRING_AVAIL_F_NO_INTERRUPT
+                };
+                self.mem
+                    .store_u16("avail flags", self.off.avail_flags(), f, Ordering::Relaxed)?;
+            }
+            NotifyMode::EventIdx => {
+                if enable {
+                    self.mem.store_u16(
+                        "used_event",
+                        self.off.used_event(),
+                        at,
+                        Ordering::Relaxed,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Index of the next used entry we will pop.
+    pub fn last_used(&self) -> u16 {
+        self.last_used
+    }
+
+    /// After publishing `old..new`, does the device want a kick?
+    pub fn kick_needed(&self, mode: NotifyMode, old: u16, new: u16) -> Result<bool, RingError> {
+        // Full fence: our avail index store must be visible before we read
+        // the device's suppression field; otherwise the device may re-check
+        // the ring before our store lands, go to sleep, and we skip the kick.
+        fence(Ordering::SeqCst);
+        Ok(match mode {
+            NotifyMode::Always => true,
+            NotifyMode::Flags => {
+                self.mem
+                    .load_u16("used flags", self.off.used_flags(), Ordering::Relaxed)?
+                    & VRING_USED_F_NO_NOTIFY
+                    == 0
+            }
+            NotifyMode::EventIdx => {
+                let event =
+                    self.mem
+                        .load_u16("avail_event", self.off.avail_event(), Ordering::Relaxed)?;
+                vring_need_event(event, new, old)
+            }
+        })
+    }
+}

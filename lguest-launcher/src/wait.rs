@@ -1,0 +1,324 @@
+//! The one wait loop: work, then re-arm, fence, re-check, and only then
+//! sleep, spin or adapt.
+//!
+//! Every launcher — a synthetic guest's ([`crate::run`]) and a real VM's
+//! ([`crate::vhost_user`]) — drives its data path through [`WaitLoop::run`]
+//! over a [`Device`]: something that can do one turn of work, arm or disarm
+//! the notifications it waits for, say whether work is pending, and sleep.
+//!
+//! When a turn made no progress the loop idles as the policy says:
+//!
+//! * [`Wait::Spin`] polls again (and [`Device::tick`] checks every
+//!   [`TICK_EVERY`] that the peer lives);
+//! * [`Wait::Sleep`] re-enables notifications, re-checks the rings, and only
+//!   then sleeps — the classic race: a peer that published just before we
+//!   re-enabled did not kick us, so without the re-check we would sleep on
+//!   work that is already there;
+//! * [`Wait::Adaptive`] spins for a bounded time, then sleeps.
+//!
+//! A device that sleeps elsewhere (a vhost-user backend returns to its
+//! event loop) answers [`Slept::Yield`]: the loop returns with the
+//! notifications armed, and the next event calls it again.
+
+use crate::cli::config::Wait;
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long `adaptive` spins before sleeping: about the cost of one
+/// cross-core wake-up on this kind of machine (BENCHMARKS.md).
+pub const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
+/// How often a busy or spinning loop calls [`Device::tick`] (liveness,
+/// deadlines, live stats).
+pub const TICK_EVERY: Duration = Duration::from_millis(1);
+/// Busy turns between two looks at the clock: reading it costs as much as
+/// moving a small packet.
+const CLOCK_EVERY: u32 = 64;
+/// Longest single sleep, so deadlines and liveness are honoured.
+pub const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// What one turn of work did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// Something moved: go again.
+    Busy,
+    /// Nothing to do right now.
+    Idle,
+    /// The work is finished: leave the loop.
+    Done,
+}
+
+/// How a [`Device::sleep`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slept {
+    /// Woken (or timed out): look at the rings again.
+    Woke,
+    /// The device sleeps in its caller's event loop: return from
+    /// [`WaitLoop::run`] with notifications armed.
+    Yield,
+}
+
+/// How [`WaitLoop::run`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// A turn said [`Turn::Done`].
+    Done,
+    /// The device yielded to its event loop.
+    Yielded,
+}
+
+/// A data path the wait loop can drive.
+pub trait Device {
+    /// Why the device stops (ends the loop).
+    type Error;
+    /// Do what can be done now.
+    fn turn(&mut self) -> Result<Turn, Self::Error>;
+    /// Ask every producer we wait on to notify us (`true`, before sleeping)
+    /// or not (`false`, while busy).
+    fn arm(&mut self, on: bool) -> Result<(), Self::Error>;
+    /// Is there work we could do right now? Called after [`Device::arm`]
+    /// and a full fence.
+    fn has_work(&mut self) -> Result<bool, Self::Error>;
+    /// Housekeeping, at least every [`TICK_EVERY`] while busy or spinning
+    /// and before each sleep: notice a dead peer, a passed deadline.
+    fn tick(&mut self, now: Instant) -> Result<(), Self::Error>;
+    /// Sleep until notified or about `max` passed.
+    fn sleep(&mut self, max: Duration) -> Result<Slept, Self::Error>;
+}
+
+/// The wait policy and its state.
+#[derive(Debug)]
+pub struct WaitLoop {
+    policy: Wait,
+    spin_budget: Duration,
+    idle_since: Option<Instant>,
+    last_tick: Option<Instant>,
+    turns: u32,
+}
+
+impl WaitLoop {
+    /// A loop that idles as `policy` says.
+    pub fn new(policy: Wait) -> Self {
+        WaitLoop {
+            policy,
+            spin_budget: ADAPTIVE_SPIN,
+            idle_since: None,
+            last_tick: None,
+            turns: 0,
+        }
+    }
+
+    /// Drive `dev` until it is done, fails, or yields.
+    pub fn run<D: Device>(&mut self, dev: &mut D) -> Result<Exit, D::Error> {
+        loop {
+            let busy = match dev.turn()? {
+                Turn::Done => return Ok(Exit::Done),
+                Turn::Busy => true,
+                Turn::Idle => false,
+            };
+            self.turns = self.turns.wrapping_add(1);
+            if busy && !self.turns.is_multiple_of(CLOCK_EVERY) {
+                self.idle_since = None;
+                continue;
+            }
+            let now = Instant::now();
+            let last = *self.last_tick.get_or_insert(now);
+            if now.duration_since(last) >= TICK_EVERY {
+                self.last_tick = Some(now);
+                dev.tick(now)?;
+            }
+            if busy {
+                self.idle_since = None;
+                continue;
+            }
+            let spin_more = match self.policy {
+                Wait::Spin => true,
+                Wait::Sleep => false,
+                Wait::Adaptive => {
+                    now.duration_since(*self.idle_since.get_or_insert(now)) < self.spin_budget
+                }
+            };
+            if spin_more {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.idle_since = None;
+            if !rearm_and_recheck(dev)? && dev.sleep(MAX_SLEEP)? == Slept::Yield {
+                return Ok(Exit::Yielded);
+            }
+            dev.arm(false)?;
+        }
+    }
+}
+
+/// Re-enable notifications, fence, then re-check: `true` when work is
+/// already there (do not sleep). A producer that published before seeing
+/// our re-enable did not notify, so we must look again.
+pub fn rearm_and_recheck<D: Device>(dev: &mut D) -> Result<bool, D::Error> {
+    dev.arm(true)?;
+    // Full fence: the re-enable stores must be visible to the peer before
+    // we read its indexes (pairs with its fence between publishing and
+    // reading our suppression state).
+    fence(Ordering::SeqCst);
+    dev.has_work()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device with `work` turns of work queued, that records calls.
+    struct Script {
+        work: u32,
+        armed: bool,
+        arms: u32,
+        sleeps: u32,
+        ticks: u32,
+        wake_with: u32,
+        yield_on_sleep: bool,
+        done_after_sleeps: u32,
+    }
+
+    impl Device for Script {
+        type Error = ();
+        fn turn(&mut self) -> Result<Turn, ()> {
+            if self.work > 0 {
+                self.work -= 1;
+                return Ok(Turn::Busy);
+            }
+            if self.sleeps >= self.done_after_sleeps {
+                return Ok(Turn::Done);
+            }
+            Ok(Turn::Idle)
+        }
+        fn arm(&mut self, on: bool) -> Result<(), ()> {
+            self.armed = on;
+            self.arms += on as u32;
+            Ok(())
+        }
+        fn has_work(&mut self) -> Result<bool, ()> {
+            Ok(self.work > 0)
+        }
+        fn tick(&mut self, _: Instant) -> Result<(), ()> {
+            self.ticks += 1;
+            Ok(())
+        }
+        fn sleep(&mut self, _: Duration) -> Result<Slept, ()> {
+            assert!(self.armed, "slept with notifications disarmed");
+            self.sleeps += 1;
+            self.work += self.wake_with;
+            Ok(if self.yield_on_sleep {
+                Slept::Yield
+            } else {
+                Slept::Woke
+            })
+        }
+    }
+
+    fn script() -> Script {
+        Script {
+            work: 10,
+            armed: false,
+            arms: 0,
+            sleeps: 0,
+            ticks: 0,
+            wake_with: 5,
+            yield_on_sleep: false,
+            done_after_sleeps: 2,
+        }
+    }
+
+    #[test]
+    fn sleep_policy_arms_before_every_sleep_and_disarms_after() {
+        let mut d = script();
+        assert_eq!(WaitLoop::new(Wait::Sleep).run(&mut d), Ok(Exit::Done));
+        assert_eq!(d.sleeps, 2);
+        assert_eq!(d.arms, 2);
+        assert!(!d.armed, "busy again after a wake-up: disarmed");
+    }
+
+    #[test]
+    fn yielding_device_returns_armed() {
+        let mut d = Script {
+            yield_on_sleep: true,
+            ..script()
+        };
+        assert_eq!(WaitLoop::new(Wait::Sleep).run(&mut d), Ok(Exit::Yielded));
+        assert!(d.armed, "the event loop sleeps next: notifications stay on");
+        assert_eq!(d.work, 5);
+    }
+
+    #[test]
+    fn recheck_finds_work_published_before_rearm() {
+        struct Late(bool, u32);
+        impl Device for Late {
+            type Error = ();
+            fn turn(&mut self) -> Result<Turn, ()> {
+                Ok(if self.1 > 0 { Turn::Done } else { Turn::Idle })
+            }
+            fn arm(&mut self, on: bool) -> Result<(), ()> {
+                self.0 = on;
+                Ok(())
+            }
+            fn has_work(&mut self) -> Result<bool, ()> {
+                // The peer published just before our re-enable.
+                self.1 += 1;
+                Ok(true)
+            }
+            fn tick(&mut self, _: Instant) -> Result<(), ()> {
+                Ok(())
+            }
+            fn sleep(&mut self, _: Duration) -> Result<Slept, ()> {
+                panic!("slept although the re-check found work");
+            }
+        }
+        let mut d = Late(false, 0);
+        assert_eq!(WaitLoop::new(Wait::Sleep).run(&mut d), Ok(Exit::Done));
+    }
+
+    #[test]
+    fn spin_policy_never_sleeps_and_still_ticks() {
+        let mut d = Script {
+            work: 0,
+            done_after_sleeps: 1,
+            ..script()
+        };
+        // Spin until a tick has happened, then finish via a scripted flag.
+        struct Spin(Script, Instant);
+        impl Device for Spin {
+            type Error = ();
+            fn turn(&mut self) -> Result<Turn, ()> {
+                Ok(if self.0.ticks > 0 {
+                    Turn::Done
+                } else {
+                    Turn::Idle
+                })
+            }
+            fn arm(&mut self, on: bool) -> Result<(), ()> {
+                self.0.arm(on)
+            }
+            fn has_work(&mut self) -> Result<bool, ()> {
+                Ok(false)
+            }
+            fn tick(&mut self, now: Instant) -> Result<(), ()> {
+                self.1 = now;
+                self.0.tick(now)
+            }
+            fn sleep(&mut self, _: Duration) -> Result<Slept, ()> {
+                panic!("spin slept");
+            }
+        }
+        let mut s = Spin(
+            std::mem::replace(
+                &mut d,
+                Script {
+                    work: 0,
+                    ..script()
+                },
+            ),
+            Instant::now(),
+        );
+        assert_eq!(WaitLoop::new(Wait::Spin).run(&mut s), Ok(Exit::Done));
+        assert_eq!(s.0.ticks, 1);
+        assert_eq!(s.0.arms, 0);
+    }
+}
