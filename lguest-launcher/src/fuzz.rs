@@ -25,16 +25,25 @@ use crate::virtq::{
     DriverQueue, NotifyMode, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
 };
 use proptest::prelude::*;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use transport::{ConnectOptions, Handshake, Notify, PeerInfo, RingInfo, Transport, Wakeup};
 
 /// Counts notifications; the copier needs a transport to tell the peer.
-#[derive(Default)]
 struct CountingTransport {
     notifies: AtomicU64,
+    fd: std::fs::File,
+}
+
+impl Default for CountingTransport {
+    fn default() -> Self {
+        CountingTransport {
+            notifies: AtomicU64::new(0),
+            fd: std::fs::File::open("/dev/null").expect("open /dev/null"),
+        }
+    }
 }
 
 impl Transport for CountingTransport {
@@ -54,8 +63,8 @@ impl Transport for CountingTransport {
     fn wait(&self, _: Option<Duration>) -> transport::Result<Wakeup> {
         Ok(Wakeup::Timeout)
     }
-    fn as_raw_fd(&self) -> RawFd {
-        -1
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
     }
     fn peer_pid(&self) -> u32 {
         1

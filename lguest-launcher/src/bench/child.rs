@@ -3,7 +3,7 @@
 //! The benchmark starts this binary twice per baseline run, once as the
 //! `lead` (the side that measures: the sender of a stream, the pinger of a
 //! round trip) and once as the `peer`. They meet exactly as unix-socket
-//! launchers do ([`transport_unixsock::rendezvous`], either may start
+//! launchers do ([`transport::rendezvous`], either may start
 //! first). The lead then creates what the two will share — a
 //! `SOCK_SEQPACKET` socketpair, two pipes, two eventfds, two FIFOs, or a
 //! sealed memfd for the SPSC ring — and hands the peer its ends with
@@ -161,7 +161,7 @@ pub fn run(args: &ChildArgs) -> ExitCode {
 
 fn side(args: &ChildArgs, timeout: Duration) -> anyhow::Result<ChildReport> {
     let deadline = Instant::now() + timeout;
-    let meet = transport_unixsock::rendezvous(&args.path, Some(timeout))
+    let meet = transport::rendezvous(&args.path, Some(timeout))
         .with_context(|| format!("rendezvous at {}", args.path.display()))?;
     let sock = meet.socket.as_fd();
     match args.baseline {
@@ -176,13 +176,13 @@ fn side(args: &ChildArgs, timeout: Duration) -> anyhow::Result<ChildReport> {
 
 /// Lead: hand the peer its fds (and 8 bytes of data).
 fn offer(sock: BorrowedFd<'_>, data: u64, fds: &[BorrowedFd<'_>]) -> anyhow::Result<()> {
-    transport_unixsock::send_with_fds(sock, &data.to_le_bytes(), fds).context("send set-up")
+    transport::send_with_fds(sock, &data.to_le_bytes(), fds).context("send set-up")
 }
 
 /// Peer: take what the lead offers.
 fn take(sock: BorrowedFd<'_>, want_fds: usize) -> anyhow::Result<(u64, Vec<OwnedFd>)> {
     let mut buf = [0u8; 8];
-    let got = transport_unixsock::recv_with_fds(sock, &mut buf, MsgFlags::empty())
+    let got = transport::recv_with_fds(sock, &mut buf, MsgFlags::empty())
         .context("receive set-up")?
         .ok_or_else(|| anyhow!("no set-up message"))?;
     if got.len != 8 || got.fds.len() != want_fds {

@@ -218,7 +218,7 @@ pub(super) fn establish<T: Transport + 'static>(
     );
     let vm_region = Region::map(&file, size).map_err(|e| e.to_string())?;
     let vm_map = GuestMap::new(vm_region.clone(), &regions);
-    let fd = t.as_raw_fd();
+    let fd = t.as_fd().as_raw_fd();
     let copier = Copier::new(t, &peer_map, &peer.handshake.tx, &vm_map, &rx, mode)
         .map_err(|e| format!("peer {peer_pid}: {e}"))?
         .with_guest_interrupts();
