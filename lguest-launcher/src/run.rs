@@ -14,7 +14,7 @@
 use crate::cli::config::{RunConfig, Wait, Workload, Writes};
 use crate::copier::{Copier, CopyError, DropReason, Event, Outcome};
 use crate::guest::plan::Layout;
-use crate::guest::Guest;
+use crate::guest::{Guest, Shortfall};
 use crate::link::{dispatch, WithTransport};
 use crate::memory::{map_peer, GuestMap, GuestMemory};
 use crate::stats::Stats;
@@ -53,6 +53,60 @@ pub enum RunError {
     /// `--timeout` passed before the workload finished.
     #[error("timed out after {0:.1} s before the workload finished")]
     Timeout(f64),
+    /// SIGINT, SIGTERM or SIGHUP: stopped cleanly (exit 128 + signal).
+    #[error("interrupted by {}", signal_name(*.0))]
+    Interrupted(i32),
+    /// A sink learned from the sender's end-of-stream frame that fewer
+    /// frames will come than it waits for.
+    #[error("received {} of {}; the peer finished after {}", .0.received, .0.expected, .0.peer_sent)]
+    Short(Shortfall),
+}
+
+/// `SIGINT` for 2, and so on.
+pub fn signal_name(sig: i32) -> &'static str {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str())
+        .unwrap_or("a signal")
+}
+
+/// The signals that stop a launcher cleanly.
+const STOP_SIGNALS: [nix::sys::signal::Signal; 3] = [
+    nix::sys::signal::Signal::SIGINT,
+    nix::sys::signal::Signal::SIGTERM,
+    nix::sys::signal::Signal::SIGHUP,
+];
+
+/// Route SIGINT/SIGTERM/SIGHUP to [`transport::interrupt_flag`]: every
+/// wait gives up, the run loop stops at its next tick, stats are written
+/// and the process exits with 128 + the signal's number. Threads started
+/// inside `spawn_helpers` never take these signals, so they interrupt the
+/// main thread's `poll`.
+fn install_signal_handlers() {
+    let flag = transport::interrupt_flag();
+    for sig in STOP_SIGNALS {
+        if let Err(e) = signal_hook::flag::register_usize(sig as i32, flag.clone(), sig as usize) {
+            eprintln!("warning: cannot handle {sig}: {e}");
+        }
+    }
+}
+
+/// Start helper threads with the stop signals blocked (they inherit the
+/// mask), so the signals land on the calling thread.
+fn spawn_helpers<R>(start: impl FnOnce() -> R) -> R {
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+    let mut set = SigSet::empty();
+    for sig in STOP_SIGNALS {
+        set.add(sig);
+    }
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    let r = start();
+    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+    r
+}
+
+/// The exit code after `sig`: 128 + its number, as shells report it.
+fn signal_exit(sig: i32) -> ExitCode {
+    ExitCode::from(128u8.saturating_add(sig.clamp(0, 127) as u8))
 }
 
 /// Stats shared with the watchdog, which writes them if the run hangs.
@@ -62,8 +116,11 @@ pub type SharedStats = Arc<Mutex<Stats>>;
 /// its stats, print its summary; the process exit code.
 pub fn main(cfg: &RunConfig) -> ExitCode {
     let shared: SharedStats = Arc::new(Mutex::new(Stats::default()));
-    start_watchdog(cfg, shared.clone());
-    let bar = crate::progress::Progress::start(cfg, shared.clone());
+    install_signal_handlers();
+    let bar = spawn_helpers(|| {
+        start_watchdog(cfg, shared.clone());
+        crate::progress::Progress::start(cfg, shared.clone())
+    });
     let result = dispatch(
         cfg.spec.kind,
         Run {
@@ -84,15 +141,24 @@ pub fn main(cfg: &RunConfig) -> ExitCode {
         }
     };
     write_stats(cfg, &stats);
+    let name = &cfg.name;
     match result {
         Ok(s) => {
             if !cfg.quiet {
-                eprintln!("{}", s.summary());
+                eprintln!("[{name}] {}", s.summary());
             }
             ExitCode::SUCCESS
         }
+        Err(RunError::Interrupted(sig)) => {
+            eprintln!("[{name}] {}", stats.summary());
+            eprintln!(
+                "[{name}] {}: stopped cleanly, stats written",
+                RunError::Interrupted(sig)
+            );
+            signal_exit(sig)
+        }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("[{name}] error: {e}");
             ExitCode::from(1)
         }
     }
@@ -119,20 +185,50 @@ fn write_stats(cfg: &RunConfig, stats: &Stats) {
     }
 }
 
-/// The run loop honours `--timeout` itself; this thread is the backstop for
-/// a call that blocks (a blocking notification write to a stopped peer).
+/// How long an interrupted stream waits for a TX slot for its
+/// end-of-stream frame.
+const END_GRACE: Duration = Duration::from_millis(300);
+
+/// How long the run loop has to stop after a signal before the watchdog
+/// writes the stats and exits for it (a blocking write to a stopped peer).
+const SIGNAL_GRACE: Duration = Duration::from_secs(2);
+
+/// The run loop honours `--timeout` and signals itself; this thread is the
+/// backstop for a call that blocks (a blocking notification write to a
+/// stopped peer).
 fn start_watchdog(cfg: &RunConfig, shared: SharedStats) {
     let cfg = cfg.clone();
     std::thread::spawn(move || {
-        std::thread::sleep(cfg.timeout + Duration::from_secs(2));
+        let deadline = Instant::now() + cfg.timeout + Duration::from_secs(2);
+        let mut signalled: Option<(i32, Instant)> = None;
+        let (why, code) = loop {
+            std::thread::sleep(Duration::from_millis(50));
+            if let (None, Some(sig)) = (signalled, transport::interrupted()) {
+                signalled = Some((sig, Instant::now()));
+            }
+            if let Some((sig, at)) = signalled {
+                if at.elapsed() >= SIGNAL_GRACE {
+                    break (
+                        format!("interrupted by {} (blocked)", signal_name(sig)),
+                        128 + sig,
+                    );
+                }
+            }
+            if Instant::now() >= deadline {
+                break (
+                    format!(
+                        "timed out after {:.1} s (blocked)",
+                        cfg.timeout.as_secs_f64()
+                    ),
+                    1,
+                );
+            }
+        };
         let mut s = lock(&shared).clone();
-        s.result = format!(
-            "timed out after {:.1} s (blocked)",
-            cfg.timeout.as_secs_f64()
-        );
+        s.result = why;
         write_stats(&cfg, &s);
-        eprintln!("error: {}", s.result);
-        std::process::exit(1);
+        eprintln!("[{}] error: {}", cfg.name, s.result);
+        std::process::exit(code);
     });
 }
 
@@ -216,13 +312,20 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         layout.rx,
     );
     if !cfg.quiet {
-        eprintln!("waiting for peer on {} ...", cfg.spec);
+        eprintln!("[{}] waiting for peer on {} ...", cfg.name, cfg.spec);
     }
     let opts = ConnectOptions {
         nonblocking_writes: cfg.writes == Writes::Nonblocking,
         timeout: Some(cfg.timeout),
     };
-    let (t, peer) = T::connect(&cfg.spec.path, &local, mem.fd(), &opts)?;
+    let (t, peer) = T::connect(&cfg.spec.path, &local, mem.fd(), &opts).map_err(|e| {
+        // A signal during rendezvous ends the wait (the transport removed
+        // the files it created on the way out).
+        match transport::interrupted() {
+            Some(sig) => RunError::Interrupted(sig),
+            None => RunError::Transport(e),
+        }
+    })?;
     let peer_pid = peer.handshake.pid;
     // Each side maintains the suppression fields of its own mode; the pair
     // uses the lower of the two so neither waits on a field nobody writes.
@@ -236,7 +339,8 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     stats.notify_effective = mode.name().into();
     if !cfg.quiet {
         eprintln!(
-            "connected to peer pid {peer_pid} over {}: peer memory {} MiB, queue {}; notify {} (asked {}), writes {}, wait {}",
+            "[{}] connected to peer pid {peer_pid} over {}: peer memory {} MiB, queue {}; notify {} (asked {}), writes {}, wait {}",
+            cfg.name,
             cfg.spec.kind.name(),
             peer_mem.region().len() >> 20,
             peer_tx.size,
@@ -279,6 +383,26 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         .map_err(|e| dev.copy_err(e))?;
 
     let result = WaitLoop::new(cfg.wait).run(&mut dev).map(|_| ());
+    // A signal may surface as a transport error (an interrupted poll).
+    let result = match (result, transport::interrupted()) {
+        (Err(_), Some(sig)) => Err(RunError::Interrupted(sig)),
+        (r, _) => r,
+    };
+    if let Err(RunError::Interrupted(_)) = result {
+        // Tell the receiver how many we sent (lost vs never sent), giving
+        // the peer a moment to free a TX slot.
+        let until = Instant::now() + END_GRACE;
+        while dev.guest.end_pending() && Instant::now() < until {
+            match dev.guest.announce_end() {
+                Ok(Some(_)) => {
+                    // Always kick: the peer may be asleep on a full ring.
+                    let _ = notify(dev.copier.link(), &mut dev.stats);
+                }
+                Ok(None) => std::thread::sleep(Duration::from_micros(200)),
+                Err(_) => break,
+            }
+        }
+    }
     let Synthetic {
         mut guest,
         mut copier,
@@ -320,6 +444,13 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
             }
         }
         r => r,
+    };
+    let result = match (result, guest.shortfall()) {
+        (Ok(()), Some(short)) => Err(RunError::Short(short)),
+        (Err(RunError::Transport(e)), Some(short)) if e.is_peer_gone() => {
+            Err(RunError::Short(short))
+        }
+        (r, _) => r,
     };
     guest.report(&mut stats);
     stats.finish(started.elapsed().as_secs_f64());
@@ -413,6 +544,9 @@ impl<T: Transport> Device for Synthetic<'_, T> {
     }
 
     fn tick(&mut self, now: Instant) -> Result<(), RunError> {
+        if let Some(sig) = transport::interrupted() {
+            return Err(RunError::Interrupted(sig));
+        }
         if now >= self.deadline {
             return Err(self.timeout());
         }

@@ -30,8 +30,21 @@ pub struct Stats {
     pub packets_received: u64,
     /// Frame bytes our guest received.
     pub bytes_received: u64,
-    /// Packets expected but never received (sink, ping).
+    /// Packets sent by the peer (sink) or by us (ping) but never received.
+    /// A sink knows what the peer sent only from its end-of-stream frame
+    /// (`peer_sent`); without one this stays 0 and `missing` counts.
     pub lost: u64,
+    /// `--count` of a sink or ping (0 for others).
+    pub expected: u64,
+    /// Of `expected`, packets that did not arrive (lost or never sent).
+    pub missing: u64,
+    /// Of `expected`, packets the sender never sent (known from its
+    /// end-of-stream frame, or our own count for ping).
+    pub not_sent: u64,
+    /// Data frames the peer's stream said it sent (its end-of-stream
+    /// frame); absent when none arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_sent: Option<u64>,
     /// Packets whose checksum, size or length did not match.
     pub corrupted: u64,
     /// Frames our copier moved from the peer's TX ring into our RX ring

@@ -83,6 +83,12 @@ pub enum Error {
         /// What we observed (EOF, EPIPE, hang-up).
         reason: String,
     },
+    /// A signal (SIGINT, SIGTERM, SIGHUP) asked the launcher to stop.
+    #[error("interrupted by signal {signal}")]
+    Interrupted {
+        /// The signal's number.
+        signal: i32,
+    },
     /// This transport kind exists in the CLI but is not built yet.
     #[error("transport `{0}` is not implemented yet")]
     NotImplemented(&'static str),

@@ -63,7 +63,7 @@ pub use handshake::{
     translate, Handshake, MemRegion, RingInfo, F_EVENT_IDX, F_NOTIFY_FLAGS, HANDSHAKE_LEN,
     KNOWN_FEATURES, MAGIC, MAX_QUEUE_SIZE, MAX_REGIONS, VERSION,
 };
-pub use poll::{poll_fds, set_nonblocking, Deadline, Ready};
+pub use poll::{interrupt_flag, interrupted, poll_fds, set_nonblocking, Deadline, Ready};
 pub use rendezvous::{rendezvous, Rendezvous};
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};

@@ -12,7 +12,31 @@ use crate::{Error, Result};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+/// Set (to the signal's number) by a launcher's SIGINT/SIGTERM/SIGHUP
+/// handler: every wait in this crate gives up instead of retrying, so a
+/// launcher stops within a poll and the rendezvous files it created are
+/// removed on the way out (the same paths as any other connect error).
+static INTERRUPT: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+
+/// The flag a signal handler sets to interrupt every wait (for
+/// `signal_hook::flag::register_usize`: store the signal number).
+pub fn interrupt_flag() -> Arc<AtomicUsize> {
+    INTERRUPT
+        .get_or_init(|| Arc::new(AtomicUsize::new(0)))
+        .clone()
+}
+
+/// The signal that interrupted this process, if one did.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPT.get()?.load(Ordering::Relaxed) {
+        0 => None,
+        sig => Some(sig as i32),
+    }
+}
 
 /// A point in time after which connect gives up.
 #[derive(Clone, Copy, Debug)]
@@ -23,8 +47,12 @@ impl Deadline {
     pub fn after(timeout: Option<Duration>) -> Self {
         Deadline(timeout.map(|t| Instant::now() + t))
     }
-    /// Time left, `None` for no deadline; zero once passed.
+    /// Time left, `None` for no deadline; zero once passed, and zero once
+    /// the process was [`interrupted`].
     pub fn remaining(&self) -> Option<Duration> {
+        if interrupted().is_some() {
+            return Some(Duration::ZERO);
+        }
         self.0.map(|d| d.saturating_duration_since(Instant::now()))
     }
     /// True once the deadline has passed.
@@ -42,7 +70,8 @@ pub struct Ready {
     pub hangup: bool,
 }
 
-/// Poll `fds` for input with a timeout (`None`: forever). EINTR retries.
+/// Poll `fds` for input with a timeout (`None`: forever). EINTR retries,
+/// unless the process was [`interrupted`]: then [`Error::Interrupted`].
 pub fn poll_fds<const N: usize>(
     fds: [BorrowedFd<'_>; N],
     timeout: Option<Duration>,
@@ -62,7 +91,10 @@ pub fn poll_fds<const N: usize>(
     loop {
         match poll(&mut pfds, to) {
             Ok(_) => break,
-            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EINTR) => match interrupted() {
+                None => continue,
+                Some(signal) => return Err(Error::Interrupted { signal }),
+            },
             Err(e) => return Err(Error::sys("poll", e)),
         }
     }

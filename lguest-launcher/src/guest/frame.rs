@@ -9,6 +9,12 @@
 //! [16..)   payload: a fixed pseudo-random pattern, starting at offset
 //!          seq % 251 so neighbouring packets differ
 //! ```
+//! A `stream` ends with one *end-of-stream* frame: sequence number
+//! [`END_SEQ`], size [`END_FRAME`], and as payload the number of data frames
+//! the sender put on its ring (`sent`, u64 LE) — so a receiver can tell
+//! "sent but never received" (lost) from "never sent", and a sink waiting
+//! for more than the sender had learns that nothing more is coming.
+//!
 //! The checksum is a Fletcher-style sum over the payload in 8-byte words
 //! (order-sensitive, so swapped or shifted bytes are caught) mixed with the
 //! sequence number. Senders precompute the 251 payload sums once.
@@ -43,6 +49,22 @@ pub fn fletcher(data: &[u8]) -> (u64, u64) {
 fn mix(sum: (u64, u64), seq: u64, size: u32) -> u32 {
     let x = sum.0 ^ sum.1.rotate_left(29) ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ size as u64;
     (x ^ (x >> 32)) as u32
+}
+
+/// The sequence number of the end-of-stream frame (never a data frame's).
+pub const END_SEQ: u64 = u64::MAX;
+/// Size of the end-of-stream frame: header plus the `sent` count.
+pub const END_FRAME: usize = FRAME_HDR + 8;
+
+/// The end-of-stream frame announcing `sent` data frames.
+pub fn end_frame(sent: u64) -> [u8; END_FRAME] {
+    let payload = sent.to_le_bytes();
+    let mut f = [0u8; END_FRAME];
+    f[0..8].copy_from_slice(&END_SEQ.to_le_bytes());
+    f[8..12].copy_from_slice(&(END_FRAME as u32).to_le_bytes());
+    f[12..16].copy_from_slice(&mix(fletcher(&payload), END_SEQ, END_FRAME as u32).to_le_bytes());
+    f[16..].copy_from_slice(&payload);
+    f
 }
 
 /// Builds frames of one size quickly.
@@ -94,6 +116,9 @@ impl Pattern {
 pub enum Verdict {
     /// Intact, with this sequence number.
     Good(u64),
+    /// An intact end-of-stream frame: the sender put this many data frames
+    /// on its ring.
+    End(u64),
     /// Too short, wrong size field, or checksum mismatch.
     Corrupt,
 }
@@ -108,6 +133,12 @@ pub fn verify(frame: &[u8]) -> Verdict {
     let csum = u32::from_le_bytes(frame[12..16].try_into().unwrap_or_default());
     if size as usize != frame.len() || mix(fletcher(&frame[FRAME_HDR..]), seq, size) != csum {
         return Verdict::Corrupt;
+    }
+    if seq == END_SEQ {
+        return match frame[FRAME_HDR..].try_into() {
+            Ok(sent) if frame.len() == END_FRAME => Verdict::End(u64::from_le_bytes(sent)),
+            _ => Verdict::Corrupt,
+        };
     }
     Verdict::Good(seq)
 }
@@ -133,6 +164,16 @@ mod tests {
                 assert_eq!(verify(&f), Verdict::Good(seq));
             }
         }
+    }
+
+    #[test]
+    fn end_frame_verifies_and_carries_the_sent_count() {
+        for sent in [0, 1, 1000, u64::MAX - 1] {
+            assert_eq!(verify(&end_frame(sent)), Verdict::End(sent));
+        }
+        let mut f = end_frame(1000);
+        f[20] ^= 1;
+        assert_eq!(verify(&f), Verdict::Corrupt, "a flipped count is caught");
     }
 
     #[test]

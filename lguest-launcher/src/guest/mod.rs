@@ -6,8 +6,9 @@
 //! its used entries (so those are checked: see [`DriverQueue::pop_used`]);
 //! our own copier fills our RX ring.
 //!
-//! Workloads: `stream` sends COUNT frames and is done once the peer has
-//! consumed all of them; `sink` is done after COUNT intact frames; `ping`
+//! Workloads: `stream` sends COUNT frames, then one end-of-stream frame
+//! announcing how many it sent ([`frame::end_frame`]), and is done once the
+//! peer has consumed all of them; `sink` is done after COUNT intact frames; `ping`
 //! sends one frame at a time and times its echo; `echo` sends back each
 //! frame it receives; `idle` does nothing.
 
@@ -15,7 +16,7 @@ pub mod frame;
 pub mod plan;
 
 use crate::cli::config::Workload;
-use crate::guest::frame::{verify, Pattern, Verdict};
+use crate::guest::frame::{end_frame, verify, Pattern, Verdict};
 use crate::guest::plan::{Layout, BUF_SIZE, NET_HDR_LEN};
 use crate::memory::Region;
 use crate::stats::Stats;
@@ -54,6 +55,22 @@ pub struct Guest {
     echoed: u64,
     rx_delay: Duration,
     frame: Vec<u8>,
+    /// Our end-of-stream frame is on the TX ring.
+    end_sent: bool,
+    /// The peer's end-of-stream frame said it sent this many.
+    peer_sent: Option<u64>,
+}
+
+/// A sink that learned, from the sender's end-of-stream frame, that fewer
+/// frames than it waits for will ever come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    /// Intact frames received.
+    pub received: u64,
+    /// `--count`.
+    pub expected: u64,
+    /// What the sender said it sent.
+    pub peer_sent: u64,
 }
 
 impl Guest {
@@ -88,6 +105,8 @@ impl Guest {
             echoed: 0,
             rx_delay,
             frame: vec![0u8; BUF_SIZE as usize],
+            end_sent: false,
+            peer_sent: None,
         };
         while g.rx.num_free() > 0 {
             g.post_rx()?;
@@ -155,6 +174,10 @@ impl Guest {
                 while self.sent < self.count && self.send_seq(self.sent)? {
                     self.sent += 1;
                 }
+                if self.sent == self.count && !self.end_sent && self.put_end()? {
+                    step.progress = true;
+                    step.tx_published = Some(self.tx.publish()?);
+                }
             }
             Workload::Ping => {
                 if self.ping_in_flight.is_none()
@@ -192,8 +215,57 @@ impl Guest {
             step.tx_published = Some(self.tx.publish()?);
         }
         stats.packets_sent = self.sent;
-        stats.packets_consumed = self.consumed;
+        stats.packets_consumed = self.consumed.min(self.sent);
         Ok(step)
+    }
+
+    /// Put our end-of-stream frame on the TX ring (not published); false
+    /// when the ring is full.
+    fn put_end(&mut self) -> Result<bool, RingError> {
+        let end = end_frame(self.sent);
+        let put = send_frame(
+            &mut self.tx,
+            &self.mem,
+            self.layout.tx_bufs,
+            end.len() as u32,
+            |mem, at| Ok(mem.write("tx frame", at, &end)?),
+        )?;
+        self.end_sent |= put;
+        Ok(put)
+    }
+
+    /// A `stream` that stops early (interrupted): announce what it sent so
+    /// the receiver can tell lost from never sent. Returns the published
+    /// TX range for the kick decision, if the frame went out.
+    /// `Ok(None)` when the ring has no free slot yet (try again while the
+    /// peer drains it) or there is nothing to announce.
+    pub fn announce_end(&mut self) -> Result<Option<(u16, u16)>, RingError> {
+        if !self.end_pending() {
+            return Ok(None);
+        }
+        while self.tx.pop_used()?.is_some() {
+            self.consumed += 1;
+        }
+        if !self.put_end()? {
+            return Ok(None);
+        }
+        Ok(Some(self.tx.publish()?))
+    }
+
+    /// A stream whose end-of-stream frame is not on the ring yet.
+    pub fn end_pending(&self) -> bool {
+        self.workload == Workload::Stream && !self.end_sent
+    }
+
+    /// The sender's end-of-stream frame said fewer frames will come than a
+    /// sink waits for.
+    pub fn shortfall(&self) -> Option<Shortfall> {
+        let peer_sent = self.peer_sent?;
+        (self.workload == Workload::Sink && self.received < self.count).then_some(Shortfall {
+            received: self.received,
+            expected: self.count,
+            peer_sent,
+        })
     }
 
     /// Handle one received buffer (the caller re-posts it afterwards).
@@ -220,6 +292,10 @@ impl Guest {
         self.mem.read("rx frame", at, &mut self.frame[..flen])?;
         match verify(&self.frame[..flen]) {
             Verdict::Corrupt => stats.corrupted += 1,
+            Verdict::End(sent) => {
+                self.peer_sent = Some(sent);
+                stats.peer_sent = Some(sent);
+            }
             Verdict::Good(seq) => {
                 if seq != self.next_expected {
                     stats.out_of_order += 1;
@@ -242,8 +318,12 @@ impl Guest {
     /// The workload has finished.
     pub fn done(&self) -> bool {
         match self.workload {
-            Workload::Stream => self.sent == self.count && self.tx.in_flight() == 0,
-            Workload::Sink => self.received >= self.count,
+            // Our end-of-stream frame is out; the peer need not take it.
+            Workload::Stream => self.end_sent && self.consumed >= self.count,
+            // Everything asked for, or the sender said nothing more comes.
+            Workload::Sink => {
+                self.received >= self.count || self.peer_sent.is_some_and(|n| self.received >= n)
+            }
             Workload::Ping => self.rtts.len() as u64 >= self.count,
             Workload::Echo => self.echoed >= self.count && self.tx.in_flight() == 0,
             Workload::Idle => false,
@@ -254,7 +334,9 @@ impl Guest {
     /// completions), if we are waiting for any: half the ring when TX is
     /// full (batching), the last one when draining at the end.
     fn tx_interrupt_target(&self) -> Option<u16> {
-        let in_flight = self.tx.in_flight();
+        // Our end-of-stream frame need not be taken: never wait for it.
+        let end_pending = self.end_sent && self.consumed <= self.sent;
+        let in_flight = self.tx.in_flight().saturating_sub(end_pending as u16);
         if in_flight == 0 {
             return None;
         }
@@ -264,7 +346,7 @@ impl Guest {
             _ => false,
         };
         let draining = match self.workload {
-            Workload::Stream => self.sent == self.count,
+            Workload::Stream => self.sent == self.count && self.end_sent,
             Workload::Echo => self.echoed >= self.count,
             _ => false,
         };
@@ -295,10 +377,24 @@ impl Guest {
     /// Fill the final numbers into `stats`.
     pub fn report(&mut self, stats: &mut Stats) {
         stats.packets_sent = self.sent;
-        stats.packets_consumed = self.consumed;
+        stats.packets_consumed = self.consumed.min(self.sent);
+        // `lost`: sent but never received. A sink knows what was sent only
+        // from the sender's end-of-stream frame; without one (the sender was
+        // killed) `lost` stays 0 and `missing` says what did not arrive.
         match self.workload {
-            Workload::Sink | Workload::Ping => {
-                stats.lost = self.count.saturating_sub(self.received)
+            Workload::Sink => {
+                stats.expected = self.count;
+                stats.missing = self.count.saturating_sub(self.received);
+                if let Some(sent) = self.peer_sent {
+                    stats.lost = sent.saturating_sub(self.received);
+                    stats.not_sent = self.count.saturating_sub(sent);
+                }
+            }
+            Workload::Ping => {
+                stats.expected = self.count;
+                stats.missing = self.count.saturating_sub(self.received);
+                stats.lost = self.sent.saturating_sub(self.received);
+                stats.not_sent = self.count.saturating_sub(self.sent);
             }
             Workload::Echo => stats.lost = self.count.saturating_sub(self.echoed),
             _ => {}
