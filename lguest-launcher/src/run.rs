@@ -158,7 +158,7 @@ pub fn main(cfg: &RunConfig) -> ExitCode {
             signal_exit(sig)
         }
         Err(e) => {
-            eprintln!("[{name}] error: {e}");
+            eprintln!("error: [{name}] {e}");
             ExitCode::from(1)
         }
     }
@@ -227,7 +227,7 @@ fn start_watchdog(cfg: &RunConfig, shared: SharedStats) {
         let mut s = lock(&shared).clone();
         s.result = why;
         write_stats(&cfg, &s);
-        eprintln!("[{}] error: {}", cfg.name, s.result);
+        eprintln!("error: [{}] {}", cfg.name, s.result);
         std::process::exit(code);
     });
 }

@@ -130,7 +130,7 @@ fn sink_names_count_mismatch_from_end_of_stream(kind: &str) {
         .exit(&sink, 1)
         .stderr_has(
             &sink,
-            "[left] error: received 1000 of 2000; the peer finished after 1000",
+            "error: [left] received 1000 of 2000; the peer finished after 1000",
         )
         .eq(&sink, "packets_received", 1000)
         .eq(&sink, "peer_sent", 1000)

@@ -16,6 +16,9 @@
 //!
 //! Usage: `hostile-peer KIND:PATH MODE [ROUNDS]`
 
+use anyhow::{anyhow, bail, Context};
+use lguest_launcher::cli::config::Spec;
+use lguest_launcher::link::{dispatch, WithTransport};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use std::ffi::CString;
@@ -53,22 +56,36 @@ fn desc(f: &File, ring: &RingInfo, i: u16, addr: u64, len: u32, flags: u16, next
     put(f, ring.desc + 16 * i as u64, &d);
 }
 
-fn run<T: Transport>(path: &Path, mode: &str, rounds: u32) -> Result<(), String> {
+/// One hostile run, with the transport `--sharenet` names.
+struct Hostile<'a> {
+    path: &'a Path,
+    mode: &'a str,
+    rounds: u32,
+}
+
+impl WithTransport for Hostile<'_> {
+    type Output = anyhow::Result<()>;
+    fn with<T: Transport + 'static>(self) -> anyhow::Result<()> {
+        run::<T>(self.path, self.mode, self.rounds)
+    }
+}
+
+fn run<T: Transport>(path: &Path, mode: &str, rounds: u32) -> anyhow::Result<()> {
     let name = CString::new("hostile-peer").unwrap();
     let fd = memfd_create(
         &name,
         MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
     )
-    .map_err(|e| format!("memfd_create: {e}"))?;
+    .context("memfd_create")?;
     let mem = File::from(fd);
-    mem.set_len(MEM).map_err(|e| e.to_string())?;
+    mem.set_len(MEM).context("size the memfd")?;
     fcntl(
         mem.as_raw_fd(),
         FcntlArg::F_ADD_SEALS(
             SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
         ),
     )
-    .map_err(|e| format!("seal: {e}"))?;
+    .context("seal")?;
     let tx = RingInfo {
         desc: 0,
         avail: 16 * QUEUE as u64,
@@ -93,7 +110,7 @@ fn run<T: Transport>(path: &Path, mode: &str, rounds: u32) -> Result<(), String>
         nonblocking_writes: true,
         timeout: Some(Duration::from_secs(20)),
     };
-    let (t, peer) = T::connect(path, &hs, mem.as_fd(), &opts).map_err(|e| e.to_string())?;
+    let (t, peer) = T::connect(path, &hs, mem.as_fd(), &opts)?;
     eprintln!("hostile-peer: connected to {} ({mode})", peer.handshake.pid);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ std::process::id() as u64);
     let mut avail: u16 = 0;
@@ -139,11 +156,7 @@ fn run<T: Transport>(path: &Path, mode: &str, rounds: u32) -> Result<(), String>
                 avail = avail.wrapping_add(q);
             }
             "jump" => avail = avail.wrapping_add(q * 3 + 7),
-            other => {
-                return Err(format!(
-                    "unknown mode {other}; expected garbage, loop or jump"
-                ))
-            }
+            other => bail!("unknown mode {other}; expected garbage, loop or jump"),
         }
         put(&mem, tx.avail + 2, &avail.to_le_bytes());
         if let Err(e) = t.notify() {
@@ -162,17 +175,22 @@ fn main() {
         eprintln!("usage: hostile-peer KIND:PATH garbage|loop|jump [ROUNDS]");
         std::process::exit(2);
     }
-    let (kind, path) = args[1].split_once(':').unwrap_or(("", ""));
     let rounds = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(20);
-    let path = Path::new(path);
-    let r = match kind {
-        "fifo" => run::<transport_fifo::Fifo>(path, &args[2], rounds),
-        "unix" => run::<transport_unixsock::UnixSock>(path, &args[2], rounds),
-        "eventfd" => run::<transport_eventfd::EventFd>(path, &args[2], rounds),
-        _ => Err(format!("unknown transport {kind}")),
-    };
+    let r = args[1]
+        .parse::<Spec>()
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|spec| {
+            dispatch(
+                spec.kind,
+                Hostile {
+                    path: &spec.path,
+                    mode: &args[2],
+                    rounds,
+                },
+            )
+        });
     if let Err(e) = r {
-        eprintln!("hostile-peer: {e}");
+        eprintln!("hostile-peer: {e:#}");
         std::process::exit(1);
     }
 }
