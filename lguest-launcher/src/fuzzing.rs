@@ -803,8 +803,12 @@ fn poll(
             allowed: "the RX used ring and delivered RX bytes",
         });
     }
-    let peer_allowed = [peer.info.used..peer.info.used + peer.info.used_bytes()];
-    if let Some(offset) = stray_change(&peer_before, &snapshot(&peer.mem), &peer_allowed) {
+    let peer_used_ring = peer.info.used..peer.info.used + peer.info.used_bytes();
+    if let Some(offset) = stray_change(
+        &peer_before,
+        &snapshot(&peer.mem),
+        std::slice::from_ref(&peer_used_ring),
+    ) {
         return Err(Violation::StrayWrite {
             op,
             mem: "peer",
