@@ -24,8 +24,8 @@ pub mod bench;
 pub mod cli;
 pub mod copier;
 pub mod demo;
-#[cfg(test)]
-mod fuzz;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod guest;
 pub mod link;
 pub mod memory;
