@@ -47,3 +47,59 @@ mod tests {
         }
     }
 }
+
+/// While a pair is linked, `PATH.pair` names its two pids, so a third
+/// launcher on the same path can be told why nobody comes ("in use by the
+/// pair 123/456") instead of only timing out. Both sides write the same
+/// content; whichever leaves first removes it (a stale file from a pair
+/// that was killed names dead pids and is ignored).
+#[derive(Debug)]
+pub struct PairMark {
+    file: std::path::PathBuf,
+    content: String,
+}
+
+impl PairMark {
+    fn file_for(path: &std::path::Path) -> std::path::PathBuf {
+        let mut s = path.as_os_str().to_owned();
+        s.push(".pair");
+        s.into()
+    }
+
+    /// Mark `path` as used by the pair `a`/`b` (best effort: a launcher
+    /// that cannot write beside its rendezvous path still runs).
+    pub fn claim(path: &std::path::Path, a: u32, b: u32) -> PairMark {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = Self::file_for(path);
+        let content = format!("{} {}\n", a.min(b), a.max(b));
+        let tmp = file.with_extension(format!("pair.{}.tmp", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, content.as_bytes()))
+            .and_then(|_| std::fs::rename(&tmp, &file));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        PairMark { file, content }
+    }
+
+    /// The live pair using `path`, if any.
+    pub fn busy(path: &std::path::Path) -> Option<(u32, u32)> {
+        let text = std::fs::read_to_string(Self::file_for(path)).ok()?;
+        let mut pids = text.split_whitespace().map(|p| p.parse::<u32>());
+        let (a, b) = (pids.next()?.ok()?, pids.next()?.ok()?);
+        let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+        (alive(a) && alive(b)).then_some((a, b))
+    }
+}
+
+impl Drop for PairMark {
+    fn drop(&mut self) {
+        if std::fs::read_to_string(&self.file).is_ok_and(|c| c == self.content) {
+            let _ = std::fs::remove_file(&self.file);
+        }
+    }
+}

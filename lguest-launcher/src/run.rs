@@ -15,7 +15,7 @@ use crate::cli::config::{RunConfig, Wait, Workload, Writes};
 use crate::copier::{Copier, CopyError, DropReason, Event, Outcome};
 use crate::guest::plan::Layout;
 use crate::guest::{Guest, Shortfall};
-use crate::link::{dispatch, WithTransport};
+use crate::link::{dispatch, PairMark, WithTransport};
 use crate::memory::{map_peer, GuestMap, GuestMemory};
 use crate::stats::Stats;
 use crate::virtq::{ChainError, NotifyMode, RingError};
@@ -53,6 +53,18 @@ pub enum RunError {
     /// `--timeout` passed before the workload finished.
     #[error("timed out after {0:.1} s before the workload finished")]
     Timeout(f64),
+    /// Nobody came, and the path is held by a live pair.
+    #[error("{err}: {path} is in use by the pair {a}/{b}; pick another path")]
+    Busy {
+        /// The timeout.
+        err: transport::Error,
+        /// The rendezvous path.
+        path: String,
+        /// The pair's pids.
+        a: u32,
+        /// The pair's pids.
+        b: u32,
+    },
     /// SIGINT, SIGTERM or SIGHUP: stopped cleanly (exit 128 + signal).
     #[error("interrupted by {}", signal_name(*.0))]
     Interrupted(i32),
@@ -323,9 +335,18 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         // the files it created on the way out).
         match transport::interrupted() {
             Some(sig) => RunError::Interrupted(sig),
-            None => RunError::Transport(e),
+            None => match (&e, PairMark::busy(&cfg.spec.path)) {
+                (transport::Error::ConnectTimeout { .. }, Some((a, b))) => RunError::Busy {
+                    err: e,
+                    path: cfg.spec.path.display().to_string(),
+                    a,
+                    b,
+                },
+                _ => RunError::Transport(e),
+            },
         }
     })?;
+    let _mark = PairMark::claim(&cfg.spec.path, std::process::id(), peer.handshake.pid);
     let peer_pid = peer.handshake.pid;
     // Each side maintains the suppression fields of its own mode; the pair
     // uses the lower of the two so neither waits on a field nobody writes.
