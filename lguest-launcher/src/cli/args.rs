@@ -481,3 +481,67 @@ impl RunArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_zero_says_at_least_1() {
+        assert_eq!(
+            parse_count("0").unwrap_err().to_string(),
+            "0 is out of range; expected at least 1"
+        );
+        assert_eq!(parse_count("18446744073709551615").unwrap(), u64::MAX);
+        assert!(matches!(
+            parse_count("abc"),
+            Err(ValueError::NotANumber { .. })
+        ));
+    }
+
+    #[test]
+    fn queue_size_must_be_a_power_of_two_up_to_32768() {
+        assert_eq!(parse_queue_size("1024").unwrap(), 1024);
+        assert_eq!(parse_queue_size("3"), Err(ValueError::NotPowerOfTwo(3)));
+        assert_eq!(
+            parse_queue_size("65536"),
+            Err(ValueError::NotPowerOfTwo(65536))
+        );
+        assert!(parse_queue_size("0").is_err());
+    }
+
+    #[test]
+    fn default_memory_follows_queue_size() {
+        assert_eq!(default_memory_mib(256), DEFAULT_MEMORY_MIB);
+        assert_eq!(default_memory_mib(1024), 129);
+        let args = RunArgs {
+            queue_size: Some(1024),
+            ..RunArgs::default()
+        };
+        assert_eq!(args.settings().unwrap().memory_mib, 129);
+        let args = RunArgs {
+            queue_size: Some(1024),
+            memory: Some(64),
+            ..RunArgs::default()
+        };
+        assert!(matches!(
+            args.settings(),
+            Err(UsageError::MemoryTooSmall { need: 129, .. })
+        ));
+    }
+
+    #[test]
+    fn rendezvous_directory_must_exist_and_be_writable() {
+        let check = |s: &str| check_rendezvous(&s.parse().unwrap());
+        assert!(matches!(
+            check("fifo:/nonexistent-dir/x"),
+            Err(UsageError::NoSuchDirectory { .. })
+        ));
+        assert!(matches!(
+            check("fifo:/proc/nope"),
+            Err(UsageError::NotWritable { .. })
+        ));
+        check("unix:/tmp/sharenet-unit-unused").unwrap();
+        check("eventfd:relative-name").unwrap();
+    }
+}
