@@ -170,7 +170,7 @@ pub enum ValueError {
         /// What was written.
         got: String,
         /// What is allowed, in words.
-        expected: String,
+        expected: &'static str,
     },
     /// A number outside the allowed range.
     #[error("{got} is out of range; expected {expected}")]
@@ -178,7 +178,7 @@ pub enum ValueError {
         /// The number as written.
         got: String,
         /// What is allowed, in words.
-        expected: String,
+        expected: &'static str,
     },
     /// A queue size that is not a power of two from 1 to 32768.
     #[error("{0} is not a power of two from 1 to 32768 (try 256)")]
@@ -187,26 +187,21 @@ pub enum ValueError {
 
 const COUNT_RANGE: &str = "at least 1";
 const SECS_RANGE: &str = "seconds in (0, 86400]";
+const MEMORY_RANGE: &str = "1..=65536 MiB";
+/// `MIN_FRAME..=MAX_FRAME` in words (a unit test keeps them in step).
+const SIZE_RANGE: &str = "16..=65535 bytes";
 
-fn memory_range() -> String {
-    "1..=65536 MiB".into()
-}
-
-fn size_range() -> String {
-    format!("{MIN_FRAME}..={MAX_FRAME} bytes")
-}
-
-fn int(s: &str, expected: impl Into<String>) -> Result<i128, ValueError> {
+fn int(s: &str, expected: &'static str) -> Result<i128, ValueError> {
     s.trim().parse().map_err(|_| ValueError::NotANumber {
         got: s.into(),
-        expected: expected.into(),
+        expected,
     })
 }
 
-fn out_of_range(got: impl ToString, expected: impl Into<String>) -> ValueError {
+fn out_of_range(got: impl ToString, expected: &'static str) -> ValueError {
     ValueError::OutOfRange {
         got: got.to_string(),
-        expected: expected.into(),
+        expected,
     }
 }
 
@@ -223,7 +218,7 @@ pub fn check_size(n: i128) -> Result<u32, ValueError> {
     if (MIN_FRAME as i128..=MAX_FRAME as i128).contains(&n) {
         Ok(n as u32)
     } else {
-        Err(out_of_range(n, size_range()))
+        Err(out_of_range(n, SIZE_RANGE))
     }
 }
 
@@ -232,7 +227,7 @@ pub fn check_memory(n: i128) -> Result<u64, ValueError> {
     if (1..=65536).contains(&n) {
         Ok(n as u64)
     } else {
-        Err(out_of_range(n, memory_range()))
+        Err(out_of_range(n, MEMORY_RANGE))
     }
 }
 
@@ -255,17 +250,17 @@ pub fn check_secs(v: f64) -> Result<f64, ValueError> {
 
 /// `--count`, `--pings`.
 pub fn parse_count(s: &str) -> Result<u64, ValueError> {
-    check_count(int(s, format!("a whole number, {COUNT_RANGE}"))?)
+    check_count(int(s, "a whole number, at least 1")?)
 }
 
 /// `--size`.
 pub fn parse_size(s: &str) -> Result<u32, ValueError> {
-    check_size(int(s, size_range())?)
+    check_size(int(s, SIZE_RANGE)?)
 }
 
 /// `--memory`.
 pub fn parse_memory(s: &str) -> Result<u64, ValueError> {
-    check_memory(int(s, memory_range())?)
+    check_memory(int(s, MEMORY_RANGE)?)
 }
 
 /// `--queue-size`: a power of two, 1..=32768.
@@ -277,7 +272,7 @@ pub fn parse_queue_size(s: &str) -> Result<u32, ValueError> {
 pub fn parse_secs(s: &str) -> Result<f64, ValueError> {
     let v: f64 = s.trim().parse().map_err(|_| ValueError::NotANumber {
         got: s.into(),
-        expected: SECS_RANGE.into(),
+        expected: SECS_RANGE,
     })?;
     check_secs(v)
 }
@@ -497,6 +492,16 @@ mod tests {
             parse_count("abc"),
             Err(ValueError::NotANumber { .. })
         ));
+    }
+
+    #[test]
+    fn size_range_words_match_the_limits() {
+        assert_eq!(SIZE_RANGE, format!("{MIN_FRAME}..={MAX_FRAME} bytes"));
+        assert_eq!(
+            parse_size(&MIN_FRAME.to_string()).unwrap(),
+            MIN_FRAME as u32
+        );
+        assert!(parse_size(&(MIN_FRAME - 1).to_string()).is_err());
     }
 
     #[test]

@@ -19,13 +19,20 @@ use config::RunConfig;
 /// key or file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The profile could not be read or is invalid.
+    /// The profile could not be read or is invalid (boxed: it carries the
+    /// file, line, key and value).
     #[error(transparent)]
-    Profile(#[from] profile::ProfileError),
+    Profile(Box<profile::ProfileError>),
     /// A flag (or merged value) is out of range, missing, or names a
     /// rendezvous that cannot be created.
     #[error(transparent)]
     Usage(#[from] UsageError),
+}
+
+impl From<profile::ProfileError> for ConfigError {
+    fn from(e: profile::ProfileError) -> Self {
+        ConfigError::Profile(Box::new(e))
+    }
 }
 
 /// Merge flags over the profile and resolve; `None` after `--print-config`

@@ -103,11 +103,11 @@ pub struct Profile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     /// The profile file as the user named it.
-    pub file: PathBuf,
+    pub file: Box<Path>,
     /// Line, from 1.
-    pub line: usize,
+    pub line: u32,
     /// Column in characters, from 1.
-    pub col: usize,
+    pub col: u32,
 }
 
 impl std::fmt::Display for Location {
@@ -131,7 +131,7 @@ pub enum ValueProblem {
         /// What the profile says.
         got: String,
         /// The allowed spellings, comma-separated.
-        allowed: String,
+        allowed: Box<str>,
     },
 }
 
@@ -190,7 +190,10 @@ pub enum ProfileError {
         got: String,
     },
     /// A value of the wrong TOML type.
-    #[error("{at}: [{section}] {key}: expected {expected}, got {got}{hint}")]
+    #[error(
+        "{at}: [{section}] {key}: expected {expected}, got {got}{}",
+        if *quoted_number { "; drop the quotes" } else { "" }
+    )]
     WrongType {
         /// The key.
         at: Location,
@@ -202,8 +205,9 @@ pub enum ProfileError {
         expected: String,
         /// What it holds, in words.
         got: String,
-        /// Empty, or a suggestion (`; drop the quotes`).
-        hint: &'static str,
+        /// A string that holds a number where a number belongs
+        /// (`memory_mib = "64"`): the message suggests dropping the quotes.
+        quoted_number: bool,
     },
     /// A value of the right type that is not allowed.
     #[error("{at}: [{section}] {key}: {problem}")]
@@ -298,11 +302,7 @@ impl Problem {
                     key,
                     expected,
                     got: describe(v),
-                    hint: if quoted_number {
-                        "; drop the quotes"
-                    } else {
-                        ""
-                    },
+                    quoted_number,
                 }
             }
             Problem::Value(problem) => ProfileError::BadValue {
@@ -350,7 +350,7 @@ fn choice<E: ValueEnum>(v: &Value) -> Result<E, Problem> {
     E::from_str(s, false).map_err(|_| {
         Problem::Value(ValueProblem::UnknownChoice {
             got: s.to_owned(),
-            allowed,
+            allowed: allowed.into(),
         })
     })
 }
@@ -369,10 +369,11 @@ impl Text<'_> {
         }
         let before = &self.src[..at];
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let count = |n: usize| u32::try_from(n + 1).unwrap_or(u32::MAX);
         Location {
-            file: self.file.to_path_buf(),
-            line: before.matches('\n').count() + 1,
-            col: before[line_start..].chars().count() + 1,
+            file: self.file.into(),
+            line: count(before.matches('\n').count()),
+            col: count(before[line_start..].chars().count()),
         }
     }
 }
