@@ -301,7 +301,7 @@ pub fn account<T: Transport>(
 pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats, RunError> {
     let start = Instant::now();
     let deadline = start + cfg.timeout;
-    let mode: NotifyMode = cfg.notify.into();
+    let mode: NotifyMode = cfg.notify;
     let mut stats = Stats {
         transport: cfg.spec.kind.name().into(),
         workload: cfg.workload.name().into(),

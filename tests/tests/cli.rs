@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Checks, Outcome, TestDir};
+use common::{serial, stream_pair_intact, Checks, Outcome, TestDir};
 use std::time::Duration;
 
 /// Run the launcher with `args` and wait (a usage error must not start a
@@ -117,6 +117,142 @@ fn memory_too_small_for_queue_is_a_usage_error() {
 }
 
 #[test]
+fn count_zero_says_at_least_1() {
+    usage_error(
+        "count_0",
+        &[
+            "--sharenet",
+            "fifo:/tmp/sharenet-tests-unused",
+            "--timeout",
+            "5",
+            "--count",
+            "0",
+        ],
+        &["invalid value '0' for '--count <N>': 0 is out of range; expected at least 1"],
+    );
+    let (_dir, out) = run(
+        "count_0_no_u64_max",
+        &[
+            "--sharenet",
+            "fifo:/tmp/sharenet-tests-unused",
+            "--count",
+            "0",
+        ],
+    );
+    let mut c = Checks::new("--count 0", &[&out]);
+    c.that(
+        !out.stderr.contains("18446744073709551615"),
+        "no u64::MAX in the message",
+    );
+    c.done();
+}
+
+#[test]
+fn rendezvous_in_a_missing_directory_is_a_usage_error() {
+    usage_error(
+        "missing_dir",
+        &["--sharenet", "fifo:/nonexistent-dir/x", "--timeout", "5"],
+        &["error: --sharenet fifo:/nonexistent-dir/x: the directory /nonexistent-dir does not exist"],
+    );
+    usage_error(
+        "missing_dir_unix",
+        &[
+            "--sharenet",
+            "unix:/nonexistent-dir/sub/x",
+            "--timeout",
+            "5",
+        ],
+        &[
+            "unix:/nonexistent-dir/sub/x",
+            "/nonexistent-dir/sub does not exist",
+        ],
+    );
+}
+
+#[test]
+fn rendezvous_in_an_unwritable_directory_names_the_users_path() {
+    let (_dir, out) = run(
+        "proc_dir",
+        &["--sharenet", "fifo:/proc/nope", "--timeout", "5"],
+    );
+    let mut c = Checks::new("--sharenet fifo:/proc/nope", &[&out]);
+    c.exit(&out, 2).stderr_has(
+        &out,
+        "error: --sharenet fifo:/proc/nope: cannot create the rendezvous in /proc: not a writable directory",
+    );
+    c.that(
+        !out.stderr.contains(".tmp") && !out.stderr.contains("/proc/nope."),
+        "no internal temporary name in the message",
+    );
+    c.done();
+    usage_error(
+        "file_as_dir",
+        &["--sharenet", "unix:/etc/passwd/x", "--timeout", "5"],
+        &["unix:/etc/passwd/x", "/etc/passwd is not a directory"],
+    );
+}
+
+/// `--queue-size 1024` needs 129 MiB; without `--memory` the default
+/// grows to fit, and a pair runs.
+#[test]
+fn default_memory_follows_queue_size() {
+    let (_dir, out) = run(
+        "queue_1024_config",
+        &[
+            "--sharenet",
+            "fifo:/tmp/sharenet-tests-unused",
+            "--queue-size",
+            "1024",
+            "--print-config",
+        ],
+    );
+    let mut c = Checks::new("--queue-size 1024 --print-config", &[&out]);
+    c.exit(&out, 0).that(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("memory_mib = 129") && l.contains("# default")),
+        "memory_mib defaults to 129 for queue_size 1024",
+    );
+    c.done();
+
+    let _serial = serial();
+    let dir = TestDir::new("queue_1024_pair");
+    let spec = dir.sharenet("unix", "link");
+    let q = ["--queue-size", "1024"];
+    let (sink, _) = stream_pair_intact("queue 1024 pair", &dir, &spec, 5000, 1500, &q, &q);
+    let mut c = Checks::new("queue 1024 pair", &[&sink]);
+    c.exit(&sink, 0);
+    c.done();
+}
+
+#[test]
+fn print_config_works_without_sharenet_and_does_not_freeze_the_name() {
+    let (_dir, out) = run("print_config_bare", &["--print-config"]);
+    let mut c = Checks::new("--print-config", &[&out]);
+    c.exit(&out, 0)
+        .that(
+            out.stdout
+                .lines()
+                .any(|l| l == "# name = (default: derived from the pid)"),
+            "name shown as a comment",
+        )
+        .that(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with("# sharenet = (unset")),
+            "sharenet shown as unset",
+        )
+        .that(!out.stdout.contains("guest-"), "no pid-derived name")
+        .that(
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with("count = 100000") && l.ends_with("# default")),
+            "defaults printed",
+        );
+    c.done();
+}
+
+#[test]
 fn help_exits_0_and_documents_sharenet() {
     let (_dir, out) = run("help", &["--help"]);
     let mut c = Checks::new("lguest-launcher --help", &[&out]);
@@ -128,6 +264,10 @@ fn help_exits_0_and_documents_sharenet() {
         .that(
             out.stdout.contains("--workload"),
             "help should document --workload",
+        )
+        .that(
+            out.stdout.contains("129 for --queue-size 1024"),
+            "help should say the --memory default follows --queue-size",
         );
     c.done();
 }

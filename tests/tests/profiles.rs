@@ -130,6 +130,38 @@ fn bad_value_names_file_line_key_and_range() {
 }
 
 #[test]
+fn wrong_type_names_key_section_and_expected_type() {
+    refused(
+        "memory_string",
+        "[guest]\nname = \"x\"\nmemory_mib = \"64\"\n",
+        &["FILE:3:1: [guest] memory_mib: expected an integer (MiB), got the string \"64\""],
+    );
+    refused(
+        "wait_bool",
+        "[net]\nsharenet = \"fifo:/tmp/x\"\nwait = true\n",
+        &["FILE:3:1: [net] wait: expected one of sleep, spin, adaptive, got the boolean true"],
+    );
+}
+
+#[test]
+fn misspelled_section_lists_the_sections() {
+    refused(
+        "section_nett",
+        "[guest]\nname = \"x\"\n\n[nett]\nsharenet = \"fifo:/tmp/x\"\n",
+        &["FILE:4:2: unknown section `nett`; expected one of guest, net, workload"],
+    );
+}
+
+#[test]
+fn key_in_the_wrong_section_names_the_right_one() {
+    refused(
+        "size_in_guest",
+        "[guest]\nsize = 64\n",
+        &["FILE:2:1: unknown key `size` in [guest]; `size` belongs in [workload]"],
+    );
+}
+
+#[test]
 fn bad_toml_and_missing_file_are_usage_errors() {
     refused("bad_toml", "[guest\nname = 1\n", &["FILE:1:"]);
     let dir = TestDir::new("missing_profile");

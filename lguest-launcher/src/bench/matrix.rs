@@ -22,7 +22,8 @@ use super::pair::run_pair;
 use super::report::{Row, RowKey};
 use super::summary::Measurement;
 use super::BenchArgs;
-use crate::cli::config::{Kind, Notify, Wait, Writes};
+use crate::cli::config::{Kind, Wait, Writes};
+use crate::virtq::NotifyMode;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -43,7 +44,7 @@ pub struct Cell {
     /// Transport.
     pub kind: Kind,
     /// Notification suppression.
-    pub notify: Notify,
+    pub notify: NotifyMode,
     /// Notification writes.
     pub writes: Writes,
     /// Idle behaviour.
@@ -123,10 +124,10 @@ fn scaled(n: u64, scale: f64, min: u64) -> u64 {
 /// channel full, which takes many un-suppressed notifications: with
 /// `always` and `flags` both values run; with `event-idx` (a notification
 /// every ring's worth of packets or less) only `nonblocking`, the default.
-fn full_configs() -> Vec<(Notify, Writes, Wait)> {
+fn full_configs() -> Vec<(NotifyMode, Writes, Wait)> {
     let mut v = Vec::new();
-    for notify in [Notify::Always, Notify::Flags, Notify::EventIdx] {
-        let writes: &[Writes] = if notify == Notify::EventIdx {
+    for notify in [NotifyMode::Always, NotifyMode::Flags, NotifyMode::EventIdx] {
+        let writes: &[Writes] = if notify == NotifyMode::EventIdx {
             &[Writes::Nonblocking]
         } else {
             &[Writes::Blocking, Writes::Nonblocking]
@@ -144,22 +145,22 @@ fn full_configs() -> Vec<(Notify, Writes, Wait)> {
 /// nonblocking writes, plus blocking writes once (always, sleep) — a ping
 /// has at most one packet in flight, so a notification channel never fills
 /// and `writes` cannot matter beyond that check.
-fn full_ping_configs() -> Vec<(Notify, Writes, Wait)> {
+fn full_ping_configs() -> Vec<(NotifyMode, Writes, Wait)> {
     let mut v = Vec::new();
-    for notify in [Notify::Always, Notify::Flags, Notify::EventIdx] {
+    for notify in [NotifyMode::Always, NotifyMode::Flags, NotifyMode::EventIdx] {
         for wait in [Wait::Sleep, Wait::Spin, Wait::Adaptive] {
             v.push((notify, Writes::Nonblocking, wait));
         }
     }
-    v.push((Notify::Always, Writes::Blocking, Wait::Sleep));
+    v.push((NotifyMode::Always, Writes::Blocking, Wait::Sleep));
     v
 }
 
 /// The quick subset: notify always and event-idx, nonblocking writes, wait
 /// sleep and spin.
-fn quick_configs() -> Vec<(Notify, Writes, Wait)> {
+fn quick_configs() -> Vec<(NotifyMode, Writes, Wait)> {
     let mut v = Vec::new();
-    for notify in [Notify::Always, Notify::EventIdx] {
+    for notify in [NotifyMode::Always, NotifyMode::EventIdx] {
         for wait in [Wait::Sleep, Wait::Spin] {
             v.push((notify, Writes::Nonblocking, wait));
         }

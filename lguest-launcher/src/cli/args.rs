@@ -1,14 +1,18 @@
 //! The command line: flags, subcommands, and checked values.
 //!
-//! Every flag is optional here so profile values (issue: profiles) can fill
-//! the gaps; [`RunArgs::resolve`] applies the documented defaults. Bad values
-//! are refused by clap with the flag named and exit code 2.
+//! Every flag is optional here so a profile's values can fill the gaps;
+//! [`RunArgs::settings`] applies the documented defaults and
+//! [`RunArgs::resolve`] checks what a run needs on top (the rendezvous).
+//! Bad values are refused by clap with the flag named and exit code 2; the
+//! same checks ([`check_count`], [`check_queue_size`], ...) refuse them in a
+//! profile, so a value means the same wherever it is written.
 
-use crate::cli::config::{Notify, RunConfig, Spec, Wait, Workload, Writes};
+use crate::cli::config::{RunConfig, Settings, Spec, Wait, Workload, Writes};
 use crate::guest::frame::MIN_FRAME;
 use crate::guest::plan::{Layout, MAX_FRAME};
+use crate::virtq::NotifyMode;
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const EXAMPLES: &str = "\
@@ -76,13 +80,13 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Packets streamed per transport.
-    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 200_000, value_parser = parse_count)]
     pub count: u64,
     /// Frame size in bytes for the stream.
-    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(MIN_FRAME as i64..=MAX_FRAME as i64))]
+    #[arg(long, default_value_t = 1500, value_parser = parse_size)]
     pub size: u32,
     /// Pings per transport.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 2000, value_parser = parse_count)]
     pub pings: u64,
     /// Only these transports (comma-separated).
     #[arg(long, value_delimiter = ',', value_enum)]
@@ -96,7 +100,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE.toml")]
     pub profile: Option<PathBuf>,
     /// Print the merged configuration as TOML (with where each value came
-    /// from) and exit.
+    /// from) and exit; works without --sharenet.
     #[arg(long)]
     pub print_config: bool,
     /// Transport and rendezvous path: fifo:PATH, unix:PATH or eventfd:PATH.
@@ -105,23 +109,25 @@ pub struct RunArgs {
     /// What the synthetic guest does [default: stream].
     #[arg(long, value_enum)]
     pub workload: Option<Workload>,
-    /// Packets to send or receive [default: 100000].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Packets to send or receive, at least 1 [default: 100000].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub count: Option<u64>,
     /// Frame size in bytes, 16..=65535 [default: 1500].
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(MIN_FRAME as i64..=MAX_FRAME as i64))]
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub size: Option<u32>,
     /// Notification suppression [default: event-idx].
     #[arg(long, value_enum)]
-    pub notify: Option<Notify>,
+    pub notify: Option<NotifyMode>,
     /// May a notification write block? [default: nonblocking].
     #[arg(long, value_enum)]
     pub writes: Option<Writes>,
     /// What to do when idle [default: adaptive].
     #[arg(long, value_enum)]
     pub wait: Option<Wait>,
-    /// Guest memory in MiB [default: 64].
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=65536))]
+    /// Guest memory in MiB, 1..=65536 [default: 64, or the least that holds
+    /// the rings and packet buffers of --queue-size when that is more, e.g.
+    /// 129 for --queue-size 1024].
+    #[arg(long, value_name = "MIB", value_parser = parse_memory)]
     pub memory: Option<u64>,
     /// Entries per ring: a power of two up to 32768 [default: 256].
     #[arg(long, value_name = "N", value_parser = parse_queue_size)]
@@ -143,70 +149,404 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
+/// Built-in `--queue-size`.
+pub const DEFAULT_QUEUE_SIZE: u32 = 256;
+/// Built-in `--memory` floor in MiB (more when the queue size needs it).
+pub const DEFAULT_MEMORY_MIB: u64 = 64;
+/// Built-in `--count`.
+pub const DEFAULT_COUNT: u64 = 100_000;
+/// Built-in `--size`.
+pub const DEFAULT_SIZE: u32 = 1500;
+/// Built-in `--timeout` in seconds.
+pub const DEFAULT_TIMEOUT_SECS: f64 = 60.0;
+
+/// A flag or profile value that is not allowed. clap prints it after
+/// `invalid value 'X' for '--flag'`; a profile after `FILE:LINE:COL: [section] key: `.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    /// Not a number at all.
+    #[error("`{got}` is not a number; expected {expected}")]
+    NotANumber {
+        /// What was written.
+        got: String,
+        /// What is allowed, in words.
+        expected: &'static str,
+    },
+    /// A number outside the allowed range.
+    #[error("{got} is out of range; expected {expected}")]
+    OutOfRange {
+        /// The number as written.
+        got: String,
+        /// What is allowed, in words.
+        expected: &'static str,
+    },
+    /// A queue size that is not a power of two from 1 to 32768.
+    #[error("{0} is not a power of two from 1 to 32768 (try 256)")]
+    NotPowerOfTwo(i128),
+}
+
+const COUNT_RANGE: &str = "at least 1";
+const SECS_RANGE: &str = "seconds in (0, 86400]";
+const MEMORY_RANGE: &str = "1..=65536 MiB";
+/// `MIN_FRAME..=MAX_FRAME` in words (a unit test keeps them in step).
+const SIZE_RANGE: &str = "16..=65535 bytes";
+
+fn int(s: &str, expected: &'static str) -> Result<i128, ValueError> {
+    s.trim().parse().map_err(|_| ValueError::NotANumber {
+        got: s.into(),
+        expected,
+    })
+}
+
+fn out_of_range(got: impl ToString, expected: &'static str) -> ValueError {
+    ValueError::OutOfRange {
+        got: got.to_string(),
+        expected,
+    }
+}
+
+/// Packets (`--count`, `count`): at least 1.
+pub fn check_count(n: i128) -> Result<u64, ValueError> {
+    u64::try_from(n)
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| out_of_range(n, COUNT_RANGE))
+}
+
+/// Frame size (`--size`, `size`): 16..=65535 bytes.
+pub fn check_size(n: i128) -> Result<u32, ValueError> {
+    if (MIN_FRAME as i128..=MAX_FRAME as i128).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(out_of_range(n, SIZE_RANGE))
+    }
+}
+
+/// Guest memory (`--memory`, `memory_mib`): 1..=65536 MiB.
+pub fn check_memory(n: i128) -> Result<u64, ValueError> {
+    if (1..=65536).contains(&n) {
+        Ok(n as u64)
+    } else {
+        Err(out_of_range(n, MEMORY_RANGE))
+    }
+}
+
+/// Ring entries (`--queue-size`, `queue_size`): a power of two, 1..=32768.
+pub fn check_queue_size(n: i128) -> Result<u32, ValueError> {
+    match u32::try_from(n) {
+        Ok(q) if q.is_power_of_two() && q <= 32768 => Ok(q),
+        _ => Err(ValueError::NotPowerOfTwo(n)),
+    }
+}
+
+/// Seconds (`--timeout`, `timeout`): in (0, 86400].
+pub fn check_secs(v: f64) -> Result<f64, ValueError> {
+    if v > 0.0 && v <= 86400.0 {
+        Ok(v)
+    } else {
+        Err(out_of_range(v, SECS_RANGE))
+    }
+}
+
+/// `--count`, `--pings`.
+pub fn parse_count(s: &str) -> Result<u64, ValueError> {
+    check_count(int(s, "a whole number, at least 1")?)
+}
+
+/// `--size`.
+pub fn parse_size(s: &str) -> Result<u32, ValueError> {
+    check_size(int(s, SIZE_RANGE)?)
+}
+
+/// `--memory`.
+pub fn parse_memory(s: &str) -> Result<u64, ValueError> {
+    check_memory(int(s, MEMORY_RANGE)?)
+}
+
 /// `--queue-size`: a power of two, 1..=32768.
-pub fn parse_queue_size(s: &str) -> Result<u32, String> {
-    let n: u32 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number; expected a power of two from 1 to 32768"))?;
-    if n == 0 || !n.is_power_of_two() || n > 32768 {
-        return Err(format!(
-            "{n} is not a power of two from 1 to 32768 (try 256)"
-        ));
-    }
-    Ok(n)
+pub fn parse_queue_size(s: &str) -> Result<u32, ValueError> {
+    check_queue_size(int(s, "a power of two from 1 to 32768")?)
 }
 
-fn parse_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !(v > 0.0 && v <= 86400.0) {
-        return Err(format!(
-            "{v} is out of range; expected seconds in (0, 86400]"
-        ));
-    }
-    Ok(v)
+/// `--timeout`.
+pub fn parse_secs(s: &str) -> Result<f64, ValueError> {
+    let v: f64 = s.trim().parse().map_err(|_| ValueError::NotANumber {
+        got: s.into(),
+        expected: SECS_RANGE,
+    })?;
+    check_secs(v)
 }
 
-/// A usage error: the flag or key at fault and the message.
-#[derive(Debug)]
-pub struct UsageError(pub String);
+/// The memory a run gets when `--memory` is not given: [`DEFAULT_MEMORY_MIB`],
+/// or the least that holds the rings and packet buffers of `queue_size` when
+/// that is more. Packet slots are sized for the largest frame, so `--size`
+/// does not change it.
+pub fn default_memory_mib(queue_size: u32) -> u64 {
+    Layout::plan(queue_size)
+        .needed_mib()
+        .max(DEFAULT_MEMORY_MIB)
+}
+
+/// A usage error in the merged flags and profile: exit 2, one line naming
+/// the flag (or profile key) and the value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    /// Neither `--sharenet` nor a profile's `sharenet`.
+    #[error(
+        "missing --sharenet KIND:PATH (e.g. --sharenet fifo:/tmp/sn0, or `sharenet = ...` in a profile's [net]); or run `lguest-launcher demo`"
+    )]
+    MissingSharenet,
+    /// `--memory` given, but too small for the rings and buffers.
+    #[error(
+        "--memory {memory_mib} MiB is too small for --queue-size {queue_size} (or memory_mib/queue_size in a profile's [guest]): the rings and buffers need {need} MiB; raise --memory, lower --queue-size, or leave --memory out (its default follows --queue-size)"
+    )]
+    MemoryTooSmall {
+        /// The memory asked for.
+        memory_mib: u64,
+        /// The queue size in force.
+        queue_size: u32,
+        /// What the layout needs.
+        need: u64,
+    },
+    /// The rendezvous path's directory does not exist.
+    #[error(
+        "--sharenet {spec}: the directory {} does not exist; create it or choose a path in an existing directory",
+        dir.display()
+    )]
+    NoSuchDirectory {
+        /// The spec as the user gave it.
+        spec: Spec,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// The rendezvous path's "directory" is something else.
+    #[error("--sharenet {spec}: {} is not a directory", dir.display())]
+    NotADirectory {
+        /// The spec as the user gave it.
+        spec: Spec,
+        /// Its would-be directory.
+        dir: PathBuf,
+    },
+    /// The rendezvous cannot be created in its directory.
+    #[error(
+        "--sharenet {spec}: cannot create the rendezvous in {}: not a writable directory",
+        dir.display()
+    )]
+    NotWritable {
+        /// The spec as the user gave it.
+        spec: Spec,
+        /// Its directory.
+        dir: PathBuf,
+        /// What the probe met.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Can the transport create its rendezvous next to `spec.path`? Checked
+/// before connecting so the message names the user's path, not one of the
+/// transport's temporary names. `access(2)` alone is not enough: root
+/// passes it even for `/proc`, so we also try to create a file there,
+/// nameless (`O_TMPFILE`) where the file system allows it.
+fn check_rendezvous(spec: &Spec) -> Result<(), UsageError> {
+    let dir = match spec.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let meta = match std::fs::metadata(&dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(UsageError::NoSuchDirectory {
+                spec: spec.clone(),
+                dir,
+            })
+        }
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => {
+            return Err(UsageError::NotADirectory {
+                spec: spec.clone(),
+                dir,
+            })
+        }
+        Err(source) => {
+            return Err(UsageError::NotWritable {
+                spec: spec.clone(),
+                dir,
+                source,
+            })
+        }
+    };
+    if !meta.is_dir() {
+        return Err(UsageError::NotADirectory {
+            spec: spec.clone(),
+            dir,
+        });
+    }
+    probe_writable(&dir).map_err(|source| UsageError::NotWritable {
+        spec: spec.clone(),
+        dir,
+        source,
+    })
+}
+
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    use nix::unistd::{access, AccessFlags};
+    use std::os::unix::fs::OpenOptionsExt;
+    access(dir, AccessFlags::W_OK | AccessFlags::X_OK)?;
+    let nameless = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir);
+    match nameless {
+        Ok(_) => return Ok(()),
+        Err(e)
+            if !matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EOPNOTSUPP | nix::libc::EISDIR | nix::libc::EINVAL)
+            ) =>
+        {
+            return Err(e)
+        }
+        Err(_) => {} // no O_TMPFILE here: probe with a name
+    }
+    let probe = dir.join(format!(".sharenet-probe.{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
 
 impl RunArgs {
-    /// Apply defaults and cross-field checks.
-    pub fn resolve(&self) -> Result<RunConfig, UsageError> {
-        let spec = self.sharenet.clone().ok_or_else(|| {
-            UsageError(
-                "missing --sharenet KIND:PATH (e.g. --sharenet fifo:/tmp/sn0, or `sharenet = ...` in a profile's [net]); or run `lguest-launcher demo`"
-                    .into(),
-            )
-        })?;
-        let queue_size = self.queue_size.unwrap_or(256);
-        let memory_mib = self.memory.unwrap_or(64);
+    /// Apply defaults and the checks that do not need the rendezvous
+    /// (`--print-config` shows the result even without `--sharenet`).
+    pub fn settings(&self) -> Result<Settings, UsageError> {
+        let queue_size = self.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE);
         let need = Layout::plan(queue_size).needed_mib();
-        if memory_mib < need {
-            return Err(UsageError(format!(
-                "--memory {memory_mib} MiB is too small for --queue-size {queue_size} (or memory_mib/queue_size in a profile's [guest]): the rings and buffers need {need} MiB; raise --memory or lower --queue-size"
-            )));
-        }
-        Ok(RunConfig {
-            name: self
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("guest-{}", std::process::id())),
-            spec,
+        let memory_mib = match self.memory {
+            Some(m) if m < need => {
+                return Err(UsageError::MemoryTooSmall {
+                    memory_mib: m,
+                    queue_size,
+                    need,
+                })
+            }
+            Some(m) => m,
+            None => default_memory_mib(queue_size),
+        };
+        Ok(Settings {
+            name: self.name.clone(),
+            spec: self.sharenet.clone(),
             workload: self.workload.unwrap_or(Workload::Stream),
-            count: self.count.unwrap_or(100_000),
-            size: self.size.unwrap_or(1500),
-            notify: self.notify.unwrap_or(Notify::EventIdx),
+            count: self.count.unwrap_or(DEFAULT_COUNT),
+            size: self.size.unwrap_or(DEFAULT_SIZE),
+            notify: self.notify.unwrap_or(NotifyMode::EventIdx),
             writes: self.writes.unwrap_or(Writes::Nonblocking),
             wait: self.wait.unwrap_or(Wait::Adaptive),
             memory_mib,
             queue_size,
-            timeout: Duration::from_secs_f64(self.timeout.unwrap_or(60.0)),
+            timeout: Duration::from_secs_f64(self.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
+        })
+    }
+
+    /// Apply defaults and cross-field checks, and check that the rendezvous
+    /// can be created: everything a run needs.
+    pub fn resolve(&self) -> Result<RunConfig, UsageError> {
+        let spec = self.sharenet.clone().ok_or(UsageError::MissingSharenet)?;
+        let s = self.settings()?;
+        check_rendezvous(&spec)?;
+        Ok(RunConfig {
+            name: s
+                .name
+                .unwrap_or_else(|| format!("guest-{}", std::process::id())),
+            spec,
+            workload: s.workload,
+            count: s.count,
+            size: s.size,
+            notify: s.notify,
+            writes: s.writes,
+            wait: s.wait,
+            memory_mib: s.memory_mib,
+            queue_size: s.queue_size,
+            timeout: s.timeout,
             stats_json: self.stats_json.clone(),
             rx_delay: Duration::from_micros(self.rx_delay_us.unwrap_or(0)),
             quiet: self.quiet,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_zero_says_at_least_1() {
+        assert_eq!(
+            parse_count("0").unwrap_err().to_string(),
+            "0 is out of range; expected at least 1"
+        );
+        assert_eq!(parse_count("18446744073709551615").unwrap(), u64::MAX);
+        assert!(matches!(
+            parse_count("abc"),
+            Err(ValueError::NotANumber { .. })
+        ));
+    }
+
+    #[test]
+    fn size_range_words_match_the_limits() {
+        assert_eq!(SIZE_RANGE, format!("{MIN_FRAME}..={MAX_FRAME} bytes"));
+        assert_eq!(
+            parse_size(&MIN_FRAME.to_string()).unwrap(),
+            MIN_FRAME as u32
+        );
+        assert!(parse_size(&(MIN_FRAME - 1).to_string()).is_err());
+    }
+
+    #[test]
+    fn queue_size_must_be_a_power_of_two_up_to_32768() {
+        assert_eq!(parse_queue_size("1024").unwrap(), 1024);
+        assert_eq!(parse_queue_size("3"), Err(ValueError::NotPowerOfTwo(3)));
+        assert_eq!(
+            parse_queue_size("65536"),
+            Err(ValueError::NotPowerOfTwo(65536))
+        );
+        assert!(parse_queue_size("0").is_err());
+    }
+
+    #[test]
+    fn default_memory_follows_queue_size() {
+        assert_eq!(default_memory_mib(256), DEFAULT_MEMORY_MIB);
+        assert_eq!(default_memory_mib(1024), 129);
+        let args = RunArgs {
+            queue_size: Some(1024),
+            ..RunArgs::default()
+        };
+        assert_eq!(args.settings().unwrap().memory_mib, 129);
+        let args = RunArgs {
+            queue_size: Some(1024),
+            memory: Some(64),
+            ..RunArgs::default()
+        };
+        assert!(matches!(
+            args.settings(),
+            Err(UsageError::MemoryTooSmall { need: 129, .. })
+        ));
+    }
+
+    #[test]
+    fn rendezvous_directory_must_exist_and_be_writable() {
+        let check = |s: &str| check_rendezvous(&s.parse().unwrap());
+        assert!(matches!(
+            check("fifo:/nonexistent-dir/x"),
+            Err(UsageError::NoSuchDirectory { .. })
+        ));
+        assert!(matches!(
+            check("fifo:/proc/nope"),
+            Err(UsageError::NotWritable { .. })
+        ));
+        check("unix:/tmp/sharenet-unit-unused").unwrap();
+        check("eventfd:relative-name").unwrap();
     }
 }

@@ -1,7 +1,10 @@
 //! The resolved configuration of one launcher run, and its modes.
 //!
-//! Command-line flags (and, later, profile values) are merged into a
-//! [`RunConfig`]; everything below `main` sees only this.
+//! Command-line flags and profile values are merged into [`Settings`]
+//! (every default applied; what `--print-config` shows), then finished into
+//! a [`RunConfig`] once the rendezvous is known to be usable; everything
+//! below `main` sees only that. Notification suppression is
+//! [`NotifyMode`], the same type the rings use.
 
 use crate::virtq::NotifyMode;
 use clap::ValueEnum;
@@ -49,20 +52,38 @@ impl std::fmt::Display for Spec {
     }
 }
 
+/// A `KIND:PATH` that cannot be parsed (`--sharenet`, or `sharenet` in a
+/// profile's `[net]`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// No `:` between kind and path.
+    #[error("`{0}` is not KIND:PATH; expected fifo:PATH, unix:PATH or eventfd:PATH")]
+    NotKindPath(String),
+    /// The kind is not one we know.
+    #[error("unknown transport `{0}`; expected one of fifo, unix, eventfd")]
+    UnknownKind(String),
+    /// Nothing after the `:`.
+    #[error("`{spec}` has an empty PATH; expected e.g. {kind}:/tmp/sharenet0", kind = kind.name())]
+    EmptyPath {
+        /// What the user wrote.
+        spec: String,
+        /// The (valid) kind before the `:`.
+        kind: Kind,
+    },
+}
+
 impl std::str::FromStr for Spec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (kind, path) = s.split_once(':').ok_or_else(|| {
-            format!("`{s}` is not KIND:PATH; expected fifo:PATH, unix:PATH or eventfd:PATH")
-        })?;
-        let kind = Kind::from_str(kind, false).map_err(|_| {
-            format!("unknown transport `{kind}`; expected one of fifo, unix, eventfd")
-        })?;
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let (kind, path) = s
+            .split_once(':')
+            .ok_or_else(|| SpecError::NotKindPath(s.into()))?;
+        let kind = Kind::from_str(kind, false).map_err(|_| SpecError::UnknownKind(kind.into()))?;
         if path.is_empty() {
-            return Err(format!(
-                "`{s}` has an empty PATH; expected e.g. {}:/tmp/sharenet0",
-                kind.name()
-            ));
+            return Err(SpecError::EmptyPath {
+                spec: s.into(),
+                kind,
+            });
         }
         Ok(Spec {
             kind,
@@ -96,39 +117,6 @@ impl Workload {
             Workload::Ping => "ping",
             Workload::Echo => "echo",
             Workload::Idle => "idle",
-        }
-    }
-}
-
-/// `--notify`: how notifications are suppressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Notify {
-    /// After every batch.
-    Always,
-    /// VRING_*_F_NO_* flags.
-    Flags,
-    /// VIRTIO_F_EVENT_IDX.
-    EventIdx,
-}
-
-impl Notify {
-    /// The spelling used on the command line and in stats.
-    pub fn name(self) -> &'static str {
-        match self {
-            Notify::Always => "always",
-            Notify::Flags => "flags",
-            Notify::EventIdx => "event-idx",
-        }
-    }
-}
-
-impl From<Notify> for NotifyMode {
-    fn from(n: Notify) -> Self {
-        match n {
-            Notify::Always => NotifyMode::Always,
-            Notify::Flags => NotifyMode::Flags,
-            Notify::EventIdx => NotifyMode::EventIdx,
         }
     }
 }
@@ -176,6 +164,36 @@ impl Wait {
     }
 }
 
+/// Every setting of a run with its default applied, before the rendezvous
+/// is required: what `--print-config` shows and what
+/// [`RunArgs::resolve`](crate::cli::RunArgs::resolve) finishes into a
+/// [`RunConfig`]. `None` means "not set, and no fixed default".
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Guest name; `None`: derived from the pid at run time.
+    pub name: Option<String>,
+    /// Transport and rendezvous path; `None`: not given (a run needs one).
+    pub spec: Option<Spec>,
+    /// What the guest does.
+    pub workload: Workload,
+    /// Packets to send/receive.
+    pub count: u64,
+    /// Frame size in bytes.
+    pub size: u32,
+    /// Notification suppression.
+    pub notify: NotifyMode,
+    /// Notification write behaviour.
+    pub writes: Writes,
+    /// Idle behaviour.
+    pub wait: Wait,
+    /// Guest memory in MiB (given, or the default for `queue_size`).
+    pub memory_mib: u64,
+    /// Entries per ring.
+    pub queue_size: u32,
+    /// Bound on the whole run (connect included).
+    pub timeout: Duration,
+}
+
 /// Everything one launcher run needs.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -190,7 +208,7 @@ pub struct RunConfig {
     /// Frame size in bytes.
     pub size: u32,
     /// Notification suppression.
-    pub notify: Notify,
+    pub notify: NotifyMode,
     /// Notification write behaviour.
     pub writes: Writes,
     /// Idle behaviour.

@@ -1,5 +1,11 @@
 //! The command line: flags and subcommands ([`args`]), TOML profiles
 //! ([`profile`]) and the resolved configuration every run sees ([`config`]).
+//!
+//! The order is fixed: read the profile, fill every flag the user did not
+//! give from it ([`profile::merge`]), apply defaults ([`RunArgs::settings`]),
+//! then check what a run needs on top ([`RunArgs::resolve`]: a rendezvous
+//! path whose directory exists and is writable). `--print-config` stops
+//! after the defaults, so it works without `--sharenet`.
 
 mod args;
 pub mod config;
@@ -13,17 +19,19 @@ use config::RunConfig;
 /// key or file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The profile could not be read or is invalid.
-    #[error("{0}")]
-    Profile(#[from] profile::ProfileError),
-    /// A flag (or merged value) is out of range or missing.
-    #[error("{0}")]
-    Usage(String),
+    /// The profile could not be read or is invalid (boxed: it carries the
+    /// file, line, key and value).
+    #[error(transparent)]
+    Profile(Box<profile::ProfileError>),
+    /// A flag (or merged value) is out of range, missing, or names a
+    /// rendezvous that cannot be created.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
 }
 
-impl From<UsageError> for ConfigError {
-    fn from(UsageError(m): UsageError) -> Self {
-        ConfigError::Usage(m)
+impl From<profile::ProfileError> for ConfigError {
+    fn from(e: profile::ProfileError) -> Self {
+        ConfigError::Profile(Box::new(e))
     }
 }
 
@@ -35,10 +43,9 @@ pub fn configure(flags: &RunArgs) -> Result<Option<RunConfig>, ConfigError> {
         None => None,
     };
     let merged = profile::merge(flags, loaded.as_ref().map(|(p, prof)| (*p, prof)));
-    let cfg = merged.args.resolve()?;
     if flags.print_config {
-        print!("{}", merged.to_toml(&cfg));
+        print!("{}", merged.to_toml(&merged.args.settings()?));
         return Ok(None);
     }
-    Ok(Some(cfg))
+    Ok(Some(merged.args.resolve()?))
 }

@@ -3,7 +3,6 @@
 
 use super::link::{leave, Link, LinkError, VmDevice};
 use super::VhostArgs;
-use crate::cli::config::Notify;
 use crate::cli::config::Wait;
 use crate::run::notify;
 use crate::virtq::NotifyMode;
@@ -97,7 +96,7 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
         // QEMU's vhost-user-net needs VHOST_USER_F_PROTOCOL_FEATURES (it
         // insists on SET_VRING_ENABLE); see `vhost_compat` for the quirk.
         let mut f = VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES;
-        if self.args.notify == Notify::EventIdx {
+        if self.args.notify == NotifyMode::EventIdx {
             f |= VIRTIO_RING_F_EVENT_IDX;
         }
         f

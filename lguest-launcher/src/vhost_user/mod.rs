@@ -38,8 +38,9 @@ mod backend;
 mod link;
 mod qemu72_relay;
 
-use crate::cli::config::{Notify, Spec, Writes};
+use crate::cli::config::{Spec, Writes};
 use crate::link::{dispatch, WithTransport};
+use crate::virtq::NotifyMode;
 use backend::NetBackend;
 use clap::Args;
 use link::leave;
@@ -62,7 +63,7 @@ pub struct VhostArgs {
     pub sharenet: Spec,
     /// Notification suppression offered to the VM (event-idx offers VIRTIO_RING_F_EVENT_IDX).
     #[arg(long, value_enum, default_value = "event-idx")]
-    pub notify: Notify,
+    pub notify: NotifyMode,
     /// May a notification write block?
     #[arg(long, value_enum, default_value = "nonblocking")]
     pub writes: Writes,

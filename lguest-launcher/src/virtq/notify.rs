@@ -1,8 +1,23 @@
 //! Notification suppression: the three modes and the EVENT_IDX rule.
 
-/// How notifications are suppressed. Ordered: a pair uses the lower of the
-/// two sides' modes, since each side maintains only its own mode's fields.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// How notifications are suppressed (`--notify`, `notify` in a profile's
+/// `[net]`, spelled `always | flags | event-idx`). Ordered: a pair uses the
+/// lower of the two sides' modes, since each side maintains only its own
+/// mode's fields.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum NotifyMode {
     /// Notify after every batch, as the 2008 launcher did.
     Always,
