@@ -260,3 +260,22 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod figures {
+    use super::*;
+
+    /// `cargo test --release -p lguest-launcher --lib devq_figures -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn devq_figures() {
+        for _ in 0..3 {
+            let ours = run(DevqImpl::Sharenet, 5_000_000).unwrap().mpps.unwrap();
+            let theirs = run(DevqImpl::VirtioQueue, 5_000_000).unwrap().mpps.unwrap();
+            println!(
+                "devq: sharenet {ours:.1} Mchains/s, virtio-queue {theirs:.1} Mchains/s, ratio {:.2}",
+                ours / theirs
+            );
+        }
+    }
+}
