@@ -1,29 +1,27 @@
 //! `demo`: one pair per transport, streaming then ping/echo, as a table.
 //!
 //! Each pair is two real launcher processes (this binary, spawned twice)
-//! meeting on a fresh path in a temporary directory.
+//! meeting on a fresh path in a temporary directory; the measuring side's
+//! `--stats-json` is read back as [`Stats`].
 
 use crate::cli::config::Kind;
 use crate::cli::DemoArgs;
+use crate::stats::Stats;
+use anyhow::{bail, Context};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-/// One finished pair: the receiving side's stats JSON.
-struct PairResult {
-    stats: serde_json::Value,
-}
-
 /// Start `a` and `b` on the same `--sharenet` and wait for both; returns
-/// the stats JSON of side `a` (the measuring side).
+/// the stats of side `a` (the measuring side).
 fn run_pair(
     dir: &Path,
     tag: &str,
     spec: &str,
     a: &[String],
     b: &[String],
-) -> Result<PairResult, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+) -> anyhow::Result<Stats> {
+    let exe = std::env::current_exe().context("cannot find own binary")?;
     let json_a = dir.join(format!("{tag}-a.json"));
     let spawn = |args: &[String], json: Option<&Path>| {
         let mut c = Command::new(&exe);
@@ -33,25 +31,27 @@ fn run_pair(
         }
         c.stdout(Stdio::null()).stderr(Stdio::piped());
         c.spawn()
-            .map_err(|e| format!("cannot start {}: {e}", exe.display()))
+            .with_context(|| format!("cannot start {}", exe.display()))
     };
     let pa = spawn(a, Some(&json_a))?;
     let pb = spawn(b, None)?;
-    let oa = pa.wait_with_output().map_err(|e| e.to_string())?;
-    let ob = pb.wait_with_output().map_err(|e| e.to_string())?;
+    let oa = pa
+        .wait_with_output()
+        .with_context(|| format!("{tag} side a"))?;
+    let ob = pb
+        .wait_with_output()
+        .with_context(|| format!("{tag} side b"))?;
     for (o, side) in [(&oa, "a"), (&ob, "b")] {
         if !o.status.success() {
-            return Err(format!(
+            bail!(
                 "{tag} side {side} failed ({}): {}",
                 o.status,
                 String::from_utf8_lossy(&o.stderr).trim()
-            ));
+            );
         }
     }
-    let text =
-        std::fs::read_to_string(&json_a).map_err(|e| format!("{}: {e}", json_a.display()))?;
-    let stats = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json_a.display()))?;
-    Ok(PairResult { stats })
+    let text = std::fs::read_to_string(&json_a).with_context(|| json_a.display().to_string())?;
+    serde_json::from_str(&text).with_context(|| json_a.display().to_string())
 }
 
 fn s(v: &[&str]) -> Vec<String> {
@@ -129,21 +129,20 @@ pub fn run(args: &DemoArgs) -> ExitCode {
         );
         match (stream, ping) {
             (Ok(st), Ok(pg)) => {
-                let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-                let pk = f(&st.stats, "packets_received");
+                let pk = st.packets_received;
                 println!(
                     "{:<9} {:>10} {:>8.3} {:>9.2} {:>8} {:>13.4} {:>12.1}",
                     name,
                     pk,
-                    f(&st.stats, "mpps"),
-                    f(&st.stats, "gbps"),
-                    f(&st.stats, "lost"),
-                    f(&st.stats, "notifications_sent") / pk.max(1.0),
-                    f(&pg.stats, "rtt_p50_us")
+                    st.mpps,
+                    st.gbps,
+                    st.lost,
+                    st.notifications_sent as f64 / pk.max(1) as f64,
+                    pg.rtt_p50_us.unwrap_or(f64::NAN)
                 );
             }
             (Err(e), _) | (_, Err(e)) => {
-                println!("{name:<9} failed: {e}");
+                println!("{name:<9} failed: {e:#}");
                 failed = true;
             }
         }

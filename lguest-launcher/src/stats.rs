@@ -1,12 +1,31 @@
 //! Counters for every path, and the stats JSON contract.
 //!
 //! Field names are a contract (see DESIGN.md): scripts read them. Add
-//! fields freely; never rename these.
+//! fields freely; never rename these. The same type reads the JSON back
+//! (the benchmark, `demo` and the integration tests read [`Stats`], not
+//! untyped JSON); a field missing from an older file reads as its default.
+//!
+//! Ping round trips go into an HDR histogram ([`rtt_histogram`]): fixed
+//! memory whatever the count, percentiles to three significant figures.
 
-use serde::Serialize;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Longest round trip the histogram resolves (60 s, in ns); longer ones
+/// are recorded as this.
+const RTT_MAX_NS: u64 = 60_000_000_000;
+
+/// An empty histogram for ping round trips in nanoseconds: 1 ns to 60 s at
+/// three significant figures, a fixed size however many are recorded.
+pub fn rtt_histogram() -> Histogram<u64> {
+    // The bounds are constants that `new_with_bounds` accepts (low >= 1,
+    // high >= 2 * low, sigfig <= 5), so this cannot fail.
+    Histogram::new_with_bounds(1, RTT_MAX_NS, 3).expect("valid histogram bounds")
+}
 
 /// One run's counters.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// `fifo`, `unix` or `eventfd`.
     pub transport: String,
@@ -119,16 +138,13 @@ impl Stats {
         self.cpu_s = cpu_seconds();
     }
 
-    /// Record ping round trips (nanoseconds).
-    pub fn set_rtts(&mut self, rtts_ns: &mut [u64]) {
+    /// Fill in the round-trip percentiles from a histogram of round trips
+    /// in nanoseconds (see [`rtt_histogram`]); nothing when it is empty.
+    pub fn set_rtts(&mut self, rtts_ns: &Histogram<u64>) {
         if rtts_ns.is_empty() {
             return;
         }
-        rtts_ns.sort_unstable();
-        let pct = |p: f64| {
-            let i = ((rtts_ns.len() as f64 * p).ceil() as usize).clamp(1, rtts_ns.len()) - 1;
-            rtts_ns[i] as f64 / 1000.0
-        };
+        let pct = |q: f64| rtts_ns.value_at_quantile(q) as f64 / 1000.0;
         self.rtt_p50_us = Some(pct(0.50));
         self.rtt_p99_us = Some(pct(0.99));
         self.rtt_p999_us = Some(pct(0.999));
@@ -178,5 +194,76 @@ pub fn cpu_seconds() -> f64 {
             t(u.user_time()) + t(u.system_time())
         }
         Err(_) => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_percentiles_come_from_the_histogram_within_its_precision() {
+        let mut h = rtt_histogram();
+        // 1..=100_000 µs, once each: p50 = 50 ms, p99 = 99 ms, p99.9 = 99.9 ms.
+        for us in 1..=100_000u64 {
+            h.saturating_record(us * 1000);
+        }
+        let mut s = Stats::default();
+        s.set_rtts(&h);
+        let close = |got: Option<f64>, want: f64| {
+            let got = got.expect("percentile set");
+            assert!((got - want).abs() <= want * 1e-3, "{got} vs {want}");
+        };
+        close(s.rtt_p50_us, 50_000.0);
+        close(s.rtt_p99_us, 99_000.0);
+        close(s.rtt_p999_us, 99_900.0);
+    }
+
+    #[test]
+    fn rtt_histogram_memory_does_not_grow_with_the_count() {
+        let mut h = rtt_histogram();
+        let before = h.distinct_values();
+        for i in 0..1_000_000u64 {
+            h.saturating_record(20_000 + i % 5_000);
+        }
+        // Longer than the histogram's range: saturates, not an error.
+        h.saturating_record(u64::MAX);
+        assert_eq!(h.distinct_values(), before);
+        assert_eq!(h.len(), 1_000_001);
+    }
+
+    #[test]
+    fn no_round_trips_leave_the_percentiles_out() {
+        let mut s = Stats::default();
+        s.set_rtts(&rtt_histogram());
+        assert_eq!(s.rtt_p50_us, None);
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("rtt_p50_us").is_none());
+    }
+
+    #[test]
+    fn stats_read_back_typed_and_older_files_default_missing_fields() {
+        let mut s = Stats {
+            transport: "eventfd".into(),
+            packets_received: 42,
+            ..Stats::default()
+        };
+        s.set_rtts(&{
+            let mut h = rtt_histogram();
+            h.saturating_record(12_000);
+            h
+        });
+        let back: Stats = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.transport, "eventfd");
+        assert_eq!(back.packets_received, 42);
+        assert!(back.rtt_p50_us.is_some_and(|p| (p - 12.0).abs() < 0.02));
+        // A file from before `packets_consumed`, `notify_effective` and the
+        // drop classes existed.
+        let old: Stats =
+            serde_json::from_str(r#"{"transport":"fifo","packets_sent":7,"elapsed_s":0.5}"#)
+                .unwrap();
+        assert_eq!((old.packets_sent, old.packets_consumed), (7, 0));
+        assert_eq!(old.notify_effective, "");
+        assert_eq!(old.rtt_p99_us, None);
     }
 }

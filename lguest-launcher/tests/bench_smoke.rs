@@ -50,6 +50,8 @@ fn bench_quick_with_tiny_counts_writes_json_markdown_and_svg() {
         "baseline-seqpacket",
         "baseline-spsc",
         "baseline-memcpy",
+        "baseline-devq-sharenet",
+        "baseline-devq-virtio-queue",
         "baseline-rtt-pipe",
         "baseline-rtt-fifo",
         "baseline-rtt-eventfd",
@@ -86,6 +88,14 @@ fn bench_quick_with_tiny_counts_writes_json_markdown_and_svg() {
             );
         }
     }
+    let devq = rows
+        .iter()
+        .find(|r| r["transport"] == "baseline-devq-sharenet")
+        .expect("devq row");
+    assert!(
+        devq["status"] != "ok" || devq["ratio"].as_f64().unwrap_or(0.0) > 0.0,
+        "devq row without its ratio to virtio-queue: {devq}"
+    );
     let ok_streams = rows
         .iter()
         .filter(|r| r["workload"] == "stream" && r["status"] == "ok")

@@ -47,7 +47,7 @@ fn interrupted_stream(kind: &str, sig: Signal, code: i32, name: &str) {
     stream.signal(sig);
     let stream = stream.finish(Duration::from_secs(5));
     let sink = sink.finish(EXIT_LIMIT);
-    let sent = stream.u64("packets_sent");
+    let sent = stream.u64(field!(packets_sent));
     let mut c = Checks::new(
         format!("{kind}: {name} to a streaming launcher"),
         &[&sink, &stream],
@@ -56,16 +56,16 @@ fn interrupted_stream(kind: &str, sig: Signal, code: i32, name: &str) {
         .that(sent > 0, "the stream sent something before the signal")
         .exit(&stream, code)
         .that(
-            stream.text("result") == format!("interrupted by {name}"),
+            stream.text(field!(result)) == format!("interrupted by {name}"),
             format!("stream result names {name}"),
         )
         .stderr_has(&stream, &format!("[streamer] interrupted by {name}"))
         .stderr_has(&stream, "[streamer] stream over")
         .exit(&sink, 1)
-        .eq(&sink, "peer_sent", sent)
-        .eq(&sink, "packets_received", sent)
-        .eq(&sink, "lost", 0)
-        .eq(&sink, "corrupted", 0)
+        .eq(&sink, field!(peer_sent), Some(sent))
+        .eq(&sink, field!(packets_received), sent)
+        .eq(&sink, field!(lost), 0)
+        .eq(&sink, field!(corrupted), 0)
         .stderr_has(
             &sink,
             &format!("received {sent} of {ENDLESS}; the peer finished after {sent}"),
@@ -94,7 +94,7 @@ fn sigterm_while_waiting_removes_rendezvous_files(kind: &str) {
         .that(present, "the rendezvous path existed while waiting")
         .exit(&lone, 143)
         .that(
-            lone.text("result") == "interrupted by SIGTERM",
+            lone.text(field!(result)) == "interrupted by SIGTERM",
             "result says interrupted",
         )
         .that(
@@ -132,12 +132,12 @@ fn sink_names_count_mismatch_from_end_of_stream(kind: &str) {
             &sink,
             "error: [left] received 1000 of 2000; the peer finished after 1000",
         )
-        .eq(&sink, "packets_received", 1000)
-        .eq(&sink, "peer_sent", 1000)
-        .eq(&sink, "expected", 2000)
-        .eq(&sink, "missing", 1000)
-        .eq(&sink, "not_sent", 1000)
-        .eq(&sink, "lost", 0);
+        .eq(&sink, field!(packets_received), 1000)
+        .eq(&sink, field!(peer_sent), Some(1000))
+        .eq(&sink, field!(expected), 2000)
+        .eq(&sink, field!(missing), 1000)
+        .eq(&sink, field!(not_sent), 1000)
+        .eq(&sink, field!(lost), 0);
     c.done();
 }
 

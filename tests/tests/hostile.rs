@@ -57,28 +57,28 @@ fn garbage_descriptors_are_dropped_and_counted_by_class(kind: &str) {
     survived(&mut c, &honest, &hostile);
     // The policy for bad chains: drop, count, carry on until the peer leaves.
     c.stderr_has(&honest, "disconnected");
-    c.gt(&honest, "peer_errors", 100.0)
-        .gt(&honest, "peer_bad_index", 0.0)
-        .gt(&honest, "peer_out_of_bounds", 0.0)
-        .gt(&honest, "peer_wrong_direction", 0.0)
-        .gt(&honest, "peer_indirect", 0.0)
-        .eq(&honest, "packets_received", 0);
+    c.gt(&honest, field!(peer_errors), 100.0)
+        .gt(&honest, field!(peer_bad_index), 0.0)
+        .gt(&honest, field!(peer_out_of_bounds), 0.0)
+        .gt(&honest, field!(peer_wrong_direction), 0.0)
+        .gt(&honest, field!(peer_indirect), 0.0)
+        .eq(&honest, field!(packets_received), 0);
     let classes: u64 = [
-        "peer_bad_index",
-        "peer_out_of_bounds",
-        "peer_loop",
-        "peer_wrong_direction",
-        "peer_indirect",
-        "peer_bad_length",
+        field!(peer_bad_index),
+        field!(peer_out_of_bounds),
+        field!(peer_loop),
+        field!(peer_wrong_direction),
+        field!(peer_indirect),
+        field!(peer_bad_length),
     ]
-    .iter()
+    .into_iter()
     .map(|k| honest.u64(k))
     .sum();
     c.that(
-        classes == honest.u64("peer_errors"),
+        classes == honest.u64(field!(peer_errors)),
         format!(
             "per-class counters add to {classes}, peer_errors is {}",
-            honest.u64("peer_errors")
+            honest.u64(field!(peer_errors))
         ),
     );
     c.done();
@@ -90,8 +90,8 @@ fn looping_chains_are_dropped_and_counted(kind: &str) {
     let mut c = Checks::new(format!("{kind}: looping chains"), &[&honest, &hostile]);
     survived(&mut c, &honest, &hostile);
     // 10 rounds of a 64-entry ring, every chain a loop.
-    c.eq(&honest, "peer_loop", 640)
-        .eq(&honest, "peer_errors", 640);
+    c.eq(&honest, field!(peer_loop), 640)
+        .eq(&honest, field!(peer_errors), 640);
     c.done();
 }
 
@@ -102,7 +102,7 @@ fn avail_index_jump_disconnects_with_clear_error(kind: &str) {
     survived(&mut c, &honest, &hostile);
     c.stderr_has(&honest, "avail index jumped from 0 to 199 (queue size 64)");
     c.that(
-        honest.text("result").contains("avail index jumped"),
+        honest.text(field!(result)).contains("avail index jumped"),
         "stats result names the jump",
     );
     c.done();

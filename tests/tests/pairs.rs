@@ -68,15 +68,15 @@ fn ping_echo_round_trips(kind: &str) {
     let mut c = Checks::new(format!("{kind}: ping/echo {n}"), &[&ping, &echo]);
     c.exit(&ping, 0)
         .exit(&echo, 0)
-        .eq(&ping, "packets_sent", 20_000)
-        .eq(&ping, "packets_received", 20_000)
-        .eq(&ping, "lost", 0)
-        .eq(&ping, "corrupted", 0)
-        .eq(&echo, "packets_received", 20_000)
-        .eq(&echo, "corrupted", 0)
-        .gt(&ping, "rtt_p50_us", 0.0)
-        .gt(&ping, "rtt_p99_us", 0.0);
-    let (p50, p99) = (ping.num("rtt_p50_us"), ping.num("rtt_p99_us"));
+        .eq(&ping, field!(packets_sent), 20_000)
+        .eq(&ping, field!(packets_received), 20_000)
+        .eq(&ping, field!(lost), 0)
+        .eq(&ping, field!(corrupted), 0)
+        .eq(&echo, field!(packets_received), 20_000)
+        .eq(&echo, field!(corrupted), 0)
+        .gt(&ping, field!(rtt_p50_us), 0.0)
+        .gt(&ping, field!(rtt_p99_us), 0.0);
+    let (p50, p99) = (ping.num(field!(rtt_p50_us)), ping.num(field!(rtt_p99_us)));
     c.that(
         matches!((p50, p99), (Some(a), Some(b)) if a <= b),
         format!("ping: rtt_p50_us {p50:?} should be <= rtt_p99_us {p99:?}"),
@@ -247,7 +247,7 @@ fn slow_sink_with_tiny_rx_ring_loses_nothing(kind: &str) {
         &[&sink, &stream],
     );
     check_stream_intact(&mut c, &sink, &stream, 3000, 1500);
-    c.gt(&sink, "rx_ring_full", 0.0);
+    c.gt(&sink, field!(rx_ring_full), 0.0);
     c.done();
 }
 
@@ -278,27 +278,27 @@ fn mode_matrix_intact(kind: &str) {
             let mut c = Checks::new(what, &[&sink, &stream]);
             for o in [&sink, &stream] {
                 c.that(
-                    o.text("notify") == notify,
+                    o.text(field!(notify)) == notify,
                     format!("{}: notify should be {notify:?}", o.role),
                 )
                 .that(
-                    o.text("writes") == writes,
+                    o.text(field!(writes)) == writes,
                     format!("{}: writes should be {writes:?}", o.role),
                 )
                 .that(
-                    o.text("notify_effective") == notify,
+                    o.text(field!(notify_effective)) == notify,
                     format!(
                         "{}: notify_effective should be {notify:?} when both ask for it",
                         o.role
                     ),
                 );
                 if notify == "always" {
-                    c.eq(o, "notifications_suppressed", 0);
+                    c.eq(o, field!(notifications_suppressed), 0);
                 }
             }
-            c.gt(&stream, "notifications_sent", 0.0);
+            c.gt(&stream, field!(notifications_sent), 0.0);
             if notify == "event-idx" {
-                c.gt(&stream, "notifications_suppressed", 0.0);
+                c.gt(&stream, field!(notifications_suppressed), 0.0);
             }
             c.done();
         }
@@ -332,11 +332,11 @@ fn event_idx_suppresses_notifications_tenfold(kind: &str) {
         unreachable!()
     };
     let (a_stream, i_stream) = (
-        always_stream.u64("notifications_sent"),
-        idx_stream.u64("notifications_sent"),
+        always_stream.u64(field!(notifications_sent)),
+        idx_stream.u64(field!(notifications_sent)),
     );
-    let a_pair = a_stream + always_sink.u64("notifications_sent");
-    let i_pair = i_stream + idx_sink.u64("notifications_sent");
+    let a_pair = a_stream + always_sink.u64(field!(notifications_sent));
+    let i_pair = i_stream + idx_sink.u64(field!(notifications_sent));
     let mut c = Checks::new(
         format!(
             "{kind}: notifications for {COUNT} packets: always stream {a_stream} / pair {a_pair}, \
@@ -381,7 +381,7 @@ fn mixed_modes_interoperate(kind: &str) {
         let mut c = Checks::new(what, &[&sink, &stream]);
         for o in [&sink, &stream] {
             c.that(
-                o.text("notify_effective") == "flags",
+                o.text(field!(notify_effective)) == "flags",
                 format!(
                     "{}: notify_effective should be \"flags\" (the lower mode)",
                     o.role
@@ -412,10 +412,10 @@ fn sink_stops_at_its_count(kind: &str) {
         &[&sink, &stream],
     );
     c.exit(&sink, 0)
-        .eq(&sink, "packets_received", 1000)
-        .eq(&sink, "bytes_received", 1000 * 1500)
-        .eq(&sink, "lost", 0)
-        .eq(&sink, "corrupted", 0)
+        .eq(&sink, field!(packets_received), 1000)
+        .eq(&sink, field!(bytes_received), 1000 * 1500)
+        .eq(&sink, field!(lost), 0)
+        .eq(&sink, field!(corrupted), 0)
         .exit(&stream, 1)
         .stderr_has(&stream, &format!("peer {} disconnected", sink.pid));
     c.done();
@@ -486,7 +486,7 @@ fn survivor_exits_when_peer_killed(
     )
     .that(
         survived
-            .text("result")
+            .text(field!(result))
             .contains(&format!("peer {victim_pid} disconnected")),
         format!(
             "{}: stats result should hold the error naming pid {victim_pid}",
@@ -585,9 +585,9 @@ fn stream_times_out_when_sink_is_stopped(kind: &str, writes: &str, label: &str) 
         ),
     )
     .stderr_has(&stream, "timed out")
-    .gt(&stream, "packets_sent", 0.0)
+    .gt(&stream, field!(packets_sent), 0.0)
     .that(
-        stream.text("result").contains("timed out"),
+        stream.text(field!(result)).contains("timed out"),
         "stream stats result should say it timed out",
     );
     c.done();

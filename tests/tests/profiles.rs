@@ -53,7 +53,7 @@ fn pair_from_example_profiles_streams_intact() {
         let mut c = Checks::new(format!("{left} + {right}"), &[&sink, &stream]);
         check_stream_intact(&mut c, &sink, &stream, 50000, 1500);
         c.that(
-            sink.text("workload") == "sink",
+            sink.text(field!(workload)) == "sink",
             "left profile set the workload",
         );
         c.done();
@@ -80,9 +80,9 @@ fn ping_profiles_report_latency() {
     let mut c = Checks::new("ping profiles", &[&ping, &echo]);
     c.exit(&ping, 0)
         .exit(&echo, 0)
-        .eq(&ping, "packets_received", 2000)
-        .eq(&ping, "lost", 0);
-    c.gt(&ping, "rtt_p50_us", 0.0);
+        .eq(&ping, field!(packets_received), 2000)
+        .eq(&ping, field!(lost), 0);
+    c.gt(&ping, field!(rtt_p50_us), 0.0);
     c.done();
 }
 

@@ -8,17 +8,24 @@
 //!   [`super::spsc`]). The ceiling for `--wait spin`.
 //! * **memcpy** — one thread copying frames between two cache-resident
 //!   buffers: the copy ceiling (the copier does one such copy per packet).
+//! * **devq** — the device side of a split queue alone, ours
+//!   ([`crate::virtq::DeviceQueue`]) and rust-vmm's `virtio_queue::Queue`,
+//!   on the same ring in one thread (see [`super::devq`]): what our own
+//!   queue code costs or saves against the hardened crate.
 //! * **raw round trips** over a pipe, two FIFOs, two eventfds and a unix
 //!   socket, both sides blocking: the floor for a ping over the transport
 //!   of the same kind.
 //!
 //! Every two-process baseline is two `bench-child` processes (see
 //! [`super::child`]) that meet on a path in the scratch directory; memcpy
-//! runs in this process, which is otherwise idle at that point.
+//! and devq run in this process, which is otherwise idle at that point.
 
 use super::child::{ChildBaseline, ChildReport, Role};
+use super::devq::{self, DevqImpl};
+use super::error::BenchError;
+use super::measure::measure as measure_runs;
 use super::pair::run_pair;
-use super::report::{Row, RowKey};
+use super::row::{Row, RowKey};
 use super::summary::Measurement;
 use std::path::Path;
 use std::process::Command;
@@ -33,6 +40,8 @@ pub enum BaselineKind {
     Spsc,
     /// Single-thread memcpy.
     Memcpy,
+    /// The device side of a split queue, in one thread.
+    Devq(DevqImpl),
     /// Raw blocking round trips over one kind of channel.
     Rtt(RttKind),
 }
@@ -68,6 +77,7 @@ impl Baseline {
             BaselineKind::Seqpacket => "baseline-seqpacket",
             BaselineKind::Spsc => "baseline-spsc",
             BaselineKind::Memcpy => "baseline-memcpy",
+            BaselineKind::Devq(which) => which.transport(),
             BaselineKind::Rtt(RttKind::Pipe) => "baseline-rtt-pipe",
             BaselineKind::Rtt(RttKind::Fifo) => "baseline-rtt-fifo",
             BaselineKind::Rtt(RttKind::Eventfd) => "baseline-rtt-eventfd",
@@ -84,6 +94,7 @@ impl Baseline {
         match self.kind {
             BaselineKind::Seqpacket | BaselineKind::Spsc => "stream",
             BaselineKind::Memcpy => "memcpy",
+            BaselineKind::Devq(_) => "devq",
             BaselineKind::Rtt(_) => "ping",
         }
     }
@@ -92,7 +103,7 @@ impl Baseline {
         Some(match self.kind {
             BaselineKind::Seqpacket => ChildBaseline::Seqpacket,
             BaselineKind::Spsc => ChildBaseline::Spsc,
-            BaselineKind::Memcpy => return None,
+            BaselineKind::Memcpy | BaselineKind::Devq(_) => return None,
             BaselineKind::Rtt(RttKind::Pipe) => ChildBaseline::RttPipe,
             BaselineKind::Rtt(RttKind::Fifo) => ChildBaseline::RttFifo,
             BaselineKind::Rtt(RttKind::Eventfd) => ChildBaseline::RttEventfd,
@@ -112,6 +123,7 @@ pub fn plan(quick: bool, scale: f64) -> Vec<Baseline> {
     // Jumbo frames move ~5× fewer packets per second: fewer of them.
     let spsc_n = |size: u32| scaled(if size > 1500 { 1_000_000 } else { 5_000_000 }, scale, 1);
     let copies = scaled(2_000_000, scale, 1);
+    let chains = scaled(if quick { 2_000_000 } else { 5_000_000 }, scale, 1);
     let rtts = scaled(5_000, scale, 10);
     let mut v = Vec::new();
     for size in [64, 1500, 9000] {
@@ -133,6 +145,13 @@ pub fn plan(quick: bool, scale: f64) -> Vec<Baseline> {
             kind: BaselineKind::Memcpy,
             size,
             count: copies,
+        });
+    }
+    for which in [DevqImpl::Sharenet, DevqImpl::VirtioQueue] {
+        v.push(Baseline {
+            kind: BaselineKind::Devq(which),
+            size: devq::BUF_LEN,
+            count: chains,
         });
     }
     for k in [
@@ -171,12 +190,13 @@ pub fn measure(b: &Baseline, runs: u32, dir: &Path, timeout: Duration, tick: imp
             b.transport().trim_start_matches("baseline-"),
             b.size
         ));
-        match b.child() {
-            Some(which) => run_children(b, which, &path, timeout),
-            None => Ok(memcpy(b.size, b.count)),
+        match (b.kind, b.child()) {
+            (_, Some(which)) => run_children(b, which, &path, timeout),
+            (BaselineKind::Devq(which), None) => devq::run(which, b.count),
+            _ => Ok(memcpy(b.size, b.count)),
         }
     };
-    Row::measure(key, runs, headline, once, tick)
+    measure_runs(key, runs, headline, once, tick)
 }
 
 fn child_command(
@@ -198,13 +218,13 @@ fn child_command(
     c
 }
 
-fn parse_report(stdout: &str, who: &str) -> Result<ChildReport, String> {
+fn parse_report(stdout: &str, who: &'static str) -> Result<ChildReport, BenchError> {
     let line = stdout
         .lines()
         .rev()
         .find(|l| l.trim_start().starts_with('{'))
-        .ok_or_else(|| format!("{who} printed no report"))?;
-    serde_json::from_str(line).map_err(|e| format!("{who} report: {e}"))
+        .ok_or(BenchError::NoReport { who })?;
+    serde_json::from_str(line).map_err(|source| BenchError::BadReport { who, source })
 }
 
 fn run_children(
@@ -212,7 +232,7 @@ fn run_children(
     which: ChildBaseline,
     path: &Path,
     timeout: Duration,
-) -> Result<Measurement, String> {
+) -> Result<Measurement, BenchError> {
     let lead = child_command(b, which, Role::Lead, path, timeout);
     let peer = child_command(b, which, Role::Peer, path, timeout);
     let (fl, fp) = run_pair(lead, peer, timeout + Duration::from_secs(5))?;
@@ -223,7 +243,7 @@ fn run_children(
     let rp = parse_report(&fp.stdout, "peer")?;
     let n = rl.packets as f64;
     if rl.packets == 0 || rl.elapsed_s <= 0.0 {
-        return Err("the lead measured nothing".into());
+        return Err(BenchError::NothingMeasured);
     }
     let mut m = Measurement {
         packets: rl.packets,

@@ -18,13 +18,15 @@
 //! sides, and CPU time is the sum of both processes' `getrusage`.
 
 use super::baselines::{Baseline, BaselineKind};
+use super::error::BenchError;
+use super::measure::measure as measure_runs;
 use super::pair::run_pair;
-use super::report::{Row, RowKey};
+use super::row::{Row, RowKey};
 use super::summary::Measurement;
 use super::BenchArgs;
 use crate::cli::config::{Kind, Wait, Writes};
+use crate::stats::Stats;
 use crate::virtq::NotifyMode;
-use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -240,6 +242,7 @@ pub fn plan(args: &BenchArgs) -> Plan {
             BaselineKind::Seqpacket => "seqpacket packets",
             BaselineKind::Spsc => "SPSC packets",
             BaselineKind::Memcpy => "memcpy copies",
+            BaselineKind::Devq(_) => "devq chains",
             BaselineKind::Rtt(_) => "raw round trips",
         };
         let name = format!("{name} at {} B", b.size);
@@ -306,7 +309,7 @@ pub fn measure(
         let _ = std::fs::remove_file(&path);
         result
     };
-    Row::measure(cell.key(), runs, headline, once, tick)
+    measure_runs(cell.key(), runs, headline, once, tick)
 }
 
 fn launcher(cell: &Cell, spec: &str, workload: &str, json: &Path, timeout: Duration) -> Command {
@@ -326,17 +329,19 @@ fn launcher(cell: &Cell, spec: &str, workload: &str, json: &Path, timeout: Durat
     c
 }
 
-fn num(v: &Value, k: &str) -> Option<f64> {
-    v.get(k).and_then(Value::as_f64)
-}
-
-fn read_stats(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+fn read_stats(path: &Path) -> Result<Stats, BenchError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BenchError::ReadStats {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| BenchError::ParseStats {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Run one pair of launchers for `cell`, meeting at `path`.
-pub fn run_cell(cell: &Cell, path: &Path, timeout: Duration) -> Result<Measurement, String> {
+pub fn run_cell(cell: &Cell, path: &Path, timeout: Duration) -> Result<Measurement, BenchError> {
     let spec = format!("{}:{}", cell.kind.name(), path.display());
     let json_a = path.with_extension("a.json");
     let json_b = path.with_extension("b.json");
@@ -363,46 +368,50 @@ pub fn run_cell(cell: &Cell, path: &Path, timeout: Duration) -> Result<Measureme
 }
 
 /// Figures from the measuring side's stats `a` and its peer's `b`.
-fn measurement(cell: &Cell, a: &Value, b: &Value) -> Result<Measurement, String> {
-    let get = |v: &Value, k: &str| num(v, k).unwrap_or(0.0);
+fn measurement(cell: &Cell, a: &Stats, b: &Stats) -> Result<Measurement, BenchError> {
     for (v, side) in [(a, "a"), (b, "b")] {
-        let lost = get(v, "lost") + get(v, "corrupted");
-        if lost > 0.0 {
-            return Err(format!(
-                "side {side} lost or corrupted {lost} packets ({})",
-                v.get("result").and_then(Value::as_str).unwrap_or("?")
-            ));
+        let lost = v.lost + v.corrupted;
+        if lost > 0 {
+            return Err(BenchError::Lost {
+                side,
+                count: lost,
+                result: if v.result.is_empty() { "?" } else { &v.result }.into(),
+            });
         }
     }
-    let n = get(a, "packets_received");
-    if n < cell.count as f64 {
-        return Err(format!("received {n} of {} packets", cell.count));
+    let received = a.packets_received;
+    if received < cell.count {
+        return Err(BenchError::Short {
+            received,
+            expected: cell.count,
+        });
     }
-    let per = |k: &str| Some((get(a, k) + get(b, k)) / n);
-    let cpu = Some((get(a, "cpu_s") + get(b, "cpu_s")) / (n / 1e6));
+    let n = received as f64;
+    let per = |k: fn(&Stats) -> u64| Some((k(a) + k(b)) as f64 / n);
+    let cpu = Some((a.cpu_s + b.cpu_s) / (n / 1e6));
     let mut m = Measurement {
-        packets: n as u64,
-        notifications_per_packet: per("notifications_sent"),
-        wakeups_per_packet: per("wakeups"),
+        packets: received,
+        notifications_per_packet: per(|s| s.notifications_sent),
+        wakeups_per_packet: per(|s| s.wakeups),
         cpu_s_per_mpkt: cpu,
         ..Default::default()
     };
     match cell.workload {
         CellWorkload::Stream => {
-            let elapsed = get(a, "elapsed_s").max(get(b, "elapsed_s"));
+            let elapsed = a.elapsed_s.max(b.elapsed_s);
             if elapsed <= 0.0 {
-                return Err("no elapsed time in the stats".into());
+                return Err(BenchError::NoElapsed);
             }
             let mpps = n / elapsed / 1e6;
             m.mpps = Some(mpps);
             m.gbps = Some(mpps * 1e6 * cell.size as f64 * 8.0 / 1e9);
         }
         CellWorkload::Ping => {
-            m.p50_us = num(a, "rtt_p50_us");
-            m.p99_us = num(a, "rtt_p99_us");
-            m.p999_us = num(a, "rtt_p999_us");
+            m.p50_us = a.rtt_p50_us;
+            m.p99_us = a.rtt_p99_us;
+            m.p999_us = a.rtt_p999_us;
             if m.p50_us.is_none() {
-                return Err("the ping side reported no round-trip times".into());
+                return Err(BenchError::NoRoundTrips);
             }
         }
     }

@@ -11,35 +11,47 @@
 //!    written down in [`matrix`] and in the report), and the baselines.
 //! 2. **Baselines** ([`baselines`]): AF_UNIX `SOCK_SEQPACKET` one-way,
 //!    raw blocking round trips over a pipe, FIFOs, eventfds and a unix
-//!    socket, single-thread memcpy, and a minimal shared-memory SPSC ring
-//!    that busy-polls. Every two-process baseline runs as two children of
+//!    socket, single-thread memcpy, a minimal shared-memory SPSC ring
+//!    that busy-polls, and the device side of a split queue alone, ours
+//!    against rust-vmm's `virtio-queue` ([`devq`]). Every two-process baseline runs as two children of
 //!    this binary (`bench-child`, a hidden subcommand, see [`child`]) that
 //!    meet on a path in a temporary directory — no `fork`.
-//! 3. **Matrix** ([`matrix::run_cell`]): every cell is two real launcher
+//! 3. **Matrix** ([`matrix::run_cell`], repeated by [`measure`]): every cell is two real launcher
 //!    processes (this binary spawned twice on the same `--sharenet` path,
 //!    like `demo`), each with `--timeout` and `--stats-json`; the two stats
 //!    objects give throughput, notifications and wake-ups of *both* sides
 //!    and `getrusage` CPU time of both processes. Each cell is repeated and
 //!    reported as the median with the min–max spread.
-//! 4. **Report** ([`report`]): a Markdown table (stdout, `--markdown`), one
-//!    JSON object (`--json`) with the machine and a `results` row per cell,
-//!    the performance targets of issue 7 checked against the same run, and
-//!    an SVG with two charts ([`plot`], `--svg`).
+//! 4. **Report**: every row ([`row`]) gets its ratios to the baselines of
+//!    the same run ([`ratios`]) and the performance targets are checked
+//!    against them ([`targets`]); then a Markdown table ([`markdown`]:
+//!    stdout, `--markdown`), one JSON object ([`json`], `--json`) with the
+//!    machine ([`machine`]) and a `results` row per cell, and an SVG with
+//!    two charts ([`plot`], `--svg`).
 //!
 //! A cell that fails (a launcher exits non-zero, loses packets, or passes
-//! its deadline and is killed) is reported as failed in the table; the run
-//! carries on.
+//! its deadline and is killed: a [`BenchError`]) is reported as failed in
+//! the table; the run carries on.
 
 pub mod baselines;
 pub mod child;
+pub mod devq;
+mod error;
+pub mod json;
+pub mod machine;
+pub mod markdown;
 pub mod matrix;
+pub mod measure;
 pub mod pair;
 pub mod plot;
-pub mod report;
+pub mod ratios;
+pub mod row;
 pub mod spsc;
 pub mod summary;
+pub mod targets;
 
 pub use child::ChildArgs;
+pub use error::BenchError;
 
 use crate::cli::config::Kind;
 use clap::Args;
@@ -98,10 +110,12 @@ pub struct BenchArgs {
     pub quiet: bool,
 }
 
-fn parse_scale(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+fn parse_scale(s: &str) -> anyhow::Result<f64> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{s}` is not a number"))?;
     if !(v > 0.0 && v <= 1000.0) {
-        return Err(format!("{v} is out of range; expected (0, 1000]"));
+        anyhow::bail!("{v} is out of range; expected (0, 1000]");
     }
     Ok(v)
 }
@@ -171,9 +185,9 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     progress.finish_and_clear();
 
-    report::add_ratios(&mut rows);
-    let mut doc = report::Document {
-        machine: report::Machine::probe(),
+    ratios::add_ratios(&mut rows);
+    let mut doc = json::Document {
+        machine: machine::Machine::probe(),
         mode: if args.quick { "quick" } else { "full" }.into(),
         runs: plan.runs,
         elapsed_s: started.elapsed().as_secs_f64(),
@@ -182,13 +196,13 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         targets: Vec::new(),
         results: rows,
     };
-    doc.targets = report::targets(&doc.results);
-    let markdown = report::markdown(&doc);
+    doc.targets = targets::targets(&doc.results);
+    let markdown = markdown::markdown(&doc);
     print!("{markdown}");
 
     let mut failed_output = false;
     if let Some(p) = &args.json {
-        if let Err(e) = report::write_json(&doc, p) {
+        if let Err(e) = json::write_json(&doc, p) {
             eprintln!("error: cannot write {}: {e}", p.display());
             failed_output = true;
         }
@@ -213,11 +227,7 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             doc.elapsed_s
         );
     }
-    let all_cells_failed = doc
-        .results
-        .iter()
-        .filter(|r| !r.key.transport.starts_with("baseline-"))
-        .all(|r| r.status != "ok");
+    let all_cells_failed = doc.results.iter().filter(|r| r.is_cell()).all(|r| !r.ok());
     Ok(
         if failed_output || (all_cells_failed && !plan.cells.is_empty()) {
             ExitCode::from(1)

@@ -8,6 +8,7 @@
 //! `--timeout` should have ended them first; this is the backstop that
 //! keeps one stuck cell from hanging the whole run.
 
+use super::error::BenchError;
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
@@ -27,20 +28,20 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// A one-line description of a failure of this child, or `None`.
-    pub fn failure(&self, who: &str) -> Option<String> {
+    /// How this child failed, or `None` when it exited 0.
+    pub fn failure(&self, who: &str) -> Option<BenchError> {
         if self.killed {
-            return Some(format!("{who} killed at the deadline"));
+            return Some(BenchError::Killed { who: who.into() });
         }
         if self.status.success() {
             return None;
         }
         let last = self.stderr.lines().rev().find(|l| !l.trim().is_empty());
-        Some(format!(
-            "{who} failed ({}){}",
-            self.status,
-            last.map(|l| format!(": {}", l.trim())).unwrap_or_default()
-        ))
+        Some(BenchError::Exited {
+            who: who.into(),
+            status: self.status,
+            last_line: last.map(|l| l.trim().to_string()),
+        })
     }
 }
 
@@ -62,13 +63,14 @@ fn drain(r: Option<impl Read + Send + 'static>) -> Option<JoinHandle<String>> {
     })
 }
 
-fn start(mut cmd: Command) -> Result<Running, String> {
+fn start(mut cmd: Command) -> Result<Running, BenchError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    let mut child = cmd.spawn().map_err(|source| BenchError::Start {
+        program: format!("{:?}", cmd.get_program()),
+        source,
+    })?;
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
     Ok(Running {
@@ -106,7 +108,7 @@ pub fn run_pair(
     a: Command,
     b: Command,
     deadline: Duration,
-) -> Result<(Finished, Finished), String> {
+) -> Result<(Finished, Finished), BenchError> {
     let mut ra = start(a)?;
     let mut rb = match start(b) {
         Ok(r) => r,

@@ -14,7 +14,8 @@
 //! Drawn with plotters' SVG backend only (no font files: text is left to
 //! the SVG viewer).
 
-use super::report::{Document, Row};
+use super::json::Document;
+use super::row::Row;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use std::path::Path;

@@ -21,6 +21,7 @@ use crate::guest::plan::{Layout, BUF_SIZE, NET_HDR_LEN};
 use crate::memory::Region;
 use crate::stats::Stats;
 use crate::virtq::{DriverQueue, NotifyMode, RingError};
+use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,8 @@ pub struct Guest {
     received: u64,
     next_expected: u64,
     ping_in_flight: Option<(u64, Instant)>,
-    rtts: Vec<u64>,
+    /// Ping round trips, ns: a fixed-size histogram, not a list.
+    rtts: Histogram<u64>,
     echo_queue: VecDeque<Vec<u8>>,
     echoed: u64,
     rx_delay: Duration,
@@ -100,7 +102,7 @@ impl Guest {
             received: 0,
             next_expected: 0,
             ping_in_flight: None,
-            rtts: Vec::new(),
+            rtts: crate::stats::rtt_histogram(),
             echo_queue: VecDeque::new(),
             echoed: 0,
             rx_delay,
@@ -306,7 +308,8 @@ impl Guest {
                 stats.bytes_received += flen as u64;
                 if let Some((want, t0)) = self.ping_in_flight {
                     if want == seq {
-                        self.rtts.push(t0.elapsed().as_nanos() as u64);
+                        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        self.rtts.saturating_record(ns);
                         self.ping_in_flight = None;
                     }
                 }
@@ -324,7 +327,7 @@ impl Guest {
             Workload::Sink => {
                 self.received >= self.count || self.peer_sent.is_some_and(|n| self.received >= n)
             }
-            Workload::Ping => self.rtts.len() as u64 >= self.count,
+            Workload::Ping => self.rtts.len() >= self.count,
             Workload::Echo => self.echoed >= self.count && self.tx.in_flight() == 0,
             Workload::Idle => false,
         }
@@ -399,7 +402,7 @@ impl Guest {
             Workload::Echo => stats.lost = self.count.saturating_sub(self.echoed),
             _ => {}
         }
-        stats.set_rtts(&mut self.rtts);
+        stats.set_rtts(&self.rtts);
     }
 }
 

@@ -13,7 +13,10 @@
 //! * [`Proc`] is a running launcher that is killed and reaped if the test
 //!   fails, so nothing outlives a failed test;
 //! * [`Outcome`] is what a finished launcher left behind (exit code,
-//!   stderr, stats JSON), and prints all of it when an assertion fails;
+//!   stderr, stats JSON read as the launcher's own typed [`Stats`]), and
+//!   prints all of it when an assertion fails;
+//! * [`field!`] names one stats field, so a check reads it typed and a
+//!   misspelt field is a compile error, not a "missing" at run time;
 //! * [`Checks`] collects every broken expectation of a test before failing,
 //!   so one run shows everything that went wrong, not just the first thing.
 //!
@@ -23,9 +26,9 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub use lguest_launcher::stats::Stats;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
 use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -381,37 +384,97 @@ pub struct Outcome {
     /// Everything it wrote on stdout.
     pub stdout: String,
     /// The stats JSON, if written and valid.
-    pub stats: Option<Value>,
+    pub stats: Option<Stats>,
     /// The stats file's text (or why there is none).
     pub stats_text: String,
 }
 
+/// One stats field: its name in the JSON contract (for messages) and how
+/// to read it from the typed [`Stats`]. Made by [`field!`].
+pub struct Field<T> {
+    /// The JSON field name.
+    pub name: &'static str,
+    /// Read it.
+    pub read: fn(&Stats) -> T,
+}
+
+// By hand: a derive would ask `T: Copy`, and a `String` field is a field too.
+impl<T> Clone for Field<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Field<T> {}
+
+/// `field!(packets_received)`: the [`Field`] for a `Stats` member, named
+/// as it is in the JSON.
+#[macro_export]
+macro_rules! field {
+    ($f:ident) => {
+        $crate::common::Field {
+            name: stringify!($f),
+            read: |s: &$crate::common::Stats| s.$f.clone(),
+        }
+    };
+}
+
+/// A stats value a numeric check (`>`) can compare: counts, seconds and
+/// the optional round-trip percentiles (`None` when the run had none).
+pub trait Number: Copy {
+    /// The value as a float, if present.
+    fn number(self) -> Option<f64>;
+}
+
+impl Number for u64 {
+    fn number(self) -> Option<f64> {
+        Some(self as f64)
+    }
+}
+
+impl Number for u32 {
+    fn number(self) -> Option<f64> {
+        Some(f64::from(self))
+    }
+}
+
+impl Number for f64 {
+    fn number(self) -> Option<f64> {
+        Some(self)
+    }
+}
+
+impl Number for Option<f64> {
+    fn number(self) -> Option<f64> {
+        self
+    }
+}
+
 impl Outcome {
-    /// A stats field.
-    pub fn stat(&self, key: &str) -> Option<&Value> {
-        self.stats.as_ref().and_then(|s| s.get(key))
+    /// A stats field, if the stats were written and valid.
+    pub fn stat<T>(&self, f: Field<T>) -> Option<T> {
+        self.stats.as_ref().map(f.read)
     }
 
     /// A numeric stats field, if present.
-    pub fn num(&self, key: &str) -> Option<f64> {
-        self.stat(key).and_then(Value::as_f64)
+    pub fn num<T: Number>(&self, f: Field<T>) -> Option<f64> {
+        self.stat(f).and_then(Number::number)
     }
 
-    /// A counter; panics with the full dump if missing.
+    /// A counter; panics with the full dump if there are no stats.
     #[track_caller]
-    pub fn u64(&self, key: &str) -> u64 {
-        match self.stat(key).and_then(Value::as_u64) {
+    pub fn u64(&self, f: Field<u64>) -> u64 {
+        match self.stat(f) {
             Some(v) => v,
             None => panic!(
-                "{}: stats field `{key}` missing or not a count\n{self}",
-                self.role
+                "{}: stats field `{}` missing or not a count\n{self}",
+                self.role, f.name
             ),
         }
     }
 
-    /// A string field, or "" if missing.
-    pub fn text(&self, key: &str) -> &str {
-        self.stat(key).and_then(Value::as_str).unwrap_or("")
+    /// A string field, or "" if there are no stats.
+    pub fn text(&self, f: Field<String>) -> String {
+        self.stat(f).unwrap_or_default()
     }
 }
 
@@ -486,28 +549,38 @@ impl<'a> Checks<'a> {
         )
     }
 
-    /// Expect stats field `key` == `want`.
-    pub fn eq(&mut self, o: &Outcome, key: &str, want: u64) -> &mut Self {
-        let got = o.stat(key).and_then(Value::as_u64);
-        self.that(
-            got == Some(want),
-            format!(
-                "{}: {key} should be {want}, got {}",
-                o.role,
-                show(o.stat(key))
-            ),
-        )
+    /// Expect stats field `f` == `want`.
+    pub fn eq<T: PartialEq + fmt::Debug>(
+        &mut self,
+        o: &Outcome,
+        f: Field<T>,
+        want: T,
+    ) -> &mut Self {
+        let got = o.stat(f);
+        let msg = format!(
+            "{}: {} should be {want:?}, got {}",
+            o.role,
+            f.name,
+            show(got.as_ref())
+        );
+        self.that(got == Some(want), msg)
     }
 
-    /// Expect stats field `key` > `floor`.
-    pub fn gt(&mut self, o: &Outcome, key: &str, floor: f64) -> &mut Self {
-        let got = o.num(key);
+    /// Expect stats field `f` > `floor`.
+    pub fn gt<T: Number + fmt::Debug>(
+        &mut self,
+        o: &Outcome,
+        f: Field<T>,
+        floor: f64,
+    ) -> &mut Self {
+        let got = o.stat(f);
         self.that(
-            got.is_some_and(|v| v > floor),
+            got.and_then(Number::number).is_some_and(|v| v > floor),
             format!(
-                "{}: {key} should be > {floor}, got {}",
+                "{}: {} should be > {floor}, got {}",
                 o.role,
-                show(o.stat(key))
+                f.name,
+                show(got.as_ref())
             ),
         )
     }
@@ -537,8 +610,8 @@ impl<'a> Checks<'a> {
     }
 }
 
-fn show(v: Option<&Value>) -> String {
-    v.map_or("<missing>".into(), Value::to_string)
+fn show<T: fmt::Debug>(v: Option<&T>) -> String {
+    v.map_or("<no stats>".into(), |v| format!("{v:?}"))
 }
 
 fn show_code(o: &Outcome) -> String {
@@ -564,30 +637,25 @@ pub fn check_stream_intact(
 ) {
     c.exit(sink, 0)
         .exit(stream, 0)
-        .eq(sink, "packets_received", count)
-        .eq(sink, "bytes_received", count * size)
-        .eq(sink, "lost", 0)
-        .eq(sink, "corrupted", 0)
-        .eq(sink, "out_of_order", 0)
-        .eq(sink, "peer_errors", 0)
-        .eq(stream, "packets_sent", count)
-        .eq(stream, "packets_consumed", count)
-        .eq(stream, "peer_errors", 0)
-        .eq(sink, "peer_pid", stream.pid.into())
-        .eq(stream, "peer_pid", sink.pid.into());
+        .eq(sink, field!(packets_received), count)
+        .eq(sink, field!(bytes_received), count * size)
+        .eq(sink, field!(lost), 0)
+        .eq(sink, field!(corrupted), 0)
+        .eq(sink, field!(out_of_order), 0)
+        .eq(sink, field!(peer_errors), 0)
+        .eq(stream, field!(packets_sent), count)
+        .eq(stream, field!(packets_consumed), count)
+        .eq(stream, field!(peer_errors), 0)
+        .eq(sink, field!(peer_pid), stream.pid)
+        .eq(stream, field!(peer_pid), sink.pid);
+    let (sink_result, stream_result) = (sink.text(field!(result)), stream.text(field!(result)));
     c.that(
-        sink.text("result") == "ok",
-        format!(
-            "sink result should be \"ok\", got {:?}",
-            sink.text("result")
-        ),
+        sink_result == "ok",
+        format!("sink result should be \"ok\", got {sink_result:?}"),
     );
     c.that(
-        stream.text("result") == "ok",
-        format!(
-            "stream result should be \"ok\", got {:?}",
-            stream.text("result")
-        ),
+        stream_result == "ok",
+        format!("stream result should be \"ok\", got {stream_result:?}"),
     );
 }
 

@@ -1,0 +1,113 @@
+//! The row model: one line of the results, for a cell or a baseline.
+//!
+//! One [`Row`] per cell or baseline, the same shape for both so a script
+//! can filter on `transport` (`fifo`, `unix`, `eventfd`, or
+//! `baseline-seqpacket`, `baseline-spsc`, `baseline-memcpy`,
+//! `baseline-devq-sharenet`, `baseline-devq-virtio-queue`,
+//! `baseline-rtt-pipe|fifo|eventfd|unix`) and `workload`. Figures that do
+//! not apply to a row are `null`.
+
+use super::summary::{combine, spread, Measurement, Spread};
+use serde::Serialize;
+
+/// One line of the results.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// What the row is about (transport, modes, size, workload).
+    #[serde(flatten)]
+    pub key: RowKey,
+    /// The figures: medians over the runs that succeeded.
+    #[serde(flatten)]
+    pub metrics: Measurement,
+    /// Runs that succeeded (the medians are over these).
+    pub runs: u32,
+    /// Runs that failed.
+    pub failed_runs: u32,
+    /// Min–max of the headline metric over the runs.
+    pub spread: Option<Spread>,
+    /// Ratio to the relevant baseline: stream Mpps ÷ seqpacket Mpps, ping
+    /// p50 ÷ raw round-trip p50 (see [`super::ratios`]).
+    pub ratio: Option<f64>,
+    /// Which baseline `ratio` is against.
+    pub ratio_to: Option<String>,
+    /// Stream Mpps ÷ SPSC-ring Mpps at the same size.
+    pub ratio_spsc: Option<f64>,
+    /// `ok` (at least one run succeeded) or `failed`.
+    pub status: String,
+    /// The first failure seen, if any run failed.
+    pub error: Option<String>,
+}
+
+/// What identifies a row, before any figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct RowKey {
+    /// `fifo`, `unix`, `eventfd`, or `baseline-...`.
+    pub transport: String,
+    /// Notify mode (sharenet cells only).
+    pub notify: Option<String>,
+    /// Writes mode (sharenet cells only).
+    pub writes: Option<String>,
+    /// Wait mode (sharenet cells only).
+    pub wait: Option<String>,
+    /// Frame (or copy) size in bytes.
+    pub size: u32,
+    /// `stream`, `ping`, `memcpy` or `devq`.
+    pub workload: String,
+}
+
+impl Row {
+    /// Fold the runs of one cell into a row; `headline` names the metric
+    /// whose spread is reported; `failures` are the failed runs' errors.
+    pub fn from_runs(
+        key: RowKey,
+        runs: &[Measurement],
+        failures: &[String],
+        headline: &str,
+    ) -> Row {
+        let m = combine(runs);
+        let spread = match headline {
+            "p50_us" => spread(headline, runs.iter().map(|r| r.p50_us)),
+            "gbytes_per_s" => spread(headline, runs.iter().map(|r| r.gbytes_per_s)),
+            _ => spread(headline, runs.iter().map(|r| r.mpps)),
+        };
+        Row {
+            key,
+            metrics: m,
+            runs: runs.len() as u32,
+            failed_runs: failures.len() as u32,
+            spread,
+            ratio: None,
+            ratio_to: None,
+            ratio_spsc: None,
+            status: if runs.is_empty() { "failed" } else { "ok" }.into(),
+            error: failures.first().cloned(),
+        }
+    }
+
+    /// A sharenet cell (not a `baseline-...` row).
+    pub fn is_cell(&self) -> bool {
+        !self.key.transport.starts_with("baseline-")
+    }
+
+    /// At least one run succeeded.
+    pub fn ok(&self) -> bool {
+        self.status == "ok"
+    }
+
+    /// `transport notify/writes/wait`, `-` for what does not apply.
+    pub fn config_name(&self) -> String {
+        format!(
+            "{} {}/{}/{}",
+            self.key.transport,
+            self.key.notify.as_deref().unwrap_or("-"),
+            self.key.writes.as_deref().unwrap_or("-"),
+            self.key.wait.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+/// The first successful row of `transport` at `size`.
+pub fn find<'a>(rows: &'a [Row], transport: &str, size: u32) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.key.transport == transport && r.key.size == size && r.ok())
+}
