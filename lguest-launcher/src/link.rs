@@ -103,3 +103,58 @@ impl Drop for PairMark {
         }
     }
 }
+
+/// A launcher of the wrong kind that finds someone else's rendezvous at a
+/// path (a `unix:` launcher finding a FIFO) is refused at once; it leaves
+/// `PATH.refused` naming itself, so the launcher waiting there can say why
+/// its peer never came instead of only timing out.
+pub struct RefusalNote;
+
+impl RefusalNote {
+    fn file_for(path: &std::path::Path) -> std::path::PathBuf {
+        let mut s = path.as_os_str().to_owned();
+        s.push(".refused");
+        s.into()
+    }
+
+    /// Leave the note (best effort).
+    pub fn leave(path: &std::path::Path, kind: Kind) {
+        let _ = std::fs::write(
+            Self::file_for(path),
+            format!("{} {}\n", kind.name(), std::process::id()),
+        );
+    }
+
+    /// Take the note, if one was left: `(kind, pid)` of the refused
+    /// launcher.
+    pub fn take(path: &std::path::Path) -> Option<(String, u32)> {
+        let file = Self::file_for(path);
+        let text = std::fs::read_to_string(&file).ok()?;
+        let _ = std::fs::remove_file(&file);
+        let mut it = text.split_whitespace();
+        let kind = it.next()?.to_string();
+        let pid = it.next()?.parse().ok()?;
+        Some((kind, pid))
+    }
+
+    /// While `connecting` is true, print a line as soon as a refused
+    /// launcher leaves a note at `path`.
+    pub fn watch(
+        path: &std::path::Path,
+        name: &str,
+        connecting: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let (path, name) = (path.to_path_buf(), name.to_string());
+        std::thread::spawn(move || {
+            while connecting.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some((kind, pid)) = Self::take(&path) {
+                    eprintln!(
+                        "[{name}] a `{kind}:` launcher (pid {pid}) tried {} and was refused: start both sides with the same KIND",
+                        path.display()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+    }
+}

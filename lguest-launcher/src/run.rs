@@ -15,7 +15,7 @@ use crate::cli::config::{RunConfig, Wait, Workload, Writes};
 use crate::copier::{Copier, CopyError, DropReason, Event, Outcome};
 use crate::guest::plan::Layout;
 use crate::guest::{Guest, Shortfall};
-use crate::link::{dispatch, PairMark, WithTransport};
+use crate::link::{dispatch, PairMark, RefusalNote, WithTransport};
 use crate::memory::{map_peer, GuestMap, GuestMemory};
 use crate::stats::Stats;
 use crate::virtq::{ChainError, NotifyMode, RingError};
@@ -330,7 +330,21 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         nonblocking_writes: cfg.writes == Writes::Nonblocking,
         timeout: Some(cfg.timeout),
     };
-    let (t, peer) = T::connect(&cfg.spec.path, &local, mem.fd(), &opts).map_err(|e| {
+    let connecting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    if !cfg.quiet {
+        spawn_helpers(|| RefusalNote::watch(&cfg.spec.path, &cfg.name, connecting.clone()));
+    }
+    let connected = T::connect(&cfg.spec.path, &local, mem.fd(), &opts);
+    connecting.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Err(transport::Error::RefusedPath { reason, .. }) = &connected {
+        if !(reason.contains("FIFO") || reason.contains("socket")) {
+            // A symlink or a foreign owner: nobody of ours waits there.
+        } else {
+            // Someone else's rendezvous of another kind: tell its owner why.
+            RefusalNote::leave(&cfg.spec.path, cfg.spec.kind);
+        }
+    }
+    let (t, peer) = connected.map_err(|e| {
         // A signal during rendezvous ends the wait (the transport removed
         // the files it created on the way out).
         match transport::interrupted() {

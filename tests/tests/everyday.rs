@@ -141,7 +141,89 @@ fn sink_names_count_mismatch_from_end_of_stream(kind: &str) {
     c.done();
 }
 
+/// A third launcher on a path where a pair is linked is told the pair's
+/// pids when nobody comes, not just that it timed out.
+fn third_launcher_is_told_the_path_is_in_use(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("busy");
+    let spec = dir.sharenet(kind, "link");
+    let mut sink = dir.spawn("sink", &spec, &["--workload", "sink", "--count", ENDLESS]);
+    let mut stream = dir.spawn(
+        "stream",
+        &spec,
+        &["--workload", "stream", "--count", ENDLESS],
+    );
+    let connected = stream.wait_for_stderr(CONNECTED, CONNECT_LIMIT)
+        && sink.wait_for_stderr(CONNECTED, CONNECT_LIMIT);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = dir.spawn("third", &spec, &["--workload", "sink", "--timeout", "2"]);
+    let third = third.finish(Duration::from_secs(10));
+    let (a, b) = (sink.pid().min(stream.pid()), sink.pid().max(stream.pid()));
+    sink.signal(Signal::SIGINT);
+    stream.signal(Signal::SIGINT);
+    let sink = sink.finish(Duration::from_secs(5));
+    let stream = stream.finish(Duration::from_secs(5));
+    let mut c = Checks::new(
+        format!("{kind}: a third launcher on a linked pair's path"),
+        &[&third, &sink, &stream],
+    );
+    c.that(connected, "the pair connected")
+        .exit(&third, 1)
+        .stderr_has(&third, "no peer arrived at")
+        .stderr_has(&third, &format!("is in use by the pair {a}/{b}"))
+        .exit(&stream, 130);
+    c.that(
+        dir.leftovers().is_empty(),
+        format!(
+            "the pair's mark is gone after it left: {:?}",
+            dir.leftovers()
+        ),
+    );
+    c.done();
+}
+
+/// A launcher of the wrong kind is refused at once, and the launcher
+/// waiting on the path says so too (FIFO rendezvous vs socket rendezvous).
+#[test]
+fn waiting_side_is_told_of_a_peer_of_the_wrong_kind() {
+    let _serial = serial();
+    for (waits, comes) in [("fifo", "unix"), ("eventfd", "fifo")] {
+        let dir = TestDir::new("wrong_kind");
+        let waiting_spec = dir.sharenet(waits, "link");
+        let mut waiting = dir.spawn(
+            "waiting",
+            &waiting_spec,
+            &["--workload", "sink", "--timeout", "3", "--name", "waiter"],
+        );
+        let ready = waiting.wait_for_stderr("waiting for peer", CONNECT_LIMIT);
+        std::thread::sleep(Duration::from_millis(200));
+        let mut wrong = dir.spawn(
+            "wrong",
+            &dir.sharenet(comes, "link"),
+            &["--workload", "stream"],
+        );
+        let wrong = wrong.finish(Duration::from_secs(10));
+        let told = waiting.wait_for_stderr("was refused", Duration::from_secs(3));
+        let waiting = waiting.finish(Duration::from_secs(10));
+        let mut c = Checks::new(
+            format!("{comes}: launcher arriving at a {waits}: rendezvous"),
+            &[&waiting, &wrong],
+        );
+        c.that(ready, "the first side waited")
+            .exit(&wrong, 1)
+            .stderr_has(&wrong, "refusing rendezvous path")
+            .that(told, "the waiting side said so while waiting")
+            .stderr_has(
+                &waiting,
+                &format!("[waiter] a `{comes}:` launcher (pid {}) tried", wrong.pid),
+            )
+            .exit(&waiting, 1);
+        c.done();
+    }
+}
+
 transport_suite!(
+    third_launcher_is_told_the_path_is_in_use,
     sigint_stops_stream_cleanly_and_sink_learns_what_was_sent,
     sigterm_stops_stream_cleanly,
     sigterm_while_waiting_removes_rendezvous_files,
