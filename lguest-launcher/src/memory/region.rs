@@ -238,3 +238,93 @@ impl Region {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::GuestMemory;
+    use super::*;
+
+    /// A 4 KiB region filled with a known pattern.
+    fn patterned() -> GuestMemory {
+        let m = GuestMemory::create("t", 4096).unwrap();
+        let fill: Vec<u8> = (0..4096).map(|i| (i * 13 + 5) as u8).collect();
+        m.region().write("t", 0, &fill).unwrap();
+        m
+    }
+
+    fn contents(r: &Region) -> Vec<u8> {
+        let mut v = vec![0; r.len() as usize];
+        r.read("t", 0, &mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn copy_between_mappings_matches_at_every_alignment() {
+        let a = patterned();
+        let b = GuestMemory::create("t", 4096).unwrap();
+        let src = contents(a.region());
+        for so in 0..16u64 {
+            for dof in 0..16u64 {
+                for len in [0u64, 1, 7, 12, 15, 16, 17, 63, 64, 65, 1500] {
+                    b.region()
+                        .copy_from(2048 + dof, a.region(), so, len)
+                        .unwrap();
+                    let mut got = vec![0; len as usize];
+                    b.region().read("t", 2048 + dof, &mut got).unwrap();
+                    assert_eq!(got, &src[so as usize..(so + len) as usize]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_copy_in_one_mapping_is_memmove_and_stays_in_bounds() {
+        for (s, d) in [
+            (100u64, 103u64),
+            (103, 100),
+            (100, 100),
+            (0, 4000),
+            (4000, 3999),
+        ] {
+            let m = patterned();
+            let r = m.region();
+            let before = contents(r);
+            let len = 96.min(4096 - s.max(d));
+            r.copy_from(d, r, s, len).unwrap();
+            let mut want = before.clone();
+            want.copy_within(s as usize..(s + len) as usize, d as usize);
+            assert_eq!(contents(r), want, "copy {len} bytes {s} -> {d}");
+        }
+    }
+
+    #[test]
+    fn rejects_out_of_bounds_copies_and_leaves_memory_alone() {
+        let m = patterned();
+        let r = m.region();
+        let before = contents(r);
+        assert!(r.copy_from(4000, r, 0, 97).is_err(), "destination past end");
+        assert!(r.copy_from(0, r, 4000, 97).is_err(), "source past end");
+        assert!(r.copy_from(0, r, u64::MAX - 8, 16).is_err(), "source wraps");
+        assert!(
+            r.copy_from(u64::MAX - 8, r, 0, 16).is_err(),
+            "destination wraps"
+        );
+        assert!(r.write("t", 4095, &[0; 2]).is_err());
+        assert!(r.read("t", 4089, &mut [0; 8]).is_err());
+        assert_eq!(contents(r), before);
+    }
+
+    #[test]
+    fn ring_fields_round_trip_as_little_endian() {
+        let m = GuestMemory::create("t", 4096).unwrap();
+        let r = m.region();
+        r.store_u32("t", 8, 0x0102_0304).unwrap();
+        let mut b = [0; 4];
+        r.read("t", 8, &mut b).unwrap();
+        assert_eq!(b, [4, 3, 2, 1]);
+        assert_eq!(r.load_u32("t", 8).unwrap(), 0x0102_0304);
+        assert!(r.load_u32("t", 6).is_err(), "misaligned");
+        r.store_u16("t", 2, 0xbeef, Ordering::Release).unwrap();
+        assert_eq!(r.load_u16("t", 2, Ordering::Acquire).unwrap(), 0xbeef);
+    }
+}

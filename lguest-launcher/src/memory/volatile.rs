@@ -9,42 +9,95 @@
 //! says what it does.
 //!
 //! So, as rust-vmm's vm-memory does for guest memory, every access to a
-//! shared mapping here is `read_volatile`/`write_volatile`. A volatile access
-//! happens exactly once, at its size, in program order with other volatile
-//! accesses, and the compiler assumes nothing about the value it returns:
-//! the memory is treated like a device register the peer may change. Each
-//! value read is copied once into a register and written once; it is never
-//! read back. A peer writing concurrently can therefore make us copy a mix of
-//! old and new bytes (a torn word), and nothing worse: the addresses are
-//! fixed before the copy starts and were bounds-checked by [`Region`], and the
-//! copier and the guest treat what arrives as packet data, never as an
-//! address or a length.
+//! shared mapping here is `read_volatile`/`write_volatile`. Volatile is the
+//! tool the language gives for memory outside any Rust allocation that
+//! something outside the program changes (`std::ptr::read_volatile`: I/O
+//! memory, device registers); a peer process writing an `mmap`ed memfd is
+//! such an outside writer. A volatile access happens exactly once, at its
+//! size, and the compiler assumes nothing about the value it returns: it
+//! cannot re-load it, merge it, or reason from an earlier read. Between our
+//! own threads volatile would settle nothing (it is no atomic), and it need
+//! not: our threads hand a buffer over only through the ring indexes, with
+//! Release/Acquire atomics, so only the peer can race with us.
 //!
-//! Volatile accesses cannot be merged into SIMD memcpy, so the copy moves
-//! whole 8-byte words, four per loop turn: a byte-wise head brings the
-//! destination to an 8-byte boundary, the body stores aligned `u64` words,
-//! and a byte-wise tail finishes. The source may sit at any alignment
-//! relative to the destination (a 12-byte virtio-net header shifts the
-//! payload by 4); it is read as an 8-byte word of alignment 1 ([`Word`]),
-//! one unaligned load where the CPU allows it, so a misaligned packet costs
-//! the same as an aligned one.
+//! Each value read is copied once into a register and written once; it is
+//! never read back. A peer writing concurrently can therefore make us copy a
+//! mix of old and new bytes (a torn chunk), and nothing worse: the addresses
+//! are fixed before the copy starts and were bounds-checked by [`Region`],
+//! and the copier and the guest treat what arrives as packet data, never as
+//! an address or a length.
+//!
+//! Volatile accesses cannot be merged into memcpy's wide moves, so the copy
+//! chooses its own widths, as vm-memory's `copy_slice_volatile` does: a head
+//! of at most one 1-, 2-, 4- and 8-byte piece brings the destination to a
+//! [`Chunk`] boundary, the body moves whole chunks (16 bytes on x86_64, an
+//! SSE2 register; 8 elsewhere), four per loop turn, and a tail of at most one
+//! 8-, 4-, 2- and 1-byte piece finishes. Every store is naturally aligned.
+//! The source may sit at any alignment relative to the destination (a
+//! 12-byte virtio-net header shifts the payload by 4), so it is read through
+//! [`Unaligned`], one unaligned load where the CPU allows it: a misaligned
+//! packet costs what an aligned one does.
 //!
 //! [`Region`]: super::Region
 
 use std::ptr::{read_volatile, write_volatile};
 
-/// Bytes in one copied word.
-const WORD: usize = size_of::<u64>();
+/// The widest value moved at once: a 16-byte SSE2 register on x86_64 (part
+/// of its baseline), a `u64` elsewhere. Plain data: any bits are a value.
+#[cfg(target_arch = "x86_64")]
+type Chunk = std::arch::x86_64::__m128i;
+#[cfg(not(target_arch = "x86_64"))]
+type Chunk = u64;
 
-/// Words moved per turn of the main loop (all loads, then all stores).
+/// Bytes in one [`Chunk`].
+const CHUNK: usize = size_of::<Chunk>();
+
+/// Chunks moved per turn of the main loop (all loads, then all stores).
 const UNROLL: usize = 4;
 
-/// A `u64` with alignment 1: a volatile read of it is one (possibly
-/// unaligned) 8-byte load, which `read_volatile::<u64>` forbids and
-/// `read_volatile::<[u8; 8]>` compiles to eight byte loads.
+/// A `T` with alignment 1: a volatile read of it is one (possibly unaligned)
+/// load of `T`'s size, which `read_volatile::<T>` forbids on an unaligned
+/// address and `read_volatile::<[u8; N]>` compiles to N byte loads.
 #[repr(C, packed)]
 #[derive(Clone, Copy)]
-struct Word(u64);
+struct Unaligned<T: Copy>(T);
+
+/// Copy one `T` at byte `at`: an unaligned volatile load from `src`, an
+/// aligned volatile store to `dst`.
+///
+/// # Safety
+///
+/// `[at, at + size_of::<T>())` inside both ranges (see [`copy_forward`]),
+/// `dst + at` aligned for `T`, and `T` plain data (any bits are a value).
+#[inline(always)]
+unsafe fn piece<T: Copy>(dst: *mut u8, src: *const u8, at: usize) {
+    // SAFETY: bounds and alignment per this function's contract; `src` needs
+    // no alignment as an `Unaligned<T>`. Race: the value is loaded once into
+    // a local and stored once, so a peer writing meanwhile yields at worst a
+    // torn value of garbage bytes at these same addresses.
+    unsafe {
+        let v = read_volatile(src.add(at) as *const Unaligned<T>).0;
+        write_volatile(dst.add(at) as *mut T, v);
+    }
+}
+
+/// Copy one piece of `w` bytes (1, 2, 4 or 8) at byte `at`.
+///
+/// # Safety
+///
+/// As for [`piece`], with `T` the unsigned integer of `w` bytes.
+#[inline(always)]
+unsafe fn piece_of(w: usize, dst: *mut u8, src: *const u8, at: usize) {
+    // SAFETY: the caller's contract, with `T` matching `w`.
+    unsafe {
+        match w {
+            1 => piece::<u8>(dst, src, at),
+            2 => piece::<u16>(dst, src, at),
+            4 => piece::<u32>(dst, src, at),
+            _ => piece::<u64>(dst, src, at),
+        }
+    }
+}
 
 /// Copy `len` bytes from `src` to `dst`, front to back, with volatile
 /// accesses only.
@@ -62,47 +115,62 @@ struct Word(u64);
 /// to either range are allowed: they only change which bytes arrive.
 #[inline]
 pub(super) unsafe fn copy_forward(dst: *mut u8, src: *const u8, len: usize) {
-    let head = dst.addr().wrapping_neg() % WORD;
-    if len < head + WORD {
-        // SAFETY: the whole range, per this function's contract.
-        unsafe { copy_bytes(dst, src, 0, len) };
-        return;
-    }
-    // SAFETY: `head < len`, so `[0, head)` is inside both ranges.
-    unsafe { copy_bytes(dst, src, 0, head) };
-    let mut at = head;
-    while len - at >= UNROLL * WORD {
-        // SAFETY: bounds: `at + UNROLL * WORD <= len`, so all four words lie
-        // inside the ranges the caller vouched for; `dst + at` is 8-byte
-        // aligned (`head` brought it there and `at` grows by whole words), as
-        // `write_volatile::<u64>` requires, and `src + at` is read as a
-        // `Word`, which needs no alignment. Race: each word is loaded once
-        // into a local and stored once, so a peer writing meanwhile yields at
-        // worst torn words of garbage data at these same addresses.
-        unsafe {
-            let s = src.add(at) as *const Word;
-            let d = dst.add(at) as *mut u64;
-            let w0 = read_volatile(s).0;
-            let w1 = read_volatile(s.add(1)).0;
-            let w2 = read_volatile(s.add(2)).0;
-            let w3 = read_volatile(s.add(3)).0;
-            write_volatile(d, w0);
-            write_volatile(d.add(1), w1);
-            write_volatile(d.add(2), w2);
-            write_volatile(d.add(3), w3);
+    let mut at = 0;
+    // Head: clear the destination's low address bits one by one. A piece of
+    // `w` bytes is copied only where bit `w` is the lowest set bit, so it is
+    // aligned; if it does not fit, fewer than `w` bytes remain and the tail
+    // (whose pieces are then all narrower than `w`) copies them, aligned too.
+    for w in [1, 2, 4, 8] {
+        if w >= CHUNK || len - at < w {
+            break;
         }
-        at += UNROLL * WORD;
-    }
-    while len - at >= WORD {
-        // SAFETY: as for the loop above, with `at + WORD <= len`.
-        unsafe {
-            let w = read_volatile(src.add(at) as *const Word).0;
-            write_volatile(dst.add(at) as *mut u64, w);
+        if (dst as usize + at) & w != 0 {
+            // SAFETY: `at + w <= len` (checked above) keeps the piece inside
+            // both ranges; `dst + at` is `w`-aligned (lower bits cleared by
+            // earlier pieces). See `piece` for the race.
+            unsafe { piece_of(w, dst, src, at) };
+            at += w;
         }
-        at += WORD;
     }
-    // SAFETY: `at <= len`, the tail `[at, len)` is inside both ranges.
-    unsafe { copy_bytes(dst, src, at, len) };
+    // Body: reached with `len - at >= CHUNK` only if the head ran to the end,
+    // so `dst + at` is `CHUNK`-aligned here and stays so (whole chunks).
+    while len - at >= UNROLL * CHUNK {
+        // SAFETY: bounds: `at + UNROLL * CHUNK <= len`, so all four chunks
+        // lie inside the ranges the caller vouched for; the stores are
+        // `CHUNK`-aligned (above) and the loads need no alignment. Race: each
+        // chunk is loaded once into a local (all four before any store) and
+        // stored once, so a peer writing meanwhile yields at worst torn
+        // chunks of garbage data at these same addresses.
+        unsafe {
+            let s = src.add(at) as *const Unaligned<Chunk>;
+            let d = dst.add(at) as *mut Chunk;
+            let c0 = read_volatile(s).0;
+            let c1 = read_volatile(s.add(1)).0;
+            let c2 = read_volatile(s.add(2)).0;
+            let c3 = read_volatile(s.add(3)).0;
+            write_volatile(d, c0);
+            write_volatile(d.add(1), c1);
+            write_volatile(d.add(2), c2);
+            write_volatile(d.add(3), c3);
+        }
+        at += UNROLL * CHUNK;
+    }
+    while len - at >= CHUNK {
+        // SAFETY: as for the loop above, with `at + CHUNK <= len`.
+        unsafe { piece::<Chunk>(dst, src, at) };
+        at += CHUNK;
+    }
+    // Tail: fewer than `CHUNK` bytes (or than the head's last width) remain,
+    // at an address aligned to that; descending pieces stay aligned.
+    for w in [8, 4, 2, 1] {
+        if w < CHUNK && len - at >= w {
+            // SAFETY: `at + w <= len`, inside both ranges; `dst + at` is
+            // `w`-aligned (see the comment above the loop).
+            unsafe { piece_of(w, dst, src, at) };
+            at += w;
+        }
+    }
+    debug_assert_eq!(at, len);
 }
 
 /// Copy `len` bytes from `src` to `dst`, back to front, one volatile byte at
@@ -116,21 +184,6 @@ pub(super) unsafe fn copy_backward(dst: *mut u8, src: *const u8, len: usize) {
     for i in (0..len).rev() {
         // SAFETY: `i < len`, inside both ranges; each byte is read once and
         // written once (see the module notes on concurrent writers).
-        unsafe { write_volatile(dst.add(i), read_volatile(src.add(i))) };
-    }
-}
-
-/// Copy bytes `[from, to)` one volatile byte at a time (the head and tail of
-/// [`copy_forward`]).
-///
-/// # Safety
-///
-/// `[from, to)` inside both ranges, as for [`copy_forward`].
-#[inline]
-unsafe fn copy_bytes(dst: *mut u8, src: *const u8, from: usize, to: usize) {
-    for i in from..to {
-        // SAFETY: `from <= i < to`, inside both ranges per the contract; each
-        // byte is read once and written once.
         unsafe { write_volatile(dst.add(i), read_volatile(src.add(i))) };
     }
 }
@@ -167,8 +220,8 @@ mod tests {
 
     #[test]
     fn copies_every_alignment_and_length_up_to_64() {
-        for so in 0..WORD {
-            for dof in 0..WORD {
+        for so in 0..CHUNK {
+            for dof in 0..CHUNK {
                 for len in 0..=64 {
                     check_copy(so, dof, len);
                 }
