@@ -9,13 +9,17 @@
 //! Every access to either mapping goes through [`Region`], the one
 //! bounds-checked accessor: offsets are checked with `checked_add` against
 //! the mapping length, ring indexes are accessed as atomics at aligned
-//! offsets, and packet bytes are copied with `copy_nonoverlapping` after the
-//! same check. This is the only module (with `ring.rs` using it) that holds
-//! raw pointers; nothing outside does pointer arithmetic on guest memory.
+//! offsets, and packet bytes and descriptors are copied after the same check
+//! with volatile word copies ([`volatile`]): the peer may be writing those
+//! bytes as we copy them, and a plain memcpy on racing memory is undefined
+//! behaviour, while a volatile copy only ever yields garbage bytes in range.
+//! This is the only module (with `ring.rs` using it) that holds raw
+//! pointers; nothing outside does pointer arithmetic on guest memory.
 
 mod guest;
 mod map;
 mod region;
+mod volatile;
 
 pub use guest::{map_peer, seal, GuestMemory};
 pub use map::GuestMap;

@@ -1,5 +1,16 @@
 //! [`Region`]: the one bounds-checked accessor of a shared mapping.
+//!
+//! Two checks guard every access. Bounds: the offset range is checked with
+//! `checked_add` against the mapping length (and the alignment, for ring
+//! fields) before any pointer is formed. Races: the peer process may write
+//! any byte of either mapping at any time, so no access may be a plain load
+//! or store the compiler could repeat, merge or elide. Ring fields are
+//! atomics; packet bytes and descriptors go through the volatile word copy
+//! of [`super::volatile`]. Every value a caller checks was first copied out
+//! once (into a register or a local buffer), so a concurrent write changes
+//! what we read, never a value we already checked.
 
+use super::volatile;
 use memmap2::{MmapOptions, MmapRaw};
 use std::fs::File;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
@@ -35,8 +46,10 @@ pub struct Region {
 }
 
 // SAFETY: the mapping is shared memory that other processes may write at any
-// time; every access goes through the bounds-checked methods below, which use
-// atomics for ring indexes and never hand out references into the mapping.
+// time, so our own threads writing it too adds no new case: every access goes
+// through the bounds-checked methods below, which use atomics for ring fields
+// and volatile accesses for everything else, and never hand out references
+// into the mapping.
 unsafe impl Send for Region {}
 // SAFETY: as above; `Region` holds no interior state besides the mapping.
 unsafe impl Sync for Region {}
@@ -94,16 +107,21 @@ impl Region {
     #[inline]
     fn ptr(&self, off: usize) -> *mut u8 {
         // SAFETY: callers pass an offset validated by `check`, so the result
-        // stays inside the mapping.
+        // stays inside the mapping. Forming a pointer reads nothing, so a
+        // concurrent writer is of no concern here.
         unsafe { self.map.as_mut_ptr().add(off) }
     }
 
     #[inline]
     fn atomic_u16(&self, what: &'static str, offset: u64) -> Result<&AtomicU16, OutOfBounds> {
         let off = self.check(what, offset, 2, 2)?;
-        // SAFETY: in bounds and 2-byte aligned (checked above); the mapping
-        // lives as long as `self`; AtomicU16 has the layout of u16 and other
-        // processes only ever touch these bytes as whole u16 values.
+        // SAFETY: bounds: in bounds and 2-byte aligned (checked above); the
+        // mapping lives as long as the returned reference (borrowed from
+        // `self`); AtomicU16 has the layout of u16. Race: a shared reference
+        // to an atomic is exactly what concurrent writers require, and a
+        // well-behaved peer writes ring fields only as whole u16 atomics; a
+        // hostile one writing them some other way can only change the value
+        // we load, which every caller checks after loading it once.
         Ok(unsafe { AtomicU16::from_ptr(self.ptr(off) as *mut u16) })
     }
 
@@ -135,7 +153,9 @@ impl Region {
     #[inline]
     pub fn load_u32(&self, what: &'static str, offset: u64) -> Result<u32, OutOfBounds> {
         let off = self.check(what, offset, 4, 4)?;
-        // SAFETY: in bounds and aligned (checked above), see `atomic_u16`.
+        // SAFETY: in bounds and 4-byte aligned (checked above); the load is
+        // atomic, so a concurrent peer write only changes the value returned,
+        // which the caller checks (see `atomic_u16`).
         let a = unsafe { AtomicU32::from_ptr(self.ptr(off) as *mut u32) };
         Ok(u32::from_le(a.load(Ordering::Relaxed)))
     }
@@ -144,7 +164,9 @@ impl Region {
     #[inline]
     pub fn store_u32(&self, what: &'static str, offset: u64, v: u32) -> Result<(), OutOfBounds> {
         let off = self.check(what, offset, 4, 4)?;
-        // SAFETY: in bounds and aligned (checked above), see `atomic_u16`.
+        // SAFETY: in bounds and 4-byte aligned (checked above); the store is
+        // atomic, so a concurrent peer access races with nothing undefined
+        // (see `atomic_u16`).
         let a = unsafe { AtomicU32::from_ptr(self.ptr(off) as *mut u32) };
         a.store(v.to_le(), Ordering::Relaxed);
         Ok(())
@@ -155,9 +177,13 @@ impl Region {
     #[inline]
     pub fn read(&self, what: &'static str, offset: u64, out: &mut [u8]) -> Result<(), OutOfBounds> {
         let off = self.check(what, offset, out.len() as u64, 1)?;
-        // SAFETY: source range checked above; `out` is a local buffer that
-        // cannot overlap a shared mapping we only reach through raw pointers.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr(off), out.as_mut_ptr(), out.len()) };
+        // SAFETY: bounds: the source range was checked above and `out` is
+        // valid for `out.len()` bytes; `out` is local memory, which cannot
+        // overlap a shared mapping we only reach through raw pointers. Race:
+        // the source is read with volatile words, each once; a concurrent
+        // peer write leaves garbage bytes in `out`, and callers check `out`,
+        // not the mapping, so what they checked cannot change afterwards.
+        unsafe { volatile::copy_forward(out.as_mut_ptr(), self.ptr(off), out.len()) };
         Ok(())
     }
 
@@ -165,14 +191,22 @@ impl Region {
     #[inline]
     pub fn write(&self, what: &'static str, offset: u64, data: &[u8]) -> Result<(), OutOfBounds> {
         let off = self.check(what, offset, data.len() as u64, 1)?;
-        // SAFETY: destination range checked above; `data` is local memory.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr(off), data.len()) };
+        // SAFETY: bounds: the destination range was checked above and `data`
+        // is valid for `data.len()` bytes of local memory (no overlap with
+        // the mapping). Race: the destination is written with volatile
+        // stores only; a peer writing the same bytes meanwhile leaves a mix
+        // in guest memory, which the guest treats as packet data.
+        unsafe { volatile::copy_forward(self.ptr(off), data.as_ptr(), data.len()) };
         Ok(())
     }
 
     /// Copy `len` bytes from `src` at `src_off` to `self` at `dst_off`. Both
     /// ranges are checked; the two mappings are distinct (ours and the
-    /// peer's), or the ranges are distinct buffers of one mapping.
+    /// peer's), or the ranges are buffers of one mapping, which a hostile
+    /// peer may make overlap: then the copy has memmove's result.
+    ///
+    /// This is the per-packet copy; it reads and writes shared memory only
+    /// with volatile words (see [`super::volatile`]).
     #[inline]
     pub fn copy_from(
         &self,
@@ -183,17 +217,114 @@ impl Region {
     ) -> Result<(), OutOfBounds> {
         let d = self.check("rx buffer", dst_off, len, 1)?;
         let s = src.check("tx buffer", src_off, len, 1)?;
-        let same = Arc::ptr_eq(&self.map, &src.map);
-        // SAFETY: both ranges checked above. Between two mappings the ranges
-        // cannot overlap in our address space; within one mapping we use
-        // `copy` (memmove) since a hostile peer may describe overlapping ones.
+        let (dst, from, len) = (self.ptr(d), src.ptr(s), len as usize);
+        // Overlap: a copy up a mapping onto its own source range (only a
+        // hostile peer describes one) runs back to front, as memmove does;
+        // every other case, two mappings included, runs front to back.
+        let upwards_overlap = Arc::ptr_eq(&self.map, &src.map) && s < d && d - s < len;
+        // SAFETY: bounds: both ranges were checked above against their own
+        // mappings, and both copy directions touch only bytes inside them,
+        // overlapping or not. Race: either mapping may be written by the peer
+        // meanwhile; every access is volatile and each byte is read once and
+        // written once, so that only changes which bytes land in `self`,
+        // which the receiving guest treats as packet data.
         unsafe {
-            if same {
-                std::ptr::copy(src.ptr(s), self.ptr(d), len as usize)
+            if upwards_overlap {
+                volatile::copy_backward(dst, from, len)
             } else {
-                std::ptr::copy_nonoverlapping(src.ptr(s), self.ptr(d), len as usize)
+                volatile::copy_forward(dst, from, len)
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::GuestMemory;
+    use super::*;
+
+    /// A 4 KiB region filled with a known pattern.
+    fn patterned() -> GuestMemory {
+        let m = GuestMemory::create("t", 4096).unwrap();
+        let fill: Vec<u8> = (0..4096).map(|i| (i * 13 + 5) as u8).collect();
+        m.region().write("t", 0, &fill).unwrap();
+        m
+    }
+
+    fn contents(r: &Region) -> Vec<u8> {
+        let mut v = vec![0; r.len() as usize];
+        r.read("t", 0, &mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn copy_between_mappings_matches_at_every_alignment() {
+        let a = patterned();
+        let b = GuestMemory::create("t", 4096).unwrap();
+        let src = contents(a.region());
+        for so in 0..16u64 {
+            for dof in 0..16u64 {
+                for len in [0u64, 1, 7, 12, 15, 16, 17, 63, 64, 65, 1500] {
+                    b.region()
+                        .copy_from(2048 + dof, a.region(), so, len)
+                        .unwrap();
+                    let mut got = vec![0; len as usize];
+                    b.region().read("t", 2048 + dof, &mut got).unwrap();
+                    assert_eq!(got, &src[so as usize..(so + len) as usize]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_copy_in_one_mapping_is_memmove_and_stays_in_bounds() {
+        for (s, d) in [
+            (100u64, 103u64),
+            (103, 100),
+            (100, 100),
+            (0, 4000),
+            (4000, 3999),
+        ] {
+            let m = patterned();
+            let r = m.region();
+            let before = contents(r);
+            let len = 96.min(4096 - s.max(d));
+            r.copy_from(d, r, s, len).unwrap();
+            let mut want = before.clone();
+            want.copy_within(s as usize..(s + len) as usize, d as usize);
+            assert_eq!(contents(r), want, "copy {len} bytes {s} -> {d}");
+        }
+    }
+
+    #[test]
+    fn rejects_out_of_bounds_copies_and_leaves_memory_alone() {
+        let m = patterned();
+        let r = m.region();
+        let before = contents(r);
+        assert!(r.copy_from(4000, r, 0, 97).is_err(), "destination past end");
+        assert!(r.copy_from(0, r, 4000, 97).is_err(), "source past end");
+        assert!(r.copy_from(0, r, u64::MAX - 8, 16).is_err(), "source wraps");
+        assert!(
+            r.copy_from(u64::MAX - 8, r, 0, 16).is_err(),
+            "destination wraps"
+        );
+        assert!(r.write("t", 4095, &[0; 2]).is_err());
+        assert!(r.read("t", 4089, &mut [0; 8]).is_err());
+        assert_eq!(contents(r), before);
+    }
+
+    #[test]
+    fn ring_fields_round_trip_as_little_endian() {
+        let m = GuestMemory::create("t", 4096).unwrap();
+        let r = m.region();
+        r.store_u32("t", 8, 0x0102_0304).unwrap();
+        let mut b = [0; 4];
+        r.read("t", 8, &mut b).unwrap();
+        assert_eq!(b, [4, 3, 2, 1]);
+        assert_eq!(r.load_u32("t", 8).unwrap(), 0x0102_0304);
+        assert!(r.load_u32("t", 6).is_err(), "misaligned");
+        r.store_u16("t", 2, 0xbeef, Ordering::Release).unwrap();
+        assert_eq!(r.load_u16("t", 2, Ordering::Acquire).unwrap(), 0xbeef);
     }
 }
