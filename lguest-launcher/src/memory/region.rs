@@ -27,10 +27,23 @@ pub enum MemoryError {
     Os(&'static str, std::io::Error),
 }
 
+/// What a [`Region`]'s bytes live in: a mapping we made ([`Region::map`]),
+/// or one another component made and keeps alive (`borrowed.rs`).
+pub(super) trait Backing: Send + Sync {
+    /// Start of the mapping.
+    fn base(&self) -> *mut u8;
+}
+
+impl Backing for MmapRaw {
+    fn base(&self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+}
+
 /// A shared mapping. Cloning a `Region` shares the mapping.
 #[derive(Clone)]
 pub struct Region {
-    map: Arc<MmapRaw>,
+    map: Arc<dyn Backing>,
     len: u64,
 }
 
@@ -58,6 +71,11 @@ impl Region {
             map: Arc::new(map),
             len,
         })
+    }
+
+    /// A region over `len` bytes of `map` (`borrowed.rs` checks the rest).
+    pub(super) fn from_backing(map: Arc<dyn Backing>, len: u64) -> Self {
+        Region { map, len }
     }
 
     /// Size of the mapping in bytes.
@@ -95,7 +113,7 @@ impl Region {
     fn ptr(&self, off: usize) -> *mut u8 {
         // SAFETY: callers pass an offset validated by `check`, so the result
         // stays inside the mapping.
-        unsafe { self.map.as_mut_ptr().add(off) }
+        unsafe { self.map.base().add(off) }
     }
 
     #[inline]

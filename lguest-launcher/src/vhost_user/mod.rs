@@ -42,7 +42,7 @@ use crate::cli::config::{Notify, Spec, Writes};
 use crate::link::{dispatch, WithTransport};
 use backend::NetBackend;
 use clap::Args;
-use link::leave;
+use link::exit_with;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -82,13 +82,7 @@ pub struct VhostArgs {
 const LINK_EVENT: u16 = 3;
 
 fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
-    let backend = Arc::new(RwLock::new(NetBackend::<T> {
-        args: args.clone(),
-        mem: None,
-        event_idx: false,
-        vrings: Vec::new(),
-        link: None,
-    }));
+    let backend = Arc::new(RwLock::new(NetBackend::<T>::new(args.clone())));
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let mut daemon = match VhostUserDaemon::new("sharenet-net".into(), backend.clone(), mem) {
         Ok(d) => d,
@@ -171,27 +165,19 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
             }
         };
         if let Err(e) = link::establish::<T>(&link_backend, &register, &link_args) {
-            eprintln!("error: {e}");
-            std::process::exit(1);
+            let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
+            let stats = b.stats_so_far(e.to_string());
+            exit_with(&link_args, &stats, &stats.result, 1);
         }
         link::watch(&link_backend);
     });
     let result = daemon.wait();
     let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
-    if let Some(link) = b.link.as_mut() {
-        leave(
-            link,
-            args,
-            "the VM disconnected (QEMU closed the vhost-user socket)",
-        );
+    if let Err(e) = result {
+        let stats = b.stats_so_far(format!("vhost-user: {e}"));
+        exit_with(args, &stats, &stats.result, 1);
     }
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: vhost-user: {e}");
-            ExitCode::from(1)
-        }
-    }
+    b.vm_gone()
 }
 
 /// `serve` with the transport of the configured kind.
