@@ -150,9 +150,7 @@ impl<T: Transport> NetBackend<T> {
             .map(|l| l.copier.link().peer_pid())
             .unwrap_or(0);
         match e {
-            LinkError::Transport(e) if e.is_peer_gone() => {
-                self.link_down(format!("peer {pid} left ({e})"), false)
-            }
+            LinkError::Transport(e) if e.is_peer_gone() => self.link_down(e.to_string(), false),
             e => self.link_down(format!("peer {pid}: {e}"), true),
         }
     }
@@ -210,9 +208,9 @@ impl<T: Transport> NetBackend<T> {
         if let Some(e) = self.ended.take() {
             let mut s = e.stats;
             s.result += "; then the VM shut down";
-            exit_with(&args, &s, "the VM shut down (after its link went down)", 1);
+            exit_with(&args, &s, "the VM shut down (its link was already down)", 1);
         }
-        let (line, code) = if self.link.is_none() {
+        let (result, code) = if self.link.is_none() {
             ("the VM shut down before the link came up", 0)
         } else if self.stopped {
             ("the VM shut down", 0)
@@ -222,8 +220,13 @@ impl<T: Transport> NetBackend<T> {
                 1,
             )
         };
-        let s = self.stats_so_far(line.into());
-        exit_with(&args, &s, line, code);
+        let s = self.stats_so_far(result.into());
+        let line = if code == 0 {
+            result.to_string()
+        } else {
+            format!("error: {result}")
+        };
+        exit_with(&args, &s, &line, code);
     }
 }
 

@@ -258,9 +258,9 @@ impl<T: Transport> Device for VmDevice<'_, T> {
 /// QEMU hangs up, a linger timer, a failing handler).
 static EXITING: Mutex<()> = Mutex::new(());
 
-/// Write `stats`, print `line` (if any; prefixed `error: ` when `code` is
-/// not 0) and exit with `code`. Never returns: a second caller blocks here
-/// until the first has exited the process.
+/// Write `stats`, print `line` (if any, as it is: callers say `error: `
+/// only for a failure) and exit with `code`. Never returns: a second
+/// caller blocks here until the first has exited the process.
 pub(super) fn exit_with(args: &VhostArgs, stats: &Stats, line: &str, code: u8) -> ! {
     let _once = EXITING.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = &args.stats_json {
@@ -268,11 +268,8 @@ pub(super) fn exit_with(args: &VhostArgs, stats: &Stats, line: &str, code: u8) -
             eprintln!("warning: cannot write stats to {}: {e}", p.display());
         }
     }
-    if line.is_empty() {
-    } else if code == 0 {
+    if !line.is_empty() {
         eprintln!("{line}");
-    } else {
-        eprintln!("error: {line}");
     }
     std::process::exit(code as i32)
 }
@@ -321,7 +318,12 @@ fn vm_memory(mem: &Mem) -> Result<(File, u64, Vec<MemRegion>), EstablishError> {
 /// several regions (RAM above 4 GiB) has several mappings at unrelated
 /// addresses; there we map the memfd once more as one range, as before,
 /// until `GuestMap` can hold several regions.
-fn vm_map(mem: &Mem, file: &File, size: u64, regions: &[MemRegion]) -> Result<GuestMap, EstablishError> {
+fn vm_map(
+    mem: &Mem,
+    file: &File,
+    size: u64,
+    regions: &[MemRegion],
+) -> Result<GuestMap, EstablishError> {
     let snapshot = mem.memory().into_inner();
     if snapshot.num_regions() == 1 {
         if let Some(r) = snapshot.iter().next() {
@@ -506,7 +508,7 @@ pub(super) fn watch<T: Transport + 'static>(backend: &Arc<RwLock<NetBackend<T>>>
         }
         if let Err(e) = b.service() {
             let stats = b.stats_so_far(format!("cannot signal the VM: {e}"));
-            exit_with(&b.args, &stats, &stats.result, 1);
+            exit_with(&b.args, &stats, &format!("error: {}", stats.result), 1);
         }
     }
 }

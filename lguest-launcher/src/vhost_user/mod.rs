@@ -167,17 +167,30 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
         if let Err(e) = link::establish::<T>(&link_backend, &register, &link_args) {
             let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
             let stats = b.stats_so_far(e.to_string());
-            exit_with(&link_args, &stats, &stats.result, 1);
+            exit_with(&link_args, &stats, &format!("error: {e}"), 1);
         }
         link::watch(&link_backend);
     });
     let result = daemon.wait();
     let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = result {
-        let stats = b.stats_so_far(format!("vhost-user: {e}"));
-        exit_with(args, &stats, &stats.result, 1);
+    // QEMU hanging up is how every run ends ("disconnected" to the vhost
+    // crate, or a partial message when it goes mid-write): `vm_gone` tells
+    // a shutdown from a kill. Anything else is a protocol failure.
+    let hung_up = |e: &vhost_user_backend::Error| {
+        matches!(
+            e,
+            vhost_user_backend::Error::HandleRequest(
+                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage
+            )
+        )
+    };
+    match result {
+        Err(e) if !hung_up(&e) => {
+            let stats = b.stats_so_far(format!("vhost-user: {e}"));
+            exit_with(args, &stats, &format!("error: {}", stats.result), 1);
+        }
+        _ => b.vm_gone(),
     }
-    b.vm_gone()
 }
 
 /// `serve` with the transport of the configured kind.
