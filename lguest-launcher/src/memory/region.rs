@@ -44,6 +44,8 @@ impl Backing for MmapRaw {
 #[derive(Clone)]
 pub struct Region {
     map: Arc<dyn Backing>,
+    /// `map.base()`, read once: no dynamic call per access.
+    base: *mut u8,
     len: u64,
 }
 
@@ -67,15 +69,13 @@ impl Region {
             .len(len as usize)
             .map_raw(file)
             .map_err(|e| MemoryError::Os("mmap", e))?;
-        Ok(Region {
-            map: Arc::new(map),
-            len,
-        })
+        Ok(Region::from_backing(Arc::new(map), len))
     }
 
     /// A region over `len` bytes of `map` (`borrowed.rs` checks the rest).
     pub(super) fn from_backing(map: Arc<dyn Backing>, len: u64) -> Self {
-        Region { map, len }
+        let base = map.base();
+        Region { map, base, len }
     }
 
     /// Size of the mapping in bytes.
@@ -113,7 +113,7 @@ impl Region {
     fn ptr(&self, off: usize) -> *mut u8 {
         // SAFETY: callers pass an offset validated by `check`, so the result
         // stays inside the mapping.
-        unsafe { self.map.base().add(off) }
+        unsafe { self.base.add(off) }
     }
 
     #[inline]

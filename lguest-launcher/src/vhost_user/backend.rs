@@ -205,6 +205,11 @@ impl<T: Transport> NetBackend<T> {
     /// already down.
     pub(super) fn vm_gone(&mut self) -> ExitCode {
         let args = self.args.clone();
+        // The peer may have left just before (a killed pair): say so rather
+        // than report a clean end we did not have.
+        if let Some(e) = self.link.as_ref().and_then(|l| l.peer_gone()) {
+            self.link_failed(LinkError::Transport(e));
+        }
         if let Some(e) = self.ended.take() {
             let mut s = e.stats;
             s.result += "; then the VM shut down";

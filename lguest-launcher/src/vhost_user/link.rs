@@ -188,6 +188,20 @@ impl<T: Transport> Link<T> {
         ring_info(&vrings[TX]) == self.vm_tx_info && ring_info(&vrings[RX]) == self.vm_rx_info
     }
 
+    /// Has the peer left? A non-blocking look at the transport; a pending
+    /// kick is consumed first (eventfd reports kicks before the socket), so
+    /// look a few times.
+    pub(super) fn peer_gone(&self) -> Option<transport::Error> {
+        for _ in 0..4 {
+            match self.copier.link().wait(Some(Duration::ZERO)) {
+                Ok(transport::Wakeup::Notified) => continue,
+                Ok(transport::Wakeup::Timeout) => return None,
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    }
+
     /// Take a last look at the VM's TX ring and fill in the stats.
     pub(super) fn final_stats(&mut self, result: String) -> Stats {
         self.reap_vm_tx();
@@ -502,7 +516,7 @@ pub(super) fn watch<T: Transport + 'static>(backend: &Arc<RwLock<NetBackend<T>>>
         let Some(link) = b.link.as_mut() else {
             return;
         };
-        if let Err(e) = link.copier.link().wait(Some(Duration::ZERO)) {
+        if let Some(e) = link.peer_gone() {
             b.link_failed(LinkError::Transport(e));
             return;
         }
