@@ -218,6 +218,19 @@ impl<T: Transport> Copier<T> {
         self
     }
 
+    /// Start our RX ring at `last_avail`/`next_used` (see
+    /// [`DeviceQueue::with_state`]) instead of 0/0.
+    pub fn with_rx_state(mut self, last_avail: u16, next_used: u16) -> Self {
+        self.own_rx = self.own_rx.with_state(last_avail, next_used);
+        self
+    }
+
+    /// Our RX ring's `(last_avail, next_used)`, all published after a
+    /// [`Copier::poll`] returns.
+    pub fn rx_state(&self) -> (u16, u16) {
+        self.own_rx.state()
+    }
+
     /// The transport to the peer this copier serves.
     pub fn link(&self) -> &T {
         &self.link

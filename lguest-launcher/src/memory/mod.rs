@@ -16,6 +16,7 @@
 //! This is the only module (with `ring.rs` using it) that holds raw
 //! pointers; nothing outside does pointer arithmetic on guest memory.
 
+mod borrowed;
 mod guest;
 mod map;
 mod region;

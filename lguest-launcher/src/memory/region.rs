@@ -38,10 +38,25 @@ pub enum MemoryError {
     Os(&'static str, std::io::Error),
 }
 
+/// What a [`Region`]'s bytes live in: a mapping we made ([`Region::map`]),
+/// or one another component made and keeps alive (`borrowed.rs`).
+pub(super) trait Backing: Send + Sync {
+    /// Start of the mapping.
+    fn base(&self) -> *mut u8;
+}
+
+impl Backing for MmapRaw {
+    fn base(&self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+}
+
 /// A shared mapping. Cloning a `Region` shares the mapping.
 #[derive(Clone)]
 pub struct Region {
-    map: Arc<MmapRaw>,
+    map: Arc<dyn Backing>,
+    /// `map.base()`, read once: no dynamic call per access.
+    base: *mut u8,
     len: u64,
 }
 
@@ -67,10 +82,13 @@ impl Region {
             .len(len as usize)
             .map_raw(file)
             .map_err(|e| MemoryError::Os("mmap", e))?;
-        Ok(Region {
-            map: Arc::new(map),
-            len,
-        })
+        Ok(Region::from_backing(Arc::new(map), len))
+    }
+
+    /// A region over `len` bytes of `map` (`borrowed.rs` checks the rest).
+    pub(super) fn from_backing(map: Arc<dyn Backing>, len: u64) -> Self {
+        let base = map.base();
+        Region { map, base, len }
     }
 
     /// Size of the mapping in bytes.
@@ -109,7 +127,7 @@ impl Region {
         // SAFETY: callers pass an offset validated by `check`, so the result
         // stays inside the mapping. Forming a pointer reads nothing, so a
         // concurrent writer is of no concern here.
-        unsafe { self.map.as_mut_ptr().add(off) }
+        unsafe { self.base.add(off) }
     }
 
     #[inline]

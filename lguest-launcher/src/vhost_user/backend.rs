@@ -1,12 +1,15 @@
 //! The vhost-user-net device for one VM, as rust-vmm's backend trait sees
-//! it: features, memory table, vring events.
+//! it: features, memory table, vring events, and the ring state QEMU asks
+//! back when it stops the device.
 
-use super::link::{leave, Link, LinkError, VmDevice};
+use super::link::{exit_with, Link, LinkError, VmDevice};
 use super::VhostArgs;
 use crate::cli::config::Wait;
 use crate::run::notify;
+use crate::stats::Stats;
 use crate::virtq::NotifyMode;
 use crate::wait::WaitLoop;
+use std::process::ExitCode;
 use std::time::Duration;
 use transport::{RingInfo, Transport};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
@@ -21,8 +24,21 @@ const QUEUE_MAX: usize = 1024;
 const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
+/// After the peer leaves, how long we keep answering our VM's QEMU before
+/// exiting: long enough for a VM that is itself shutting down (the usual
+/// end of a run: both guests finish) to stop its rings through us, so QEMU
+/// gets its ring state back instead of "ring restore failed"; short enough
+/// that a VM left running learns within seconds that its link is down.
+pub(super) const LINGER: Duration = Duration::from_secs(5);
 
 pub(super) type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
+
+/// The link went down before the VM shut down: what we report when we exit.
+pub(super) struct Ended {
+    stats: Stats,
+    /// The ring positions at the end, for `GET_VRING_BASE`.
+    state: [(u16, u16); 2],
+}
 
 /// The vhost-user-net backend for one VM.
 pub(super) struct NetBackend<T: Transport> {
@@ -31,6 +47,11 @@ pub(super) struct NetBackend<T: Transport> {
     pub(super) event_idx: bool,
     pub(super) vrings: Vec<VringRwLock>,
     pub(super) link: Option<Link<T>>,
+    /// QEMU stopped a ring (`GET_VRING_BASE`): the VM is shutting down or
+    /// pausing. The link pauses until both rings are ready again.
+    pub(super) stopped: bool,
+    /// Set once the link went down while the VM lives on (we linger).
+    pub(super) ended: Option<Ended>,
 }
 
 pub(super) fn ready(v: &VringRwLock) -> bool {
@@ -49,6 +70,18 @@ pub(super) fn ring_info(v: &VringRwLock) -> RingInfo {
 }
 
 impl<T: Transport> NetBackend<T> {
+    pub(super) fn new(args: VhostArgs) -> Self {
+        NetBackend {
+            args,
+            mem: None,
+            event_idx: false,
+            vrings: Vec::new(),
+            link: None,
+            stopped: false,
+            ended: None,
+        }
+    }
+
     pub(super) fn mode(&self) -> NotifyMode {
         if self.event_idx {
             NotifyMode::EventIdx
@@ -57,10 +90,40 @@ impl<T: Transport> NetBackend<T> {
         }
     }
 
+    /// May the link move packets now? Not while QEMU has a ring stopped.
+    /// When both rings are ready again after a stop (a paused VM resumed)
+    /// they must be the rings the peer was told about, at the positions
+    /// we reported; a driver that reset the device set up new ones, which
+    /// the peer cannot follow: the link goes down.
+    fn running(&mut self) -> bool {
+        if self.vrings.len() != 2 || !self.vrings.iter().all(ready) {
+            return false;
+        }
+        if !self.stopped {
+            return true;
+        }
+        let Some(link) = self.link.as_ref() else {
+            return false;
+        };
+        let rx_next = self.vrings[RX].get_ref().get_queue().next_avail();
+        if link.same_rings(&self.vrings) && rx_next == link.copier.rx_state().0 {
+            self.stopped = false;
+            return true;
+        }
+        self.link_down(
+            "the VM set up new rings under a live link (its driver reset the NIC); the peer cannot follow".into(),
+            true,
+        );
+        false
+    }
+
     /// Move what can be moved, interrupt the VM as its rings ask, and
     /// re-arm notifications with the re-check that closes the sleep race —
     /// the one wait loop, sleeping in the backend's event loop.
     pub(super) fn service(&mut self) -> std::io::Result<()> {
+        if self.link.is_none() || !self.running() {
+            return Ok(());
+        }
         let Some(link) = self.link.as_mut() else {
             return Ok(());
         };
@@ -71,12 +134,103 @@ impl<T: Transport> NetBackend<T> {
         match WaitLoop::new(Wait::Sleep).run(&mut vm) {
             Ok(_) => Ok(()),
             Err(LinkError::Signal(e)) => Err(e),
-            Err(LinkError::Copy(e)) => {
-                let why = format!("peer {}: {e}", link.copier.link().peer_pid());
-                leave(link, &self.args, &why)
+            Err(e) => {
+                self.link_failed(e);
+                Ok(())
             }
-            Err(LinkError::Transport(e)) => leave(link, &self.args, &e.to_string()),
         }
+    }
+
+    /// The transport or the peer's ring ended the link.
+    pub(super) fn link_failed(&mut self, e: LinkError) {
+        let pid = self
+            .link
+            .as_ref()
+            .map(|l| l.copier.link().peer_pid())
+            .unwrap_or(0);
+        match e {
+            LinkError::Transport(e) if e.is_peer_gone() => self.link_down(e.to_string(), false),
+            e => self.link_down(format!("peer {pid}: {e}"), true),
+        }
+    }
+
+    /// The link is down but our VM lives on: say so, keep the ring state
+    /// for QEMU's `GET_VRING_BASE`, and linger ([`LINGER`]) so a VM that
+    /// is shutting down too can stop its rings through us. Exit 1 then.
+    pub(super) fn link_down(&mut self, why: String, error: bool) {
+        let Some(mut link) = self.link.take() else {
+            return;
+        };
+        let state = [link.queue_state(RX), link.queue_state(TX)];
+        let result = format!("{why}; link down");
+        let stats = link.final_stats(result.clone());
+        // The transport fd closes with the link: epoll forgets it.
+        drop(link);
+        if error {
+            eprintln!("error: {result}");
+        } else {
+            eprintln!("{result}");
+        }
+        let (args, s) = (self.args.clone(), stats.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(LINGER);
+            exit_with(&args, &s, "", 1);
+        });
+        self.ended = Some(Ended { stats, state });
+    }
+
+    /// Stats as they stand, for a launcher that must exit now.
+    pub(super) fn stats_so_far(&mut self, result: String) -> Stats {
+        let mut s = match (self.link.as_mut(), self.ended.as_ref()) {
+            (Some(link), _) => link.final_stats(String::new()),
+            (None, Some(e)) => e.stats.clone(),
+            (None, None) => Stats {
+                transport: self.args.sharenet.kind.name().into(),
+                workload: "vhost-user".into(),
+                notify: self.args.notify.name().into(),
+                writes: self.args.writes.name().into(),
+                wait: "sleep".into(),
+                ..Stats::default()
+            },
+        };
+        s.result = result;
+        s
+    }
+
+    /// QEMU closed the vhost-user socket: write the stats and say how the
+    /// run ended. A VM that shut down (QEMU stopped the rings first, as it
+    /// does on poweroff and on SIGTERM) is success; a QEMU that vanished
+    /// with the rings running (killed) is not, nor is a link that was
+    /// already down.
+    pub(super) fn vm_gone(&mut self) -> ExitCode {
+        let args = self.args.clone();
+        // The peer may have left just before (a killed pair): say so rather
+        // than report a clean end we did not have.
+        if let Some(e) = self.link.as_ref().and_then(|l| l.peer_gone()) {
+            self.link_failed(LinkError::Transport(e));
+        }
+        if let Some(e) = self.ended.take() {
+            let mut s = e.stats;
+            s.result += "; then the VM shut down";
+            exit_with(&args, &s, "the VM shut down (its link was already down)", 1);
+        }
+        let (result, code) = if self.link.is_none() {
+            ("the VM shut down before the link came up", 0)
+        } else if self.stopped {
+            ("the VM shut down", 0)
+        } else {
+            (
+                "QEMU closed the vhost-user socket with the rings running (the VM was killed?)",
+                1,
+            )
+        };
+        let s = self.stats_so_far(result.into());
+        let line = if code == 0 {
+            result.to_string()
+        } else {
+            format!("error: {result}")
+        };
+        exit_with(&args, &s, &line, code);
     }
 }
 
@@ -94,7 +248,7 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
 
     fn features(&self) -> u64 {
         // QEMU's vhost-user-net needs VHOST_USER_F_PROTOCOL_FEATURES (it
-        // insists on SET_VRING_ENABLE); see `vhost_compat` for the quirk.
+        // insists on SET_VRING_ENABLE); see `qemu72_relay` for the quirk.
         let mut f = VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES;
         if self.args.notify == NotifyMode::EventIdx {
             f |= VIRTIO_RING_F_EVENT_IDX;
@@ -111,14 +265,34 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
     }
 
     fn update_memory(&mut self, mem: Mem) -> std::io::Result<()> {
-        if let Some(link) = self.link.as_mut() {
-            leave(
-                link,
-                &self.args,
-                "the VM's memory table changed under a live link",
+        // The link keeps the old mapping alive (it owns an Arc of it), so
+        // nothing faults; but the peer maps the old table, so a new one
+        // under a running link ends it.
+        if self.link.is_some() && !self.stopped {
+            self.link_down(
+                "the VM's memory table changed under a live link".into(),
+                true,
             );
         }
         self.mem = Some(mem);
+        Ok(())
+    }
+
+    /// `GET_VRING_BASE`: the library marked the ring not ready and will
+    /// answer QEMU with the queue's `next_avail`; make that our real
+    /// position (RX: our copier's; TX: what the peer has consumed).
+    fn stop_vring(&mut self, queue_index: u32) -> std::io::Result<()> {
+        let i = queue_index as usize;
+        self.stopped = true;
+        let state = match (self.link.as_ref(), self.ended.as_ref()) {
+            (Some(link), _) => Some(link.queue_state(i)),
+            (None, Some(e)) => e.state.get(i).copied(),
+            (None, None) => None,
+        };
+        if let (Some((avail, used)), Some(v)) = (state, self.vrings.get(i)) {
+            v.set_queue_next_avail(avail);
+            v.set_queue_next_used(used);
+        }
         Ok(())
     }
 
@@ -138,7 +312,7 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
                     // The VM kicked (it honoured the peer's suppression
                     // state to decide so): relay the kick.
                     if let Err(e) = notify(link.copier.link(), &mut link.stats) {
-                        leave(link, &self.args, &e.to_string());
+                        self.link_failed(LinkError::Transport(e));
                     }
                 }
             }
@@ -147,7 +321,7 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
                     match link.copier.link().wait(Some(Duration::ZERO)) {
                         Ok(transport::Wakeup::Notified) => link.stats.wakeups += 1,
                         Ok(transport::Wakeup::Timeout) => {}
-                        Err(e) => leave(link, &self.args, &e.to_string()),
+                        Err(e) => self.link_failed(LinkError::Transport(e)),
                     }
                 }
             }

@@ -1,23 +1,25 @@
 //! The link to the peer launcher for a VM: meet it once the VM's rings are
-//! ready, then move packets through the one wait loop.
+//! ready, then move packets through the one wait loop; and how the link
+//! ends.
 
 use super::backend::{ready, ring_info, Mem, NetBackend, RX, TX};
 use super::VhostArgs;
 use crate::cli::config::Writes;
 use crate::copier::{Copier, CopyError};
-use crate::memory::{GuestMap, Region};
+use crate::memory::{GuestMap, MemoryError, Region};
 use crate::run::account;
 use crate::stats::Stats;
-use crate::virtq::NotifyMode;
+use crate::virtq::{DeviceQueue, NotifyMode, RingError, Seg};
 use crate::wait::{Device, Slept, Turn};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use transport::{ConnectOptions, Handshake, MemRegion, Transport};
+use transport::{ConnectOptions, Handshake, MemRegion, RingInfo, Transport};
 use vhost_user_backend::{VringRwLock, VringT};
+use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryBackend, GuestMemoryRegion};
 
 /// How often the link is checked outside the event loop.
@@ -29,9 +31,17 @@ pub(super) struct Link<T: Transport> {
     /// peer opens it through /proc/OUR_PID/fd/N after the handshake.
     _vm_file: File,
     pub(super) copier: Copier<T>,
-    vm: Region,
+    /// The VM's memory as the backend mapped it (see [`vm_map`]).
+    vm: GuestMap,
+    /// The VM's TX ring, read (never served: the peer serves it) to learn
+    /// the length of each chain the peer consumed.
+    vm_tx: DeviceQueue,
+    vm_tx_info: RingInfo,
+    vm_rx_info: RingInfo,
     tx_used_idx: u64,
     tx_used_seen: u16,
+    tx_bytes: u64,
+    segs: Vec<Seg>,
     pub(super) stats: Stats,
     started: Instant,
 }
@@ -50,11 +60,171 @@ pub(super) enum LinkError {
     Signal(#[from] std::io::Error),
 }
 
+/// Why the link could not be set up. The launcher exits 1 with this line.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum EstablishError {
+    /// A RAM region QEMU sent is not backed by a file: no memfd to share.
+    #[error("VM memory region at guest address {gpa:#x} has no file: start QEMU with -object memory-backend-memfd,share=on")]
+    NoFile {
+        /// The region's guest-physical start.
+        gpa: u64,
+    },
+    /// RAM regions come from more than one file; the handshake names one.
+    #[error("VM memory spans several files; use one memory-backend-memfd for all RAM")]
+    SeveralFiles,
+    /// `SET_MEM_TABLE` had no regions.
+    #[error("QEMU sent no memory regions")]
+    NoRegions,
+    /// Looking at or duplicating QEMU's memfd failed.
+    #[error("VM memfd: {what}: {err}")]
+    VmFile {
+        /// The call that failed.
+        what: &'static str,
+        /// The OS error.
+        err: std::io::Error,
+    },
+    /// The VM's rings do not lie inside the memory it declared.
+    #[error("the VM's rings do not fit its memory: {0}")]
+    RingsOutsideMemory(transport::Error),
+    /// Meeting the peer launcher failed (timeout, refused, gone).
+    #[error("{0}")]
+    Connect(transport::Error),
+    /// The peer maintains fewer suppression fields than the VM reads.
+    #[error("peer {pid} maintains notify mode {peer} but this VM negotiated {vm}; start both launchers with the same --notify")]
+    NotifyMode {
+        /// The peer's pid.
+        pid: u32,
+        /// The peer's mode.
+        peer: &'static str,
+        /// The VM's.
+        vm: &'static str,
+    },
+    /// Mapping the peer's memory, or (multi-region VMs) the VM's, failed.
+    #[error("{whose} memory: {err}")]
+    Map {
+        /// `peer` or `VM`.
+        whose: &'static str,
+        /// What failed.
+        err: MemoryError,
+    },
+    /// A ring (the peer's TX, the VM's RX or TX) is not where it said.
+    #[error("{whose} ring: {err}")]
+    Ring {
+        /// Which ring.
+        whose: &'static str,
+        /// What is wrong with it.
+        err: RingError,
+    },
+    /// The backend's lock was poisoned by a panic in another thread.
+    #[error("vhost-user backend state poisoned by a panic")]
+    Poisoned,
+    /// The first service (packets already waiting) could not signal the VM.
+    #[error("cannot signal the VM: {0}")]
+    Signal(std::io::Error),
+}
+
 /// A VM's link as the wait loop drives it: it sleeps in the backend's
 /// event loop ([`Slept::Yield`]).
 pub(super) struct VmDevice<'a, T: Transport> {
     pub(super) link: &'a mut Link<T>,
     pub(super) vrings: &'a [VringRwLock],
+}
+
+impl<T: Transport> Link<T> {
+    /// Count the VM TX chains the peer's copier marked used since we last
+    /// looked (packets and bytes the VM sent). Returns whether any were.
+    fn reap_vm_tx(&mut self) -> bool {
+        let used = self
+            .vm
+            .region()
+            .load_u16("vm tx used idx", self.tx_used_idx, Ordering::Acquire)
+            .unwrap_or(self.tx_used_seen);
+        let n = used.wrapping_sub(self.tx_used_seen);
+        if n == 0 {
+            return false;
+        }
+        // Byte count: each used entry names a head; its chain's length is
+        // in the VM's descriptor table. The VM may already be reusing a
+        // descriptor, so this is a count, never trusted for anything else.
+        let size = self.vm_tx_info.size.max(1) as u16;
+        for i in 0..n {
+            let slot = self.tx_used_seen.wrapping_add(i) % size;
+            let id = self
+                .vm
+                .translate(self.vm_tx_info.used + 4 + 8 * slot as u64, 4)
+                .and_then(|off| self.vm.region().load_u32("vm tx used id", off).ok());
+            if let Some(id) = id {
+                if let Ok(len) = self.vm_tx.read_chain(id as u16, false, &mut self.segs) {
+                    self.tx_bytes += len as u64;
+                }
+            }
+        }
+        self.stats.packets_sent += n as u64;
+        self.stats.packets_consumed += n as u64;
+        self.tx_used_seen = used;
+        true
+    }
+
+    /// Where the VM's rings are, as the backend must report them on
+    /// `GET_VRING_BASE`: RX from our copier; TX from the used index the
+    /// peer's copier published (it marks every chain it takes used, in
+    /// order, before each batch ends).
+    pub(super) fn queue_state(&self, index: usize) -> (u16, u16) {
+        if index == RX {
+            self.copier.rx_state()
+        } else {
+            let used = self
+                .vm
+                .region()
+                .load_u16("vm tx used idx", self.tx_used_idx, Ordering::Acquire)
+                .unwrap_or(self.tx_used_seen);
+            (used, used)
+        }
+    }
+
+    /// The rings the link was made for: a VM that set up other rings (its
+    /// driver reset the device) cannot be followed by the peer.
+    pub(super) fn same_rings(&self, vrings: &[VringRwLock]) -> bool {
+        ring_info(&vrings[TX]) == self.vm_tx_info && ring_info(&vrings[RX]) == self.vm_rx_info
+    }
+
+    /// Has the peer left? A non-blocking look at the transport; a pending
+    /// kick is consumed first (eventfd reports kicks before the socket), so
+    /// look a few times.
+    pub(super) fn peer_gone(&self) -> Option<transport::Error> {
+        for _ in 0..4 {
+            match self.copier.link().wait(Some(Duration::ZERO)) {
+                Ok(transport::Wakeup::Notified) => continue,
+                Ok(transport::Wakeup::Timeout) => return None,
+                Err(e) => return Some(e),
+            }
+        }
+        None
+    }
+
+    /// Take a last look at the VM's TX ring and fill in the stats.
+    pub(super) fn final_stats(&mut self, result: String) -> Stats {
+        self.reap_vm_tx();
+        let mut s = std::mem::take(&mut self.stats);
+        // What crossed into the VM is what our copier delivered.
+        s.packets_received = s.packets_copied;
+        s.bytes_received = s.bytes_copied;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        s.finish(elapsed);
+        // `finish` counts bytes of the busier direction from `size`, which
+        // a VM's frames have none of: use the bytes we saw instead (both
+        // include the 12-byte virtio-net header).
+        let bytes = if s.packets_received >= s.packets_sent {
+            s.bytes_received
+        } else {
+            self.tx_bytes
+        };
+        if elapsed > 0.0 {
+            s.gbps = bytes as f64 * 8.0 / elapsed / 1e9;
+        }
+        s.result = result;
+        s
+    }
 }
 
 impl<T: Transport> Device for VmDevice<'_, T> {
@@ -69,13 +239,7 @@ impl<T: Transport> Device for VmDevice<'_, T> {
         }
         // The peer's copier consumed VM TX buffers: the VM's TX completion
         // interrupt is ours to raise.
-        let used = link
-            .vm
-            .load_u16("vm tx used idx", link.tx_used_idx, Ordering::Acquire)
-            .unwrap_or(link.tx_used_seen);
-        if used != link.tx_used_seen {
-            link.stats.packets_sent += used.wrapping_sub(link.tx_used_seen) as u64;
-            link.tx_used_seen = used;
+        if link.reap_vm_tx() {
             self.vrings[TX].signal_used_queue()?;
         }
         Ok(if out.finished() > 0 {
@@ -104,45 +268,47 @@ impl<T: Transport> Device for VmDevice<'_, T> {
     }
 }
 
-/// Leave: write stats, print one line, exit 1 (the peer sees link down).
-pub(super) fn leave<T: Transport>(link: &mut Link<T>, args: &VhostArgs, why: &str) -> ! {
-    // What crossed into the VM is what its copier delivered.
-    link.stats.packets_received = link.stats.packets_copied;
-    link.stats.bytes_received = link.stats.bytes_copied;
-    link.stats.finish(link.started.elapsed().as_secs_f64());
-    link.stats.result = why.to_string();
+/// Only one thread writes the final stats and exits (the main thread when
+/// QEMU hangs up, a linger timer, a failing handler).
+static EXITING: Mutex<()> = Mutex::new(());
+
+/// Write `stats`, print `line` (if any, as it is: callers say `error: `
+/// only for a failure) and exit with `code`. Never returns: a second
+/// caller blocks here until the first has exited the process.
+pub(super) fn exit_with(args: &VhostArgs, stats: &Stats, line: &str, code: u8) -> ! {
+    let _once = EXITING.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = &args.stats_json {
-        let _ = link.stats.write_json(p);
+        if let Err(e) = stats.write_json(p) {
+            eprintln!("warning: cannot write stats to {}: {e}", p.display());
+        }
     }
-    eprintln!("error: {why}; link down");
-    std::process::exit(1);
+    if !line.is_empty() {
+        eprintln!("{line}");
+    }
+    std::process::exit(code as i32)
 }
 
-/// The VM's memory as one memfd plus its regions: QEMU's
-/// `memory-backend-memfd` gives every RAM region as the same file at
+/// The VM's memfd and its regions by file offset (what the peer maps):
+/// QEMU's `memory-backend-memfd` gives every RAM region as the same file at
 /// different offsets.
-fn vm_memory(mem: &Mem) -> Result<(File, u64, Vec<MemRegion>), String> {
+fn vm_memory(mem: &Mem) -> Result<(File, u64, Vec<MemRegion>), EstablishError> {
     let guard = mem.memory();
     let mut file: Option<File> = None;
     let mut ino = None;
     let mut regions = Vec::new();
+    let os = |what| move |err| EstablishError::VmFile { what, err };
     for r in guard.iter() {
-        let fo = r.file_offset().ok_or(
-            "a VM memory region has no file: start QEMU with -object memory-backend-memfd,share=on",
-        )?;
-        let meta = fo.file().metadata().map_err(|e| e.to_string())?;
+        let fo = r.file_offset().ok_or(EstablishError::NoFile {
+            gpa: r.start_addr().0,
+        })?;
+        let meta = fo.file().metadata().map_err(os("fstat"))?;
         let id = (meta.dev(), meta.ino());
         match ino {
             None => {
                 ino = Some(id);
-                file = Some(fo.file().try_clone().map_err(|e| e.to_string())?);
+                file = Some(fo.file().try_clone().map_err(os("dup"))?);
             }
-            Some(i) if i != id => {
-                return Err(
-                    "VM memory spans several files; use one memory-backend-memfd for all RAM"
-                        .into(),
-                )
-            }
+            Some(i) if i != id => return Err(EstablishError::SeveralFiles),
             _ => {}
         }
         regions.push(MemRegion {
@@ -151,9 +317,48 @@ fn vm_memory(mem: &Mem) -> Result<(File, u64, Vec<MemRegion>), String> {
             offset: fo.start(),
         });
     }
-    let file = file.ok_or("QEMU sent no memory regions")?;
-    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let file = file.ok_or(EstablishError::NoRegions)?;
+    let size = file.metadata().map_err(os("fstat"))?.len();
     Ok((file, size, regions))
+}
+
+/// Our own view of the VM's memory: the backend's mapping, borrowed.
+///
+/// `Region` is one contiguous range. QEMU sends one region for a VM whose
+/// RAM is one `memory-backend-memfd` below the 32-bit PCI hole (everything
+/// up to 2-3 GiB, all our VMs): that region's mapping, as rust-vmm's
+/// backend made it, becomes the region, and it is kept alive by an `Arc` of
+/// the backend's memory for as long as any clone of it lives. A VM with
+/// several regions (RAM above 4 GiB) has several mappings at unrelated
+/// addresses; there we map the memfd once more as one range, as before,
+/// until `GuestMap` can hold several regions.
+fn vm_map(
+    mem: &Mem,
+    file: &File,
+    size: u64,
+    regions: &[MemRegion],
+) -> Result<GuestMap, EstablishError> {
+    let snapshot = mem.memory().into_inner();
+    if snapshot.num_regions() == 1 {
+        if let Some(r) = snapshot.iter().next() {
+            let (base, len, gpa) = (r.as_ptr(), r.len(), r.start_addr().0);
+            // SAFETY: `base..base+len` is the backend's shared, read-write
+            // mapping of this region (vm-memory's MmapRegion, MAP_SHARED
+            // with PROT_READ|PROT_WRITE as vhost-user-backend maps the memory
+            // table); it stays mapped while the `Arc<GuestMemoryMmap>` we
+            // hand over as owner lives, whatever memory table the backend
+            // installs next. We never make Rust references into it.
+            let region = unsafe { Region::from_raw_parts(base, len, snapshot.clone()) };
+            let whole = MemRegion {
+                gpa,
+                size: len,
+                offset: 0,
+            };
+            return Ok(GuestMap::new(region, &[whole]));
+        }
+    }
+    let region = Region::map(file, size).map_err(|err| EstablishError::Map { whose: "VM", err })?;
+    Ok(GuestMap::new(region, regions))
 }
 
 /// Wait for the VM's rings, meet the peer, and install the link.
@@ -161,20 +366,28 @@ pub(super) fn establish<T: Transport + 'static>(
     backend: &Arc<RwLock<NetBackend<T>>>,
     register: &dyn Fn(i32),
     args: &VhostArgs,
-) -> Result<(), String> {
-    // 1. The VM's driver is up: memory known, both rings ready.
-    let (file, size, regions, tx, rx, mode) = loop {
+) -> Result<(), EstablishError> {
+    // 1. The VM's driver is up: memory known, both rings ready. Their
+    // positions are what the backend library holds (SET_VRING_BASE for
+    // next_avail, the used index in guest memory for next_used).
+    let (mem, file, size, regions, tx, rx, rx_state, mode) = loop {
         {
-            let b = backend.read().map_err(|_| "backend lock poisoned")?;
+            let b = backend.read().map_err(|_| EstablishError::Poisoned)?;
             if let Some(mem) = &b.mem {
-                if b.vrings.len() == 2 && b.vrings.iter().all(ready) {
+                if b.vrings.len() == 2 && b.vrings.iter().all(ready) && b.ended.is_none() {
                     let (file, size, regions) = vm_memory(mem)?;
+                    let rx_state = {
+                        let g = b.vrings[RX].get_ref();
+                        (g.get_queue().next_avail(), g.get_queue().next_used())
+                    };
                     break (
+                        mem.clone(),
                         file,
                         size,
                         regions,
                         ring_info(&b.vrings[TX]),
                         ring_info(&b.vrings[RX]),
+                        rx_state,
                         b.mode(),
                     );
                 }
@@ -187,7 +400,7 @@ pub(super) fn establish<T: Transport + 'static>(
         .with_regions(&regions);
     local
         .validate()
-        .map_err(|e| format!("the VM's rings do not fit its memory: {e}"))?;
+        .map_err(EstablishError::RingsOutsideMemory)?;
     if !args.quiet {
         eprintln!(
             "VM rings ready ({} regions, {} MiB); waiting for peer on {} ...",
@@ -201,55 +414,83 @@ pub(super) fn establish<T: Transport + 'static>(
         nonblocking_writes: args.writes == Writes::Nonblocking,
         timeout: Some(Duration::from_secs_f64(args.timeout)),
     };
-    let (t, peer) =
-        T::connect(&args.sharenet.path, &local, file.as_fd(), &opts).map_err(|e| e.to_string())?;
+    let (t, peer) = T::connect(&args.sharenet.path, &local, file.as_fd(), &opts)
+        .map_err(EstablishError::Connect)?;
     let peer_pid = peer.handshake.pid;
     let peer_mode = NotifyMode::from_features(peer.handshake.features);
     // The VM reads the suppression fields of its negotiated mode: a peer
     // that maintains less would miss kicks.
     if peer_mode < mode {
-        return Err(format!(
-            "peer {peer_pid} maintains notify mode {} but this VM negotiated {}; start both launchers with the same --notify", peer_mode.name(), mode.name()
-        ));
+        return Err(EstablishError::NotifyMode {
+            pid: peer_pid,
+            peer: peer_mode.name(),
+            vm: mode.name(),
+        });
     }
     let peer_map = GuestMap::new(
-        crate::memory::map_peer(peer.memory, peer.handshake.mem_size).map_err(|e| e.to_string())?,
+        crate::memory::map_peer(peer.memory, peer.handshake.mem_size)
+            .map_err(|err| EstablishError::Map { whose: "peer", err })?,
         peer.handshake.regions(),
     );
-    let vm_region = Region::map(&file, size).map_err(|e| e.to_string())?;
-    let vm_map = GuestMap::new(vm_region.clone(), &regions);
+    let vm = vm_map(&mem, &file, size, &regions)?;
     let fd = t.as_fd().as_raw_fd();
-    let copier = Copier::new(t, &peer_map, &peer.handshake.tx, &vm_map, &rx, mode)
-        .map_err(|e| format!("peer {peer_pid}: {e}"))?
+    let copier = Copier::new(t, &peer_map, &peer.handshake.tx, &vm, &rx, mode)
+        .map_err(|err| EstablishError::Ring {
+            whose: "peer TX or VM RX",
+            err,
+        })?
+        .with_rx_state(rx_state.0, rx_state.1)
         .with_guest_interrupts();
-    let tx_used_idx = vm_map
-        .translate(tx.used + 2, 2)
-        .ok_or("the VM's TX used ring is outside its memory")?;
+    let vm_tx = DeviceQueue::new(&vm, &tx).map_err(|err| EstablishError::Ring {
+        whose: "VM TX",
+        err,
+    })?;
+    let tx_used_idx = vm.translate(tx.used + 2, 2).ok_or(EstablishError::Ring {
+        whose: "VM TX",
+        err: RingError::Memory(crate::memory::OutOfBounds {
+            what: "used idx",
+            offset: tx.used + 2,
+            len: 2,
+            size: vm.region().len(),
+        }),
+    })?;
     if !args.quiet {
         eprintln!(
-            "connected to peer pid {peer_pid} over {}: peer memory {} MiB; notify {}",
+            "connected to peer pid {peer_pid} over {}: peer memory {} MiB; notify {}; VM RX ring at {}/{}",
             args.sharenet.kind.name(),
             peer.handshake.mem_size >> 20,
-            mode.name()
+            mode.name(),
+            rx_state.0,
+            rx_state.1
         );
     }
     {
-        let mut b = backend.write().map_err(|_| "backend lock poisoned")?;
-        let tx_used_seen = vm_region
+        let mut b = backend.write().map_err(|_| EstablishError::Poisoned)?;
+        // Where the peer's copier will start on the VM's TX ring: what it
+        // has marked used so far (0 on a fresh ring).
+        let tx_used_seen = vm
+            .region()
             .load_u16("vm tx used idx", tx_used_idx, Ordering::Acquire)
             .unwrap_or(0);
         b.link = Some(Link {
             _vm_file: file,
             copier,
-            vm: vm_region,
+            vm,
+            vm_tx,
+            vm_tx_info: tx,
+            vm_rx_info: rx,
             tx_used_idx,
             tx_used_seen,
+            tx_bytes: 0,
+            segs: Vec::with_capacity(8),
             stats: Stats {
                 transport: args.sharenet.kind.name().into(),
                 workload: "vhost-user".into(),
                 notify: args.notify.name().into(),
+                notify_effective: mode.name().into(),
                 writes: args.writes.name().into(),
                 wait: "sleep".into(),
+                size: 0, // a VM's frames have no fixed size
                 peer_pid,
                 ..Stats::default()
             },
@@ -257,7 +498,7 @@ pub(super) fn establish<T: Transport + 'static>(
         });
         register(fd);
         // Packets may already be waiting on either side.
-        b.service().map_err(|e| e.to_string())?;
+        b.service().map_err(EstablishError::Signal)?;
         if let Some(link) = b.link.as_ref() {
             let _ = link.copier.link().notify();
         }
@@ -272,16 +513,16 @@ pub(super) fn watch<T: Transport + 'static>(backend: &Arc<RwLock<NetBackend<T>>>
     loop {
         std::thread::sleep(WATCH_EVERY);
         let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
-        let args = b.args.clone();
         let Some(link) = b.link.as_mut() else {
             return;
         };
-        if let Err(e) = link.copier.link().wait(Some(Duration::ZERO)) {
-            leave(link, &args, &e.to_string());
+        if let Some(e) = link.peer_gone() {
+            b.link_failed(LinkError::Transport(e));
+            return;
         }
         if let Err(e) = b.service() {
-            eprintln!("error: cannot signal the VM: {e}");
-            std::process::exit(1);
+            let stats = b.stats_so_far(format!("cannot signal the VM: {e}"));
+            exit_with(&b.args, &stats, &format!("error: {}", stats.result), 1);
         }
     }
 }

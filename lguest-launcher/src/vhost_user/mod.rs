@@ -26,9 +26,53 @@
 //! mode decides the pair's: with EVENT_IDX negotiated the VM reads
 //! `avail_event`, so the peer must maintain it.
 //!
-//! When QEMU hangs up (VM shutdown) or changes the memory table under a
-//! live link, the launcher leaves; the peer sees "peer disconnected"
-//! (link down). Nothing is left mapped that could fault.
+//! # The VM's memory: one mapping, the backend's
+//! rust-vmm's backend maps the memory table QEMU sends. Our copier writes
+//! into the VM's RX buffers through that same mapping: the link borrows it
+//! as a [`crate::memory::Region`] (`Region::from_raw_parts`, holding an
+//! `Arc` of the backend's `GuestMemoryMmap` so it outlives any later memory
+//! table). The peer still needs QEMU's memfd, which we pass on. A `Region`
+//! is one contiguous range, so a VM whose RAM comes as several regions
+//! (above 4 GiB) is mapped once more as one range, as before.
+//!
+//! # Ring state: what QEMU set, what QEMU asks back
+//! QEMU tells the backend where a ring starts (`SET_VRING_BASE`: next
+//! avail; the library takes next used from the used ring) and asks where it
+//! stands when it stops the device (`GET_VRING_BASE`: on poweroff, SIGTERM,
+//! a paused VM). Our RX [`crate::virtq::DeviceQueue`] starts at the
+//! library's `next_avail`/`next_used`, and `stop_vring` writes our real
+//! position back into the library's queue before it answers: RX from our
+//! copier, TX from the used index the peer's copier published (it marks
+//! every chain it takes used, in order, within each batch). The link pauses
+//! while a ring is stopped, and resumes only on the same rings at the
+//! position we reported; a driver that built new rings ends the link (the
+//! peer was told the old ones). The peer's copier starts on the VM's TX ring
+//! at 0: the handshake carries no ring base, so a VM TX ring that does not
+//! start at 0 (a paused-and-resumed VM meeting a new peer) would look like
+//! an avail jump to the peer. That needs a handshake field (transport crate).
+//!
+//! # Why not `virtio_queue::Queue` for the VM's side
+//! The library already holds a `virtio_queue::Queue` per vring. We keep
+//! serving the VM's RX ring with our own `DeviceQueue` because the copier is
+//! one piece of code for both sides of every pair (a synthetic guest's RX
+//! ring and a VM's are the same to it), its per-packet path goes through the
+//! one bounds-checked `Region` and `run::account`, and `Queue` would bring a
+//! second memory model (`GuestMemory` over `vm-memory`) into the copier's
+//! inner loop for one of its two rings. The library's `Queue` stays the
+//! record QEMU reads back: we keep it in step at `GET_VRING_BASE`. If the
+//! bench shows `Queue` faster, the copier can take it for both sides; the
+//! state hand-over above stays the same.
+//!
+//! # How a run ends
+//! * QEMU stops the rings and hangs up (guest poweroff, SIGTERM): "the VM
+//!   shut down", exit 0, stats written. The peer sees its link go down.
+//! * The peer leaves: one plain line "peer PID disconnected: ...; link
+//!   down"; we keep answering our VM's QEMU for a few seconds
+//!   (`backend::LINGER`) so a VM that is shutting down too gets its ring
+//!   state back, then exit 1.
+//! * QEMU hangs up with the rings running (the VM was killed), the peer's
+//!   ring is impossible, or the VM changes its memory or rings under a live
+//!   link: `error: ...`, exit 1.
 //!
 //! The files: [`backend`] speaks vhost-user (rust-vmm's backend trait),
 //! [`link`] meets the peer and runs the data path through the one wait loop
@@ -43,7 +87,7 @@ use crate::link::{dispatch, WithTransport};
 use crate::virtq::NotifyMode;
 use backend::NetBackend;
 use clap::Args;
-use link::leave;
+use link::exit_with;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -83,13 +127,7 @@ pub struct VhostArgs {
 const LINK_EVENT: u16 = 3;
 
 fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
-    let backend = Arc::new(RwLock::new(NetBackend::<T> {
-        args: args.clone(),
-        mem: None,
-        event_idx: false,
-        vrings: Vec::new(),
-        link: None,
-    }));
+    let backend = Arc::new(RwLock::new(NetBackend::<T>::new(args.clone())));
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let mut daemon = match VhostUserDaemon::new("sharenet-net".into(), backend.clone(), mem) {
         Ok(d) => d,
@@ -116,7 +154,7 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
         );
     }
     // QEMU connects to --socket; the rust-vmm daemon listens on a private
-    // socket behind the `vhost_compat` relay.
+    // socket behind the `qemu72_relay`.
     let _ = std::fs::remove_file(&args.socket);
     let public = match std::os::unix::net::UnixListener::bind(&args.socket) {
         Ok(l) => l,
@@ -172,26 +210,31 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
             }
         };
         if let Err(e) = link::establish::<T>(&link_backend, &register, &link_args) {
-            eprintln!("error: {e}");
-            std::process::exit(1);
+            let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
+            let stats = b.stats_so_far(e.to_string());
+            exit_with(&link_args, &stats, &format!("error: {e}"), 1);
         }
         link::watch(&link_backend);
     });
     let result = daemon.wait();
     let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
-    if let Some(link) = b.link.as_mut() {
-        leave(
-            link,
-            args,
-            "the VM disconnected (QEMU closed the vhost-user socket)",
-        );
-    }
+    // QEMU hanging up is how every run ends ("disconnected" to the vhost
+    // crate, or a partial message when it goes mid-write): `vm_gone` tells
+    // a shutdown from a kill. Anything else is a protocol failure.
+    let hung_up = |e: &vhost_user_backend::Error| {
+        matches!(
+            e,
+            vhost_user_backend::Error::HandleRequest(
+                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage
+            )
+        )
+    };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: vhost-user: {e}");
-            ExitCode::from(1)
+        Err(e) if !hung_up(&e) => {
+            let stats = b.stats_so_far(format!("vhost-user: {e}"));
+            exit_with(args, &stats, &format!("error: {}", stats.result), 1);
         }
+        _ => b.vm_gone(),
     }
 }
 

@@ -46,6 +46,22 @@ impl DeviceQueue {
         })
     }
 
+    /// Start at ring position `last_avail`/`next_used` instead of 0/0: a
+    /// ring whose device side was already served (a vhost-user backend's
+    /// `SET_VRING_BASE`, the used index the driver left).
+    pub fn with_state(mut self, last_avail: u16, next_used: u16) -> Self {
+        self.last_avail = last_avail;
+        self.next_used = next_used;
+        self
+    }
+
+    /// Where we are: `(last_avail, next_used)` — the next chain we will
+    /// take and the next used slot we will fill (what vhost-user's
+    /// `GET_VRING_BASE` reports).
+    pub fn state(&self) -> (u16, u16) {
+        (self.last_avail, self.next_used)
+    }
+
     /// How many chains the driver has made available that we have not
     /// taken. A jump of more than the queue size is an impossible state.
     pub fn pending(&self) -> Result<u16, RingError> {
