@@ -54,7 +54,8 @@ impl Backing for MmapRaw {
 /// A shared mapping. Cloning a `Region` shares the mapping.
 #[derive(Clone)]
 pub struct Region {
-    map: Arc<dyn Backing>,
+    /// Keeps the mapping alive for as long as any handle to it exists.
+    _map: Arc<dyn Backing>,
     /// `map.base()`, read once: no dynamic call per access.
     base: *mut u8,
     len: u64,
@@ -88,7 +89,11 @@ impl Region {
     /// A region over `len` bytes of `map` (`borrowed.rs` checks the rest).
     pub(super) fn from_backing(map: Arc<dyn Backing>, len: u64) -> Self {
         let base = map.base();
-        Region { map, base, len }
+        Region {
+            _map: map,
+            base,
+            len,
+        }
     }
 
     /// Size of the mapping in bytes.
@@ -239,7 +244,9 @@ impl Region {
         // Overlap: a copy up a mapping onto its own source range (only a
         // hostile peer describes one) runs back to front, as memmove does;
         // every other case, two mappings included, runs front to back.
-        let upwards_overlap = Arc::ptr_eq(&self.map, &src.map) && s < d && d - s < len;
+        // Judged on addresses, so two handles of one mapping count as one.
+        let (to, at) = (dst as usize, from as usize);
+        let upwards_overlap = at < to && to - at < len;
         // SAFETY: bounds: both ranges were checked above against their own
         // mappings, and both copy directions touch only bytes inside them,
         // overlapping or not. Race: either mapping may be written by the peer
