@@ -423,9 +423,15 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         (Err(_), Some(sig)) => Err(RunError::Interrupted(sig)),
         (r, _) => r,
     };
-    if let Err(RunError::Interrupted(_)) = result {
-        // Tell the receiver how many we sent (lost vs never sent), giving
-        // the peer a moment to free a TX slot.
+    // `idle` runs for its duration (`--timeout`): reaching it is success.
+    let result = match result {
+        Err(RunError::Timeout(_)) if cfg.workload == Workload::Idle => Ok(()),
+        r => r,
+    };
+    if matches!(result, Ok(()) | Err(RunError::Interrupted(_))) {
+        // Leaving cleanly: tell the peer how many we sent (lost vs never
+        // sent; a clean leave, not a crash), giving it a moment to free a
+        // TX slot.
         let until = Instant::now() + END_GRACE;
         while dev.guest.end_pending() && Instant::now() < until {
             match dev.guest.announce_end() {
@@ -472,7 +478,8 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
                     break;
                 }
             }
-            if guest.done() {
+            if guest.done() || (cfg.workload == Workload::Idle && guest.peer_finished()) {
+                // An idle side whose peer left cleanly is done too.
                 Ok(())
             } else {
                 Err(RunError::Transport(e))

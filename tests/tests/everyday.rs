@@ -222,7 +222,52 @@ fn waiting_side_is_told_of_a_peer_of_the_wrong_kind() {
     }
 }
 
+/// `idle` ends successfully when its duration (`--timeout`) is up, and its
+/// peer, seeing it leave cleanly, ends successfully too.
+fn idle_ends_ok_when_its_duration_is_up(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("idle_duration");
+    let spec = dir.sharenet(kind, "link");
+    let mut a = dir.spawn("idle_a", &spec, &["--workload", "idle", "--timeout", "1"]);
+    let mut b = dir.spawn("idle_b", &spec, &["--workload", "idle", "--timeout", "20"]);
+    let a = a.finish(Duration::from_secs(10));
+    let b = b.finish(Duration::from_secs(10));
+    let mut c = Checks::new(format!("{kind}: idle --timeout 1 against idle"), &[&a, &b]);
+    c.exit(&a, 0)
+        .that(a.text(field!(result)) == "ok", "idle_a result ok")
+        .exit(&b, 0)
+        .that(b.text(field!(result)) == "ok", "idle_b result ok")
+        .eq(&b, field!(peer_sent), Some(0));
+    c.done();
+}
+
+/// An `idle` side whose peer finishes and leaves cleanly ends with exit 0
+/// at once (a peer that is killed still ends it with exit 1: pairs.rs).
+fn idle_ends_ok_when_peer_leaves_cleanly(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("idle_peer_left");
+    let spec = dir.sharenet(kind, "link");
+    let mut idle = dir.spawn("idle", &spec, &["--workload", "idle", "--timeout", "20"]);
+    let mut stream = dir.spawn("stream", &spec, &["--workload", "stream", "--count", "100"]);
+    let stream = stream.finish(Duration::from_secs(10));
+    let idle = idle.finish(Duration::from_secs(10));
+    let mut c = Checks::new(
+        format!("{kind}: idle against a stream of 100"),
+        &[&idle, &stream],
+    );
+    c.exit(&stream, 0)
+        .exit(&idle, 0)
+        .that(
+            idle.lifetime < Duration::from_secs(10),
+            "idle ended when its peer left, not at its timeout",
+        )
+        .eq(&idle, field!(peer_sent), Some(100));
+    c.done();
+}
+
 transport_suite!(
+    idle_ends_ok_when_its_duration_is_up,
+    idle_ends_ok_when_peer_leaves_cleanly,
     third_launcher_is_told_the_path_is_in_use,
     sigint_stops_stream_cleanly_and_sink_learns_what_was_sent,
     sigterm_stops_stream_cleanly,

@@ -254,9 +254,16 @@ impl Guest {
         Ok(Some(self.tx.publish()?))
     }
 
-    /// A stream whose end-of-stream frame is not on the ring yet.
+    /// Our end-of-stream frame is not on the ring yet. Every workload sends
+    /// one when it leaves cleanly (a stream as its last frame, the others
+    /// on the way out), so the peer can tell a clean leave from a crash.
     pub fn end_pending(&self) -> bool {
-        self.workload == Workload::Stream && !self.end_sent
+        !self.end_sent
+    }
+
+    /// The peer said it finished (its end-of-stream frame arrived).
+    pub fn peer_finished(&self) -> bool {
+        self.peer_sent.is_some()
     }
 
     /// The sender's end-of-stream frame said fewer frames will come than a
@@ -280,6 +287,15 @@ impl Guest {
         let flen = (flen - NET_HDR_LEN) as usize;
         let at = self.rx_slot(id) + NET_HDR_LEN;
         if self.workload == Workload::Echo {
+            // The peer's end-of-stream frame is not echoed.
+            if flen == frame::END_FRAME {
+                self.mem.read("rx frame", at, &mut self.frame[..flen])?;
+                if let Verdict::End(sent) = verify(&self.frame[..flen]) {
+                    self.peer_sent = Some(sent);
+                    stats.peer_sent = Some(sent);
+                    return Ok(());
+                }
+            }
             // Copy out: the RX slot goes straight back to the ring, and the
             // echo may have to wait for a free TX slot.
             if self.echoed + (self.echo_queue.len() as u64) < self.count {
