@@ -83,7 +83,10 @@ fn bench_quick_with_tiny_counts_writes_json_markdown_and_svg() {
             .iter()
             .find(|r| r["workload"] == workload && r["size"] == size && config(r) == name)
             .unwrap_or_else(|| panic!("advice.{pick} names {name}, not a {workload} row"));
-        assert_eq!(p["value"], row[metric], "advice.{pick} figure is not its row's");
+        assert_eq!(
+            p["value"], row[metric],
+            "advice.{pick} figure is not its row's"
+        );
     }
     // --quick includes the default wait mode.
     assert!(
@@ -92,9 +95,16 @@ fn bench_quick_with_tiny_counts_writes_json_markdown_and_svg() {
         "--quick has no adaptive ping cell"
     );
     // Only sleeping pings are compared with a blocking round trip.
-    for r in rows.iter().filter(|r| r["workload"] == "ping" && r["wait"] != "sleep") {
+    for r in rows
+        .iter()
+        .filter(|r| r["workload"] == "ping" && r["wait"] != "sleep")
+    {
         assert!(
-            r["transport"].as_str().unwrap_or("").starts_with("baseline-") || r["ratio"].is_null(),
+            r["transport"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("baseline-")
+                || r["ratio"].is_null(),
             "polling ping with a ratio to a blocking round trip: {r}"
         );
     }
@@ -198,11 +208,19 @@ fn demo_prints_its_table_once_after_the_progress_with_both_ping_columns() {
     );
     // Progress on stderr only; stdout is the table and nothing else.
     assert!(!stdout.contains("demo:"), "progress on stdout:\n{stdout}");
-    assert!(stderr.contains("demo: fifo"), "no progress on stderr:\n{stderr}");
+    assert!(
+        stderr.contains("demo: fifo"),
+        "no progress on stderr:\n{stderr}"
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "header + one line per transport:\n{stdout}");
     let header = lines[0];
-    for col in ["Mpps", "notif/packet", "ping p50 adaptive", "ping p50 sleep"] {
+    for col in [
+        "Mpps",
+        "notif/packet",
+        "ping p50 adaptive",
+        "ping p50 sleep",
+    ] {
         assert!(header.contains(col), "no `{col}` column: {header}");
     }
     for (line, name) in lines[1..].iter().zip(["fifo", "eventfd"]) {

@@ -232,7 +232,10 @@ mod tests {
         // sleep is out (ping 20 µs), spin is out (burns a core); the two
         // adaptive modes tie on Mpps and CPU, so the lower ping wins.
         let d = a.best_default.expect("a default");
-        assert_eq!((d.notify.as_str(), d.wait.as_str()), ("event-idx", "adaptive"));
+        assert_eq!(
+            (d.notify.as_str(), d.wait.as_str()),
+            ("event-idx", "adaptive")
+        );
     }
 
     #[test]

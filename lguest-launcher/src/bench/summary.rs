@@ -161,10 +161,22 @@ mod tests {
     #[test]
     fn run_under_half_the_median_flags_the_spread_as_wide() {
         // The cell: 0.99 Mpps among neighbours at 3.8.
-        assert!(spread("mpps", [Some(3.8), Some(0.99), Some(3.9)]).unwrap().wide);
-        assert!(!spread("mpps", [Some(3.8), Some(3.0), Some(3.9)]).unwrap().wide);
+        assert!(
+            spread("mpps", [Some(3.8), Some(0.99), Some(3.9)])
+                .unwrap()
+                .wide
+        );
+        assert!(
+            !spread("mpps", [Some(3.8), Some(3.0), Some(3.9)])
+                .unwrap()
+                .wide
+        );
         // Latency: one round trip far above the median is the outlier.
-        assert!(spread("p50_us", [Some(2.0), Some(2.1), Some(9.0)]).unwrap().wide);
+        assert!(
+            spread("p50_us", [Some(2.0), Some(2.1), Some(9.0)])
+                .unwrap()
+                .wide
+        );
         assert!(!spread("p50_us", [Some(20.0)]).unwrap().wide);
     }
 }
