@@ -1,6 +1,8 @@
-//! Smoke test of `lguest-launcher bench --quick` with tiny counts: every
-//! cell and baseline runs once, and all three outputs are written and
-//! well-formed. The figures themselves are meaningless at these counts.
+//! Smoke tests of `lguest-launcher bench --quick` and `demo` with tiny
+//! counts: every cell and baseline runs once, all three outputs are written
+//! and well-formed, the report carries its "What to use" section, and the
+//! demo prints its table once, after its progress. The figures themselves
+//! are meaningless at these counts.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,11 +39,88 @@ fn bench_quick_with_tiny_counts_writes_json_markdown_and_svg() {
         stdout.contains("## Targets"),
         "no targets section:\n{stdout}"
     );
+    let what = stdout
+        .split("## What to use")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no What to use section:\n{stdout}"));
+    for pick in [
+        "**Lowest latency**",
+        "**Highest throughput**",
+        "**Lowest CPU per packet**",
+        "**Best default**",
+    ] {
+        assert!(what.contains(pick), "What to use lacks {pick}:\n{what}");
+    }
 
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(doc["machine"]["cpus"].as_u64().unwrap_or(0) >= 1);
     let rows = doc["results"].as_array().expect("results list");
+
+    // The advice names configurations that are rows of this very run, with
+    // the figure each row has.
+    let advice = &doc["advice"];
+    assert!(advice["rule"].as_str().is_some(), "advice without its rule");
+    let config = |r: &serde_json::Value| {
+        format!(
+            "{} {}/{}/{}",
+            r["transport"].as_str().unwrap_or("-"),
+            r["notify"].as_str().unwrap_or("-"),
+            r["writes"].as_str().unwrap_or("-"),
+            r["wait"].as_str().unwrap_or("-")
+        )
+    };
+    for (pick, workload, size, metric) in [
+        ("lowest_latency", "ping", 64, "p50_us"),
+        ("highest_throughput", "stream", 1500, "mpps"),
+        ("lowest_cpu", "stream", 1500, "cpu_s_per_mpkt"),
+    ] {
+        let p = &advice[pick];
+        let name = p["config"]
+            .as_str()
+            .unwrap_or_else(|| panic!("advice.{pick} missing: {advice}"));
+        let row = rows
+            .iter()
+            .find(|r| r["workload"] == workload && r["size"] == size && config(r) == name)
+            .unwrap_or_else(|| panic!("advice.{pick} names {name}, not a {workload} row"));
+        assert_eq!(
+            p["value"], row[metric],
+            "advice.{pick} figure is not its row's"
+        );
+    }
+    // --quick includes the default wait mode.
+    assert!(
+        rows.iter()
+            .any(|r| r["wait"] == "adaptive" && r["workload"] == "ping"),
+        "--quick has no adaptive ping cell"
+    );
+    // Only sleeping pings are compared with a blocking round trip.
+    for r in rows
+        .iter()
+        .filter(|r| r["workload"] == "ping" && r["wait"] != "sleep")
+    {
+        assert!(
+            r["transport"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("baseline-")
+                || r["ratio"].is_null(),
+            "polling ping with a ratio to a blocking round trip: {r}"
+        );
+    }
+    // Every spread is in the unit of its own figure.
+    for r in rows {
+        if let Some(sp) = r.get("spread").filter(|s| !s.is_null()) {
+            let metric = sp["metric"].as_str().unwrap_or("");
+            let unit = match metric {
+                "p50_us" => "µs",
+                "gbytes_per_s" => "GB/s",
+                _ => "Mpps",
+            };
+            assert_eq!(sp["unit"], unit, "spread unit of {metric}: {r}");
+            assert!(!r[metric].is_null(), "a spread with no figure: {r}");
+        }
+    }
     let has = |t: &str| rows.iter().any(|r| r["transport"] == t);
     for t in [
         "fifo",
@@ -111,4 +190,42 @@ fn bench_quick_with_tiny_counts_writes_json_markdown_and_svg() {
         &svg_text[..svg_text.len().min(80)]
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_prints_its_table_once_after_the_progress_with_both_ping_columns() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lguest-launcher"))
+        .args(["demo", "--count", "2000", "--pings", "20"])
+        .args(["--transports", "fifo,eventfd"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "demo failed ({}):\n{stderr}\n{stdout}",
+        out.status
+    );
+    // Progress on stderr only; stdout is the table and nothing else.
+    assert!(!stdout.contains("demo:"), "progress on stdout:\n{stdout}");
+    assert!(
+        stderr.contains("demo: fifo"),
+        "no progress on stderr:\n{stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "header + one line per transport:\n{stdout}");
+    let header = lines[0];
+    for col in [
+        "Mpps",
+        "notif/packet",
+        "ping p50 adaptive",
+        "ping p50 sleep",
+    ] {
+        assert!(header.contains(col), "no `{col}` column: {header}");
+    }
+    for (line, name) in lines[1..].iter().zip(["fifo", "eventfd"]) {
+        assert!(line.starts_with(name), "row order: {line}");
+        // Both ping columns carry a figure in µs.
+        assert_eq!(line.matches(" µs").count(), 2, "two ping p50s: {line}");
+    }
 }

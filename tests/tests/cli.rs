@@ -283,3 +283,58 @@ fn version_exits_0_and_prints_the_version() {
     );
     c.done();
 }
+
+#[test]
+fn demo_help_explains_every_column_and_its_modes() {
+    let (_dir, out) = run("demo-help", &["demo", "--help"]);
+    let mut c = Checks::new("lguest-launcher demo --help", &[&out]);
+    c.exit(&out, 0);
+    for col in [
+        "transport",
+        "packets",
+        "Mpps",
+        "Gbit/s",
+        "lost",
+        "notif/packet",
+        "ping p50 adaptive",
+        "ping p50 sleep",
+    ] {
+        c.that(
+            out.stdout.lines().any(|l| l.trim_start().starts_with(col)),
+            format!("demo --help should explain the `{col}` column"),
+        );
+    }
+    c.that(
+        out.stdout.contains("--wait adaptive") && out.stdout.contains("--wait sleep"),
+        "demo --help should say which wait mode each ping figure uses",
+    )
+    .that(
+        out.stdout.contains("--notify event-idx"),
+        "demo --help should name the stream's modes",
+    );
+    c.done();
+}
+
+#[test]
+fn bench_help_gives_the_runs_the_code_uses_and_quick_includes_adaptive() {
+    let (_dir, out) = run("bench-help", &["bench", "--help"]);
+    let mut c = Checks::new("lguest-launcher bench --help", &[&out]);
+    c.exit(&out, 0)
+        .that(
+            out.stdout.contains("with or without --quick [default: 3]"),
+            "bench --help should give one runs default, 3, for quick and full",
+        )
+        .that(
+            !out.stdout.contains("with --quick 2"),
+            "bench --help still says --quick runs twice",
+        )
+        .that(
+            out.stdout.contains("adaptive (the default)"),
+            "bench --help should say --quick includes adaptive",
+        )
+        .that(
+            out.stdout.contains("about 1 minute") && out.stdout.contains("about 3 minutes"),
+            "bench --help should give the durations README and BENCHMARKS.md give",
+        );
+    c.done();
+}

@@ -1,5 +1,6 @@
 //! The `--json` document: everything one run produced, as one object.
 
+use super::advice::Advice;
 use super::machine::Machine;
 use super::row::Row;
 use super::targets::Target;
@@ -23,6 +24,8 @@ pub struct Document {
     pub counts: Vec<(String, u64)>,
     /// The performance targets, checked.
     pub targets: Vec<Target>,
+    /// "What to use", derived from `results` (see [`super::advice`]).
+    pub advice: Advice,
     /// One row per cell and baseline.
     pub results: Vec<Row>,
 }

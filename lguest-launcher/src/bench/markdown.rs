@@ -1,9 +1,16 @@
 //! The report as Markdown: the table on stdout and `--markdown`.
 //!
 //! Sections: baselines, one-way stream, ping-pong latency, the performance
-//! targets, failures, and what the plan leaves out. A failed row keeps its
-//! line, marked **failed**, so a table never silently loses a cell.
+//! targets, what to use, failures, and what the plan leaves out. A failed
+//! row keeps its line, marked **failed**, so a table never silently loses a
+//! cell.
+//!
+//! Every spread is printed in the unit of the figure it belongs to
+//! (`0.40–0.50 Mpps`, `35.4–36.0 GB/s`, `14.2–15.1 µs`), and a figure whose
+//! runs disagree by more than 2× either way carries [`WIDE_MARK`], explained
+//! in a footnote under its table.
 
+use super::advice::{Advice, Pick};
 use super::json::Document;
 use super::row::Row;
 use std::fmt::Write as _;
@@ -38,11 +45,38 @@ fn g(v: Option<f64>) -> String {
     }
 }
 
+/// The marker on a figure whose runs disagree (see [`Spread::wide`]).
+///
+/// [`Spread::wide`]: super::summary::Spread::wide
+pub const WIDE_MARK: &str = "†";
+
+/// The footnote under a table that has a [`WIDE_MARK`].
+pub const WIDE_NOTE: &str = "† The runs of this cell disagree: one was below half its median \
+(or above twice it, for a latency), so the cell is bimodal on this machine; read its median \
+with care and its spread for the range.";
+
+/// The headline figure's spread, in its own unit; empty when the row has a
+/// single run or no headline figure.
 fn spread_text(r: &Row) -> String {
     match &r.spread {
-        Some(s) if r.runs > 1 => format!("{}–{}", g(Some(s.min)), g(Some(s.max))),
+        Some(s) if r.runs > 1 => format!("{}–{} {}", g(Some(s.min)), g(Some(s.max)), s.unit),
         _ => "–".into(),
     }
+}
+
+/// `value` formatted, with [`WIDE_MARK`] when it is the row's headline
+/// metric (`metric`) and its spread is wide.
+fn figure(r: &Row, metric: &str, value: Option<f64>) -> String {
+    let v = g(value);
+    match &r.spread {
+        Some(s) if s.wide && s.metric == metric && r.runs > 1 => format!("{v} {WIDE_MARK}"),
+        _ => v,
+    }
+}
+
+fn any_wide<'a>(rows: impl IntoIterator<Item = &'a Row>) -> bool {
+    rows.into_iter()
+        .any(|r| r.runs > 1 && r.spread.as_ref().is_some_and(|s| s.wide))
 }
 
 fn runs_text(r: &Row) -> String {
@@ -73,7 +107,7 @@ pub fn markdown(doc: &Document) -> String {
     let _ = writeln!(s, "## Baselines\n");
     let _ = writeln!(
         s,
-        "| baseline | size B | Mpps | spread | Gbit/s | GB/s | p50 µs | p99 µs | p99.9 µs | CPU s/Mpkt | runs |"
+        "| baseline | size B | Mpps | Gbit/s | GB/s | p50 µs | spread of the headline figure | p99 µs | p99.9 µs | CPU s/Mpkt | runs |"
     );
     let _ = writeln!(s, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for r in doc.results.iter().filter(|r| !r.is_cell()) {
@@ -92,16 +126,25 @@ pub fn markdown(doc: &Document) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.key.transport,
             r.key.size,
-            g(r.metrics.mpps),
-            spread_text(r),
+            figure(r, "mpps", r.metrics.mpps),
             g(r.metrics.gbps),
-            g(r.metrics.gbytes_per_s),
-            g(r.metrics.p50_us),
+            figure(r, "gbytes_per_s", r.metrics.gbytes_per_s),
+            figure(r, "p50_us", r.metrics.p50_us),
+            spread_text(r),
             g(r.metrics.p99_us),
             g(r.metrics.p999_us),
             g(r.metrics.cpu_s_per_mpkt),
             runs_text(r)
         );
+    }
+
+    let _ = writeln!(
+        s,
+        "\nThe headline figure is Mpps for streams and devq, GB/s for memcpy, p50 for round trips; \
+         its spread is min–max over the runs, in that figure's unit."
+    );
+    if any_wide(doc.results.iter().filter(|r| !r.is_cell())) {
+        let _ = writeln!(s, "\n{WIDE_NOTE}");
     }
 
     if let Some(r) = doc
@@ -152,7 +195,7 @@ pub fn markdown(doc: &Document) -> String {
         let _ = writeln!(
             s,
             "{lead}| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            g(r.metrics.mpps),
+            figure(r, "mpps", r.metrics.mpps),
             spread_text(r),
             g(r.metrics.gbps),
             g(r.metrics.notifications_per_packet),
@@ -164,14 +207,25 @@ pub fn markdown(doc: &Document) -> String {
         );
     }
 
+    if any_wide(
+        doc.results
+            .iter()
+            .filter(|r| r.is_cell() && r.key.workload == "stream"),
+    ) {
+        let _ = writeln!(s, "\n{WIDE_NOTE}");
+    }
+
     let _ = writeln!(s, "\n## Ping-pong latency (64 B)\n");
     let _ = writeln!(
         s,
-        "Round trips timed by the ping side. × raw is p50 over the raw round trip of the same kind of channel.\n"
+        "Round trips timed by the ping side. × raw blocking compares like with like: for `wait sleep` \
+         cells (both sides block in the channel) it is p50 over the raw blocking round trip of the \
+         same kind of channel. Polling cells (`spin`, `adaptive`) never block, so they have no such \
+         ratio; compare them with each other.\n"
     );
     let _ = writeln!(
         s,
-        "| transport | notify | writes | wait | p50 µs | spread | p99 µs | p99.9 µs | CPU s/Mpkt | × raw | runs |"
+        "| transport | notify | writes | wait | p50 µs | spread | p99 µs | p99.9 µs | CPU s/Mpkt | × raw blocking (sleep only) | runs |"
     );
     let _ = writeln!(s, "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|");
     for r in doc
@@ -193,7 +247,7 @@ pub fn markdown(doc: &Document) -> String {
         let _ = writeln!(
             s,
             "{lead}| {} | {} | {} | {} | {} | {} | {} |",
-            g(r.metrics.p50_us),
+            figure(r, "p50_us", r.metrics.p50_us),
             spread_text(r),
             g(r.metrics.p99_us),
             g(r.metrics.p999_us),
@@ -201,6 +255,14 @@ pub fn markdown(doc: &Document) -> String {
             f(r.ratio, 2),
             runs_text(r)
         );
+    }
+
+    if any_wide(
+        doc.results
+            .iter()
+            .filter(|r| r.is_cell() && r.key.workload == "ping"),
+    ) {
+        let _ = writeln!(s, "\n{WIDE_NOTE}");
     }
 
     let _ = writeln!(s, "\n## Targets\n");
@@ -214,6 +276,8 @@ pub fn markdown(doc: &Document) -> String {
         };
         let _ = writeln!(s, "| {} | {} | {met} |", t.target, t.measured);
     }
+
+    what_to_use(&mut s, &doc.advice);
 
     let failures: Vec<&Row> = doc.results.iter().filter(|r| r.error.is_some()).collect();
     if !failures.is_empty() {
@@ -237,4 +301,68 @@ pub fn markdown(doc: &Document) -> String {
         let _ = writeln!(s, "- {p}");
     }
     s
+}
+
+fn pick_text(p: &Option<Pick>, what: &str) -> String {
+    match p {
+        Some(p) => format!(
+            "{}{} — {what} {} {}",
+            p.config,
+            if p.wide {
+                format!(" {WIDE_MARK}")
+            } else {
+                String::new()
+            },
+            g(Some(p.value)),
+            p.unit
+        ),
+        None => "no successful cell to judge by".into(),
+    }
+}
+
+/// The "What to use" section: [`Advice`] in words.
+fn what_to_use(s: &mut String, a: &Advice) {
+    let _ = writeln!(s, "\n## What to use\n");
+    let _ = writeln!(
+        s,
+        "Picked from this run's medians. Single cells on a shared machine are noisy: a pick within \
+         about 10% of the runner-up is a tie, and a pick marked {WIDE_MARK} had runs that disagree \
+         by more than 2×. Lowest latency and highest throughput usually come from `wait spin`, \
+         which keeps a core busy even on an idle link.\n"
+    );
+    let _ = writeln!(
+        s,
+        "- **Lowest latency**: {}.",
+        pick_text(&a.lowest_latency, "ping p50 (64 B)")
+    );
+    let _ = writeln!(
+        s,
+        "- **Highest throughput**: {}.",
+        pick_text(&a.highest_throughput, "stream at 1500 B,")
+    );
+    let _ = writeln!(
+        s,
+        "- **Lowest CPU per packet**: {}.",
+        pick_text(&a.lowest_cpu, "stream at 1500 B,")
+    );
+    match &a.best_default {
+        Some(d) => {
+            let _ = writeln!(
+                s,
+                "- **Best default**: `--notify {} --writes {} --wait {}` — medians over {} transport(s): \
+                 {} Mpps and {} CPU s/Mpkt at 1500 B, ping p50 {} µs.",
+                d.notify,
+                d.writes,
+                d.wait,
+                d.transports,
+                g(Some(d.mpps)),
+                g(Some(d.cpu_s_per_mpkt)),
+                g(Some(d.p50_us))
+            );
+        }
+        None => {
+            let _ = writeln!(s, "- **Best default**: no mode met the rule in this run.");
+        }
+    }
+    let _ = writeln!(s, "\nHow the default is chosen: {}", a.rule);
 }

@@ -113,8 +113,10 @@ const STREAM_PACKETS: (u64, u64) = (500_000, 1_000_000);
 const STREAM_PACKETS_9000: u64 = 300_000;
 /// Round trips per ping run: (quick, full).
 const PINGS: (u64, u64) = (2_000, 5_000);
-/// Runs per cell: (quick, full).
-const RUNS: (u32, u32) = (3, 3);
+/// Runs per cell, quick and full alike: three is the fewest whose median
+/// is a real run and whose min–max can show one run straying (`--help`
+/// and BENCHMARKS.md say the same).
+pub const RUNS: u32 = 3;
 
 fn scaled(n: u64, scale: f64, min: u64) -> u64 {
     ((n as f64 * scale).round() as u64).max(min)
@@ -158,12 +160,12 @@ fn full_ping_configs() -> Vec<(NotifyMode, Writes, Wait)> {
     v
 }
 
-/// The quick subset: notify always and event-idx, nonblocking writes, wait
-/// sleep and spin.
+/// The quick subset: notify always and event-idx, nonblocking writes, and
+/// every wait mode — `adaptive` is the default, so a quick run must show it.
 fn quick_configs() -> Vec<(NotifyMode, Writes, Wait)> {
     let mut v = Vec::new();
     for notify in [NotifyMode::Always, NotifyMode::EventIdx] {
-        for wait in [Wait::Sleep, Wait::Spin] {
+        for wait in [Wait::Sleep, Wait::Spin, Wait::Adaptive] {
             v.push((notify, Writes::Nonblocking, wait));
         }
     }
@@ -178,7 +180,7 @@ pub fn plan(args: &BenchArgs) -> Plan {
     let stream_n = scaled(args.packets.unwrap_or(pick(STREAM_PACKETS)), scale, 1);
     let stream_n_9000 = scaled(args.packets.unwrap_or(STREAM_PACKETS_9000), scale, 1);
     let pings = scaled(args.pings.unwrap_or(pick(PINGS)), scale, 10);
-    let runs = args.runs.unwrap_or(if quick { RUNS.0 } else { RUNS.1 });
+    let runs = args.runs.unwrap_or(RUNS);
     let kinds: Vec<Kind> = if args.transports.is_empty() {
         Kind::ALL.to_vec()
     } else {
@@ -262,8 +264,8 @@ pub fn plan(args: &BenchArgs) -> Plan {
     ];
     if quick {
         pruning = vec![
-            "--quick: notify always and event-idx only (no flags), writes nonblocking only, wait \
-             sleep and spin only (no adaptive), sizes 64 and 1500 B only (no 9000); every baseline \
+            "--quick: notify always and event-idx only (no flags), writes nonblocking only, every \
+             wait mode (sleep, spin, adaptive), sizes 64 and 1500 B only (no 9000); every baseline \
              runs, with smaller counts."
                 .to_string(),
         ];
@@ -416,4 +418,41 @@ fn measurement(cell: &Cell, a: &Stats, b: &Stats) -> Result<Measurement, BenchEr
         }
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn plan_of(args: &[&str]) -> Plan {
+        let w = Wrap::parse_from(std::iter::once("bench").chain(args.iter().copied()));
+        plan(&w.bench)
+    }
+
+    #[test]
+    fn quick_and_full_both_run_three_times_by_default() {
+        assert_eq!(plan_of(&["--quick"]).runs, 3);
+        assert_eq!(plan_of(&[]).runs, 3);
+        assert_eq!(plan_of(&["--quick", "--runs", "1"]).runs, 1);
+    }
+
+    #[test]
+    fn quick_includes_the_default_wait_mode_for_stream_and_ping() {
+        let p = plan_of(&["--quick"]);
+        for w in [CellWorkload::Stream, CellWorkload::Ping] {
+            assert!(
+                p.cells
+                    .iter()
+                    .any(|c| c.workload == w && c.wait == Wait::Adaptive),
+                "no adaptive {w:?} cell in --quick"
+            );
+        }
+    }
 }

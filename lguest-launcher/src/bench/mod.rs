@@ -24,7 +24,8 @@
 //!    reported as the median with the min–max spread.
 //! 4. **Report**: every row ([`row`]) gets its ratios to the baselines of
 //!    the same run ([`ratios`]) and the performance targets are checked
-//!    against them ([`targets`]); then a Markdown table ([`markdown`]:
+//!    against them ([`targets`]), and the run's own "What to use" picks
+//!    are derived from them ([`advice`]); then a Markdown table ([`markdown`]:
 //!    stdout, `--markdown`), one JSON object ([`json`], `--json`) with the
 //!    machine ([`machine`]) and a `results` row per cell, and an SVG with
 //!    two charts ([`plot`], `--svg`).
@@ -33,6 +34,7 @@
 //! its deadline and is killed: a [`BenchError`]) is reported as failed in
 //! the table; the run carries on.
 
+pub mod advice;
 pub mod baselines;
 pub mod child;
 pub mod devq;
@@ -69,9 +71,11 @@ use std::time::{Duration, Instant};
   # a CI smoke test: every cell and baseline, tiny counts, one run each
   lguest-launcher bench --quick --count-scale 0.01 --runs 1")]
 pub struct BenchArgs {
-    /// A reduced matrix that finishes in a couple of minutes: all three
-    /// transports, notify always and event-idx, 64 and 1500 B, wait sleep
-    /// and spin, and every baseline.
+    /// A reduced matrix, about 1 minute on a quiet 2-vCPU machine (3 under
+    /// load; the full matrix takes about 3 minutes quiet): all three
+    /// transports, notify always and event-idx,
+    /// nonblocking writes, wait sleep, spin and adaptive (the default),
+    /// 64 and 1500 B, and every baseline.
     #[arg(long)]
     pub quick: bool,
     /// Write the results as one JSON object here.
@@ -83,7 +87,7 @@ pub struct BenchArgs {
     /// Write the charts (throughput by size, latency per transport) here.
     #[arg(long, value_name = "PATH")]
     pub svg: Option<PathBuf>,
-    /// Repeats per cell [default: 3; with --quick 2].
+    /// Repeats per cell, with or without --quick [default: 3].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub runs: Option<u32>,
     /// Multiply every packet, ping and copy count by this (0.01 for a
@@ -194,9 +198,11 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         pruning: plan.pruning.clone(),
         counts: plan.counts.clone(),
         targets: Vec::new(),
+        advice: advice::Advice::default(),
         results: rows,
     };
     doc.targets = targets::targets(&doc.results);
+    doc.advice = advice::advise(&doc.results);
     let markdown = markdown::markdown(&doc);
     print!("{markdown}");
 

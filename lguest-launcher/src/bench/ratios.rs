@@ -3,8 +3,13 @@
 //! Absolute numbers drift on a shared machine, so every sharenet figure is
 //! also given against a yardstick measured minutes earlier: a stream cell
 //! against SOCK_SEQPACKET (`ratio`) and the SPSC ring (`ratio_spsc`) at the
-//! same frame size, a ping cell against the raw round trip of its own
-//! transport kind. One baseline gets a ratio too: our device-side queue
+//! same frame size, a `--wait sleep` ping cell against the raw blocking
+//! round trip of its own transport kind. Like with like: a sleeping ping
+//! blocks in the same channel the raw round trip blocks in, so the ratio is
+//! sharenet's own overhead; a polling ping (`spin`, `adaptive`) never
+//! enters the kernel, and dividing it by a blocking round trip would
+//! credit sharenet with the wake-up it skipped — those cells get no
+//! ratio. One baseline gets a ratio too: our device-side queue
 //! against rust-vmm's (`baseline-devq-sharenet` ÷
 //! `baseline-devq-virtio-queue` Mchains/s, see [`super::devq`]).
 
@@ -31,7 +36,7 @@ pub fn add_ratios(rows: &mut [Row]) {
                     r.ratio_spsc = Some(m / b);
                 }
             }
-            "ping" => {
+            "ping" if r.key.wait.as_deref() == Some("sleep") => {
                 let to = format!("baseline-rtt-{}", r.key.transport);
                 if let (Some(p), Some(b)) = (
                     r.metrics.p50_us,
@@ -61,5 +66,44 @@ pub fn add_ratios(rows: &mut [Row]) {
             r.ratio = Some(m / b);
             r.ratio_to = Some(DevqImpl::VirtioQueue.transport().into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::row::RowKey;
+    use crate::bench::summary::Measurement;
+
+    fn ping(transport: &str, wait: Option<&str>, p50: f64) -> Row {
+        let key = RowKey {
+            transport: transport.into(),
+            notify: wait.map(|_| "event-idx".into()),
+            writes: wait.map(|_| "nonblocking".into()),
+            wait: wait.map(Into::into),
+            size: 64,
+            workload: "ping".into(),
+        };
+        let m = Measurement {
+            packets: 10,
+            p50_us: Some(p50),
+            ..Default::default()
+        };
+        Row::from_runs(key, &[m], &[], "p50_us")
+    }
+
+    #[test]
+    fn only_sleeping_pings_are_compared_with_the_blocking_round_trip() {
+        let mut rows = vec![
+            ping("baseline-rtt-fifo", None, 15.0),
+            ping("fifo", Some("sleep"), 21.0),
+            ping("fifo", Some("spin"), 1.0),
+            ping("fifo", Some("adaptive"), 1.2),
+        ];
+        add_ratios(&mut rows);
+        assert!((rows[1].ratio.unwrap() - 1.4).abs() < 1e-9);
+        assert_eq!(rows[1].ratio_to.as_deref(), Some("baseline-rtt-fifo"));
+        assert_eq!(rows[2].ratio, None);
+        assert_eq!(rows[3].ratio, None);
     }
 }

@@ -25,8 +25,9 @@ pub struct Row {
     pub failed_runs: u32,
     /// Min–max of the headline metric over the runs.
     pub spread: Option<Spread>,
-    /// Ratio to the relevant baseline: stream Mpps ÷ seqpacket Mpps, ping
-    /// p50 ÷ raw round-trip p50 (see [`super::ratios`]).
+    /// Ratio to the relevant baseline: stream Mpps ÷ seqpacket Mpps;
+    /// `--wait sleep` ping p50 ÷ raw blocking round-trip p50 of the same
+    /// channel (polling pings have none; see [`super::ratios`]).
     pub ratio: Option<f64>,
     /// Which baseline `ratio` is against.
     pub ratio_to: Option<String>,

@@ -32,15 +32,41 @@ pub struct Measurement {
     pub p999_us: Option<f64>,
 }
 
-/// The range of the headline metric over the runs.
+/// The range of the headline metric over the runs, in that metric's unit.
 #[derive(Clone, Debug, Serialize)]
 pub struct Spread {
     /// Which metric (`mpps`, `p50_us`, `gbytes_per_s`).
     pub metric: String,
+    /// The unit of `min` and `max` (`Mpps`, `µs`, `GB/s`): the unit of
+    /// the figure the spread belongs to, never another column's.
+    pub unit: String,
     /// Smallest value seen.
     pub min: f64,
     /// Largest value seen.
     pub max: f64,
+    /// The runs disagree too much to trust the median alone: a run below
+    /// half the median or above twice it (see [`is_wide`]).
+    pub wide: bool,
+}
+
+/// How far a run may stray from the median before the cell is flagged:
+/// a factor of 2 either way. A cell whose slowest run is under half its
+/// median is bimodal (one run lost a vCPU, say), not merely noisy.
+pub const WIDE_FACTOR: f64 = 2.0;
+
+/// A spread is wide when its min is below `median / WIDE_FACTOR` or its
+/// max above `median * WIDE_FACTOR`.
+pub fn is_wide(min: f64, max: f64, median: f64) -> bool {
+    median > 0.0 && (min < median / WIDE_FACTOR || max > median * WIDE_FACTOR)
+}
+
+/// The unit a headline metric is given in.
+pub fn unit_of(metric: &str) -> &'static str {
+    match metric {
+        "p50_us" => "µs",
+        "gbytes_per_s" => "GB/s",
+        _ => "Mpps",
+    }
 }
 
 /// Median of the values present; `None` when no run had one.
@@ -62,7 +88,8 @@ pub fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
     })
 }
 
-/// Min and max of the values present.
+/// Min and max of the values present, flagged [`Spread::wide`] against
+/// their median; `None` when no run had a value.
 pub fn spread(metric: &str, values: impl IntoIterator<Item = Option<f64>>) -> Option<Spread> {
     let v: Vec<f64> = values
         .into_iter()
@@ -71,10 +98,13 @@ pub fn spread(metric: &str, values: impl IntoIterator<Item = Option<f64>>) -> Op
         .collect();
     let min = v.iter().copied().reduce(f64::min)?;
     let max = v.iter().copied().reduce(f64::max)?;
+    let mid = median(v.iter().copied().map(Some))?;
     Some(Spread {
         metric: metric.into(),
+        unit: unit_of(metric).into(),
         min,
         max,
+        wide: is_wide(min, max, mid),
     })
 }
 
@@ -118,5 +148,35 @@ mod tests {
         let s = spread("mpps", [Some(2.0), None, Some(f64::NAN), Some(1.0)]).unwrap();
         assert_eq!((s.min, s.max), (1.0, 2.0));
         assert!(spread("mpps", [None]).is_none());
+    }
+
+    #[test]
+    fn spread_is_in_the_unit_of_its_own_metric() {
+        let unit = |m| spread(m, [Some(1.0)]).unwrap().unit;
+        assert_eq!(unit("mpps"), "Mpps");
+        assert_eq!(unit("p50_us"), "µs");
+        assert_eq!(unit("gbytes_per_s"), "GB/s");
+    }
+
+    #[test]
+    fn run_under_half_the_median_flags_the_spread_as_wide() {
+        // The cell: 0.99 Mpps among neighbours at 3.8.
+        assert!(
+            spread("mpps", [Some(3.8), Some(0.99), Some(3.9)])
+                .unwrap()
+                .wide
+        );
+        assert!(
+            !spread("mpps", [Some(3.8), Some(3.0), Some(3.9)])
+                .unwrap()
+                .wide
+        );
+        // Latency: one round trip far above the median is the outlier.
+        assert!(
+            spread("p50_us", [Some(2.0), Some(2.1), Some(9.0)])
+                .unwrap()
+                .wide
+        );
+        assert!(!spread("p50_us", [Some(20.0)]).unwrap().wide);
     }
 }

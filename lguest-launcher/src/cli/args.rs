@@ -58,10 +58,9 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a pair over every transport and print a table.
-    #[command(
-        after_help = "Example:\n  lguest-launcher demo\n  lguest-launcher demo --count 50000 --size 64"
-    )]
+    /// Stream and ping over every transport (default modes; pings also
+    /// with --wait sleep) and print one table at the end.
+    #[command(after_help = crate::demo::HELP)]
     Demo(DemoArgs),
     /// Compare every transport and mode against same-run baselines.
     Bench(crate::bench::BenchArgs),
@@ -76,16 +75,17 @@ pub enum Command {
     BenchChild(crate::bench::ChildArgs),
 }
 
-/// `demo` flags.
+/// `demo` flags; the table's columns are explained in [`crate::demo::HELP`].
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Packets streamed per transport.
+    /// Packets streamed per transport (default modes, --size B frames).
     #[arg(long, default_value_t = 200_000, value_parser = parse_count)]
     pub count: u64,
     /// Frame size in bytes for the stream.
     #[arg(long, default_value_t = 1500, value_parser = parse_size)]
     pub size: u32,
-    /// Pings per transport.
+    /// Pings per transport and wait mode (64 B; once with --wait adaptive,
+    /// once with --wait sleep).
     #[arg(long, default_value_t = 2000, value_parser = parse_count)]
     pub pings: u64,
     /// Only these transports (comma-separated).
