@@ -79,6 +79,7 @@
 //! ([`crate::wait`]), `qemu72_relay` works around QEMU 7.2's message order.
 
 mod backend;
+mod establish;
 mod link;
 mod qemu72_relay;
 
@@ -209,7 +210,7 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
                 }
             }
         };
-        if let Err(e) = link::establish::<T>(&link_backend, &register, &link_args) {
+        if let Err(e) = establish::establish::<T>(&link_backend, &register, &link_args) {
             let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
             let stats = b.stats_so_far(e.to_string());
             exit_with(&link_args, &stats, &format!("error: {e}"), 1);
