@@ -543,7 +543,8 @@ impl Session<'_> {
                     drop((t, peer));
                     wait_gone(peer_pid, REFUSED_GRACE);
                     if let Some(g) = self.guest.as_mut() {
-                        g.reap().map_err(|err| RunError::Ring { pid: peer_pid, err })?;
+                        g.reap()
+                            .map_err(|err| RunError::Ring { pid: peer_pid, err })?;
                     }
                     continue;
                 }
@@ -623,7 +624,10 @@ impl Session<'_> {
                 started,
                 name: &cfg.name,
                 quiet: cfg.quiet,
-                outage: self.down_since.take().map(|down| Outage { down, up: up_at }),
+                outage: self
+                    .down_since
+                    .take()
+                    .map(|down| Outage { down, up: up_at }),
                 consumed_at_up,
             };
             let result = dev.drive(cfg.wait);
@@ -716,7 +720,9 @@ impl Outage {
         stats.reconnects += 1;
         stats.link_down_ms += down;
         stats.link_down_ms_each.push(down);
-        stats.resume_ms_each.push(ms(at.saturating_duration_since(self.up)));
+        stats
+            .resume_ms_each
+            .push(ms(at.saturating_duration_since(self.up)));
     }
 }
 

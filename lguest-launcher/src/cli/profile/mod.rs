@@ -28,7 +28,10 @@ use toml::{Spanned, Value};
 /// writes them.
 const SECTIONS: [(&str, &[&str]); 3] = [
     ("guest", &["name", "memory_mib", "queue_size"]),
-    ("net", &["sharenet", "notify", "writes", "wait", "reconnect"]),
+    (
+        "net",
+        &["sharenet", "notify", "writes", "wait", "reconnect"],
+    ),
     ("workload", &["kind", "count", "size", "timeout"]),
 ];
 
