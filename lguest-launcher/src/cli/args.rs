@@ -546,6 +546,21 @@ mod tests {
     }
 
     #[test]
+    fn reconnect_has_no_deadline_unless_a_timeout_is_given() {
+        let args = |reconnect, timeout| RunArgs {
+            sharenet: Some("unix:/tmp/sharenet-unit-unused".parse().unwrap()),
+            reconnect,
+            timeout,
+            ..RunArgs::default()
+        };
+        let limit = |a: RunArgs| a.resolve().unwrap().run_limit();
+        let default = Some(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
+        assert_eq!(limit(args(false, None)), default);
+        assert_eq!(limit(args(true, None)), None);
+        assert_eq!(limit(args(true, Some(5.0))), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
     fn size_range_words_match_the_limits() {
         assert_eq!(SIZE_RANGE, format!("{MIN_FRAME}..={MAX_FRAME} bytes"));
         assert_eq!(

@@ -197,7 +197,7 @@ impl Guest {
     /// when it is out of sequence.
     fn account_seq(&mut self, seq: u64) -> bool {
         let pid = self.sender.map_or(0, |(p, _)| p);
-        let fresh = !self.senders.last().is_some_and(|s| s.pid == pid);
+        let fresh = self.senders.last().is_none_or(|s| s.pid != pid);
         if fresh {
             self.senders.push(Sender {
                 pid,
