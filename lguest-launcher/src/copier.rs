@@ -225,6 +225,22 @@ impl<T: Transport> Copier<T> {
         self
     }
 
+    /// Start the peer's TX ring where the ring itself says its last device
+    /// side stopped: at its published used index. For a fresh peer that is
+    /// 0; for a survivor of a restart (`--reconnect`) it is what the dead
+    /// copier completed, so the chains it had taken but not completed are
+    /// delivered by us, and none twice.
+    pub fn resume_peer_tx(mut self) -> Result<Self, RingError> {
+        let used = self.peer_tx.published_used()?;
+        self.peer_tx = self.peer_tx.with_state(used, used);
+        Ok(self)
+    }
+
+    /// Where we are in the peer's TX ring: `(last_avail, next_used)`.
+    pub fn peer_tx_state(&self) -> (u16, u16) {
+        self.peer_tx.state()
+    }
+
     /// Our RX ring's `(last_avail, next_used)`, all published after a
     /// [`Copier::poll`] returns.
     pub fn rx_state(&self) -> (u16, u16) {
@@ -281,16 +297,12 @@ impl<T: Transport> Copier<T> {
                 }
             }
         }
-        if out.moved > 0 {
-            let (old, new) = self.own_rx.publish_used().map_err(CopyError::OwnRing)?;
-            out.rx_used = Some((old, new));
-            if self.guest_irqs {
-                out.guest_wants_irq = self
-                    .own_rx
-                    .interrupt_needed(self.mode, old, new)
-                    .map_err(CopyError::OwnRing)?;
-            }
-        }
+        // The peer's used index first, then ours. Should we die between
+        // the two stores, the peer counts these chains as completed and its
+        // next peer starts after them, while our guest never sees them: lost
+        // with us, like frames in a NIC that resets, never delivered twice.
+        // (A synthetic guest runs in this thread and cannot look between
+        // the stores; a VM can.)
         if out.finished() > 0 {
             let (old, new) = self.peer_tx.publish_used().map_err(CopyError::PeerRing)?;
             if self
@@ -301,6 +313,16 @@ impl<T: Transport> Copier<T> {
                 out.peer_wants_kick = true;
             } else {
                 out.peer_kick_suppressed = true;
+            }
+        }
+        if out.moved > 0 {
+            let (old, new) = self.own_rx.publish_used().map_err(CopyError::OwnRing)?;
+            out.rx_used = Some((old, new));
+            if self.guest_irqs {
+                out.guest_wants_irq = self
+                    .own_rx
+                    .interrupt_needed(self.mode, old, new)
+                    .map_err(CopyError::OwnRing)?;
             }
         }
         Ok(out)

@@ -119,6 +119,49 @@ pub struct Stats {
     pub cpu_s: f64,
     /// `ok`, or the one-line error that ended the run.
     pub result: String,
+    /// The link generation in force at the end (1 for the first link; see
+    /// `--reconnect`).
+    pub generation: u32,
+    /// Links that came up again after the peer left (`--reconnect`).
+    pub reconnects: u64,
+    /// Total time the link was down: from noticing the peer gone to the
+    /// first packet moved after the next peer connected.
+    pub link_down_ms: f64,
+    /// The same, per outage, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub link_down_ms_each: Vec<f64>,
+    /// Per reconnect: from the new handshake to the first packet moved (the
+    /// restart cost left after the new peer's own start-up).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resume_ms_each: Vec<f64>,
+    /// Peers refused at a reconnect (queue size, memory size or features
+    /// other than the link was set up with).
+    pub refused: u64,
+    /// A stream: chains each peer generation completed, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consumed_per_generation: Vec<u64>,
+    /// A sink or echo: what each sender (a peer launcher, by pid) sent us.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<Sender>,
+}
+
+/// What one sender delivered to a sink or echo. A restarted sender is a
+/// new process: it starts a new sequence and gets its own record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sender {
+    /// The sending launcher's pid.
+    pub pid: u32,
+    /// Sequence number of its first intact frame we received.
+    pub first_seq: u64,
+    /// Sequence number of its last intact frame we received.
+    pub last_seq: u64,
+    /// Intact frames received from it.
+    pub received: u64,
+    /// Sequence numbers skipped (a frame arrived ahead of the next one).
+    pub gaps: u64,
+    /// Frames whose sequence number was not above the last one.
+    pub duplicates: u64,
 }
 
 impl Stats {

@@ -116,8 +116,10 @@ fn memory_too_small_for_queue_is_a_usage_error() {
     );
 }
 
+/// `--count 0` is a sink's "until the end of stream"; any other workload
+/// (here the default, stream) needs at least 1.
 #[test]
-fn count_zero_says_at_least_1() {
+fn count_zero_is_for_a_sink_only() {
     usage_error(
         "count_0",
         &[
@@ -128,7 +130,11 @@ fn count_zero_says_at_least_1() {
             "--count",
             "0",
         ],
-        &["invalid value '0' for '--count <N>': 0 is out of range; expected at least 1"],
+        &[
+            "--count 0",
+            "only means something for a sink",
+            "a stream needs at least 1",
+        ],
     );
     let (_dir, out) = run(
         "count_0_no_u64_max",

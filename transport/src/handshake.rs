@@ -86,6 +86,12 @@ pub struct Handshake {
     /// The sender's fd number for its memory (reached via `/proc/PID/fd/N`
     /// by the FIFO transport); `-1` when the fd travels with SCM_RIGHTS.
     pub mem_fd: i32,
+    /// The link generation the sender proposes: 1 + the number of links
+    /// it had before this one (0 from a build that does not count). Both
+    /// sides take the larger of the two, so a survivor's restarted peer
+    /// learns which link it is part of. Carried in what used to be a
+    /// reserved word, so the wire format and [`VERSION`] are unchanged.
+    pub generation: u32,
     /// The sender's TX queue (the peer pulls from it).
     pub tx: RingInfo,
     /// The sender's RX queue (its own copier fills it).
@@ -121,11 +127,18 @@ impl Handshake {
             features,
             mem_size,
             mem_fd,
+            generation: 0,
             tx,
             rx,
             regions,
             nregions: 1,
         }
+    }
+
+    /// The same handshake proposing link generation `generation`.
+    pub fn with_generation(mut self, generation: u32) -> Self {
+        self.generation = generation;
+        self
     }
 
     /// Replace the memory map (at most [`MAX_REGIONS`] regions; more are
@@ -162,7 +175,7 @@ impl Handshake {
         w.u64(self.features);
         w.u64(self.mem_size);
         w.u32(self.mem_fd as u32);
-        w.u32(0); // reserved
+        w.u32(self.generation);
         for r in [&self.tx, &self.rx] {
             w.u64(r.desc);
             w.u64(r.avail);
@@ -209,7 +222,7 @@ impl Handshake {
         let features = r.u64();
         let mem_size = r.u64();
         let mem_fd = r.u32() as i32;
-        let _ = r.u32();
+        let generation = r.u32();
         let mut ring = || {
             let desc = r.u64();
             let avail = r.u64();
@@ -242,6 +255,7 @@ impl Handshake {
             features,
             mem_size,
             mem_fd,
+            generation,
             tx,
             rx,
             regions,
@@ -402,7 +416,7 @@ mod tests {
             used: 20480,
             size: 256,
         };
-        Handshake::new(42, F_EVENT_IDX, 1 << 20, 7, tx, rx)
+        Handshake::new(42, F_EVENT_IDX, 1 << 20, 7, tx, rx).with_generation(3)
     }
 
     #[test]

@@ -109,8 +109,9 @@ pub struct RunArgs {
     /// What the synthetic guest does [default: stream].
     #[arg(long, value_enum)]
     pub workload: Option<Workload>,
-    /// Packets to send or receive, at least 1 [default: 100000].
-    #[arg(long, value_name = "N", value_parser = parse_count)]
+    /// Packets to send or receive, at least 1; a sink also takes 0:
+    /// receive until the sender marks its last packet [default: 100000].
+    #[arg(long, value_name = "N", value_parser = parse_run_count)]
     pub count: Option<u64>,
     /// Frame size in bytes, 16..=65535 [default: 1500].
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
@@ -147,6 +148,10 @@ pub struct RunArgs {
     /// No progress or connection lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// When the peer leaves, keep the guest and its queues and wait on the
+    /// same path for the next peer (no deadline unless --timeout is given).
+    #[arg(long)]
+    pub reconnect: bool,
 }
 
 /// Built-in `--queue-size`.
@@ -186,6 +191,7 @@ pub enum ValueError {
 }
 
 const COUNT_RANGE: &str = "at least 1";
+const RUN_COUNT_RANGE: &str = "at least 1 (0 for a sink: until the sender's end of stream)";
 const SECS_RANGE: &str = "seconds in (0, 86400]";
 const MEMORY_RANGE: &str = "1..=65536 MiB";
 /// `MIN_FRAME..=MAX_FRAME` in words (a unit test keeps them in step).
@@ -211,6 +217,13 @@ pub fn check_count(n: i128) -> Result<u64, ValueError> {
         .ok()
         .filter(|&n| n >= 1)
         .ok_or_else(|| out_of_range(n, COUNT_RANGE))
+}
+
+/// Packets of one side of a pair (`--count`, `[workload] count`): 0 is
+/// allowed here and refused later for every workload but `sink` (see
+/// [`UsageError::ZeroCount`]).
+pub fn check_run_count(n: i128) -> Result<u64, ValueError> {
+    u64::try_from(n).map_err(|_| out_of_range(n, RUN_COUNT_RANGE))
 }
 
 /// Frame size (`--size`, `size`): 16..=65535 bytes.
@@ -251,6 +264,11 @@ pub fn check_secs(v: f64) -> Result<f64, ValueError> {
 /// `--count`, `--pings`.
 pub fn parse_count(s: &str) -> Result<u64, ValueError> {
     check_count(int(s, "a whole number, at least 1")?)
+}
+
+/// `--count` of one side of a pair: 0 passes here (see [`check_run_count`]).
+pub fn parse_run_count(s: &str) -> Result<u64, ValueError> {
+    check_run_count(int(s, "a whole number")?)
 }
 
 /// `--size`.
@@ -307,6 +325,14 @@ pub enum UsageError {
         queue_size: u32,
         /// What the layout needs.
         need: u64,
+    },
+    /// `--count 0` for a workload other than `sink`.
+    #[error(
+        "--count 0 (or count = 0 in a profile's [workload]) only means something for a sink (receive until the sender's end of stream); a {workload} needs at least 1"
+    )]
+    ZeroCount {
+        /// The workload in force.
+        workload: &'static str,
     },
     /// The rendezvous path's directory does not exist.
     #[error(
@@ -435,11 +461,18 @@ impl RunArgs {
             Some(m) => m,
             None => default_memory_mib(queue_size),
         };
+        let workload = self.workload.unwrap_or(Workload::Stream);
+        let count = self.count.unwrap_or(DEFAULT_COUNT);
+        if count == 0 && workload != Workload::Sink {
+            return Err(UsageError::ZeroCount {
+                workload: workload.name(),
+            });
+        }
         Ok(Settings {
             name: self.name.clone(),
             spec: self.sharenet.clone(),
-            workload: self.workload.unwrap_or(Workload::Stream),
-            count: self.count.unwrap_or(DEFAULT_COUNT),
+            workload,
+            count,
             size: self.size.unwrap_or(DEFAULT_SIZE),
             notify: self.notify.unwrap_or(NotifyMode::EventIdx),
             writes: self.writes.unwrap_or(Writes::Nonblocking),
@@ -447,6 +480,7 @@ impl RunArgs {
             memory_mib,
             queue_size,
             timeout: Duration::from_secs_f64(self.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
+            reconnect: self.reconnect,
         })
     }
 
@@ -473,6 +507,8 @@ impl RunArgs {
             stats_json: self.stats_json.clone(),
             rx_delay: Duration::from_micros(self.rx_delay_us.unwrap_or(0)),
             quiet: self.quiet,
+            reconnect: s.reconnect,
+            timeout_given: self.timeout.is_some(),
         })
     }
 }
@@ -492,6 +528,36 @@ mod tests {
             parse_count("abc"),
             Err(ValueError::NotANumber { .. })
         ));
+    }
+
+    #[test]
+    fn count_zero_is_for_a_sink_only() {
+        assert_eq!(parse_run_count("0").unwrap(), 0);
+        let args = |w| RunArgs {
+            workload: Some(w),
+            count: Some(0),
+            ..RunArgs::default()
+        };
+        assert_eq!(args(Workload::Sink).settings().unwrap().count, 0);
+        for w in [Workload::Stream, Workload::Ping, Workload::Echo] {
+            let e = args(w).settings().unwrap_err().to_string();
+            assert!(e.contains("--count 0") && e.contains(w.name()), "{e}");
+        }
+    }
+
+    #[test]
+    fn reconnect_has_no_deadline_unless_a_timeout_is_given() {
+        let args = |reconnect, timeout| RunArgs {
+            sharenet: Some("unix:/tmp/sharenet-unit-unused".parse().unwrap()),
+            reconnect,
+            timeout,
+            ..RunArgs::default()
+        };
+        let limit = |a: RunArgs| a.resolve().unwrap().run_limit();
+        let default = Some(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS));
+        assert_eq!(limit(args(false, None)), default);
+        assert_eq!(limit(args(true, None)), None);
+        assert_eq!(limit(args(true, Some(5.0))), Some(Duration::from_secs(5)));
     }
 
     #[test]

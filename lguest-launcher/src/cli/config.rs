@@ -192,6 +192,8 @@ pub struct Settings {
     pub queue_size: u32,
     /// Bound on the whole run (connect included).
     pub timeout: Duration,
+    /// `--reconnect`: survive the peer leaving and wait for the next one.
+    pub reconnect: bool,
 }
 
 /// Everything one launcher run needs.
@@ -225,4 +227,18 @@ pub struct RunConfig {
     pub rx_delay: Duration,
     /// No progress output, no connect lines.
     pub quiet: bool,
+    /// `--reconnect` (`[net] reconnect`): when the peer leaves, keep the
+    /// guest and wait on the same path for the next peer.
+    pub reconnect: bool,
+    /// `--timeout` (or a profile's `timeout`) was given, not defaulted.
+    pub timeout_given: bool,
+}
+
+impl RunConfig {
+    /// The bound on the whole run: `--timeout`, except that a reconnecting
+    /// launcher waits for its next peer for ever unless a timeout was given
+    /// explicitly (`None`: no deadline).
+    pub fn run_limit(&self) -> Option<Duration> {
+        (!self.reconnect || self.timeout_given).then_some(self.timeout)
+    }
 }

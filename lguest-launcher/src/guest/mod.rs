@@ -11,6 +11,17 @@
 //! peer has consumed all of them; `sink` is done after COUNT intact frames; `ping`
 //! sends one frame at a time and times its echo; `echo` sends back each
 //! frame it receives; `idle` does nothing.
+//!
+//! # Across link generations (`--reconnect`)
+//! The guest outlives its peers: its rings, in-flight TX chains and
+//! counters stay put while the launcher waits for the next peer, whose
+//! copier resumes our TX ring where the last one left it. A sink or echo
+//! keeps one [`Sender`] record per peer launcher: a restarted sender is a
+//! new process with a new sequence, so gaps and duplicates are judged per
+//! sender. Which sender a frame came from is decided by its position in
+//! our RX used ring: [`Guest::link_up`] names the used index from which the
+//! new peer's frames start (the new copier starts exactly there), so frames
+//! of the old peer still waiting in the ring are not charged to the new one.
 
 pub mod frame;
 pub mod plan;
@@ -19,7 +30,7 @@ use crate::cli::config::Workload;
 use crate::guest::frame::{end_frame, verify, Pattern, Verdict};
 use crate::guest::plan::{Layout, BUF_SIZE, NET_HDR_LEN};
 use crate::memory::Region;
-use crate::stats::Stats;
+use crate::stats::{Sender, Stats};
 use crate::virtq::{DriverQueue, NotifyMode, RingError};
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
@@ -49,7 +60,6 @@ pub struct Guest {
     sent: u64,
     consumed: u64,
     received: u64,
-    next_expected: u64,
     ping_in_flight: Option<(u64, Instant)>,
     /// Ping round trips, ns: a fixed-size histogram, not a list.
     rtts: Histogram<u64>,
@@ -61,6 +71,18 @@ pub struct Guest {
     end_sent: bool,
     /// The peer's end-of-stream frame said it sent this many.
     peer_sent: Option<u64>,
+    /// `--reconnect`: more senders may come after one ends its stream.
+    reconnect: bool,
+    /// One record per sender, in the order they first sent (sink, echo).
+    senders: Vec<Sender>,
+    /// The peer whose frames we are reading now, and whether a frame of it
+    /// was out of sequence already (reported once).
+    sender: Option<(u32, bool)>,
+    /// Peers that connected, each with the RX used index its frames start at.
+    switches: VecDeque<(u16, u32)>,
+    /// Lines for the launcher to print (first frame of a sender, first
+    /// frame out of sequence).
+    notes: Vec<String>,
 }
 
 /// A sink that learned, from the sender's end-of-stream frame, that fewer
@@ -100,7 +122,6 @@ impl Guest {
             sent: 0,
             consumed: 0,
             received: 0,
-            next_expected: 0,
             ping_in_flight: None,
             rtts: crate::stats::rtt_histogram(),
             echo_queue: VecDeque::new(),
@@ -109,6 +130,11 @@ impl Guest {
             frame: vec![0u8; BUF_SIZE as usize],
             end_sent: false,
             peer_sent: None,
+            reconnect: false,
+            senders: Vec::new(),
+            sender: None,
+            switches: VecDeque::new(),
+            notes: Vec::new(),
         };
         while g.rx.num_free() > 0 {
             g.post_rx()?;
@@ -116,6 +142,102 @@ impl Guest {
         g.rx.publish()?;
         g.tx.set_interrupts(mode, false, 0)?;
         Ok(g)
+    }
+
+    /// `--reconnect`: a sender's end of stream does not end a sink that
+    /// counts (`--count N`); the next sender may bring the rest.
+    pub fn with_reconnect(mut self, on: bool) -> Self {
+        self.reconnect = on;
+        self
+    }
+
+    /// A new peer (`pid`) is linked; its frames start at our RX used index
+    /// `rx_from` (where its copier starts filling our RX ring).
+    pub fn link_up(&mut self, pid: u32, rx_from: u16) {
+        self.switches.push_back((rx_from, pid));
+    }
+
+    /// TX chains the peers have completed so far.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Pop every TX completion the peer has published (the link went down:
+    /// what it completed is final).
+    pub fn reap(&mut self) -> Result<(), RingError> {
+        while self.tx.pop_used()?.is_some() {
+            self.consumed += 1;
+        }
+        Ok(())
+    }
+
+    /// Lines to print since the last call.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Per-sender records (sink, echo).
+    pub fn senders(&self) -> &[Sender] {
+        &self.senders
+    }
+
+    /// Frames at our RX used index `at` and on come from the next peer.
+    fn switch_sender(&mut self) {
+        let at = self.rx.last_used();
+        while let Some(&(from, pid)) = self.switches.front() {
+            if from != at {
+                break;
+            }
+            self.switches.pop_front();
+            self.sender = Some((pid, false));
+        }
+    }
+
+    /// Account one intact data frame `seq` to the current sender; false
+    /// when it is out of sequence.
+    fn account_seq(&mut self, seq: u64) -> bool {
+        let pid = self.sender.map_or(0, |(p, _)| p);
+        let fresh = self.senders.last().is_none_or(|s| s.pid != pid);
+        if fresh {
+            self.senders.push(Sender {
+                pid,
+                first_seq: seq,
+                last_seq: seq,
+                received: 1,
+                gaps: 0,
+                duplicates: 0,
+            });
+            if self.workload == Workload::Sink || self.workload == Workload::Echo {
+                self.notes
+                    .push(format!("first frame from peer {pid}: seq {seq}"));
+            }
+            return true;
+        }
+        let Some(s) = self.senders.last_mut() else {
+            return true;
+        };
+        let next = s.last_seq.wrapping_add(1);
+        s.received += 1;
+        let in_order = seq == next;
+        if seq > next {
+            s.gaps += seq - next;
+        } else if seq < next {
+            s.duplicates += 1;
+        }
+        if seq >= next {
+            s.last_seq = seq;
+        }
+        if !in_order {
+            if let Some((_, told)) = &mut self.sender {
+                if !*told {
+                    *told = true;
+                    self.notes.push(format!(
+                        "frame from peer {pid} out of sequence: expected seq {next}, got {seq}"
+                    ));
+                }
+            }
+        }
+        in_order
     }
 
     fn rx_slot(&self, id: u16) -> u64 {
@@ -155,8 +277,10 @@ impl Guest {
         }
         // Receive.
         let mut reposted = false;
-        // A sink takes exactly COUNT: what arrives after stays in the ring.
-        while !(self.workload == Workload::Sink && self.received >= self.count) {
+        // A sink takes exactly COUNT: what arrives after stays in the ring
+        // (`--count 0`: everything, until the end of stream).
+        while !(self.workload == Workload::Sink && self.count > 0 && self.received >= self.count) {
+            self.switch_sender();
             let Some((id, len)) = self.rx.pop_used()? else {
                 break;
             };
@@ -261,6 +385,11 @@ impl Guest {
         !self.end_sent
     }
 
+    /// What this guest does.
+    pub fn workload(&self) -> Workload {
+        self.workload
+    }
+
     /// The peer said it finished (its end-of-stream frame arrived).
     pub fn peer_finished(&self) -> bool {
         self.peer_sent.is_some()
@@ -269,6 +398,10 @@ impl Guest {
     /// The sender's end-of-stream frame said fewer frames will come than a
     /// sink waits for.
     pub fn shortfall(&self) -> Option<Shortfall> {
+        if self.reconnect || self.count == 0 {
+            // Another sender may bring the rest; `--count 0` expects none.
+            return None;
+        }
         let peer_sent = self.peer_sent?;
         (self.workload == Workload::Sink && self.received < self.count).then_some(Shortfall {
             received: self.received,
@@ -301,6 +434,9 @@ impl Guest {
             if self.echoed + (self.echo_queue.len() as u64) < self.count {
                 let mut f = vec![0u8; flen];
                 self.mem.read("rx frame", at, &mut f)?;
+                if let Verdict::Good(seq) = verify(&f) {
+                    self.account_seq(seq);
+                }
                 self.echo_queue.push_back(f);
                 stats.packets_received += 1;
                 stats.bytes_received += flen as u64;
@@ -315,10 +451,12 @@ impl Guest {
                 stats.peer_sent = Some(sent);
             }
             Verdict::Good(seq) => {
-                if seq != self.next_expected {
+                // In sequence per sender: a restarted sender starts anew,
+                // and a sink that joins a stream midway starts where the
+                // last receiver stopped.
+                if !self.account_seq(seq) {
                     stats.out_of_order += 1;
                 }
-                self.next_expected = seq + 1;
                 self.received += 1;
                 stats.packets_received += 1;
                 stats.bytes_received += flen as u64;
@@ -340,8 +478,13 @@ impl Guest {
             // Our end-of-stream frame is out; the peer need not take it.
             Workload::Stream => self.end_sent && self.consumed >= self.count,
             // Everything asked for, or the sender said nothing more comes.
+            // `--count 0`: until the sender's end of stream.
+            Workload::Sink if self.count == 0 => self.peer_sent.is_some(),
+            // With `--reconnect` one sender's end of stream is not the end:
+            // the next sender may bring the rest.
             Workload::Sink => {
-                self.received >= self.count || self.peer_sent.is_some_and(|n| self.received >= n)
+                self.received >= self.count
+                    || (!self.reconnect && self.peer_sent.is_some_and(|n| self.received >= n))
             }
             Workload::Ping => self.rtts.len() >= self.count,
             Workload::Echo => self.echoed >= self.count && self.tx.in_flight() == 0,
@@ -401,10 +544,17 @@ impl Guest {
         // from the sender's end-of-stream frame; without one (the sender was
         // killed) `lost` stays 0 and `missing` says what did not arrive.
         match self.workload {
+            Workload::Sink if self.count == 0 => {
+                // Lost: what the last sender said it sent from the first
+                // frame we had of it on, minus what we had of it.
+                if let (Some(sent), Some(s)) = (self.peer_sent, self.senders.last()) {
+                    stats.lost = sent.saturating_sub(s.first_seq).saturating_sub(s.received);
+                }
+            }
             Workload::Sink => {
                 stats.expected = self.count;
                 stats.missing = self.count.saturating_sub(self.received);
-                if let Some(sent) = self.peer_sent {
+                if let (Some(sent), false) = (self.peer_sent, self.reconnect) {
                     stats.lost = sent.saturating_sub(self.received);
                     stats.not_sent = self.count.saturating_sub(sent);
                 }
@@ -419,6 +569,7 @@ impl Guest {
             _ => {}
         }
         stats.set_rtts(&self.rtts);
+        stats.senders = self.senders.clone();
     }
 }
 

@@ -62,6 +62,19 @@ impl DeviceQueue {
         (self.last_avail, self.next_used)
     }
 
+    /// The used index as published in the ring: how far a device side
+    /// that served this ring before us got (a restarted peer's copier, a
+    /// backend before a reconnect). Read from shared memory; only ever a
+    /// starting point, as [`DeviceQueue::pending`] checks every avail index
+    /// against it.
+    pub fn published_used(&self) -> Result<u16, RingError> {
+        // Acquire: pairs with the release store of the device side that
+        // published it (the entries before it are complete).
+        Ok(self
+            .mem
+            .load_u16("used idx", self.off.used_idx(), Ordering::Acquire)?)
+    }
+
     /// How many chains the driver has made available that we have not
     /// taken. A jump of more than the queue size is an impossible state.
     pub fn pending(&self) -> Result<u16, RingError> {

@@ -236,6 +236,11 @@ pub(crate) fn string<'v>(v: &'v Value, what: &str) -> Result<&'v str, Problem> {
         .ok_or_else(|| Problem::Type(format!("a string ({what})")))
 }
 
+pub(crate) fn boolean(v: &Value) -> Result<bool, Problem> {
+    v.as_bool()
+        .ok_or_else(|| Problem::Type("true or false".into()))
+}
+
 pub(crate) fn seconds(v: &Value) -> Result<f64, Problem> {
     match v {
         Value::Float(f) => Ok(*f),

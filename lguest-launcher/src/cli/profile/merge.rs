@@ -62,6 +62,15 @@ pub fn merge(flags: &RunArgs, profile: Option<(&Path, &Profile)>) -> Merged {
     take!("net", "notify", notify, p.net.notify);
     take!("net", "writes", writes, p.net.writes);
     take!("net", "wait", wait, p.net.wait);
+    let src = match (a.reconnect, p.net.reconnect) {
+        (true, _) => Source::Flag,
+        (false, Some(on)) => {
+            a.reconnect = on;
+            Source::Profile
+        }
+        (false, None) => Source::Default,
+    };
+    sources.push(("net", "reconnect", src));
     take!("workload", "kind", workload, p.workload.kind);
     take!("workload", "count", count, p.workload.count);
     take!("workload", "size", size, p.workload.size);
@@ -80,7 +89,7 @@ impl Merged {
     /// output is itself a valid profile that freezes nothing by accident.
     pub fn to_toml(&self, s: &Settings) -> String {
         let q = |s: &str| Some(Value::String(s.to_string()).to_string());
-        let rows: [(&str, &str, Option<String>); 11] = [
+        let rows: [(&str, &str, Option<String>); 12] = [
             ("guest", "name", s.name.as_deref().and_then(q)),
             ("guest", "memory_mib", Some(s.memory_mib.to_string())),
             ("guest", "queue_size", Some(s.queue_size.to_string())),
@@ -92,6 +101,7 @@ impl Merged {
             ("net", "notify", q(s.notify.name())),
             ("net", "writes", q(s.writes.name())),
             ("net", "wait", q(s.wait.name())),
+            ("net", "reconnect", Some(s.reconnect.to_string())),
             ("workload", "kind", q(s.workload.name())),
             ("workload", "count", Some(s.count.to_string())),
             ("workload", "size", Some(s.size.to_string())),

@@ -16,7 +16,7 @@
 
 use crate::cli::config::{Settings, Spec, SpecError, Wait, Workload, Writes};
 use crate::cli::{
-    check_count, check_memory, check_queue_size, check_secs, check_size, RunArgs, ValueError,
+    check_memory, check_queue_size, check_run_count, check_secs, check_size, RunArgs, ValueError,
 };
 use crate::virtq::NotifyMode;
 use clap::ValueEnum;
@@ -28,7 +28,10 @@ use toml::{Spanned, Value};
 /// writes them.
 const SECTIONS: [(&str, &[&str]); 3] = [
     ("guest", &["name", "memory_mib", "queue_size"]),
-    ("net", &["sharenet", "notify", "writes", "wait"]),
+    (
+        "net",
+        &["sharenet", "notify", "writes", "wait", "reconnect"],
+    ),
     ("workload", &["kind", "count", "size", "timeout"]),
 ];
 
@@ -73,6 +76,8 @@ pub struct NetSection {
     pub writes: Option<Writes>,
     /// Idle behaviour.
     pub wait: Option<Wait>,
+    /// Survive the peer leaving (`--reconnect`).
+    pub reconnect: Option<bool>,
 }
 
 /// `[workload]`
@@ -104,7 +109,7 @@ mod merge;
 #[cfg(test)]
 mod tests;
 
-use error::{choice, integer, seconds, string};
+use error::{boolean, choice, integer, seconds, string};
 use error::{describe, Problem};
 pub use error::{Location, ProfileError, ValueProblem};
 pub use merge::{merge, Merged, Source};
@@ -229,8 +234,9 @@ impl Profile {
             ("net", "notify") => n.notify = Some(choice(v)?),
             ("net", "writes") => n.writes = Some(choice(v)?),
             ("net", "wait") => n.wait = Some(choice(v)?),
+            ("net", "reconnect") => n.reconnect = Some(boolean(v)?),
             ("workload", "kind") => w.kind = Some(choice(v)?),
-            ("workload", "count") => w.count = Some(check_count(integer(v, "packets")?)?),
+            ("workload", "count") => w.count = Some(check_run_count(integer(v, "packets")?)?),
             ("workload", "size") => w.size = Some(check_size(integer(v, "bytes")?)?),
             ("workload", "timeout") => w.timeout = Some(check_secs(seconds(v)?)?),
             _ => return Ok(false),

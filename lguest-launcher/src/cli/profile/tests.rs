@@ -160,7 +160,9 @@ fn out_of_range_values_name_key_and_range() {
             "[workload]\nsize = 100000\n",
             "2:1: [workload] size: 100000 is out of range; expected 16..=65535",
         ),
-        ("[workload]\ncount = 0\n", "[workload] count"),
+        // 0 is a sink's "until the end of stream"; the workload decides
+        // later (see `count_zero_in_a_profile_is_for_a_sink_only`).
+        ("[workload]\ncount = -1\n", "[workload] count"),
         ("[workload]\ntimeout = -1.0\n", "[workload] timeout"),
         (
             "[net]\nsharenet = \"bogus:/x\"\n",
@@ -221,4 +223,30 @@ fn printed_config_freezes_neither_name_nor_missing_sharenet() {
     assert!(!text.contains("guest-"), "{text}");
     let p = parse(&text).unwrap();
     assert!(p.guest.name.is_none() && p.net.sharenet.is_none());
+}
+
+#[test]
+fn count_zero_in_a_profile_is_for_a_sink_only() {
+    let sink = parse("[workload]\nkind = \"sink\"\ncount = 0\n").unwrap();
+    let m = merge(&RunArgs::default(), Some((Path::new("p.toml"), &sink)));
+    assert_eq!(m.args.settings().unwrap().count, 0);
+    let stream = parse("[workload]\nkind = \"stream\"\ncount = 0\n").unwrap();
+    let m = merge(&RunArgs::default(), Some((Path::new("p.toml"), &stream)));
+    let e = m.args.settings().unwrap_err().to_string();
+    assert!(e.contains("count = 0") && e.contains("stream"), "{e}");
+}
+
+#[test]
+fn reconnect_comes_from_net_section() {
+    let p = parse("[net]\nreconnect = true\n").unwrap();
+    let m = merge(&RunArgs::default(), Some((Path::new("p.toml"), &p)));
+    assert!(m.args.settings().unwrap().reconnect);
+    let text = m.to_toml(&m.args.settings().unwrap());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("reconnect = true") && l.ends_with("# profile p.toml")),
+        "{text}"
+    );
+    let e = parse("[net]\nreconnect = \"yes\"\n").unwrap_err();
+    assert!(e.contains("[net] reconnect"), "{e}");
 }
