@@ -18,7 +18,7 @@
 //!    memory plan; [`vhost_user`] — a real QEMU VM in its place.
 //! 7. [`run`] — one launcher run wiring all of it; [`stats`] — what it
 //!    reports.
-//! 8. [`cli`], [`demo`], [`bench`], [`progress`] — the user-facing parts.
+//! 8. [`cli`], [`demo`], [`bench`](mod@bench), [`progress`] — the user-facing parts.
 
 pub mod bench;
 pub mod cli;

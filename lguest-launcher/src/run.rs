@@ -1,7 +1,7 @@
 //! One launcher run: memory, rendezvous, then the wait loop.
 //!
 //! The synthetic guest and the copier run to completion in one thread, as
-//! DPDK's virtio-user polls its own device: each turn ([`Synthetic`]'s
+//! DPDK's virtio-user polls its own device: each turn (`Synthetic`'s
 //! [`Device::turn`]) the guest does what it can (reap, receive, send) and
 //! the copier pulls what the peer offers. When neither made progress the
 //! one wait loop ([`crate::wait`]) idles as `--wait` says.
@@ -330,7 +330,7 @@ pub fn account<T: Transport>(
 ///    first link: its notification mode (which suppression fields it
 ///    maintains), and the queue and memory size of its peer. A peer that
 ///    offers less or differs is refused with both values named
-///    ([`LinkTerms::check`]), and we keep waiting.
+///    (`LinkTerms::check`), and we keep waiting.
 pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats, RunError> {
     let start = Instant::now();
     let stats = Stats {

@@ -74,8 +74,8 @@
 //!   ring is impossible, or the VM changes its memory or rings under a live
 //!   link: `error: ...`, exit 1.
 //!
-//! The files: [`backend`] speaks vhost-user (rust-vmm's backend trait),
-//! [`link`] meets the peer and runs the data path through the one wait loop
+//! The files: `backend.rs` speaks vhost-user (rust-vmm's backend trait),
+//! `establish.rs` and `link.rs` meets the peer and runs the data path through the one wait loop
 //! ([`crate::wait`]), `qemu72_relay` works around QEMU 7.2's message order.
 
 mod backend;

@@ -4,7 +4,7 @@
 //! toml parses the text into tables whose every key and value carries its
 //! byte span ([`toml::Spanned`]), then each key is checked against the
 //! sections we know and each value against the same checks the flags use
-//! ([`check_count`], [`check_queue_size`], ...). A refusal is a
+//! (`check_count`, `check_queue_size`, ...). A refusal is a
 //! [`ProfileError`] that names the file, line and column (from the span),
 //! the section and key, and what is allowed, e.g.
 //!
