@@ -50,6 +50,14 @@ pub enum RunError {
         /// What it wrote.
         err: RingError,
     },
+    /// `--cpu N`: the kernel refused to pin the busy thread there.
+    #[error("--cpu {cpu}: cannot pin the launcher's thread: {source}")]
+    Pin {
+        /// The CPU asked for.
+        cpu: usize,
+        /// What `sched_setaffinity` said.
+        source: nix::Error,
+    },
     /// `--timeout` passed before the workload finished.
     #[error("timed out after {0:.1} s before the workload finished")]
     Timeout(f64),
@@ -308,10 +316,14 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         notify: cfg.notify.name().into(),
         writes: cfg.writes.name().into(),
         wait: cfg.wait.name().into(),
+        payload: cfg.payload.name().into(),
         size: cfg.size,
         ..Stats::default()
     };
     *lock(shared) = stats.clone();
+    if let Some(cpu) = cfg.cpu {
+        pin_this_thread(cpu)?;
+    }
 
     let layout = Layout::plan(cfg.queue_size);
     let mem = GuestMemory::create(&cfg.name, cfg.memory_mib << 20)?;
@@ -392,6 +404,7 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         layout,
         mode,
         cfg.workload,
+        cfg.payload,
         cfg.count,
         cfg.size,
         cfg.rx_delay,
@@ -498,6 +511,17 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     };
     *lock(shared) = stats.clone();
     result.map(|_| stats)
+}
+
+/// `--cpu N`: pin the calling thread — the one that runs the guest, the
+/// copier and the wait loop — to `cpu`. Only this thread: the watchdog and
+/// progress threads, started before, keep the whole machine.
+pub fn pin_this_thread(cpu: usize) -> Result<(), RunError> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    set.set(cpu)
+        .and_then(|()| sched_setaffinity(nix::unistd::Pid::from_raw(0), &set))
+        .map_err(|source| RunError::Pin { cpu, source })
 }
 
 /// A synthetic guest and its copier, as the wait loop drives them.

@@ -39,6 +39,8 @@ pub struct Stats {
     pub writes: String,
     /// Wait mode.
     pub wait: String,
+    /// `verify` (full pattern and checksum) or `stamp` (header only).
+    pub payload: String,
     /// Frame size (bytes) for sending workloads.
     pub size: u32,
     /// Packets our guest put on its TX ring.
