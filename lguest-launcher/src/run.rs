@@ -430,7 +430,18 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         .set_notifications(cfg.wait != Wait::Spin)
         .map_err(|e| dev.copy_err(e))?;
 
-    let result = WaitLoop::new(cfg.wait).run(&mut dev).map(|_| ());
+    // What a wake-up costs here, over a channel of this kind: the adaptive
+    // spin starts from it (see `wait`), the stats report it.
+    let probe = crate::wakeup::probe(cfg.spec.kind, cfg.cpu);
+    dev.stats.set_wakeups(&probe.hist);
+    let mut waiter = WaitLoop::calibrated(cfg.wait, probe.median());
+    let result = waiter.run(&mut dev).map(|_| ());
+    let counters = waiter.counters();
+    dev.stats.spin_hits = counters.spin_hits;
+    dev.stats.sleeps = counters.sleeps;
+    if cfg.wait == Wait::Adaptive {
+        dev.stats.spin_budget_us = Some(waiter.spin_budget().get().as_secs_f64() * 1e6);
+    }
     // A signal may surface as a transport error (an interrupted poll).
     let result = match (result, transport::interrupted()) {
         (Err(_), Some(sig)) => Err(RunError::Interrupted(sig)),
