@@ -33,6 +33,10 @@
 //! * a spin hit late in the budget (`g > budget/2`): grow by 1/4 — work
 //!   comes near the edge, a little more margin keeps it a hit;
 //! * a spin hit early: keep the budget;
+//! * a sleep that ended in work sooner than a wake-up from another CPU can
+//!   arrive (slept less than `W/2`): halve — the work was waiting for *our*
+//!   CPU (the peer shares it, or the machine is overloaded), so our spin
+//!   delayed the very work it waited for;
 //! * a sleep whose work came just after the budget (`g - W <= 2 budget`):
 //!   grow by 1/2 — a longer spin would have saved a wake-up;
 //! * a sleep whose work came long after (`g - W > 2 budget`), or never:
@@ -174,10 +178,12 @@ impl SpinBudget {
     }
 
     /// An idle period ended in work after a sleep, `gap` after it began
-    /// (spin, sleep and wake-up included).
-    pub fn slept(&mut self, gap: Duration) {
+    /// (spin, sleep and wake-up included), of which `asleep` in the sleep.
+    pub fn slept(&mut self, gap: Duration, asleep: Duration) {
         let arrival = gap.saturating_sub(self.wakeup);
-        if arrival <= self.budget * 2 {
+        if asleep < self.wakeup / 2 {
+            self.set(self.budget / 2);
+        } else if arrival <= self.budget * 2 {
             self.set(self.budget + self.budget / 2);
         } else {
             self.set(self.budget - self.budget / 4);
@@ -201,8 +207,9 @@ pub struct WaitLoop {
     policy: Wait,
     spin: SpinBudget,
     idle_since: Option<Instant>,
-    /// The current idle period went to sleep (its end is not a spin hit).
-    slept: bool,
+    /// The current idle period went to sleep at this time (its end is not
+    /// a spin hit).
+    slept: Option<Instant>,
     last_tick: Option<Instant>,
     turns: u32,
     counters: WaitCounters,
@@ -222,7 +229,7 @@ impl WaitLoop {
             policy,
             spin: SpinBudget::calibrated(wakeup),
             idle_since: None,
-            slept: false,
+            slept: None,
             last_tick: None,
             turns: 0,
             counters: WaitCounters::default(),
@@ -262,8 +269,8 @@ impl WaitLoop {
             if busy {
                 if let Some(since) = self.idle_since.take() {
                     let gap = now.duration_since(since);
-                    if std::mem::take(&mut self.slept) {
-                        self.spin.slept(gap);
+                    if let Some(asleep_at) = self.slept.take() {
+                        self.spin.slept(gap, now.duration_since(asleep_at));
                     } else {
                         self.counters.spin_hits += 1;
                         self.spin.spin_hit(gap);
@@ -277,7 +284,9 @@ impl WaitLoop {
                 Wait::Sleep => false,
                 // After one sleep the period is a sleeping one: no new spin
                 // until work comes (a timed-out sleep sleeps again).
-                Wait::Adaptive => !self.slept && now.duration_since(since) < self.spin.get(),
+                Wait::Adaptive => {
+                    self.slept.is_none() && now.duration_since(since) < self.spin.get()
+                }
             };
             if spin_more {
                 std::hint::spin_loop();
@@ -285,7 +294,7 @@ impl WaitLoop {
             }
             if !rearm_and_recheck(dev)? {
                 self.counters.sleeps += 1;
-                self.slept = true;
+                self.slept.get_or_insert(now);
                 if dev.sleep(MAX_SLEEP)? == Slept::Yield {
                     return Ok(Exit::Yielded);
                 }
@@ -441,7 +450,7 @@ mod tests {
         let mut last = b.get();
         // An idle link: every period sleeps and work comes 10 ms later.
         for _ in 0..100 {
-            b.slept(Duration::from_millis(10));
+            b.slept(Duration::from_millis(10), Duration::from_millis(10));
             assert!(b.get() <= last, "never grows on long sleeps");
             last = b.get();
         }
@@ -453,7 +462,10 @@ mod tests {
         let mut b = SpinBudget::calibrated(W);
         let before = b.get();
         // Work came 5 µs after the budget ran out (plus the wake-up).
-        b.slept(before + Duration::from_micros(5) + W);
+        b.slept(
+            before + Duration::from_micros(5) + W,
+            Duration::from_micros(5) + W,
+        );
         assert!(b.get() > before, "{:?} -> {:?}", before, b.get());
         // Hits late in the budget grow it too; early hits leave it.
         let mid = b.get();
@@ -464,11 +476,21 @@ mod tests {
     }
 
     #[test]
+    fn spin_budget_halves_when_the_work_waited_for_our_cpu() {
+        let mut b = SpinBudget::calibrated(W);
+        let before = b.get();
+        // Work right after the budget, but the sleep was shorter than a
+        // cross-CPU wake-up: the peer ran on our CPU once we stopped.
+        b.slept(before + Duration::from_micros(3), Duration::from_micros(3));
+        assert_eq!(b.get(), before / 2);
+    }
+
+    #[test]
     fn spin_budget_is_bounded_above() {
         let mut b = SpinBudget::calibrated(W);
         for _ in 0..100 {
             let g = b.get();
-            b.slept(g + W);
+            b.slept(g + W, W);
             b.spin_hit(b.get());
         }
         assert_eq!(b.get(), W * 8, "capped at 8 wake-ups");

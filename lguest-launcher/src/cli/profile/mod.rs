@@ -9,7 +9,7 @@
 //! the section and key, and what is allowed, e.g.
 //!
 //! ```text
-//! profiles/left.toml:4:1: unknown key `bogus_key` in [guest]; expected one of name, memory_mib, queue_size
+//! profiles/left.toml:4:1: unknown key `bogus_key` in [guest]; expected one of name, memory_mib, queue_size, cpu
 //! profiles/left.toml:3:1: [guest] memory_mib: expected an integer (MiB), got the string "64"
 //! profiles/left.toml:5:2: unknown section `nett`; expected one of guest, net, workload
 //! ```
