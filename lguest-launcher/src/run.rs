@@ -14,7 +14,7 @@
 use crate::cli::config::{RunConfig, Wait, Workload, Writes};
 use crate::copier::{Copier, CopyError, DropReason, Event, Outcome};
 use crate::guest::plan::Layout;
-use crate::guest::{Guest, Shortfall};
+use crate::guest::{Guest, Shortfall, Work};
 use crate::link::{dispatch, PairMark, RefusalNote, WithTransport};
 use crate::memory::{map_peer, GuestMap, GuestMemory};
 use crate::stats::Stats;
@@ -403,11 +403,13 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         mem.region().clone(),
         layout,
         mode,
-        cfg.workload,
-        cfg.payload,
-        cfg.count,
-        cfg.size,
-        cfg.rx_delay,
+        Work {
+            workload: cfg.workload,
+            payload: cfg.payload,
+            count: cfg.count,
+            size: cfg.size,
+            rx_delay: cfg.rx_delay,
+        },
     )
     .map_err(ring_err)?;
     let own_map = GuestMap::identity(mem.region().clone());

@@ -72,6 +72,21 @@ pub struct Guest {
     peer_sent: Option<u64>,
 }
 
+/// What a synthetic guest is asked to do.
+#[derive(Clone, Copy, Debug)]
+pub struct Work {
+    /// The workload.
+    pub workload: Workload,
+    /// Full payloads or stamps.
+    pub payload: Payload,
+    /// `--count`.
+    pub count: u64,
+    /// Frame size in bytes.
+    pub size: u32,
+    /// Per-packet delay in the receiving guest (a slow sink, for tests).
+    pub rx_delay: Duration,
+}
+
 /// A sink that learned, from the sender's end-of-stream frame, that fewer
 /// frames than it waits for will ever come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,12 +105,15 @@ impl Guest {
         mem: Region,
         layout: Layout,
         mode: NotifyMode,
-        workload: Workload,
-        payload: Payload,
-        count: u64,
-        size: u32,
-        rx_delay: Duration,
+        work: Work,
     ) -> Result<Self, RingError> {
+        let Work {
+            workload,
+            payload,
+            count,
+            size,
+            rx_delay,
+        } = work;
         let tx = DriverQueue::new(mem.clone(), &layout.tx);
         let rx = DriverQueue::new(mem.clone(), &layout.rx);
         let mut g = Guest {
