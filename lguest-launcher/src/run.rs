@@ -325,6 +325,12 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         pin_this_thread(cpu)?;
     }
 
+    // What a wake-up costs here, over a channel of this kind: the adaptive
+    // spin starts from it (see `wait`), the stats report it. Measured
+    // before the rendezvous, so the peer never waits on it: a peer that
+    // publishes at once finds us polling.
+    let probe = crate::wakeup::probe(cfg.spec.kind, cfg.cpu);
+
     let layout = Layout::plan(cfg.queue_size);
     let mem = GuestMemory::create(&cfg.name, cfg.memory_mib << 20)?;
     let local = Handshake::new(
@@ -432,9 +438,6 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         .set_notifications(cfg.wait != Wait::Spin)
         .map_err(|e| dev.copy_err(e))?;
 
-    // What a wake-up costs here, over a channel of this kind: the adaptive
-    // spin starts from it (see `wait`), the stats report it.
-    let probe = crate::wakeup::probe(cfg.spec.kind, cfg.cpu);
     dev.stats.set_wakeups(&probe.hist);
     let mut waiter = WaitLoop::calibrated(cfg.wait, probe.median());
     let result = waiter.run(&mut dev).map(|_| ());
