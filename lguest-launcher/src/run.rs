@@ -14,7 +14,7 @@
 use crate::cli::config::{RunConfig, Wait, Workload, Writes};
 use crate::copier::{Copier, CopyError, DropReason, Event, Outcome};
 use crate::guest::plan::Layout;
-use crate::guest::{Guest, Shortfall};
+use crate::guest::{Guest, Shortfall, Work};
 use crate::link::{dispatch, PairMark, RefusalNote, WithTransport};
 use crate::memory::{map_peer, GuestMap, GuestMemory};
 use crate::stats::Stats;
@@ -49,6 +49,14 @@ pub enum RunError {
         pid: u32,
         /// What it wrote.
         err: RingError,
+    },
+    /// `--cpu N`: the kernel refused to pin the busy thread there.
+    #[error("--cpu {cpu}: cannot pin the launcher's thread: {source}")]
+    Pin {
+        /// The CPU asked for.
+        cpu: usize,
+        /// What `sched_setaffinity` said.
+        source: nix::Error,
     },
     /// `--timeout` passed before the workload finished.
     #[error("timed out after {0:.1} s before the workload finished")]
@@ -339,19 +347,32 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         notify: cfg.notify.name().into(),
         writes: cfg.writes.name().into(),
         wait: cfg.wait.name().into(),
+        payload: cfg.payload.name().into(),
         size: cfg.size,
         ..Stats::default()
     };
     *lock(shared) = stats.clone();
+    if let Some(cpu) = cfg.cpu {
+        pin_this_thread(cpu)?;
+    }
+
+    // What a wake-up costs here, over a channel of this kind: the adaptive
+    // spin starts from it (see `wait`), the stats report it. Measured
+    // before the rendezvous, so the peer never waits on it: a peer that
+    // publishes at once finds us polling.
+    let probe = crate::wakeup::probe(cfg.spec.kind, cfg.cpu);
 
     let layout = Layout::plan(cfg.queue_size);
     let mem = GuestMemory::create(&cfg.name, cfg.memory_mib << 20)?;
     if !cfg.quiet {
         eprintln!("[{}] waiting for peer on {} ...", cfg.name, cfg.spec);
     }
+    let mut stats = stats;
+    stats.set_wakeups(&probe.hist);
     let mut session = Session {
         cfg,
         shared,
+        wake: probe.median(),
         stats,
         guest: None,
         generation: 0,
@@ -490,6 +511,8 @@ fn connect<T: Transport>(
 /// One launcher run across its link generations: what outlives a link.
 struct Session<'a> {
     cfg: &'a RunConfig,
+    /// One-way wake-up cost measured at start (calibrates `adaptive`).
+    wake: Duration,
     shared: &'a SharedStats,
     stats: Stats,
     /// Built at the first link (it needs the negotiated notify mode).
@@ -590,10 +613,13 @@ impl Session<'_> {
                     mem.region().clone(),
                     layout,
                     mode,
-                    cfg.workload,
-                    cfg.count,
-                    cfg.size,
-                    cfg.rx_delay,
+                    Work {
+                        workload: cfg.workload,
+                        payload: cfg.payload,
+                        count: cfg.count,
+                        size: cfg.size,
+                        rx_delay: cfg.rx_delay,
+                    },
                 )
                 .map_err(ring_err)?
                 .with_reconnect(cfg.reconnect),
@@ -630,7 +656,7 @@ impl Session<'_> {
                     .map(|down| Outage { down, up: up_at }),
                 consumed_at_up,
             };
-            let result = dev.drive(cfg.wait);
+            let result = dev.drive(cfg.wait, self.wake);
             let (guest, copier, stats, result) = dev.end(result);
             self.rx_state = copier.rx_state();
             // The link ends here: the transport and the peer's mapping go
@@ -726,6 +752,17 @@ impl Outage {
     }
 }
 
+/// `--cpu N`: pin the calling thread — the one that runs the guest, the
+/// copier and the wait loop — to `cpu`. Only this thread: the watchdog and
+/// progress threads, started before, keep the whole machine.
+pub fn pin_this_thread(cpu: usize) -> Result<(), RunError> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    set.set(cpu)
+        .and_then(|()| sched_setaffinity(nix::unistd::Pid::from_raw(0), &set))
+        .map_err(|source| RunError::Pin { cpu, source })
+}
+
 /// A synthetic guest and its copier for one link generation, as the wait
 /// loop drives them.
 struct Synthetic<'a, T: Transport> {
@@ -777,17 +814,27 @@ impl<'a, T: Transport> Synthetic<'a, T> {
     }
 
     /// Run this link until the workload is done or the link fails.
-    fn drive(&mut self, wait: Wait) -> Result<(), RunError> {
+    fn drive(&mut self, wait: Wait, wake: Duration) -> Result<(), RunError> {
         // Start "awake" (the peer kicks us until we first go idle), except
         // when spinning: then we never want a kick.
         self.copier
             .set_notifications(wait != Wait::Spin)
             .map_err(|e| self.copy_err(e))?;
-        WaitLoop::new(wait).run(self).map(|_| ())
+        let mut waiter = WaitLoop::calibrated(wait, wake);
+        let result = waiter.run(self).map(|_| ());
+        // Counters add up across link generations.
+        let counters = waiter.counters();
+        self.stats.spin_hits += counters.spin_hits;
+        self.stats.sleeps += counters.sleeps;
+        if wait == Wait::Adaptive {
+            self.stats.spin_budget_us = Some(waiter.spin_budget().get().as_secs_f64() * 1e6);
+        }
+        result
     }
 
     /// Wind the link down after [`Synthetic::drive`]: announce our end
-    /// when we leave cleanly (or are interrupted), take what a departed peer left in its ring,
+    /// when we leave cleanly (or are interrupted), take what a departed
+    /// peer left in its ring,
     /// and hand back the parts.
     fn end(
         mut self,
