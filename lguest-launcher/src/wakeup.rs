@@ -26,7 +26,7 @@ use nix::unistd::{pipe2, read, write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// Round trips measured (after [`WARMUP`]).
+/// Round trips measured (after `WARMUP`).
 pub const ROUNDS: u32 = 32;
 /// Round trips not recorded: the first wake-ups pay for page faults and
 /// cold caches.
