@@ -10,8 +10,10 @@
 mod args;
 pub mod config;
 pub mod profile;
+mod values;
 
 pub use args::*;
+pub use values::*;
 
 use config::RunConfig;
 

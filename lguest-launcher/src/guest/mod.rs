@@ -32,6 +32,12 @@
 pub mod frame;
 pub mod plan;
 
+mod ending;
+mod io;
+mod senders;
+
+use io::send_frame;
+
 use crate::cli::config::{Payload, Workload};
 use crate::guest::frame::{
     check_stamp, end_frame, header_seq, stamp, verify, Pattern, Verdict, END_SEQ, FRAME_HDR,
@@ -183,153 +189,6 @@ impl Guest {
         self
     }
 
-    /// A new peer (`pid`) is linked; its frames start at our RX used index
-    /// `rx_from` (where its copier starts filling our RX ring).
-    pub fn link_up(&mut self, pid: u32, rx_from: u16) {
-        self.switches.push_back((rx_from, pid));
-    }
-
-    /// TX chains the peers have completed so far.
-    pub fn consumed(&self) -> u64 {
-        self.consumed
-    }
-
-    /// Pop every TX completion the peer has published (the link went down:
-    /// what it completed is final).
-    pub fn reap(&mut self) -> Result<(), RingError> {
-        while self.tx.pop_used()?.is_some() {
-            self.consumed += 1;
-        }
-        Ok(())
-    }
-
-    /// Lines to print since the last call.
-    pub fn take_notes(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.notes)
-    }
-
-    /// Per-sender records (sink, echo).
-    pub fn senders(&self) -> &[Sender] {
-        &self.senders
-    }
-
-    /// Frames at our RX used index `at` and on come from the next peer.
-    fn switch_sender(&mut self) {
-        let at = self.rx.last_used();
-        while let Some(&(from, pid)) = self.switches.front() {
-            if from != at {
-                break;
-            }
-            self.switches.pop_front();
-            self.sender = Some((pid, false));
-        }
-    }
-
-    /// Account one intact data frame `seq` to the current sender; false
-    /// when it is out of sequence.
-    fn account_seq(&mut self, seq: u64) -> bool {
-        let pid = self.sender.map_or(0, |(p, _)| p);
-        let fresh = self.senders.last().is_none_or(|s| s.pid != pid);
-        if fresh {
-            self.senders.push(Sender {
-                pid,
-                first_seq: seq,
-                last_seq: seq,
-                received: 1,
-                gaps: 0,
-                duplicates: 0,
-            });
-            if self.workload == Workload::Sink || self.workload == Workload::Echo {
-                self.notes
-                    .push(format!("first frame from peer {pid}: seq {seq}"));
-            }
-            return true;
-        }
-        let Some(s) = self.senders.last_mut() else {
-            return true;
-        };
-        let next = s.last_seq.wrapping_add(1);
-        s.received += 1;
-        let in_order = seq == next;
-        if seq > next {
-            s.gaps += seq - next;
-        } else if seq < next {
-            s.duplicates += 1;
-        }
-        if seq >= next {
-            s.last_seq = seq;
-        }
-        if !in_order {
-            if let Some((_, told)) = &mut self.sender {
-                if !*told {
-                    *told = true;
-                    self.notes.push(format!(
-                        "frame from peer {pid} out of sequence: expected seq {next}, got {seq}"
-                    ));
-                }
-            }
-        }
-        in_order
-    }
-
-    fn rx_slot(&self, id: u16) -> u64 {
-        self.layout.rx_bufs + id as u64 * BUF_SIZE
-    }
-
-    /// Post one RX buffer: the slot of whatever descriptor id comes free.
-    fn post_rx(&mut self) -> Result<(), RingError> {
-        self.rx
-            .add_slot(self.layout.rx_bufs, BUF_SIZE, BUF_SIZE as u32, true)?;
-        Ok(())
-    }
-
-    /// `--payload stamp`: write every TX buffer's `virtio_net_hdr` and
-    /// payload once, so a frame costs only its 16-byte stamp afterwards.
-    fn prefill_tx(&mut self) -> Result<(), RingError> {
-        let hdr = [0u8; NET_HDR_LEN as usize];
-        for id in 0..u64::from(self.layout.tx.size) {
-            let at = self.layout.tx_bufs + id * BUF_SIZE;
-            self.mem.write("tx prefill", at, &hdr)?;
-            self.mem.write(
-                "tx prefill",
-                at + NET_HDR_LEN + FRAME_HDR as u64,
-                self.pattern.filler(),
-            )?;
-        }
-        Ok(())
-    }
-
-    fn send_seq(&mut self, seq: u64) -> Result<bool, RingError> {
-        let size = self.pattern.size() as u32;
-        if self.payload == Payload::Stamp {
-            // Header only: the rest of the buffer was filled at start.
-            let Some((_, slot)) = self.tx.add_slot(
-                self.layout.tx_bufs,
-                BUF_SIZE,
-                NET_HDR_LEN as u32 + size,
-                false,
-            )?
-            else {
-                return Ok(false);
-            };
-            self.mem
-                .write("tx stamp", slot + NET_HDR_LEN, &stamp(seq, size))?;
-            return Ok(true);
-        }
-        let (h, payload) = self.pattern.frame(seq);
-        send_frame(
-            &mut self.tx,
-            &self.mem,
-            self.layout.tx_bufs,
-            size,
-            |mem, at| {
-                mem.write("tx frame", at, &h)?;
-                mem.write("tx frame", at + h.len() as u64, payload)?;
-                Ok(())
-            },
-        )
-    }
-
     /// Do everything possible without waiting.
     pub fn step(&mut self, stats: &mut Stats) -> Result<Step, RingError> {
         let mut step = Step::default();
@@ -408,148 +267,9 @@ impl Guest {
         Ok(step)
     }
 
-    /// Put our end-of-stream frame on the TX ring (not published); false
-    /// when the ring is full.
-    fn put_end(&mut self) -> Result<bool, RingError> {
-        let end = end_frame(self.sent);
-        let put = send_frame(
-            &mut self.tx,
-            &self.mem,
-            self.layout.tx_bufs,
-            end.len() as u32,
-            |mem, at| Ok(mem.write("tx frame", at, &end)?),
-        )?;
-        self.end_sent |= put;
-        Ok(put)
-    }
-
-    /// A `stream` that stops early (interrupted): announce what it sent so
-    /// the receiver can tell lost from never sent. Returns the published
-    /// TX range for the kick decision, if the frame went out.
-    /// `Ok(None)` when the ring has no free slot yet (try again while the
-    /// peer drains it) or there is nothing to announce.
-    pub fn announce_end(&mut self) -> Result<Option<(u16, u16)>, RingError> {
-        if !self.end_pending() {
-            return Ok(None);
-        }
-        while self.tx.pop_used()?.is_some() {
-            self.consumed += 1;
-        }
-        if !self.put_end()? {
-            return Ok(None);
-        }
-        Ok(Some(self.tx.publish()?))
-    }
-
-    /// Our end-of-stream frame is not on the ring yet. Every workload sends
-    /// one when it leaves cleanly (a stream as its last frame, the others
-    /// on the way out), so the peer can tell a clean leave from a crash.
-    pub fn end_pending(&self) -> bool {
-        !self.end_sent
-    }
-
     /// What this guest does.
     pub fn workload(&self) -> Workload {
         self.workload
-    }
-
-    /// The peer said it finished (its end-of-stream frame arrived).
-    pub fn peer_finished(&self) -> bool {
-        self.peer_sent.is_some()
-    }
-
-    /// The sender's end-of-stream frame said fewer frames will come than a
-    /// sink waits for.
-    pub fn shortfall(&self) -> Option<Shortfall> {
-        if self.reconnect || self.count == 0 {
-            // Another sender may bring the rest; `--count 0` expects none.
-            return None;
-        }
-        let peer_sent = self.peer_sent?;
-        (self.workload == Workload::Sink && self.received < self.count).then_some(Shortfall {
-            received: self.received,
-            expected: self.count,
-            peer_sent,
-        })
-    }
-
-    /// Handle one received buffer (the caller re-posts it afterwards).
-    fn receive(&mut self, id: u16, len: u32, stats: &mut Stats) -> Result<(), RingError> {
-        let flen = len as u64;
-        if !(NET_HDR_LEN..=BUF_SIZE).contains(&flen) {
-            stats.corrupted += 1;
-            return Ok(());
-        }
-        let flen = (flen - NET_HDR_LEN) as usize;
-        let at = self.rx_slot(id) + NET_HDR_LEN;
-        if self.workload == Workload::Echo {
-            // The peer's end-of-stream frame is not echoed.
-            if flen == frame::END_FRAME {
-                self.mem.read("rx frame", at, &mut self.frame[..flen])?;
-                if let Verdict::End(sent) = verify(&self.frame[..flen]) {
-                    self.peer_sent = Some(sent);
-                    stats.peer_sent = Some(sent);
-                    return Ok(());
-                }
-            }
-            // Copy out: the RX slot goes straight back to the ring, and the
-            // echo may have to wait for a free TX slot.
-            if self.echoed + (self.echo_queue.len() as u64) < self.count {
-                let mut f = vec![0u8; flen];
-                self.mem.read("rx frame", at, &mut f)?;
-                if let Verdict::Good(seq) = verify(&f) {
-                    self.account_seq(seq);
-                }
-                self.echo_queue.push_back(f);
-                stats.packets_received += 1;
-                stats.bytes_received += flen as u64;
-            }
-            return Ok(());
-        }
-        let verdict = match self.payload {
-            Payload::Stamp if flen >= FRAME_HDR => {
-                let mut h = [0u8; FRAME_HDR];
-                self.mem.read("rx stamp", at, &mut h)?;
-                if header_seq(&h) == END_SEQ {
-                    // End-of-stream frames carry the full checksum.
-                    self.mem.read("rx frame", at, &mut self.frame[..flen])?;
-                    verify(&self.frame[..flen])
-                } else {
-                    check_stamp(&h, flen)
-                }
-            }
-            Payload::Stamp => Verdict::Corrupt,
-            Payload::Verify => {
-                self.mem.read("rx frame", at, &mut self.frame[..flen])?;
-                verify(&self.frame[..flen])
-            }
-        };
-        match verdict {
-            Verdict::Corrupt => stats.corrupted += 1,
-            Verdict::End(sent) => {
-                self.peer_sent = Some(sent);
-                stats.peer_sent = Some(sent);
-            }
-            Verdict::Good(seq) => {
-                // In sequence per sender: a restarted sender starts anew,
-                // and a sink that joins a stream midway starts where the
-                // last receiver stopped.
-                if !self.account_seq(seq) {
-                    stats.out_of_order += 1;
-                }
-                self.received += 1;
-                stats.packets_received += 1;
-                stats.bytes_received += flen as u64;
-                if let Some((want, t0)) = self.ping_in_flight {
-                    if want == seq {
-                        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                        self.rtts.saturating_record(ns);
-                        self.ping_in_flight = None;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The workload has finished.
@@ -651,21 +371,4 @@ impl Guest {
         stats.set_rtts(&self.rtts);
         stats.senders = self.senders.clone();
     }
-}
-
-/// Put one TX frame of `len` bytes, which `fill` writes at the given offset
-/// (after the `virtio_net_hdr`); false when the ring is full.
-fn send_frame(
-    tx: &mut DriverQueue,
-    mem: &Region,
-    tx_bufs: u64,
-    len: u32,
-    fill: impl FnOnce(&Region, u64) -> Result<(), RingError>,
-) -> Result<bool, RingError> {
-    let Some((_, slot)) = tx.add_slot(tx_bufs, BUF_SIZE, NET_HDR_LEN as u32 + len, false)? else {
-        return Ok(false);
-    };
-    mem.write("tx header", slot, &[0u8; NET_HDR_LEN as usize])?;
-    fill(mem, slot + NET_HDR_LEN)?;
-    Ok(true)
 }

@@ -1,0 +1,65 @@
+//! The end of a stream: our end-of-stream frame, and what the peer's said.
+
+use super::*;
+
+impl Guest {
+    /// Put our end-of-stream frame on the TX ring (not published); false
+    /// when the ring is full.
+    pub(super) fn put_end(&mut self) -> Result<bool, RingError> {
+        let end = end_frame(self.sent);
+        let put = send_frame(
+            &mut self.tx,
+            &self.mem,
+            self.layout.tx_bufs,
+            end.len() as u32,
+            |mem, at| Ok(mem.write("tx frame", at, &end)?),
+        )?;
+        self.end_sent |= put;
+        Ok(put)
+    }
+
+    /// A `stream` that stops early (interrupted): announce what it sent so
+    /// the receiver can tell lost from never sent. Returns the published
+    /// TX range for the kick decision, if the frame went out.
+    /// `Ok(None)` when the ring has no free slot yet (try again while the
+    /// peer drains it) or there is nothing to announce.
+    pub fn announce_end(&mut self) -> Result<Option<(u16, u16)>, RingError> {
+        if !self.end_pending() {
+            return Ok(None);
+        }
+        while self.tx.pop_used()?.is_some() {
+            self.consumed += 1;
+        }
+        if !self.put_end()? {
+            return Ok(None);
+        }
+        Ok(Some(self.tx.publish()?))
+    }
+
+    /// Our end-of-stream frame is not on the ring yet. Every workload sends
+    /// one when it leaves cleanly (a stream as its last frame, the others
+    /// on the way out), so the peer can tell a clean leave from a crash.
+    pub fn end_pending(&self) -> bool {
+        !self.end_sent
+    }
+
+    /// The peer said it finished (its end-of-stream frame arrived).
+    pub fn peer_finished(&self) -> bool {
+        self.peer_sent.is_some()
+    }
+
+    /// The sender's end-of-stream frame said fewer frames will come than a
+    /// sink waits for.
+    pub fn shortfall(&self) -> Option<Shortfall> {
+        if self.reconnect || self.count == 0 {
+            // Another sender may bring the rest; `--count 0` expects none.
+            return None;
+        }
+        let peer_sent = self.peer_sent?;
+        (self.workload == Workload::Sink && self.received < self.count).then_some(Shortfall {
+            received: self.received,
+            expected: self.count,
+            peer_sent,
+        })
+    }
+}

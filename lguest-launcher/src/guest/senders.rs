@@ -1,0 +1,94 @@
+//! Which sender a frame came from, and its sequence accounting (`--reconnect`).
+
+use super::*;
+
+impl Guest {
+    /// A new peer (`pid`) is linked; its frames start at our RX used index
+    /// `rx_from` (where its copier starts filling our RX ring).
+    pub fn link_up(&mut self, pid: u32, rx_from: u16) {
+        self.switches.push_back((rx_from, pid));
+    }
+
+    /// TX chains the peers have completed so far.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Pop every TX completion the peer has published (the link went down:
+    /// what it completed is final).
+    pub fn reap(&mut self) -> Result<(), RingError> {
+        while self.tx.pop_used()?.is_some() {
+            self.consumed += 1;
+        }
+        Ok(())
+    }
+
+    /// Lines to print since the last call.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Per-sender records (sink, echo).
+    pub fn senders(&self) -> &[Sender] {
+        &self.senders
+    }
+
+    /// Frames at our RX used index `at` and on come from the next peer.
+    pub(super) fn switch_sender(&mut self) {
+        let at = self.rx.last_used();
+        while let Some(&(from, pid)) = self.switches.front() {
+            if from != at {
+                break;
+            }
+            self.switches.pop_front();
+            self.sender = Some((pid, false));
+        }
+    }
+
+    /// Account one intact data frame `seq` to the current sender; false
+    /// when it is out of sequence.
+    pub(super) fn account_seq(&mut self, seq: u64) -> bool {
+        let pid = self.sender.map_or(0, |(p, _)| p);
+        let fresh = self.senders.last().is_none_or(|s| s.pid != pid);
+        if fresh {
+            self.senders.push(Sender {
+                pid,
+                first_seq: seq,
+                last_seq: seq,
+                received: 1,
+                gaps: 0,
+                duplicates: 0,
+            });
+            if self.workload == Workload::Sink || self.workload == Workload::Echo {
+                self.notes
+                    .push(format!("first frame from peer {pid}: seq {seq}"));
+            }
+            return true;
+        }
+        let Some(s) = self.senders.last_mut() else {
+            return true;
+        };
+        let next = s.last_seq.wrapping_add(1);
+        s.received += 1;
+        let in_order = seq == next;
+        if seq > next {
+            s.gaps += seq - next;
+        } else if seq < next {
+            s.duplicates += 1;
+        }
+        if seq >= next {
+            s.last_seq = seq;
+        }
+        if !in_order {
+            if let Some((_, told)) = &mut self.sender {
+                if !*told {
+                    *told = true;
+                    self.notes.push(format!(
+                        "frame from peer {pid} out of sequence: expected seq {next}, got {seq}"
+                    ));
+                }
+            }
+        }
+        in_order
+    }
+}
