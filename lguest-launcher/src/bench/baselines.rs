@@ -38,6 +38,9 @@ pub enum BaselineKind {
     Seqpacket,
     /// Shared-memory SPSC ring, busy-polling.
     Spsc,
+    /// The limit: one copy per packet, indexes published per batch, both
+    /// sides polling, pinned to different CPUs.
+    SpscBatched,
     /// Single-thread memcpy.
     Memcpy,
     /// The device side of a split queue, in one thread.
@@ -76,6 +79,7 @@ impl Baseline {
         match self.kind {
             BaselineKind::Seqpacket => "baseline-seqpacket",
             BaselineKind::Spsc => "baseline-spsc",
+            BaselineKind::SpscBatched => "baseline-spsc-batched",
             BaselineKind::Memcpy => "baseline-memcpy",
             BaselineKind::Devq(which) => which.transport(),
             BaselineKind::Rtt(RttKind::Pipe) => "baseline-rtt-pipe",
@@ -92,7 +96,7 @@ impl Baseline {
 
     fn workload(&self) -> &'static str {
         match self.kind {
-            BaselineKind::Seqpacket | BaselineKind::Spsc => "stream",
+            BaselineKind::Seqpacket | BaselineKind::Spsc | BaselineKind::SpscBatched => "stream",
             BaselineKind::Memcpy => "memcpy",
             BaselineKind::Devq(_) => "devq",
             BaselineKind::Rtt(_) => "ping",
@@ -103,6 +107,7 @@ impl Baseline {
         Some(match self.kind {
             BaselineKind::Seqpacket => ChildBaseline::Seqpacket,
             BaselineKind::Spsc => ChildBaseline::Spsc,
+            BaselineKind::SpscBatched => ChildBaseline::SpscBatched,
             BaselineKind::Memcpy | BaselineKind::Devq(_) => return None,
             BaselineKind::Rtt(RttKind::Pipe) => ChildBaseline::RttPipe,
             BaselineKind::Rtt(RttKind::Fifo) => ChildBaseline::RttFifo,
@@ -138,6 +143,13 @@ pub fn plan(quick: bool, scale: f64) -> Vec<Baseline> {
             kind: BaselineKind::Spsc,
             size,
             count: spsc_n(size),
+        });
+    }
+    for size in [64, 1500, 9000] {
+        v.push(Baseline {
+            kind: BaselineKind::SpscBatched,
+            size,
+            count: spsc_n(size) * 4,
         });
     }
     for size in [1500, 9000] {

@@ -243,6 +243,7 @@ pub fn plan(args: &BenchArgs) -> Plan {
         let name = match b.kind {
             BaselineKind::Seqpacket => "seqpacket packets",
             BaselineKind::Spsc => "SPSC packets",
+            BaselineKind::SpscBatched => "batched SPSC packets",
             BaselineKind::Memcpy => "memcpy copies",
             BaselineKind::Devq(_) => "devq chains",
             BaselineKind::Rtt(_) => "raw round trips",
@@ -254,6 +255,14 @@ pub fn plan(args: &BenchArgs) -> Plan {
     }
 
     let mut pruning = vec![
+        match pair_cpus() {
+            (Some(a), Some(b)) => format!(
+                "Each pair's two launchers are pinned to different CPUs (the measuring side \
+                 --cpu {a}, its peer --cpu {b})."
+            ),
+            _ => "Pairs are not pinned: fewer than two CPUs are available to this process."
+                .to_string(),
+        },
         "writes=blocking runs only with notify always and flags: with event-idx a notification \
          goes out at most once per ring's worth of packets, so the channel never fills and the \
          write mode cannot matter."
@@ -314,8 +323,28 @@ pub fn measure(
     measure_runs(cell.key(), runs, headline, once, tick)
 }
 
-fn launcher(cell: &Cell, spec: &str, workload: &str, json: &Path, timeout: Duration) -> Command {
+/// CPUs for the two sides of a pair: 1 and 0 when this process may use
+/// both, else unpinned.
+pub fn pair_cpus() -> (Option<usize>, Option<usize>) {
+    if crate::cli::online_cpus() >= 2 && crate::cli::cpu_allowed(0) && crate::cli::cpu_allowed(1) {
+        (Some(1), Some(0))
+    } else {
+        (None, None)
+    }
+}
+
+fn launcher(
+    cell: &Cell,
+    spec: &str,
+    workload: &str,
+    json: &Path,
+    timeout: Duration,
+    cpu: Option<usize>,
+) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap_or_else(|_| "lguest-launcher".into()));
+    if let Some(cpu) = cpu {
+        c.args(["--cpu", &cpu.to_string()]);
+    }
     c.arg("--sharenet")
         .arg(spec)
         .args(["--workload", workload])
@@ -351,8 +380,11 @@ pub fn run_cell(cell: &Cell, path: &Path, timeout: Duration) -> Result<Measureme
         CellWorkload::Stream => ("sink", "stream"),
         CellWorkload::Ping => ("ping", "echo"),
     };
-    let a = launcher(cell, &spec, wa, &json_a, timeout);
-    let b = launcher(cell, &spec, wb, &json_b, timeout);
+    // The two sides on different CPUs when there are two: a spinning pair
+    // then never shares a core, and runs compare like with like.
+    let (cpu_a, cpu_b) = pair_cpus();
+    let a = launcher(cell, &spec, wa, &json_a, timeout, cpu_a);
+    let b = launcher(cell, &spec, wb, &json_b, timeout, cpu_b);
     // The launchers' own --timeout ends them; the pair deadline is the
     // backstop (their watchdog allows two more seconds).
     let (fa, fb) = run_pair(a, b, timeout + Duration::from_secs(5))?;

@@ -123,7 +123,7 @@ pub fn online_cpus() -> usize {
 }
 
 /// Is `cpu` one this process may run on (online, and in its affinity mask)?
-pub(super) fn cpu_allowed(cpu: usize) -> bool {
+pub fn cpu_allowed(cpu: usize) -> bool {
     use nix::sched::{sched_getaffinity, CpuSet};
     if cpu >= CpuSet::count() {
         return false;
