@@ -255,14 +255,6 @@ pub fn plan(args: &BenchArgs) -> Plan {
     }
 
     let mut pruning = vec![
-        match pair_cpus() {
-            (Some(a), Some(b)) => format!(
-                "Each pair's two launchers are pinned to different CPUs (the measuring side \
-                 --cpu {a}, its peer --cpu {b})."
-            ),
-            _ => "Pairs are not pinned: fewer than two CPUs are available to this process."
-                .to_string(),
-        },
         "writes=blocking runs only with notify always and flags: with event-idx a notification \
          goes out at most once per ring's worth of packets, so the channel never fills and the \
          write mode cannot matter."
@@ -279,6 +271,17 @@ pub fn plan(args: &BenchArgs) -> Plan {
                 .to_string(),
         ];
     }
+    pruning.insert(
+        0,
+        match pair_cpus() {
+            (Some(a), Some(b)) => format!(
+                "Each pair's two launchers are pinned to different CPUs (the measuring side \
+                 --cpu {a}, its peer --cpu {b})."
+            ),
+            _ => "Pairs are not pinned: fewer than two CPUs are available to this process."
+                .to_string(),
+        },
+    );
     if kinds.len() < Kind::ALL.len() {
         pruning.push(format!(
             "--transports: only {}.",
