@@ -121,6 +121,12 @@ pub struct VhostArgs {
     /// No connection lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// When the peer launcher leaves, or the VM's driver resets the NIC,
+    /// keep serving the VM and wait on the same --sharenet path for the next
+    /// peer (no deadline after the first link). `--reconnect false`: exit 1
+    /// a few seconds after the link goes down, as before.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reconnect: bool,
 }
 
 /// Event id for the transport's fd (0 and 1 are the queues; 2 is the
@@ -210,12 +216,19 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
                 }
             }
         };
-        if let Err(e) = establish::establish::<T>(&link_backend, &register, &link_args) {
-            let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
-            let stats = b.stats_so_far(e.to_string());
-            exit_with(&link_args, &stats, &format!("error: {e}"), 1);
+        // One link generation per turn: set it up, watch it until it goes
+        // down, and (with --reconnect) set the next one up on the same path.
+        loop {
+            if let Err(e) = establish::establish::<T>(&link_backend, &register, &link_args) {
+                let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
+                let stats = b.stats_so_far(e.to_string());
+                exit_with(&link_args, &stats, &format!("error: {e}"), 1);
+            }
+            link::watch(&link_backend);
+            if !link_args.reconnect {
+                return; // the linger timer ends the process
+            }
         }
-        link::watch(&link_backend);
     });
     let result = daemon.wait();
     let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
