@@ -266,7 +266,11 @@ impl<T: Transport> NetBackend<T> {
                 (false, _) => ("the VM shut down (its link was already down)".to_string(), 1),
             };
             let s = e.carry.finish(line.clone());
-            let line = if code == 0 { line } else { format!("error: {line}") };
+            let line = if code == 0 {
+                line
+            } else {
+                format!("error: {line}")
+            };
             exit_with(&args, &s, &line, code);
         }
         let (result, code) = if self.link.is_none() {
@@ -342,6 +346,17 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
     /// position (RX: our copier's; TX: what the peer has consumed).
     fn stop_vring(&mut self, queue_index: u32) -> std::io::Result<()> {
         let i = queue_index as usize;
+        // With --reconnect a stop ends the link generation: the peer's
+        // copier must stop reading a TX ring the VM may be about to reuse
+        // as ordinary memory (a reboot or driver reset rewrites it). The
+        // link's `link_down` leaves both rings' positions in the library
+        // first; the next link starts where QEMU restarts the rings.
+        if self.args.reconnect && !self.stopped && self.link.is_some() {
+            self.link_down(
+                "QEMU stopped the VM's rings (a reboot, a driver reset or a pause)".into(),
+                false,
+            );
+        }
         self.stopped = true;
         // Without a link the library's queue already holds the position
         // (`link_down` wrote it, or QEMU's `SET_VRING_BASE` did).

@@ -276,7 +276,10 @@ fn establish_once<T: Transport + 'static>(
         if first || !args.reconnect {
             return Err(err);
         }
-        eprintln!("refused peer {peer_pid}: {err}; still waiting on {}", args.sharenet);
+        eprintln!(
+            "refused peer {peer_pid}: {err}; still waiting on {}",
+            args.sharenet
+        );
         drop((t, peer));
         std::thread::sleep(Duration::from_millis(500));
         return Ok(false);
@@ -322,7 +325,9 @@ fn establish_once<T: Transport + 'static>(
             && b.vrings[RX].get_ref().get_queue().next_avail() == rx_state.0;
         if !still {
             if !args.quiet {
-                eprintln!("the VM's rings changed while meeting peer {peer_pid}; offering the new ones");
+                eprintln!(
+                    "the VM's rings changed while meeting peer {peer_pid}; offering the new ones"
+                );
             }
             return Ok(false);
         }
