@@ -12,13 +12,14 @@
 //!    what happened as an [`copier::Outcome`]; [`run::account`] is the one
 //!    `match` every packet and every drop passes.
 //! 4. [`wait`] — the one wait loop: re-arm, fence, re-check, then sleep,
-//!    spin or adapt.
+//!    spin or adapt; [`wakeup`] — what a blocking wake-up costs here,
+//!    measured at connect to calibrate the adaptive spin.
 //! 5. [`link`] — a transport chosen by its kind, once.
 //! 6. [`guest`] — the synthetic guest: its driver, the frame format and the
 //!    memory plan; [`vhost_user`] — a real QEMU VM in its place.
 //! 7. [`run`] — one launcher run wiring all of it; [`stats`] — what it
 //!    reports.
-//! 8. [`cli`], [`demo`], [`bench`], [`progress`] — the user-facing parts.
+//! 8. [`cli`], [`demo`], [`bench`](mod@bench), [`progress`] — the user-facing parts.
 
 pub mod bench;
 pub mod cli;
@@ -35,3 +36,4 @@ pub mod stats;
 pub mod vhost_user;
 pub mod virtq;
 pub mod wait;
+pub mod wakeup;

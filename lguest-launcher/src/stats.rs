@@ -39,6 +39,8 @@ pub struct Stats {
     pub writes: String,
     /// Wait mode.
     pub wait: String,
+    /// `verify` (full pattern and checksum) or `stamp` (header only).
+    pub payload: String,
     /// Frame size (bytes) for sending workloads.
     pub size: u32,
     /// Packets our guest put on its TX ring.
@@ -82,6 +84,22 @@ pub struct Stats {
     pub notifications_pending: u64,
     /// Times we slept and were woken by a notification.
     pub wakeups: u64,
+    /// Idle periods that ended in work while spinning (or at the re-check
+    /// before a sleep): `--wait spin|adaptive` paying off.
+    pub spin_hits: u64,
+    /// Times the wait loop went to sleep in the transport.
+    pub sleeps: u64,
+    /// One-way blocking wake-up latency over a channel of this transport's
+    /// kind, measured at connect (the adaptive spin's calibration), median,
+    /// microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wakeup_p50_us: Option<f64>,
+    /// The same, 99th percentile, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wakeup_p99_us: Option<f64>,
+    /// The adaptive spin budget at the end of the run, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spin_budget_us: Option<f64>,
     /// Times our copier had a peer packet but no RX buffer.
     pub rx_ring_full: u64,
     /// Malformed chains or ring state from the peer (all classes).
@@ -191,6 +209,16 @@ impl Stats {
         self.rtt_p50_us = Some(pct(0.50));
         self.rtt_p99_us = Some(pct(0.99));
         self.rtt_p999_us = Some(pct(0.999));
+    }
+
+    /// Fill in the wake-up latency percentiles from a histogram in ns.
+    pub fn set_wakeups(&mut self, wakeups_ns: &Histogram<u64>) {
+        if wakeups_ns.is_empty() {
+            return;
+        }
+        let pct = |q: f64| wakeups_ns.value_at_quantile(q) as f64 / 1000.0;
+        self.wakeup_p50_us = Some(pct(0.50));
+        self.wakeup_p99_us = Some(pct(0.99));
     }
 
     /// The one-line human summary printed on stderr.

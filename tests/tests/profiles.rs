@@ -111,7 +111,7 @@ fn unknown_key_names_file_line_and_allowed_keys() {
     refused(
         "unknown_key",
         "[guest]\nname = \"x\"\nmemory_mib = 64\nbogus_key = 1\n",
-        &["FILE:4:1: unknown key `bogus_key` in [guest]; expected one of name, memory_mib, queue_size"],
+        &["FILE:4:1: unknown key `bogus_key` in [guest]; expected one of name, memory_mib, queue_size, cpu"],
     );
 }
 

@@ -30,8 +30,12 @@
 //! An eventfd never hangs up: we hold a reference to the peer's, so writing
 //! it succeeds even after the peer exited. The rendezvous socket therefore
 //! stays open after the handshake, carrying nothing; when the peer's process
-//! ends, the kernel closes its end and [`Transport::wait`] (which polls the
-//! socket next to our eventfd) reports [`Error::PeerGone`]. `notify` cannot
+//! ends, the kernel closes its end and [`Transport::wait`] reports
+//! [`Error::PeerGone`]. Both fds go into one epoll set built at connect
+//! ([`transport::WaitSet`]), so a wait is one `epoll_wait` on one fd — not
+//! a `poll(2)` that hooks onto two wait queues and unhooks again on every
+//! sleep — and that epoll fd is what [`Transport::as_fd`] returns: readable
+//! on a kick *and* on the peer hanging up. `notify` cannot
 //! tell — it would cost a second syscall per kick — so a dead peer is
 //! noticed at the next `wait`, which the copier does whenever it runs out of
 //! work. Kicks that arrived before the peer closed are delivered first.
@@ -53,8 +57,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 use transport::{
-    accept_peer, poll_fds, rendezvous, set_nonblocking, ConnectOptions, Deadline, Error, Handshake,
-    Notify, PeerInfo, Result, Transport, Wakeup,
+    accept_peer, rendezvous, set_nonblocking, ConnectOptions, Deadline, Error, Handshake, Notify,
+    PeerInfo, Result, Transport, WaitSet, Wakeup,
 };
 
 /// What `/proc/self/fd/N` reads for an eventfd.
@@ -69,6 +73,8 @@ pub struct EventFd {
     theirs: OwnedFd,
     /// The rendezvous socket, kept only to see the peer hang up.
     socket: OwnedFd,
+    /// `ours` and `socket` as one fd to wait on.
+    waits: WaitSet<2>,
     peer_pid: u32,
 }
 
@@ -97,10 +103,12 @@ impl Transport for EventFd {
             // (the flag lives in the description both of us share).
             set_nonblocking(theirs.as_fd(), true)?;
         }
+        let waits = WaitSet::new([ours.as_fd(), meeting.socket.as_fd()])?;
         let link = EventFd {
             ours,
             theirs,
             socket: meeting.socket,
+            waits,
             peer_pid: peer.handshake.pid,
         };
         Ok((link, peer))
@@ -121,10 +129,7 @@ impl Transport for EventFd {
     fn wait(&self, timeout: Option<Duration>) -> Result<Wakeup> {
         let deadline = Deadline::after(timeout);
         loop {
-            let [kick, sock] = poll_fds(
-                [self.ours.as_fd(), self.socket.as_fd()],
-                deadline.remaining(),
-            )?;
+            let [kick, sock] = self.waits.wait(deadline.remaining())?;
             // Kicks first: whatever the peer announced before it closed is
             // still in its memory, which we hold, so it gets processed.
             if kick.readable && self.consume_kicks()? {
@@ -148,7 +153,7 @@ impl Transport for EventFd {
     }
 
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.ours.as_fd()
+        self.waits.as_fd()
     }
 
     fn peer_pid(&self) -> u32 {

@@ -35,13 +35,23 @@ transport::conformance_tests!(EventFd, suite(); @socket_rendezvous);
 // eventfd counter does not fill up in any test-sized run.
 
 #[test]
-fn polled_fd_is_our_eventfd() {
+fn polled_fd_is_one_epoll_set_that_sees_the_peer_hang_up() {
     let _g = serial();
     let dir = TempDir::new();
     let ((a, _, _am), (b, _, _bm)) =
         pair::<EventFd>(&suite(), &dir.path("link"), std::time::Duration::ZERO);
-    assert_eq!(readlink_fd(a.as_fd().as_raw_fd()), "anon_inode:[eventfd]");
-    assert_eq!(readlink_fd(b.as_fd().as_raw_fd()), "anon_inode:[eventfd]");
+    // One fd to wait on: the epoll set over our eventfd and the socket.
+    assert_eq!(readlink_fd(a.as_fd().as_raw_fd()), "anon_inode:[eventpoll]");
+    assert_eq!(readlink_fd(b.as_fd().as_raw_fd()), "anon_inode:[eventpoll]");
+    drop(a);
+    // Unlike a bare eventfd, it turns readable when the peer leaves.
+    let [ready] =
+        transport::poll_fds([b.as_fd()], Some(std::time::Duration::from_secs(1))).unwrap();
+    assert!(ready.readable);
+    assert!(b
+        .wait(Some(std::time::Duration::ZERO))
+        .unwrap_err()
+        .is_peer_gone());
 }
 
 #[test]

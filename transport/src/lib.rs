@@ -40,7 +40,8 @@
 //!   `eventfd:`;
 //! * `fdpass.rs`: records with fds attached ([`send_with_fds`],
 //!   [`recv_with_fds`]);
-//! * `poll.rs`: [`Deadline`], [`poll_fds`], [`set_nonblocking`];
+//! * `poll.rs`: [`Deadline`], [`poll_fds`], [`WaitSet`] (one epoll set
+//!   built at connect), [`set_nonblocking`];
 //! * `conformance/` and `test_utils.rs` (feature `test-utils`): the one
 //!   behaviour suite every transport runs, and its helpers.
 
@@ -63,7 +64,7 @@ pub use handshake::{
     translate, Handshake, MemRegion, RingInfo, F_EVENT_IDX, F_NOTIFY_FLAGS, HANDSHAKE_LEN,
     KNOWN_FEATURES, MAGIC, MAX_QUEUE_SIZE, MAX_REGIONS, VERSION,
 };
-pub use poll::{interrupt_flag, interrupted, poll_fds, set_nonblocking, Deadline, Ready};
+pub use poll::{interrupt_flag, interrupted, poll_fds, set_nonblocking, Deadline, Ready, WaitSet};
 pub use rendezvous::{rendezvous, Rendezvous};
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
@@ -156,9 +157,9 @@ pub trait Transport: Send + Sync {
     /// Borrowed: it stays the transport's and lives as long as it does.
     /// Readable means a kick may be pending (another thread may take it
     /// first); `wait(Some(Duration::ZERO))` consumes it and says whether the
-    /// peer is gone. Not every transport's fd reports the peer hanging up:
-    /// an eventfd never does, so a poller must still call `wait` now and
-    /// then.
+    /// peer is gone. Every transport's fd also turns readable when the peer
+    /// hangs up (`eventfd:` hands out an epoll set over its eventfd and its
+    /// rendezvous socket, as an eventfd alone never hangs up).
     fn as_fd(&self) -> BorrowedFd<'_>;
 
     /// The peer's pid from its handshake.

@@ -11,7 +11,8 @@
 use crate::{Error, Result};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -70,6 +71,79 @@ pub struct Ready {
     pub hangup: bool,
 }
 
+fn poll_timeout(timeout: Option<Duration>) -> PollTimeout {
+    match timeout {
+        None => PollTimeout::NONE,
+        Some(d) => {
+            // Round up so a 0.5 ms wait does not become a busy poll.
+            let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
+/// Several fds to wait on as one: an epoll set built once, at connect.
+///
+/// `poll(2)` on N fds hooks the sleeping thread onto N wait queues and
+/// unhooks it again on every call; an epoll set keeps the interest list in
+/// the kernel, so each wait is one `epoll_wait` on one fd whatever N is.
+/// That fd is also what [`crate::Transport::as_fd`] hands a caller's own
+/// poll or epoll: it turns readable when any member is readable or hung up.
+#[derive(Debug)]
+pub struct WaitSet<const N: usize> {
+    epoll: Epoll,
+}
+
+impl<const N: usize> WaitSet<N> {
+    /// A close-on-exec epoll set watching `fds` for input and hang-up;
+    /// [`WaitSet::wait`] reports them in this order.
+    pub fn new(fds: [BorrowedFd<'_>; N]) -> Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| Error::sys("epoll_create1", e))?;
+        for (i, fd) in fds.iter().enumerate() {
+            let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, i as u64);
+            epoll
+                .add(fd, ev)
+                .map_err(|e| Error::sys("epoll_ctl(ADD)", e))?;
+        }
+        Ok(WaitSet { epoll })
+    }
+
+    /// Wait until a member is readable or hung up, or `timeout` passed
+    /// (`None`: forever). EINTR retries, unless the process was
+    /// [`interrupted`]: then [`Error::Interrupted`].
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<[Ready; N]> {
+        let mut events = [EpollEvent::empty(); N];
+        let to = poll_timeout(timeout);
+        let n = loop {
+            match self.epoll.wait(&mut events, to) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => match interrupted() {
+                    None => continue,
+                    Some(signal) => return Err(Error::Interrupted { signal }),
+                },
+                Err(e) => return Err(Error::sys("epoll_wait", e)),
+            }
+        };
+        let mut out = [Ready::default(); N];
+        for ev in &events[..n] {
+            if let Some(o) = out.get_mut(ev.data() as usize) {
+                let r = ev.events();
+                o.readable = r.contains(EpollFlags::EPOLLIN);
+                o.hangup = r.intersects(
+                    EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR | EpollFlags::EPOLLRDHUP,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The epoll fd: readable when a member is.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+}
+
 /// Poll `fds` for input with a timeout (`None`: forever). EINTR retries,
 /// unless the process was [`interrupted`]: then [`Error::Interrupted`].
 pub fn poll_fds<const N: usize>(
@@ -80,14 +154,7 @@ pub fn poll_fds<const N: usize>(
         .iter()
         .map(|f| PollFd::new(*f, PollFlags::POLLIN))
         .collect();
-    let to = match timeout {
-        None => PollTimeout::NONE,
-        Some(d) => {
-            // Round up so a 0.5 ms wait does not become a busy poll.
-            let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-        }
-    };
+    let to = poll_timeout(timeout);
     loop {
         match poll(&mut pfds, to) {
             Ok(_) => break,

@@ -39,6 +39,8 @@ pub enum ChildBaseline {
     Seqpacket,
     /// Shared-memory SPSC ring, busy-polling.
     Spsc,
+    /// The SPSC limit: one copy per packet, indexes per batch, pinned.
+    SpscBatched,
     /// Round trips over two pipes.
     RttPipe,
     /// Round trips over two FIFOs.
@@ -55,6 +57,7 @@ impl ChildBaseline {
         match self {
             ChildBaseline::Seqpacket => "seqpacket",
             ChildBaseline::Spsc => "spsc",
+            ChildBaseline::SpscBatched => "spsc-batched",
             ChildBaseline::RttPipe => "rtt-pipe",
             ChildBaseline::RttFifo => "rtt-fifo",
             ChildBaseline::RttEventfd => "rtt-eventfd",
@@ -103,6 +106,10 @@ pub struct ChildArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
+    /// Pin this side to a CPU [default for `spsc-batched`: lead on CPU 0,
+    /// peer on CPU 1, when there are two; others: not pinned].
+    #[arg(long)]
+    pub cpu: Option<usize>,
 }
 
 /// What a child prints (one JSON line).
@@ -164,9 +171,18 @@ fn side(args: &ChildArgs, timeout: Duration) -> anyhow::Result<ChildReport> {
     let meet = transport::rendezvous(&args.path, Some(timeout))
         .with_context(|| format!("rendezvous at {}", args.path.display()))?;
     let sock = meet.socket.as_fd();
+    let cpu = args.cpu.or(match (args.baseline, args.role) {
+        _ if crate::cli::online_cpus() < 2 => None,
+        (ChildBaseline::SpscBatched, Role::Lead) => Some(0),
+        (ChildBaseline::SpscBatched, Role::Peer) => Some(1),
+        _ => None,
+    });
+    if let Some(cpu) = cpu {
+        crate::run::pin_this_thread(cpu)?;
+    }
     match args.baseline {
         ChildBaseline::Seqpacket => seqpacket(args, sock),
-        ChildBaseline::Spsc => spsc_side(args, sock, deadline),
+        ChildBaseline::Spsc | ChildBaseline::SpscBatched => spsc_side(args, sock, deadline),
         ChildBaseline::RttPipe
         | ChildBaseline::RttFifo
         | ChildBaseline::RttEventfd
@@ -299,7 +315,11 @@ fn spsc_side(
             offer(sock, bytes, &[mem.fd()])?;
             ready(sock, Role::Lead)?;
             let start = Instant::now();
-            spsc::produce(mem.region(), args.size, args.count, deadline)?;
+            if args.baseline == ChildBaseline::SpscBatched {
+                spsc::produce_batched(mem.region(), args.size, args.count, deadline)?;
+            } else {
+                spsc::produce(mem.region(), args.size, args.count, deadline)?;
+            }
             Ok(ChildReport {
                 packets: args.count,
                 elapsed_s: start.elapsed().as_secs_f64(),
@@ -315,7 +335,11 @@ fn spsc_side(
             transport::check_peer_memory(fd.as_fd(), size)?;
             let region = map_peer(fd, size)?;
             ready(sock, Role::Peer)?;
-            spsc::consume(&region, args.size, args.count, deadline)?;
+            if args.baseline == ChildBaseline::SpscBatched {
+                spsc::consume_batched(&region, args.size, args.count, deadline)?;
+            } else {
+                spsc::consume(&region, args.size, args.count, deadline)?;
+            }
             Ok(ChildReport::default())
         }
     }

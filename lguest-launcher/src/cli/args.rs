@@ -7,7 +7,7 @@
 //! same checks ([`check_count`], [`check_queue_size`], ...) refuse them in a
 //! profile, so a value means the same wherever it is written.
 
-use crate::cli::config::{RunConfig, Settings, Spec, Wait, Workload, Writes};
+use crate::cli::config::{Payload, RunConfig, Settings, Spec, Wait, Workload, Writes};
 use crate::guest::frame::MIN_FRAME;
 use crate::guest::plan::{Layout, MAX_FRAME};
 use crate::virtq::NotifyMode;
@@ -116,6 +116,12 @@ pub struct RunArgs {
     /// Frame size in bytes, 16..=65535 [default: 1500].
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub size: Option<u32>,
+    /// What synthetic frames carry: `verify`, the full pattern and a
+    /// checksum of every byte on both sides; `stamp`, only a header
+    /// (sequence, length, header checksum), so the link's own cost shows
+    /// [default: verify].
+    #[arg(long, value_enum)]
+    pub payload: Option<Payload>,
     /// Notification suppression [default: event-idx].
     #[arg(long, value_enum)]
     pub notify: Option<NotifyMode>,
@@ -133,6 +139,10 @@ pub struct RunArgs {
     /// Entries per ring: a power of two up to 32768 [default: 256].
     #[arg(long, value_name = "N", value_parser = parse_queue_size)]
     pub queue_size: Option<u32>,
+    /// Pin the launcher's busy thread (guest, copier and wait loop) to this
+    /// CPU, 0..N-1 [default: not pinned].
+    #[arg(long, value_name = "N", value_parser = parse_cpu)]
+    pub cpu: Option<usize>,
     /// Bound on the whole run in seconds, waiting for the peer included [default: 60].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<f64>,
@@ -192,6 +202,7 @@ pub enum ValueError {
 
 const COUNT_RANGE: &str = "at least 1";
 const RUN_COUNT_RANGE: &str = "at least 1 (0 for a sink: until the sender's end of stream)";
+const CPU_RANGE: &str = "a CPU number from 0";
 const SECS_RANGE: &str = "seconds in (0, 86400]";
 const MEMORY_RANGE: &str = "1..=65536 MiB";
 /// `MIN_FRAME..=MAX_FRAME` in words (a unit test keeps them in step).
@@ -261,6 +272,38 @@ pub fn check_secs(v: f64) -> Result<f64, ValueError> {
     }
 }
 
+/// CPU number (`--cpu`, `cpu`): a whole number from 0; whether this
+/// machine has that CPU is checked with the other settings
+/// ([`UsageError::NoSuchCpu`]).
+pub fn check_cpu(n: i128) -> Result<usize, ValueError> {
+    usize::try_from(n).map_err(|_| out_of_range(n, CPU_RANGE))
+}
+
+/// `--cpu`.
+pub fn parse_cpu(s: &str) -> Result<usize, ValueError> {
+    check_cpu(int(s, CPU_RANGE)?)
+}
+
+/// CPUs this machine has online.
+pub fn online_cpus() -> usize {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN) {
+        Ok(Some(n)) if n > 0 => n as usize,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+/// Is `cpu` one this process may run on (online, and in its affinity mask)?
+fn cpu_allowed(cpu: usize) -> bool {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    if cpu >= CpuSet::count() {
+        return false;
+    }
+    match sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => set.is_set(cpu).unwrap_or(false),
+        Err(_) => cpu < online_cpus(),
+    }
+}
+
 /// `--count`, `--pings`.
 pub fn parse_count(s: &str) -> Result<u64, ValueError> {
     check_count(int(s, "a whole number, at least 1")?)
@@ -309,6 +352,19 @@ pub fn default_memory_mib(queue_size: u32) -> u64 {
 /// the flag (or profile key) and the value at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
+    /// `--cpu N` (or `cpu` in a profile's `[guest]`) names a CPU this
+    /// process cannot run on.
+    #[error(
+        "--cpu {cpu} (or cpu in a profile's [guest]): this machine has {online} CPUs (0..={last}){allowed}; pick one of them or leave --cpu out",
+        last = online.saturating_sub(1),
+        allowed = if *cpu < *online { " and this process may not run on that one" } else { "" }
+    )]
+    NoSuchCpu {
+        /// The CPU asked for.
+        cpu: usize,
+        /// CPUs online.
+        online: usize,
+    },
     /// Neither `--sharenet` nor a profile's `sharenet`.
     #[error(
         "missing --sharenet KIND:PATH (e.g. --sharenet fifo:/tmp/sn0, or `sharenet = ...` in a profile's [net]); or run `lguest-launcher demo`"
@@ -468,16 +524,24 @@ impl RunArgs {
                 workload: workload.name(),
             });
         }
+        if let Some(cpu) = self.cpu.filter(|&c| !cpu_allowed(c)) {
+            return Err(UsageError::NoSuchCpu {
+                cpu,
+                online: online_cpus(),
+            });
+        }
         Ok(Settings {
             name: self.name.clone(),
             spec: self.sharenet.clone(),
             workload,
             count,
             size: self.size.unwrap_or(DEFAULT_SIZE),
+            payload: self.payload.unwrap_or(Payload::Verify),
             notify: self.notify.unwrap_or(NotifyMode::EventIdx),
             writes: self.writes.unwrap_or(Writes::Nonblocking),
             wait: self.wait.unwrap_or(Wait::Adaptive),
             memory_mib,
+            cpu: self.cpu,
             queue_size,
             timeout: Duration::from_secs_f64(self.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
             reconnect: self.reconnect,
@@ -498,10 +562,12 @@ impl RunArgs {
             workload: s.workload,
             count: s.count,
             size: s.size,
+            payload: s.payload,
             notify: s.notify,
             writes: s.writes,
             wait: s.wait,
             memory_mib: s.memory_mib,
+            cpu: s.cpu,
             queue_size: s.queue_size,
             timeout: s.timeout,
             stats_json: self.stats_json.clone(),

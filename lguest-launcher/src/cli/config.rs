@@ -141,6 +141,28 @@ impl Writes {
     }
 }
 
+/// `--payload`: how much of each synthetic frame is written and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Payload {
+    /// The full pattern and a checksum over every byte, on both sides.
+    Verify,
+    /// Only a header (sequence, length, a checksum of the header): the
+    /// sender fills its buffers once and the receiver never reads the
+    /// payload, so what is measured is the link's own cost.
+    Stamp,
+}
+
+impl Payload {
+    /// The spelling used on the command line and in stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Payload::Verify => "verify",
+            Payload::Stamp => "stamp",
+        }
+    }
+}
+
 /// `--wait`: what a launcher does when there is no work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -180,6 +202,8 @@ pub struct Settings {
     pub count: u64,
     /// Frame size in bytes.
     pub size: u32,
+    /// What each frame carries and the receiver checks.
+    pub payload: Payload,
     /// Notification suppression.
     pub notify: NotifyMode,
     /// Notification write behaviour.
@@ -188,6 +212,8 @@ pub struct Settings {
     pub wait: Wait,
     /// Guest memory in MiB (given, or the default for `queue_size`).
     pub memory_mib: u64,
+    /// CPU the busy thread is pinned to; `None`: not pinned.
+    pub cpu: Option<usize>,
     /// Entries per ring.
     pub queue_size: u32,
     /// Bound on the whole run (connect included).
@@ -209,6 +235,8 @@ pub struct RunConfig {
     pub count: u64,
     /// Frame size in bytes.
     pub size: u32,
+    /// What each frame carries and the receiver checks.
+    pub payload: Payload,
     /// Notification suppression.
     pub notify: NotifyMode,
     /// Notification write behaviour.
@@ -217,6 +245,8 @@ pub struct RunConfig {
     pub wait: Wait,
     /// Guest memory in MiB.
     pub memory_mib: u64,
+    /// CPU the busy thread is pinned to; `None`: not pinned.
+    pub cpu: Option<usize>,
     /// Entries per ring.
     pub queue_size: u32,
     /// Bound on the whole run (connect included).

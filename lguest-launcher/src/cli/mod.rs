@@ -1,4 +1,4 @@
-//! The command line: flags and subcommands ([`args`]), TOML profiles
+//! The command line: flags and subcommands (`args.rs`), TOML profiles
 //! ([`profile`]) and the resolved configuration every run sees ([`config`]).
 //!
 //! The order is fixed: read the profile, fill every flag the user did not

@@ -18,6 +18,19 @@
 //! The checksum is a Fletcher-style sum over the payload in 8-byte words
 //! (order-sensitive, so swapped or shifted bytes are caught) mixed with the
 //! sequence number. Senders precompute the 251 payload sums once.
+//!
+//! ## `--payload stamp`: the header alone
+//! To measure the link rather than the synthetic guest's per-byte work, a
+//! *stamped* frame has the same 16-byte header, but its checksum covers
+//! only the header ([`stamp`]: sequence and size mixed with a fixed seed,
+//! so a stamp never passes as a full checksum of an empty payload by
+//! accident). The payload bytes are whatever the sender put in its buffers
+//! once, at start ([`Pattern::filler`]); the sender writes 16 bytes per
+//! packet and the receiver reads 16 ([`check_stamp`]). A flipped header
+//! bit, a wrong size field or a length that disagrees with it is still
+//! caught; a payload byte is not — that is the point. Both sides of a pair
+//! must use the same mode: a `verify` receiver counts stamped frames as
+//! corrupted. End-of-stream frames always carry the full checksum.
 
 /// Bytes before the payload.
 pub const FRAME_HDR: usize = 16;
@@ -67,6 +80,37 @@ pub fn end_frame(sent: u64) -> [u8; END_FRAME] {
     f
 }
 
+/// Seed of the header-only checksum (`--payload stamp`).
+const STAMP_SEED: (u64, u64) = (0x5354_414D_5053_4E31, 0xC2B2_AE3D_27D4_EB4F);
+
+/// The 16-byte header of a stamped frame `seq` of `size` bytes: its
+/// checksum covers the header alone.
+pub fn stamp(seq: u64, size: u32) -> [u8; FRAME_HDR] {
+    let mut h = [0u8; FRAME_HDR];
+    h[0..8].copy_from_slice(&seq.to_le_bytes());
+    h[8..12].copy_from_slice(&size.to_le_bytes());
+    h[12..16].copy_from_slice(&mix(STAMP_SEED, seq, size).to_le_bytes());
+    h
+}
+
+/// Check the header of a stamped frame of `len` bytes (header stripped of
+/// the `virtio_net_hdr`); the payload is not looked at. An end-of-stream
+/// frame is not a stamp: check it with [`verify`].
+pub fn check_stamp(header: &[u8; FRAME_HDR], len: usize) -> Verdict {
+    let seq = u64::from_le_bytes(header[0..8].try_into().unwrap_or_default());
+    let size = u32::from_le_bytes(header[8..12].try_into().unwrap_or_default());
+    let csum = u32::from_le_bytes(header[12..16].try_into().unwrap_or_default());
+    if seq == END_SEQ || size as usize != len || mix(STAMP_SEED, seq, size) != csum {
+        return Verdict::Corrupt;
+    }
+    Verdict::Good(seq)
+}
+
+/// The sequence number field of a frame header.
+pub fn header_seq(header: &[u8; FRAME_HDR]) -> u64 {
+    u64::from_le_bytes(header[0..8].try_into().unwrap_or_default())
+}
+
 /// Builds frames of one size quickly.
 pub struct Pattern {
     size: usize,
@@ -97,6 +141,12 @@ impl Pattern {
     /// Frame size.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// The payload a stamped frame carries, written into each TX buffer
+    /// once at start (`--payload stamp`).
+    pub fn filler(&self) -> &[u8] {
+        &self.bytes[..self.size - FRAME_HDR]
     }
 
     /// The 16-byte frame header and the payload for packet `seq`.
@@ -174,6 +224,38 @@ mod tests {
         let mut f = end_frame(1000);
         f[20] ^= 1;
         assert_eq!(verify(&f), Verdict::Corrupt, "a flipped count is caught");
+    }
+
+    #[test]
+    fn stamps_check_their_header_and_carry_their_sequence() {
+        for size in [16u32, 64, 1500, 65535] {
+            for seq in [0, 1, 250, 1 << 40] {
+                let h = stamp(seq, size);
+                assert_eq!(check_stamp(&h, size as usize), Verdict::Good(seq));
+            }
+        }
+    }
+
+    #[test]
+    fn corrupted_stamp_header_is_detected() {
+        let h = stamp(7, 1500);
+        for byte in 0..FRAME_HDR {
+            for bit in [0x01, 0x40, 0x80] {
+                let mut g = h;
+                g[byte] ^= bit;
+                assert_eq!(
+                    check_stamp(&g, 1500),
+                    Verdict::Corrupt,
+                    "flip {bit:#x} at byte {byte}"
+                );
+            }
+        }
+        assert_eq!(check_stamp(&h, 1499), Verdict::Corrupt, "length disagrees");
+        // A full-checksum header is not a stamp, nor an end-of-stream frame.
+        let p = Pattern::new(1500);
+        assert_eq!(check_stamp(&p.frame(7).0, 1500), Verdict::Corrupt);
+        let end: [u8; FRAME_HDR] = end_frame(3)[..FRAME_HDR].try_into().unwrap();
+        assert_eq!(check_stamp(&end, END_FRAME), Verdict::Corrupt);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! bounds-checked accessor: offsets are checked with `checked_add` against
 //! the mapping length, ring indexes are accessed as atomics at aligned
 //! offsets, and packet bytes and descriptors are copied after the same check
-//! with volatile word copies ([`volatile`]): the peer may be writing those
+//! with volatile word copies (`volatile.rs`): the peer may be writing those
 //! bytes as we copy them, and a plain memcpy on racing memory is undefined
 //! behaviour, while a volatile copy only ever yields garbage bytes in range.
 //! This is the only module (with `ring.rs` using it) that holds raw

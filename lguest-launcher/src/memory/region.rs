@@ -229,7 +229,7 @@ impl Region {
     /// peer may make overlap: then the copy has memmove's result.
     ///
     /// This is the per-packet copy; it reads and writes shared memory only
-    /// with volatile words (see [`super::volatile`]).
+    /// with volatile words (see `memory/volatile.rs`).
     #[inline]
     pub fn copy_from(
         &self,

@@ -115,10 +115,11 @@
 //! * QEMU hangs up with the rings running (the VM was killed), or the
 //!   peer's ring is impossible: `error: ...`, exit 1.
 //!
-//! The files: [`backend`] speaks vhost-user (rust-vmm's backend trait),
-//! [`establish`] meets the peer and sets each link generation up, [`link`]
-//! runs the data path through the one wait loop ([`crate::wait`]) and ends
-//! a link, `qemu72_relay` works around QEMU 7.2's message order.
+//! The files: `backend.rs` speaks vhost-user (rust-vmm's backend trait),
+//! `establish.rs` meets the peer and sets each link generation up,
+//! `link.rs` runs the data path through the one wait loop
+//! ([`crate::wait`]) and ends a link, `qemu72_relay.rs` works around QEMU
+//! 7.2's message order.
 
 mod backend;
 mod establish;

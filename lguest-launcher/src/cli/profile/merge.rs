@@ -58,6 +58,7 @@ pub fn merge(flags: &RunArgs, profile: Option<(&Path, &Profile)>) -> Merged {
     take!("guest", "name", name, p.guest.name.clone());
     take!("guest", "memory_mib", memory, p.guest.memory_mib);
     take!("guest", "queue_size", queue_size, p.guest.queue_size);
+    take!("guest", "cpu", cpu, p.guest.cpu);
     take!("net", "sharenet", sharenet, p.net.sharenet.clone());
     take!("net", "notify", notify, p.net.notify);
     take!("net", "writes", writes, p.net.writes);
@@ -74,6 +75,7 @@ pub fn merge(flags: &RunArgs, profile: Option<(&Path, &Profile)>) -> Merged {
     take!("workload", "kind", workload, p.workload.kind);
     take!("workload", "count", count, p.workload.count);
     take!("workload", "size", size, p.workload.size);
+    take!("workload", "payload", payload, p.workload.payload);
     take!("workload", "timeout", timeout, p.workload.timeout);
     Merged {
         args: a,
@@ -89,10 +91,11 @@ impl Merged {
     /// output is itself a valid profile that freezes nothing by accident.
     pub fn to_toml(&self, s: &Settings) -> String {
         let q = |s: &str| Some(Value::String(s.to_string()).to_string());
-        let rows: [(&str, &str, Option<String>); 12] = [
+        let rows: [(&str, &str, Option<String>); 14] = [
             ("guest", "name", s.name.as_deref().and_then(q)),
             ("guest", "memory_mib", Some(s.memory_mib.to_string())),
             ("guest", "queue_size", Some(s.queue_size.to_string())),
+            ("guest", "cpu", s.cpu.map(|c| c.to_string())),
             (
                 "net",
                 "sharenet",
@@ -105,6 +108,7 @@ impl Merged {
             ("workload", "kind", q(s.workload.name())),
             ("workload", "count", Some(s.count.to_string())),
             ("workload", "size", Some(s.size.to_string())),
+            ("workload", "payload", q(s.payload.name())),
             (
                 "workload",
                 "timeout",
@@ -124,6 +128,7 @@ impl Merged {
             let Some(value) = value else {
                 let unset = match key {
                     "name" => "(default: derived from the pid)",
+                    "cpu" => "(default: not pinned)",
                     _ => "(unset: give --sharenet KIND:PATH, or set it here)",
                 };
                 text += &format!("# {key} = {unset}\n");

@@ -4,19 +4,20 @@
 //! toml parses the text into tables whose every key and value carries its
 //! byte span ([`toml::Spanned`]), then each key is checked against the
 //! sections we know and each value against the same checks the flags use
-//! ([`check_count`], [`check_queue_size`], ...). A refusal is a
+//! (`check_count`, `check_queue_size`, ...). A refusal is a
 //! [`ProfileError`] that names the file, line and column (from the span),
 //! the section and key, and what is allowed, e.g.
 //!
 //! ```text
-//! profiles/left.toml:4:1: unknown key `bogus_key` in [guest]; expected one of name, memory_mib, queue_size
+//! profiles/left.toml:4:1: unknown key `bogus_key` in [guest]; expected one of name, memory_mib, queue_size, cpu
 //! profiles/left.toml:3:1: [guest] memory_mib: expected an integer (MiB), got the string "64"
 //! profiles/left.toml:5:2: unknown section `nett`; expected one of guest, net, workload
 //! ```
 
-use crate::cli::config::{Settings, Spec, SpecError, Wait, Workload, Writes};
+use crate::cli::config::{Payload, Settings, Spec, SpecError, Wait, Workload, Writes};
 use crate::cli::{
-    check_memory, check_queue_size, check_run_count, check_secs, check_size, RunArgs, ValueError,
+    check_cpu, check_memory, check_queue_size, check_run_count, check_secs, check_size, RunArgs,
+    ValueError,
 };
 use crate::virtq::NotifyMode;
 use clap::ValueEnum;
@@ -27,12 +28,12 @@ use toml::{Spanned, Value};
 /// The sections of a profile and their keys, in the order `--print-config`
 /// writes them.
 const SECTIONS: [(&str, &[&str]); 3] = [
-    ("guest", &["name", "memory_mib", "queue_size"]),
+    ("guest", &["name", "memory_mib", "queue_size", "cpu"]),
     (
         "net",
         &["sharenet", "notify", "writes", "wait", "reconnect"],
     ),
-    ("workload", &["kind", "count", "size", "timeout"]),
+    ("workload", &["kind", "count", "size", "payload", "timeout"]),
 ];
 
 fn section_names() -> String {
@@ -63,6 +64,8 @@ pub struct GuestSection {
     pub memory_mib: Option<u64>,
     /// Entries per ring.
     pub queue_size: Option<u32>,
+    /// CPU to pin the busy thread to.
+    pub cpu: Option<usize>,
 }
 
 /// `[net]`
@@ -89,6 +92,8 @@ pub struct WorkloadSection {
     pub count: Option<u64>,
     /// Frame size in bytes.
     pub size: Option<u32>,
+    /// What frames carry.
+    pub payload: Option<Payload>,
     /// Seconds.
     pub timeout: Option<f64>,
 }
@@ -230,6 +235,7 @@ impl Profile {
             ("guest", "queue_size") => {
                 g.queue_size = Some(check_queue_size(integer(v, "ring entries")?)?)
             }
+            ("guest", "cpu") => g.cpu = Some(check_cpu(integer(v, "a CPU number")?)?),
             ("net", "sharenet") => n.sharenet = Some(string(v, "KIND:PATH")?.parse()?),
             ("net", "notify") => n.notify = Some(choice(v)?),
             ("net", "writes") => n.writes = Some(choice(v)?),
@@ -238,6 +244,7 @@ impl Profile {
             ("workload", "kind") => w.kind = Some(choice(v)?),
             ("workload", "count") => w.count = Some(check_run_count(integer(v, "packets")?)?),
             ("workload", "size") => w.size = Some(check_size(integer(v, "bytes")?)?),
+            ("workload", "payload") => w.payload = Some(choice(v)?),
             ("workload", "timeout") => w.timeout = Some(check_secs(seconds(v)?)?),
             _ => return Ok(false),
         }

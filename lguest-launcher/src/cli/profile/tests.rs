@@ -34,7 +34,7 @@ fn unknown_key_names_file_line_section_and_allowed_keys() {
     let e = parse("[guest]\nname = \"x\"\nmemory_mib = 64\nbogus_key = 1\n").unwrap_err();
     assert_eq!(
         e,
-        "profiles/left.toml:4:1: unknown key `bogus_key` in [guest]; expected one of name, memory_mib, queue_size"
+        "profiles/left.toml:4:1: unknown key `bogus_key` in [guest]; expected one of name, memory_mib, queue_size, cpu"
     );
 }
 

@@ -1,0 +1,58 @@
+//! The one `match` every packet and every drop of a poll passes.
+
+use crate::copier::{Copier, DropReason, Event, Outcome};
+use crate::stats::Stats;
+use crate::virtq::ChainError;
+use transport::{Notify, Transport};
+
+/// Send one notification to the peer and count what happened.
+pub fn notify<T: Transport>(t: &T, stats: &mut Stats) -> Result<(), transport::Error> {
+    match t.notify()? {
+        Notify::Sent => stats.notifications_sent += 1,
+        Notify::AlreadyPending => stats.notifications_pending += 1,
+    }
+    Ok(())
+}
+
+/// The one place every packet and every drop of a copier poll passes:
+/// counters here, and any per-packet hook (capture, live status) beside
+/// them. Then the peer is told its TX buffers are free if it asked.
+pub fn account<T: Transport>(
+    copier: &Copier<T>,
+    out: &Outcome,
+    stats: &mut Stats,
+) -> Result<(), transport::Error> {
+    for ev in copier.events() {
+        match *ev {
+            Event::Delivered { len, .. } => {
+                stats.packets_copied += 1;
+                stats.bytes_copied += len as u64;
+            }
+            Event::Dropped { reason, .. } => {
+                stats.peer_errors += 1;
+                match reason {
+                    DropReason::Malformed(ChainError::BadIndex { .. }) => stats.peer_bad_index += 1,
+                    DropReason::Malformed(ChainError::OutOfBounds { .. }) => {
+                        stats.peer_out_of_bounds += 1
+                    }
+                    DropReason::Malformed(ChainError::Loop { .. }) => stats.peer_loop += 1,
+                    DropReason::Malformed(ChainError::WrongDirection { .. }) => {
+                        stats.peer_wrong_direction += 1
+                    }
+                    DropReason::Malformed(ChainError::Indirect { .. }) => stats.peer_indirect += 1,
+                    DropReason::Malformed(ChainError::BadLength { .. })
+                    | DropReason::Oversized { .. } => stats.peer_bad_length += 1,
+                }
+            }
+        }
+    }
+    if out.rx_full {
+        stats.rx_ring_full += 1;
+    }
+    if out.peer_wants_kick {
+        notify(copier.link(), stats)?;
+    } else if out.peer_kick_suppressed {
+        stats.notifications_suppressed += 1;
+    }
+    Ok(())
+}

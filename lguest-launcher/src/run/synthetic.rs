@@ -1,0 +1,257 @@
+//! A synthetic guest and its copier for one link generation, as the wait loop drives them.
+
+use super::*;
+use super::{session::*, signals::*};
+use crate::cli::config::{Wait, Workload};
+use crate::copier::{Copier, CopyError, Outcome};
+use crate::guest::Guest;
+use crate::stats::Stats;
+use crate::virtq::{NotifyMode, RingError};
+use crate::wait::{Device, Slept, Turn, WaitLoop};
+use std::time::{Duration, Instant};
+use transport::{Transport, Wakeup};
+
+/// A synthetic guest and its copier for one link generation, as the wait
+/// loop drives them.
+pub(super) struct Synthetic<'a, T: Transport> {
+    pub(super) guest: Guest,
+    pub(super) copier: Copier<T>,
+    pub(super) stats: Stats,
+    pub(super) mode: NotifyMode,
+    pub(super) peer_pid: u32,
+    pub(super) deadline: Option<Instant>,
+    pub(super) timeout: Duration,
+    pub(super) shared: &'a SharedStats,
+    pub(super) started: Instant,
+    pub(super) name: &'a str,
+    pub(super) quiet: bool,
+    /// The outage this link ended, until its first packet moves.
+    pub(super) outage: Option<Outage>,
+    /// TX chains completed when this link came up.
+    pub(super) consumed_at_up: u64,
+}
+
+impl<'a, T: Transport> Synthetic<'a, T> {
+    pub(super) fn ring_err(&self, err: RingError) -> RunError {
+        RunError::Ring {
+            pid: self.peer_pid,
+            err,
+        }
+    }
+    pub(super) fn copy_err(&self, err: CopyError) -> RunError {
+        match err {
+            CopyError::Transport(e) => RunError::Transport(e),
+            err => RunError::Copy {
+                pid: self.peer_pid,
+                err,
+            },
+        }
+    }
+    pub(super) fn timeout(&self) -> RunError {
+        RunError::Timeout(self.timeout.as_secs_f64())
+    }
+
+    /// Print what the guest noted (a sender's first frame, a frame out of
+    /// sequence).
+    pub(super) fn print_notes(&mut self) {
+        for note in self.guest.take_notes() {
+            if !self.quiet {
+                eprintln!("[{}] {note}", self.name);
+            }
+        }
+    }
+
+    /// Run this link until the workload is done or the link fails.
+    pub(super) fn drive(&mut self, wait: Wait, wake: Duration) -> Result<(), RunError> {
+        // Start "awake" (the peer kicks us until we first go idle), except
+        // when spinning: then we never want a kick.
+        self.copier
+            .set_notifications(wait != Wait::Spin)
+            .map_err(|e| self.copy_err(e))?;
+        let mut waiter = WaitLoop::calibrated(wait, wake);
+        let result = waiter.run(self).map(|_| ());
+        // Counters add up across link generations.
+        let counters = waiter.counters();
+        self.stats.spin_hits += counters.spin_hits;
+        self.stats.sleeps += counters.sleeps;
+        if wait == Wait::Adaptive {
+            self.stats.spin_budget_us = Some(waiter.spin_budget().get().as_secs_f64() * 1e6);
+        }
+        result
+    }
+
+    /// Wind the link down after [`Synthetic::drive`]: announce our end
+    /// when we leave cleanly (or are interrupted), take what a departed
+    /// peer left in its ring,
+    /// and hand back the parts.
+    pub(super) fn end(
+        mut self,
+        result: Result<(), RunError>,
+    ) -> (Guest, Copier<T>, Stats, Result<(), RunError>) {
+        // A signal may surface as a transport error (an interrupted poll).
+        let result = match (result, transport::interrupted()) {
+            (Err(_), Some(sig)) => Err(RunError::Interrupted(sig)),
+            (r, _) => r,
+        };
+        // `idle` runs for its duration (`--timeout`): reaching it is success.
+        let result = match result {
+            Err(RunError::Timeout(_)) if self.guest.workload() == Workload::Idle => Ok(()),
+            r => r,
+        };
+        if matches!(result, Ok(()) | Err(RunError::Interrupted(_))) {
+            // Leaving cleanly: tell the peer how many we sent (lost vs
+            // never sent; a clean leave, not a crash), giving it a moment
+            // to free a TX slot.
+            let until = Instant::now() + END_GRACE;
+            while self.guest.end_pending() && Instant::now() < until {
+                match self.guest.announce_end() {
+                    Ok(Some(_)) => {
+                        // Always kick: the peer may be asleep on a full ring.
+                        let _ = notify(self.copier.link(), &mut self.stats);
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_micros(200)),
+                    Err(_) => break,
+                }
+            }
+        }
+        let result = match result {
+            // The peer may leave right after finishing its part (a stream
+            // that saw its last packet consumed). Its memory stays mapped,
+            // so take a last look before calling this a failure.
+            Err(RunError::Transport(e)) if e.is_peer_gone() => {
+                self.drain();
+                let idle_left =
+                    self.guest.workload() == Workload::Idle && self.guest.peer_finished();
+                if self.guest.done() || idle_left {
+                    // An idle side whose peer left cleanly is done too.
+                    Ok(())
+                } else {
+                    Err(RunError::Transport(e))
+                }
+            }
+            r => r,
+        };
+        self.print_notes();
+        if let Some(o) = self.outage.take() {
+            // No packet moved on this link: it was up from `o.up` on.
+            o.close(o.up, &mut self.stats);
+        }
+        let Synthetic {
+            guest,
+            copier,
+            stats,
+            ..
+        } = self;
+        (guest, copier, stats, result)
+    }
+
+    /// The peer is gone: take what it already published (a slow sink may be
+    /// far behind), notifying nobody.
+    pub(super) fn drain(&mut self) {
+        while !self.guest.done() {
+            let step = self
+                .guest
+                .step(&mut self.stats)
+                .map(|s| s.progress)
+                .unwrap_or(false);
+            let moved = match self.copier.poll() {
+                Ok(out) => {
+                    // The peer is gone: count, but notify nobody.
+                    let _ = account(
+                        &self.copier,
+                        &Outcome {
+                            peer_wants_kick: false,
+                            ..out
+                        },
+                        &mut self.stats,
+                    );
+                    out.finished() > 0
+                }
+                Err(_) => false,
+            };
+            if !step && !moved {
+                break;
+            }
+        }
+    }
+}
+
+impl<T: Transport> Device for Synthetic<'_, T> {
+    type Error = RunError;
+
+    fn turn(&mut self) -> Result<Turn, RunError> {
+        let step = self
+            .guest
+            .step(&mut self.stats)
+            .map_err(|e| self.ring_err(e))?;
+        if let Some((old, new)) = step.tx_published {
+            if self
+                .guest
+                .tx
+                .kick_needed(self.mode, old, new)
+                .map_err(|e| self.ring_err(e))?
+            {
+                notify(self.copier.link(), &mut self.stats)?;
+            } else {
+                self.stats.notifications_suppressed += 1;
+            }
+        }
+        let out = self.copier.poll().map_err(|e| self.copy_err(e))?;
+        account(&self.copier, &out, &mut self.stats)?;
+        if let Some(o) = self.outage {
+            // The first packet after a reconnect, either way.
+            if out.finished() > 0 || self.guest.consumed() != self.consumed_at_up {
+                o.close(Instant::now(), &mut self.stats);
+                self.outage = None;
+            }
+        }
+        if self.guest.done() {
+            return Ok(Turn::Done);
+        }
+        Ok(if step.progress || out.finished() > 0 {
+            Turn::Busy
+        } else {
+            Turn::Idle
+        })
+    }
+
+    fn arm(&mut self, on: bool) -> Result<(), RunError> {
+        self.copier
+            .set_notifications(on)
+            .map_err(|e| self.copy_err(e))?;
+        self.guest.set_interrupts(on).map_err(|e| self.ring_err(e))
+    }
+
+    fn has_work(&mut self) -> Result<bool, RunError> {
+        Ok(self.copier.has_work().map_err(|e| self.copy_err(e))?
+            || self.guest.has_work().map_err(|e| self.ring_err(e))?)
+    }
+
+    fn tick(&mut self, now: Instant) -> Result<(), RunError> {
+        if let Some(sig) = transport::interrupted() {
+            return Err(RunError::Interrupted(sig));
+        }
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Err(self.timeout());
+        }
+        self.print_notes();
+        // Non-blocking look: drains kicks and notices a dead peer.
+        self.copier.link().wait(Some(Duration::ZERO))?;
+        publish(self.shared, &self.stats, self.started);
+        Ok(())
+    }
+
+    fn sleep(&mut self, max: Duration) -> Result<Slept, RunError> {
+        let left = match self.deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => max,
+        };
+        if left.is_zero() {
+            return Err(self.timeout());
+        }
+        if self.copier.link().wait(Some(left.min(max)))? == Wakeup::Notified {
+            self.stats.wakeups += 1;
+        }
+        Ok(Slept::Woke)
+    }
+}
