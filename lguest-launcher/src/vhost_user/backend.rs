@@ -2,7 +2,7 @@
 //! it: features, memory table, vring events, and the ring state QEMU asks
 //! back when it stops the device.
 
-use super::link::{exit_with, Link, LinkError, VmDevice};
+use super::link::{exit_with, Carry, Link, LinkError, VmDevice};
 use super::VhostArgs;
 use crate::cli::config::Wait;
 use crate::run::notify;
@@ -10,7 +10,7 @@ use crate::stats::Stats;
 use crate::virtq::NotifyMode;
 use crate::wait::WaitLoop;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use transport::{RingInfo, Transport};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
@@ -33,11 +33,11 @@ pub(super) const LINGER: Duration = Duration::from_secs(5);
 
 pub(super) type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 
-/// The link went down before the VM shut down: what we report when we exit.
+/// The link is down and the VM lives on: the counters so far, and since
+/// when (the next link's down time).
 pub(super) struct Ended {
-    stats: Stats,
-    /// The ring positions at the end, for `GET_VRING_BASE`.
-    state: [(u16, u16); 2],
+    pub(super) carry: Carry,
+    pub(super) at: Instant,
 }
 
 /// The vhost-user-net backend for one VM.
@@ -50,8 +50,12 @@ pub(super) struct NetBackend<T: Transport> {
     /// QEMU stopped a ring (`GET_VRING_BASE`): the VM is shutting down or
     /// pausing. The link pauses until both rings are ready again.
     pub(super) stopped: bool,
-    /// Set once the link went down while the VM lives on (we linger).
+    /// Set while the link is down and the VM lives on (we wait for the
+    /// next peer, or linger without `--reconnect`).
     pub(super) ended: Option<Ended>,
+    /// The generation of the last link (0 before the first; see
+    /// `establish`).
+    pub(super) generation: u32,
 }
 
 pub(super) fn ready(v: &VringRwLock) -> bool {
@@ -79,6 +83,7 @@ impl<T: Transport> NetBackend<T> {
             link: None,
             stopped: false,
             ended: None,
+            generation: 0,
         }
     }
 
@@ -105,14 +110,22 @@ impl<T: Transport> NetBackend<T> {
         let Some(link) = self.link.as_ref() else {
             return false;
         };
-        let rx_next = self.vrings[RX].get_ref().get_queue().next_avail();
-        if link.same_rings(&self.vrings) && rx_next == link.copier.rx_state().0 {
+        // QEMU restarts a paused device at the positions we reported; a
+        // reset driver starts its (new, or re-used) rings at 0.
+        let at = |i: usize| self.vrings[i].get_ref().get_queue().next_avail();
+        if link.same_rings(&self.vrings)
+            && at(RX) == link.queue_state(RX).0
+            && at(TX) == link.queue_state(TX).0
+        {
             self.stopped = false;
             return true;
         }
+        // With --reconnect this is a re-attach, not a failure: the next
+        // link describes the new rings to the peer.
         self.link_down(
-            "the VM set up new rings under a live link (its driver reset the NIC); the peer cannot follow".into(),
-            true,
+            "the VM set up its rings anew (a reboot or a driver reset of the NIC); the peer must be told"
+                .into(),
+            !self.args.reconnect,
         );
         false
     }
@@ -154,36 +167,64 @@ impl<T: Transport> NetBackend<T> {
         }
     }
 
-    /// The link is down but our VM lives on: say so, keep the ring state
-    /// for QEMU's `GET_VRING_BASE`, and linger ([`LINGER`]) so a VM that
-    /// is shutting down too can stop its rings through us. Exit 1 then.
+    /// The link is down but our VM lives on: say so, and leave the VM's
+    /// rings where a next link resumes them. With `--reconnect` the link
+    /// thread waits for the next peer; without, we linger ([`LINGER`]) so a
+    /// VM that is shutting down too can stop its rings through us, and
+    /// exit 1.
     pub(super) fn link_down(&mut self, why: String, error: bool) {
         let Some(mut link) = self.link.take() else {
             return;
         };
-        let state = [link.queue_state(RX), link.queue_state(TX)];
-        let result = format!("{why}; link down");
-        let stats = link.final_stats(result.clone());
-        // The transport fd closes with the link: epoll forgets it.
-        drop(link);
-        if error {
-            eprintln!("error: {result}");
-        } else {
-            eprintln!("{result}");
+        // Rings that run on (the peer left; the memory table changed): the
+        // next link starts where this one stopped, so the library's queues
+        // — what `establish` reads and `GET_VRING_BASE` answers — take our
+        // position. Not after QEMU stopped them (`stop_vring` wrote it
+        // then) or replaced them (QEMU's `SET_VRING_BASE` is the truth).
+        if !self.stopped && link.same_rings(&self.vrings) {
+            for i in [RX, TX] {
+                let (avail, used) = link.queue_state(i);
+                self.vrings[i].set_queue_next_avail(avail);
+                self.vrings[i].set_queue_next_used(used);
+            }
         }
-        let (args, s) = (self.args.clone(), stats.clone());
-        std::thread::spawn(move || {
-            std::thread::sleep(LINGER);
-            exit_with(&args, &s, "", 1);
+        let carry = link.carry();
+        // The transport fd closes with the link: epoll forgets it, and the
+        // peer sees us gone.
+        drop(link);
+        let generation = self.generation;
+        let line = if self.args.reconnect {
+            format!(
+                "link down (generation {generation}): {why}; waiting for the next peer on {}",
+                self.args.sharenet
+            )
+        } else {
+            format!("{why}; link down")
+        };
+        if error {
+            eprintln!("error: {line}");
+        } else {
+            eprintln!("{line}");
+        }
+        if !self.args.reconnect {
+            let (args, s) = (self.args.clone(), carry.stats.clone());
+            let s = Carry { stats: s, ..carry }.finish(format!("{why}; link down"));
+            std::thread::spawn(move || {
+                std::thread::sleep(LINGER);
+                exit_with(&args, &s, "", 1);
+            });
+        }
+        self.ended = Some(Ended {
+            carry,
+            at: Instant::now(),
         });
-        self.ended = Some(Ended { stats, state });
     }
 
     /// Stats as they stand, for a launcher that must exit now.
     pub(super) fn stats_so_far(&mut self, result: String) -> Stats {
-        let mut s = match (self.link.as_mut(), self.ended.as_ref()) {
+        let mut s = match (self.link.as_mut(), self.ended.take()) {
             (Some(link), _) => link.final_stats(String::new()),
-            (None, Some(e)) => e.stats.clone(),
+            (None, Some(e)) => e.carry.finish(String::new()),
             (None, None) => Stats {
                 transport: self.args.sharenet.kind.name().into(),
                 workload: "vhost-user".into(),
@@ -210,9 +251,27 @@ impl<T: Transport> NetBackend<T> {
             self.link_failed(LinkError::Transport(e));
         }
         if let Some(e) = self.ended.take() {
-            let mut s = e.stats;
-            s.result += "; then the VM shut down";
-            exit_with(&args, &s, "the VM shut down (its link was already down)", 1);
+            let generation = self.generation;
+            // With --reconnect a link that is down is a normal state (the
+            // peer's VM shut down first): a VM that shut down is success.
+            let (line, code) = match (self.args.reconnect, self.stopped) {
+                (true, true) => (
+                    format!("the VM shut down (its link was down after generation {generation})"),
+                    0,
+                ),
+                (true, false) => (
+                    "QEMU closed the vhost-user socket with the rings running (the VM was killed?); its link was down".to_string(),
+                    1,
+                ),
+                (false, _) => ("the VM shut down (its link was already down)".to_string(), 1),
+            };
+            let s = e.carry.finish(line.clone());
+            let line = if code == 0 {
+                line
+            } else {
+                format!("error: {line}")
+            };
+            exit_with(&args, &s, &line, code);
         }
         let (result, code) = if self.link.is_none() {
             ("the VM shut down before the link came up", 0)
@@ -266,13 +325,17 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
 
     fn update_memory(&mut self, mem: Mem) -> std::io::Result<()> {
         // The link keeps the old mapping alive (it owns an Arc of it), so
-        // nothing faults; but the peer maps the old table, so a new one
-        // under a running link ends it.
-        if self.link.is_some() && !self.stopped {
-            self.link_down(
-                "the VM's memory table changed under a live link".into(),
-                true,
-            );
+        // nothing faults. QEMU sends the table on every device start; the
+        // same layout keeps the link, another one needs a new handshake
+        // (the peer maps the old table): the link goes down and, with
+        // --reconnect, comes up again describing the new one.
+        if let Some(link) = self.link.as_ref() {
+            if super::establish::memory_layout(&mem).as_ref() != Some(&link.memory) {
+                self.link_down(
+                    "the VM's memory table changed under a live link".into(),
+                    !self.args.reconnect,
+                );
+            }
         }
         self.mem = Some(mem);
         Ok(())
@@ -283,13 +346,22 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
     /// position (RX: our copier's; TX: what the peer has consumed).
     fn stop_vring(&mut self, queue_index: u32) -> std::io::Result<()> {
         let i = queue_index as usize;
+        // With --reconnect a stop ends the link generation: the peer's
+        // copier must stop reading a TX ring the VM may be about to reuse
+        // as ordinary memory (a reboot or driver reset rewrites it). The
+        // link's `link_down` leaves both rings' positions in the library
+        // first; the next link starts where QEMU restarts the rings.
+        if self.args.reconnect && !self.stopped && self.link.is_some() {
+            self.link_down(
+                "QEMU stopped the VM's rings (a reboot, a driver reset or a pause)".into(),
+                false,
+            );
+        }
         self.stopped = true;
-        let state = match (self.link.as_ref(), self.ended.as_ref()) {
-            (Some(link), _) => Some(link.queue_state(i)),
-            (None, Some(e)) => e.state.get(i).copied(),
-            (None, None) => None,
-        };
-        if let (Some((avail, used)), Some(v)) = (state, self.vrings.get(i)) {
+        // Without a link the library's queue already holds the position
+        // (`link_down` wrote it, or QEMU's `SET_VRING_BASE` did).
+        if let (Some(link), Some(v)) = (self.link.as_ref(), self.vrings.get(i)) {
+            let (avail, used) = link.queue_state(i);
             v.set_queue_next_avail(avail);
             v.set_queue_next_used(used);
         }

@@ -156,20 +156,66 @@ fn vm_map(
     Ok(GuestMap::new(region, regions))
 }
 
+/// The VM memory as the peer would be told it: the memfd's inode and the
+/// regions (`None` if it cannot be shared at all).
+pub(super) fn memory_layout(mem: &Mem) -> Option<(u64, Vec<MemRegion>)> {
+    let (file, _, regions) = vm_memory(mem).ok()?;
+    Some((file.metadata().ok()?.ino(), regions))
+}
+
 /// Wait for the VM's rings, meet the peer, and install the link.
+///
+/// # Generations (`--reconnect`)
+/// The first link and every later one come up here; what outlives a link
+/// is in the backend: the counters ([`Ended`](super::backend::Ended)), the
+/// generation number, and the VM's ring positions in the library's queues.
+///
+/// 1. **Generation number.** We propose 1 + the links we had, the peer
+///    proposes its own, both take the larger (as `run.rs` does), so a
+///    restarted peer and its survivor print the same number.
+/// 2. **The peer's TX ring** resumes at its published used index
+///    ([`Copier::resume_peer_tx`]): what the last device side completed. A
+///    restarted VM launcher's QEMU restarts that ring at the same place
+///    (`SET_VRING_BASE` = used index, QEMU's "ring restore" when its
+///    backend vanished), so nothing is sent twice and nothing skipped.
+/// 3. **The VM's RX ring** starts at the library's `next_avail`/`next_used`:
+///    our last copier's position (`link_down` wrote it back), or QEMU's
+///    after a device start (a reboot or driver reset sends 0 and new rings).
+/// 4. **The VM's TX ring**: the peer's copier applies step 2 to it.
+///
+/// While we wait for a peer the VM may reset its NIC again: a handshake
+/// that described rings the VM no longer uses is dropped (the peer sees us
+/// leave and waits for our next offer).
 pub(super) fn establish<T: Transport + 'static>(
     backend: &Arc<RwLock<NetBackend<T>>>,
     register: &dyn Fn(i32),
     args: &VhostArgs,
 ) -> Result<(), EstablishError> {
+    loop {
+        if establish_once(backend, register, args)? {
+            return Ok(());
+        }
+    }
+}
+
+/// One attempt of [`establish`]: `Ok(false)` when the peer met was dropped
+/// (the VM's rings changed meanwhile, or the peer was refused) and we
+/// should wait again.
+fn establish_once<T: Transport + 'static>(
+    backend: &Arc<RwLock<NetBackend<T>>>,
+    register: &dyn Fn(i32),
+    args: &VhostArgs,
+) -> Result<bool, EstablishError> {
     // 1. The VM's driver is up: memory known, both rings ready. Their
-    // positions are what the backend library holds (SET_VRING_BASE for
-    // next_avail, the used index in guest memory for next_used).
-    let (mem, file, size, regions, tx, rx, rx_state, mode) = loop {
+    // positions are what the backend library holds (see step 3 above).
+    let (mem, file, size, regions, tx, rx, rx_state, mode, generation) = loop {
         {
             let b = backend.read().map_err(|_| EstablishError::Poisoned)?;
             if let Some(mem) = &b.mem {
-                if b.vrings.len() == 2 && b.vrings.iter().all(ready) && b.ended.is_none() {
+                if b.vrings.len() == 2
+                    && b.vrings.iter().all(ready)
+                    && (b.ended.is_none() || args.reconnect)
+                {
                     let (file, size, regions) = vm_memory(mem)?;
                     let rx_state = {
                         let g = b.vrings[RX].get_ref();
@@ -184,19 +230,22 @@ pub(super) fn establish<T: Transport + 'static>(
                         ring_info(&b.vrings[RX]),
                         rx_state,
                         b.mode(),
+                        b.generation,
                     );
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let first = generation == 0;
     let features = mode.features();
     let local = Handshake::new(std::process::id(), features, size, file.as_raw_fd(), tx, rx)
-        .with_regions(&regions);
+        .with_regions(&regions)
+        .with_generation(generation + 1);
     local
         .validate()
         .map_err(EstablishError::RingsOutsideMemory)?;
-    if !args.quiet {
+    if !args.quiet && first {
         eprintln!(
             "VM rings ready ({} regions, {} MiB); waiting for peer on {} ...",
             regions.len(),
@@ -204,24 +253,38 @@ pub(super) fn establish<T: Transport + 'static>(
             args.sharenet
         );
     }
-    // 2. Meet the peer (no lock held: the VM keeps running meanwhile).
+    // 2. Meet the peer (no lock held: the VM keeps running meanwhile). Only
+    // the first wait has a deadline: a survivor waits as long as its VM
+    // runs.
     let opts = ConnectOptions {
         nonblocking_writes: args.writes == Writes::Nonblocking,
-        timeout: Some(Duration::from_secs_f64(args.timeout)),
+        timeout: first.then(|| Duration::from_secs_f64(args.timeout)),
     };
     let (t, peer) = T::connect(&args.sharenet.path, &local, file.as_fd(), &opts)
         .map_err(EstablishError::Connect)?;
+    let up_at = Instant::now();
     let peer_pid = peer.handshake.pid;
     let peer_mode = NotifyMode::from_features(peer.handshake.features);
     // The VM reads the suppression fields of its negotiated mode: a peer
     // that maintains less would miss kicks.
     if peer_mode < mode {
-        return Err(EstablishError::NotifyMode {
+        let err = EstablishError::NotifyMode {
             pid: peer_pid,
             peer: peer_mode.name(),
             vm: mode.name(),
-        });
+        };
+        if first || !args.reconnect {
+            return Err(err);
+        }
+        eprintln!(
+            "refused peer {peer_pid}: {err}; still waiting on {}",
+            args.sharenet
+        );
+        drop((t, peer));
+        std::thread::sleep(Duration::from_millis(500));
+        return Ok(false);
     }
+    let generation = (generation + 1).max(peer.handshake.generation);
     let peer_map = GuestMap::new(
         crate::memory::map_peer(peer.memory, peer.handshake.mem_size)
             .map_err(|err| EstablishError::Map { whose: "peer", err })?,
@@ -230,6 +293,7 @@ pub(super) fn establish<T: Transport + 'static>(
     let vm = vm_map(&mem, &file, size, &regions)?;
     let fd = t.as_fd().as_raw_fd();
     let copier = Copier::new(t, &peer_map, &peer.handshake.tx, &vm, &rx, mode)
+        .and_then(Copier::resume_peer_tx)
         .map_err(|err| EstablishError::Ring {
             whose: "peer TX or VM RX",
             err,
@@ -249,24 +313,78 @@ pub(super) fn establish<T: Transport + 'static>(
             size: vm.region().len(),
         }),
     })?;
-    if !args.quiet {
-        eprintln!(
-            "connected to peer pid {peer_pid} over {}: peer memory {} MiB; notify {}; VM RX ring at {}/{}",
-            args.sharenet.kind.name(),
-            peer.handshake.mem_size >> 20,
-            mode.name(),
-            rx_state.0,
-            rx_state.1
-        );
-    }
+    let ino = file.metadata().map(|m| m.ino()).unwrap_or(0);
     {
         let mut b = backend.write().map_err(|_| EstablishError::Poisoned)?;
+        // The VM set its rings up anew while we met the peer: the peer was
+        // told the old ones. Dropping the copier closes the link; the peer
+        // (with --reconnect) waits for our next offer.
+        let still = b.vrings.iter().all(ready)
+            && ring_info(&b.vrings[TX]) == tx
+            && ring_info(&b.vrings[RX]) == rx
+            && b.vrings[RX].get_ref().get_queue().next_avail() == rx_state.0;
+        if !still {
+            if !args.quiet {
+                eprintln!(
+                    "the VM's rings changed while meeting peer {peer_pid}; offering the new ones"
+                );
+            }
+            return Ok(false);
+        }
         // Where the peer's copier will start on the VM's TX ring: what it
         // has marked used so far (0 on a fresh ring).
         let tx_used_seen = vm
             .region()
             .load_u16("vm tx used idx", tx_used_idx, Ordering::Acquire)
             .unwrap_or(0);
+        let carried = b.ended.take();
+        let down_ms = carried
+            .as_ref()
+            .map(|e| up_at.saturating_duration_since(e.at).as_secs_f64() * 1e3);
+        let (mut stats, tx_bytes, started) = match carried {
+            Some(e) => (e.carry.stats, e.carry.tx_bytes, e.carry.started),
+            None => (
+                Stats {
+                    transport: args.sharenet.kind.name().into(),
+                    workload: "vhost-user".into(),
+                    notify: args.notify.name().into(),
+                    notify_effective: mode.name().into(),
+                    writes: args.writes.name().into(),
+                    wait: "sleep".into(),
+                    size: 0, // a VM's frames have no fixed size
+                    ..Stats::default()
+                },
+                0,
+                Instant::now(),
+            ),
+        };
+        stats.peer_pid = peer_pid;
+        stats.generation = generation;
+        if let Some(ms) = down_ms {
+            stats.reconnects += 1;
+            stats.link_down_ms += ms;
+            stats.link_down_ms_each.push(ms);
+        }
+        if !args.quiet {
+            match down_ms {
+                Some(ms) => eprintln!(
+                    "link up (generation {generation}) after {ms:.1} ms: peer pid {peer_pid}; VM RX ring at {}/{}",
+                    rx_state.0, rx_state.1
+                ),
+                None => eprintln!(
+                    "connected to peer pid {peer_pid} over {}: peer memory {} MiB; notify {}; VM RX ring at {}/{}; link generation {generation}",
+                    args.sharenet.kind.name(),
+                    peer.handshake.mem_size >> 20,
+                    mode.name(),
+                    rx_state.0,
+                    rx_state.1
+                ),
+            }
+        }
+        b.generation = generation;
+        // The rings are running (checked above): whatever QEMU stopped
+        // before, it has started again.
+        b.stopped = false;
         b.link = Some(Link {
             _vm_file: file,
             copier,
@@ -276,20 +394,11 @@ pub(super) fn establish<T: Transport + 'static>(
             vm_rx_info: rx,
             tx_used_idx,
             tx_used_seen,
-            tx_bytes: 0,
+            tx_bytes,
             segs: Vec::with_capacity(8),
-            stats: Stats {
-                transport: args.sharenet.kind.name().into(),
-                workload: "vhost-user".into(),
-                notify: args.notify.name().into(),
-                notify_effective: mode.name().into(),
-                writes: args.writes.name().into(),
-                wait: "sleep".into(),
-                size: 0, // a VM's frames have no fixed size
-                peer_pid,
-                ..Stats::default()
-            },
-            started: Instant::now(),
+            stats,
+            started,
+            memory: (ino, regions),
         });
         register(fd);
         // Packets may already be waiting on either side.
@@ -298,5 +407,5 @@ pub(super) fn establish<T: Transport + 'static>(
             let _ = link.copier.link().notify();
         }
     }
-    Ok(())
+    Ok(true)
 }

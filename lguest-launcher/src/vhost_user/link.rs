@@ -14,7 +14,7 @@ use std::fs::File;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use transport::{RingInfo, Transport};
+use transport::{MemRegion, RingInfo, Transport};
 use vhost_user_backend::{VringRwLock, VringT};
 
 /// How often the link is checked outside the event loop.
@@ -39,6 +39,43 @@ pub(super) struct Link<T: Transport> {
     pub(super) segs: Vec<Seg>,
     pub(super) stats: Stats,
     pub(super) started: Instant,
+    /// The VM memory the peer was told about (memfd inode, regions): a
+    /// `SET_MEM_TABLE` with the same layout (QEMU sends one on every device
+    /// start) keeps the link; another one needs a new handshake.
+    pub(super) memory: (u64, Vec<MemRegion>),
+}
+
+/// What outlives one link generation: the counters so far (not yet
+/// finished), the VM's TX bytes, and when the first link came up.
+pub(super) struct Carry {
+    pub(super) stats: Stats,
+    pub(super) tx_bytes: u64,
+    pub(super) started: Instant,
+}
+
+impl Carry {
+    /// The stats as a run that ends now reports them.
+    pub(super) fn finish(mut self, result: String) -> Stats {
+        let mut s = std::mem::take(&mut self.stats);
+        // What crossed into the VM is what our copier delivered.
+        s.packets_received = s.packets_copied;
+        s.bytes_received = s.bytes_copied;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        s.finish(elapsed);
+        // `finish` counts bytes of the busier direction from `size`, which
+        // a VM's frames have none of: use the bytes we saw instead (both
+        // include the 12-byte virtio-net header).
+        let bytes = if s.packets_received >= s.packets_sent {
+            s.bytes_received
+        } else {
+            self.tx_bytes
+        };
+        if elapsed > 0.0 {
+            s.gbps = bytes as f64 * 8.0 / elapsed / 1e9;
+        }
+        s.result = result;
+        s
+    }
 }
 
 /// Why servicing the link stopped.
@@ -65,7 +102,7 @@ pub(super) struct VmDevice<'a, T: Transport> {
 impl<T: Transport> Link<T> {
     /// Count the VM TX chains the peer's copier marked used since we last
     /// looked (packets and bytes the VM sent). Returns whether any were.
-    fn reap_vm_tx(&mut self) -> bool {
+    pub(super) fn reap_vm_tx(&mut self) -> bool {
         let used = self
             .vm
             .region()
@@ -134,28 +171,19 @@ impl<T: Transport> Link<T> {
         None
     }
 
+    /// Take a last look at the VM's TX ring and hand over the counters.
+    pub(super) fn carry(&mut self) -> Carry {
+        self.reap_vm_tx();
+        Carry {
+            stats: std::mem::take(&mut self.stats),
+            tx_bytes: self.tx_bytes,
+            started: self.started,
+        }
+    }
+
     /// Take a last look at the VM's TX ring and fill in the stats.
     pub(super) fn final_stats(&mut self, result: String) -> Stats {
-        self.reap_vm_tx();
-        let mut s = std::mem::take(&mut self.stats);
-        // What crossed into the VM is what our copier delivered.
-        s.packets_received = s.packets_copied;
-        s.bytes_received = s.bytes_copied;
-        let elapsed = self.started.elapsed().as_secs_f64();
-        s.finish(elapsed);
-        // `finish` counts bytes of the busier direction from `size`, which
-        // a VM's frames have none of: use the bytes we saw instead (both
-        // include the 12-byte virtio-net header).
-        let bytes = if s.packets_received >= s.packets_sent {
-            s.bytes_received
-        } else {
-            self.tx_bytes
-        };
-        if elapsed > 0.0 {
-            s.gbps = bytes as f64 * 8.0 / elapsed / 1e9;
-        }
-        s.result = result;
-        s
+        self.carry().finish(result)
     }
 }
 

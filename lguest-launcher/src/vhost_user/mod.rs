@@ -45,11 +45,51 @@
 //! copier, TX from the used index the peer's copier published (it marks
 //! every chain it takes used, in order, within each batch). The link pauses
 //! while a ring is stopped, and resumes only on the same rings at the
-//! position we reported; a driver that built new rings ends the link (the
-//! peer was told the old ones). The peer's copier starts on the VM's TX ring
-//! at 0: the handshake carries no ring base, so a VM TX ring that does not
-//! start at 0 (a paused-and-resumed VM meeting a new peer) would look like
-//! an avail jump to the peer. That needs a handshake field (transport crate).
+//! position we reported. The peer's copier starts on the VM's TX ring at
+//! its published used index (`Copier::resume_peer_tx`), which is where
+//! QEMU restarts that ring too.
+//!
+//! # Restarts (`--reconnect`, on by default)
+//! A link is one *generation* (`establish.rs`); the VM, its QEMU
+//! connection and its ring positions outlive it:
+//!
+//! * **The peer launcher leaves** (killed, restarted, its VM shut down):
+//!   `link down (generation N): ...; waiting for the next peer on PATH`.
+//!   Before the copier goes, our RX position and the peer's consumption of
+//!   the VM's TX ring are written back into the library's queues; the VM's
+//!   TX chains pile up in its ring, untouched. The next peer on the same
+//!   path gets a new handshake (generation N+1); our copier resumes on its
+//!   TX ring at its used index, its copier on ours at ours: chains the dead
+//!   peer had not completed are delivered, none twice. `link up
+//!   (generation N+1) after X ms`.
+//! * **The VM reboots or its driver resets the NIC**: QEMU stops the rings
+//!   (`GET_VRING_BASE`, answered with our real positions), and later sets
+//!   up new ones at base 0. Rings that are not where the link left them
+//!   (other addresses, or another base) are a re-attach, not a failure: the
+//!   link goes down (the peer sees us leave) and the next one describes
+//!   the new rings.
+//! * **A new memory table**: QEMU sends one on every device start; the
+//!   same memfd and regions keep the link, another layout takes it down
+//!   and up again (the peer maps the new one).
+//! * **This launcher is restarted**: QEMU, as the client with
+//!   `-chardev socket,...,reconnect=1`, connects to the new process and
+//!   replays the whole setup; having lost its backend it restarts each ring
+//!   at the used index ("ring restore"), so what the dead launcher had
+//!   consumed but not completed is offered again.
+//!
+//! What QEMU 7.2 does not let a backend do for virtio-net: raise a config
+//! interrupt or set the link status. VIRTIO_NET_F_STATUS is QEMU's own
+//! (not a backend feature bit); its virtio-net reads no config from a
+//! vhost-user backend and drops VHOST_USER_PROTOCOL_F_CONFIG for net, so
+//! the VM sees NO-CARRIER only when QEMU's own connection to its backend
+//! is down. Nor does its virtio-net use VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD
+//! (only vhost-user-blk/-scsi call GET_INFLIGHT_FD). Without it: the VM's
+//! TX ring is consumed by the *peer's* copier, which survives our crash,
+//! so QEMU's restore point (its used index) is exact; on the VM's RX ring
+//! a crash mid-batch re-offers the buffers taken but not yet marked used
+//! (none lost), and the peer's TX chains of that batch, not yet marked
+//! used, are delivered again by our successor (at most one batch twice,
+//! never lost).
 //!
 //! # Why not `virtio_queue::Queue` for the VM's side
 //! The library already holds a `virtio_queue::Queue` per vring. We keep
@@ -65,18 +105,21 @@
 //!
 //! # How a run ends
 //! * QEMU stops the rings and hangs up (guest poweroff, SIGTERM): "the VM
-//!   shut down", exit 0, stats written. The peer sees its link go down.
-//! * The peer leaves: one plain line "peer PID disconnected: ...; link
-//!   down"; we keep answering our VM's QEMU for a few seconds
-//!   (`backend::LINGER`) so a VM that is shutting down too gets its ring
-//!   state back, then exit 1.
-//! * QEMU hangs up with the rings running (the VM was killed), the peer's
-//!   ring is impossible, or the VM changes its memory or rings under a live
-//!   link: `error: ...`, exit 1.
+//!   shut down", exit 0, stats written (also when the link was down then).
+//!   The peer sees its link go down.
+//! * The peer leaves: with `--reconnect` (default) we wait for the next one
+//!   (above). With `--reconnect false`: one plain line "peer PID
+//!   disconnected: ...; link down"; we keep answering our VM's QEMU for a
+//!   few seconds (`backend::LINGER`) so a VM that is shutting down too gets
+//!   its ring state back, then exit 1.
+//! * QEMU hangs up with the rings running (the VM was killed), or the
+//!   peer's ring is impossible: `error: ...`, exit 1.
 //!
 //! The files: `backend.rs` speaks vhost-user (rust-vmm's backend trait),
-//! `establish.rs` and `link.rs` meets the peer and runs the data path through the one wait loop
-//! ([`crate::wait`]), `qemu72_relay` works around QEMU 7.2's message order.
+//! `establish.rs` meets the peer and sets each link generation up,
+//! `link.rs` runs the data path through the one wait loop
+//! ([`crate::wait`]) and ends a link, `qemu72_relay.rs` works around QEMU
+//! 7.2's message order.
 
 mod backend;
 mod establish;
@@ -121,6 +164,12 @@ pub struct VhostArgs {
     /// No connection lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// When the peer launcher leaves, or the VM's driver resets the NIC,
+    /// keep serving the VM and wait on the same --sharenet path for the next
+    /// peer (no deadline after the first link). `--reconnect false`: exit 1
+    /// a few seconds after the link goes down, as before.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reconnect: bool,
 }
 
 /// Event id for the transport's fd (0 and 1 are the queues; 2 is the
@@ -210,12 +259,19 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
                 }
             }
         };
-        if let Err(e) = establish::establish::<T>(&link_backend, &register, &link_args) {
-            let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
-            let stats = b.stats_so_far(e.to_string());
-            exit_with(&link_args, &stats, &format!("error: {e}"), 1);
+        // One link generation per turn: set it up, watch it until it goes
+        // down, and (with --reconnect) set the next one up on the same path.
+        loop {
+            if let Err(e) = establish::establish::<T>(&link_backend, &register, &link_args) {
+                let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
+                let stats = b.stats_so_far(e.to_string());
+                exit_with(&link_args, &stats, &format!("error: {e}"), 1);
+            }
+            link::watch(&link_backend);
+            if !link_args.reconnect {
+                return; // the linger timer ends the process
+            }
         }
-        link::watch(&link_backend);
     });
     let result = daemon.wait();
     let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
