@@ -262,6 +262,12 @@ impl WaitLoop {
             if busy && self.idle_since.is_none() && !self.turns.is_multiple_of(CLOCK_EVERY) {
                 continue;
             }
+            // Spinning needs the clock only for `tick`: an idle spin turn
+            // reads it now and then too (the read costs as much as a turn).
+            if !busy && self.policy == Wait::Spin && !self.turns.is_multiple_of(CLOCK_EVERY) {
+                std::hint::spin_loop();
+                continue;
+            }
             let now = Instant::now();
             let last = *self.last_tick.get_or_insert(now);
             if now.duration_since(last) >= TICK_EVERY {

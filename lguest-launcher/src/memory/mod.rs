@@ -10,10 +10,13 @@
 //! bounds-checked accessor: offsets are checked with `checked_add` against
 //! the mapping length, ring indexes are accessed as atomics at aligned
 //! offsets, and packet bytes and descriptors are copied after the same check
-//! with volatile word copies (`volatile.rs`): the peer may be writing those
-//! bytes as we copy them, and a plain memcpy on racing memory is undefined
-//! behaviour, while a volatile copy only ever yields garbage bytes in range.
-//! This is the only module (with `ring.rs` using it) that holds raw
+//! by `volatile.rs`, with rust-vmm vm-memory's policy: a field of up to 8
+//! bytes with volatile words, exactly once at its size; a longer run with
+//! one memmove on raw pointers, each byte read once into memory the peer
+//! cannot reach or that nobody reads before a Release store publishes it.
+//! The peer may be writing those bytes as we copy them; either way that can
+//! only yield garbage bytes in range (the argument is in `volatile.rs`).
+//! This is the only module (with `virtq/` using it) that holds raw
 //! pointers; nothing outside does pointer arithmetic on guest memory.
 
 mod borrowed;

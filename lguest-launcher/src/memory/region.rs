@@ -203,10 +203,11 @@ impl Region {
         // SAFETY: bounds: the source range was checked above and `out` is
         // valid for `out.len()` bytes; `out` is local memory, which cannot
         // overlap a shared mapping we only reach through raw pointers. Race:
-        // the source is read with volatile words, each once; a concurrent
-        // peer write leaves garbage bytes in `out`, and callers check `out`,
-        // not the mapping, so what they checked cannot change afterwards.
-        unsafe { volatile::copy_forward(out.as_mut_ptr(), self.ptr(off), out.len()) };
+        // each source byte is read once (`volatile::copy`: volatile words
+        // for a field, one memmove for more); a concurrent peer write leaves
+        // garbage bytes in `out`, and callers check `out`, not the mapping,
+        // so what they checked cannot change afterwards.
+        unsafe { volatile::copy(out.as_mut_ptr(), self.ptr(off), out.len()) };
         Ok(())
     }
 
@@ -216,10 +217,10 @@ impl Region {
         let off = self.check(what, offset, data.len() as u64, 1)?;
         // SAFETY: bounds: the destination range was checked above and `data`
         // is valid for `data.len()` bytes of local memory (no overlap with
-        // the mapping). Race: the destination is written with volatile
-        // stores only; a peer writing the same bytes meanwhile leaves a mix
-        // in guest memory, which the guest treats as packet data.
-        unsafe { volatile::copy_forward(self.ptr(off), data.as_ptr(), data.len()) };
+        // the mapping). Race: each destination byte is written once
+        // (`volatile::copy`); a peer writing the same bytes meanwhile leaves
+        // a mix in guest memory, which the guest treats as packet data.
+        unsafe { volatile::copy(self.ptr(off), data.as_ptr(), data.len()) };
         Ok(())
     }
 
@@ -228,8 +229,8 @@ impl Region {
     /// peer's), or the ranges are buffers of one mapping, which a hostile
     /// peer may make overlap: then the copy has memmove's result.
     ///
-    /// This is the per-packet copy; it reads and writes shared memory only
-    /// with volatile words (see `memory/volatile.rs`).
+    /// This is the per-packet copy (`volatile::copy`: vm-memory's policy,
+    /// see `memory/volatile.rs`).
     #[inline]
     pub fn copy_from(
         &self,
@@ -241,25 +242,14 @@ impl Region {
         let d = self.check("rx buffer", dst_off, len, 1)?;
         let s = src.check("tx buffer", src_off, len, 1)?;
         let (dst, from, len) = (self.ptr(d), src.ptr(s), len as usize);
-        // Overlap: a copy up a mapping onto its own source range (only a
-        // hostile peer describes one) runs back to front, as memmove does;
-        // every other case, two mappings included, runs front to back.
-        // Judged on addresses, so two handles of one mapping count as one.
-        let (to, at) = (dst as usize, from as usize);
-        let upwards_overlap = at < to && to - at < len;
         // SAFETY: bounds: both ranges were checked above against their own
-        // mappings, and both copy directions touch only bytes inside them,
-        // overlapping or not. Race: either mapping may be written by the peer
-        // meanwhile; every access is volatile and each byte is read once and
-        // written once, so that only changes which bytes land in `self`,
-        // which the receiving guest treats as packet data.
-        unsafe {
-            if upwards_overlap {
-                volatile::copy_backward(dst, from, len)
-            } else {
-                volatile::copy_forward(dst, from, len)
-            }
-        }
+        // mappings, and the copy touches only bytes inside them; ranges of
+        // one mapping may overlap (a hostile peer can describe that), which
+        // `volatile::copy` allows, with memmove's result. Race: either
+        // mapping may be written by the peer meanwhile; each byte is read
+        // once and written once, so that only changes which bytes land in
+        // `self`, which the receiving guest treats as packet data.
+        unsafe { volatile::copy(dst, from, len) }
         Ok(())
     }
 }
