@@ -140,6 +140,13 @@ pub struct WakeupProbe {
 }
 
 impl WakeupProbe {
+    /// No measurement (a wait mode that does not use one).
+    pub fn none() -> Self {
+        WakeupProbe {
+            hist: crate::stats::rtt_histogram(),
+        }
+    }
+
     /// The median one-way wake-up, or [`FALLBACK`] when nothing was measured.
     pub fn median(&self) -> Duration {
         if self.hist.is_empty() {

@@ -2,7 +2,7 @@
 
 use super::*;
 use super::{signals::*, synthetic::*};
-use crate::cli::config::{RunConfig, Workload, Writes};
+use crate::cli::config::{RunConfig, Wait, Workload, Writes};
 use crate::copier::Copier;
 use crate::guest::plan::Layout;
 use crate::guest::{Guest, Work};
@@ -66,8 +66,14 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     // What a wake-up costs here, over a channel of this kind: the adaptive
     // spin starts from it (see `wait`), the stats report it. Measured
     // before the rendezvous, so the peer never waits on it: a peer that
-    // publishes at once finds us polling.
-    let probe = crate::wakeup::probe(cfg.spec.kind, cfg.cpu);
+    // publishes at once finds us polling. Only `adaptive` uses it: `spin`
+    // never sleeps and `sleep` never spins, and the probe's cross-core
+    // ping-pong at start disturbs where the scheduler places a spinner.
+    let probe = if cfg.wait == Wait::Adaptive {
+        crate::wakeup::probe(cfg.spec.kind, cfg.cpu)
+    } else {
+        crate::wakeup::WakeupProbe::none()
+    };
 
     let layout = Layout::plan(cfg.queue_size);
     let mem = GuestMemory::create(&cfg.name, cfg.memory_mib << 20)?;

@@ -58,6 +58,10 @@ pub(super) const END_GRACE: Duration = Duration::from_millis(300);
 
 /// How long the run loop has to stop after a signal before the watchdog
 /// writes the stats and exits for it (a blocking write to a stopped peer).
+/// How often the watchdog looks at the clock and the signal flag: rarely,
+/// since any wake-up on a machine of two busy spinners costs them.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
 pub(super) const SIGNAL_GRACE: Duration = Duration::from_secs(2);
 
 /// The run loop honours `--timeout` and signals itself; this thread is the
@@ -72,7 +76,7 @@ pub(super) fn start_watchdog(cfg: &RunConfig, shared: SharedStats) {
             .map(|t| Instant::now() + t + Duration::from_secs(2));
         let mut signalled: Option<(i32, Instant)> = None;
         let (why, code) = loop {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(WATCH_EVERY);
             if let (None, Some(sig)) = (signalled, transport::interrupted()) {
                 signalled = Some((sig, Instant::now()));
             }
