@@ -47,6 +47,15 @@ fn put(f: &File, off: u64, bytes: &[u8]) {
     f.write_all_at(bytes, off).expect("pwrite own memfd");
 }
 
+/// The used index the honest side's copier published on our TX ring.
+fn used_idx(f: &File, ring: &RingInfo) -> u16 {
+    let mut b = [0u8; 2];
+    match f.read_exact_at(&mut b, ring.used + 2) {
+        Ok(()) => u16::from_le_bytes(b),
+        Err(_) => 0,
+    }
+}
+
 fn desc(f: &File, ring: &RingInfo, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
     let mut d = [0u8; 16];
     d[0..8].copy_from_slice(&addr.to_le_bytes());
@@ -162,6 +171,16 @@ fn run<T: Transport>(path: &Path, mode: &str, rounds: u32) -> anyhow::Result<()>
         if let Err(e) = t.notify() {
             eprintln!("hostile-peer: notify: {e}");
             return Ok(());
+        }
+        // Let the honest side take this round before the next one (up to a
+        // second): a round published on top of one it has not read yet
+        // would be an avail jump, which is the `jump` mode's attack, not
+        // this one's. On a loaded machine the honest side may be slow.
+        if mode != "jump" {
+            let until = std::time::Instant::now() + Duration::from_secs(1);
+            while used_idx(&mem, &tx) != avail && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
