@@ -15,7 +15,7 @@
 //! the SVG viewer).
 
 use super::json::Document;
-use super::row::Row;
+use super::row::{lowest, Row};
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use std::path::Path;
@@ -222,15 +222,11 @@ fn latency_bars(doc: &Document) -> Vec<Bar> {
     for t in TRANSPORTS {
         bars.extend(raw(t));
         for w in WAITS {
-            let best = ok_cells(doc, "ping")
-                .filter(|r| r.key.transport == t && r.key.wait.as_deref() == Some(w))
-                .filter(|r| r.metrics.p50_us.is_some())
-                .min_by(|a, b| {
-                    a.metrics
-                        .p50_us
-                        .unwrap_or(0.0)
-                        .total_cmp(&b.metrics.p50_us.unwrap_or(0.0))
-                });
+            let best = lowest(
+                ok_cells(doc, "ping")
+                    .filter(|r| r.key.transport == t && r.key.wait.as_deref() == Some(w)),
+                |r| r.metrics.p50_us,
+            );
             if let Some(r) = best {
                 bars.push((
                     format!("{t} {w} ({})", r.key.notify.as_deref().unwrap_or("-")),

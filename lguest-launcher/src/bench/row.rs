@@ -107,6 +107,28 @@ impl Row {
     }
 }
 
+/// Of `rows`, the one with the highest `metric` (the last such, as
+/// `max_by` picks), skipping rows without the figure.
+pub fn highest<'a>(
+    rows: impl Iterator<Item = &'a Row>,
+    metric: impl Fn(&Row) -> Option<f64>,
+) -> Option<&'a Row> {
+    rows.filter_map(|r| metric(r).map(|v| (r, v)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(r, _)| r)
+}
+
+/// Of `rows`, the one with the lowest `metric` (the first such, as
+/// `min_by` picks), skipping rows without the figure.
+pub fn lowest<'a>(
+    rows: impl Iterator<Item = &'a Row>,
+    metric: impl Fn(&Row) -> Option<f64>,
+) -> Option<&'a Row> {
+    rows.filter_map(|r| metric(r).map(|v| (r, v)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(r, _)| r)
+}
+
 /// The first successful row of `transport` at `size`.
 pub fn find<'a>(rows: &'a [Row], transport: &str, size: u32) -> Option<&'a Row> {
     rows.iter()

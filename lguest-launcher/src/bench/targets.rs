@@ -15,7 +15,7 @@
 //! A target without a successful cell to judge by is reported as "no
 //! data", never as met.
 
-use super::row::{find, Row};
+use super::row::{find, highest, lowest, Row};
 use serde::Serialize;
 
 /// One performance target, checked against this run.
@@ -33,15 +33,10 @@ pub struct Target {
 pub fn targets(rows: &[Row]) -> Vec<Target> {
     let cells = || rows.iter().filter(|r| r.is_cell() && r.ok());
     let best_by = |pred: &dyn Fn(&Row) -> bool| {
-        cells()
-            .filter(|r| r.key.workload == "stream" && r.key.size == 1500 && pred(r))
-            .filter(|r| r.metrics.mpps.is_some())
-            .max_by(|a, b| {
-                a.metrics
-                    .mpps
-                    .unwrap_or(0.0)
-                    .total_cmp(&b.metrics.mpps.unwrap_or(0.0))
-            })
+        highest(
+            cells().filter(|r| r.key.workload == "stream" && r.key.size == 1500 && pred(r)),
+            |r| r.metrics.mpps,
+        )
     };
     let mut out = Vec::new();
 
@@ -81,15 +76,11 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         },
     );
 
-    let worst = cells()
-        .filter(|r| r.key.workload == "stream" && r.key.notify.as_deref() == Some("event-idx"))
-        .filter(|r| r.metrics.notifications_per_packet.is_some())
-        .max_by(|a, b| {
-            a.metrics
-                .notifications_per_packet
-                .unwrap_or(0.0)
-                .total_cmp(&b.metrics.notifications_per_packet.unwrap_or(0.0))
-        });
+    let worst = highest(
+        cells()
+            .filter(|r| r.key.workload == "stream" && r.key.notify.as_deref() == Some("event-idx")),
+        |r| r.metrics.notifications_per_packet,
+    );
     out.push(match worst {
         Some(r) => {
             let n = r.metrics.notifications_per_packet.unwrap_or(0.0);
@@ -111,16 +102,12 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         .find(|r| r.key.transport == "baseline-rtt-eventfd" && r.ok())
         .and_then(|r| r.metrics.p50_us);
     let ping = |wait: Option<&str>| {
-        cells()
-            .filter(|r| r.key.workload == "ping" && r.key.transport == "eventfd")
-            .filter(|r| wait.is_none() || r.key.wait.as_deref() == wait)
-            .filter(|r| r.metrics.p50_us.is_some())
-            .min_by(|a, b| {
-                a.metrics
-                    .p50_us
-                    .unwrap_or(0.0)
-                    .total_cmp(&b.metrics.p50_us.unwrap_or(0.0))
-            })
+        lowest(
+            cells()
+                .filter(|r| r.key.workload == "ping" && r.key.transport == "eventfd")
+                .filter(|r| wait.is_none() || r.key.wait.as_deref() == wait),
+            |r| r.metrics.p50_us,
+        )
     };
     for (wait, label) in [
         (
