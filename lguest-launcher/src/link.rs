@@ -41,11 +41,51 @@ mod tests {
     }
 
     #[test]
+    fn generation_is_one_past_ours_or_the_peers_if_higher() {
+        assert_eq!(next_generation(0, 0), 1, "an old peer proposes 0");
+        assert_eq!(next_generation(0, 1), 1);
+        assert_eq!(next_generation(4, 1), 5, "a restarted peer joins our count");
+        assert_eq!(next_generation(0, 7), 7, "we restarted: the survivor's count wins");
+    }
+
+    #[test]
+    fn a_reaped_child_is_not_alive_and_we_are() {
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+    }
+
+    #[test]
     fn every_kind_dispatches_to_the_transport_of_that_name() {
         for k in Kind::ALL {
             assert_eq!(dispatch(k, Name), k.name());
         }
     }
+}
+
+/// `PATH` with `suffix` appended: the notes a launcher leaves beside its
+/// rendezvous path.
+fn beside(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    s.into()
+}
+
+/// Is process `pid` running (not gone, not a zombie waiting to be reaped)?
+pub fn process_alive(pid: u32) -> bool {
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()));
+    !matches!(state, None | Some('Z' | 'X'))
+}
+
+/// The link generation both sides settle on: one past the last link we
+/// had, or the peer's proposal if that is higher (a survivor that has seen
+/// more links). Each side proposes `last + 1` in its handshake.
+pub fn next_generation(last: u32, offered: u32) -> u32 {
+    (last + 1).max(offered)
 }
 
 /// While a pair is linked, `PATH.pair` names its two pids, so a third
@@ -61,9 +101,7 @@ pub struct PairMark {
 
 impl PairMark {
     fn file_for(path: &std::path::Path) -> std::path::PathBuf {
-        let mut s = path.as_os_str().to_owned();
-        s.push(".pair");
-        s.into()
+        beside(path, ".pair")
     }
 
     /// Mark `path` as used by the pair `a`/`b` (best effort: a launcher
@@ -91,8 +129,7 @@ impl PairMark {
         let text = std::fs::read_to_string(Self::file_for(path)).ok()?;
         let mut pids = text.split_whitespace().map(|p| p.parse::<u32>());
         let (a, b) = (pids.next()?.ok()?, pids.next()?.ok()?);
-        let alive = |pid: u32| std::path::Path::new(&format!("/proc/{pid}")).exists();
-        (alive(a) && alive(b)).then_some((a, b))
+        (process_alive(a) && process_alive(b)).then_some((a, b))
     }
 }
 
@@ -112,9 +149,7 @@ pub struct RefusalNote;
 
 impl RefusalNote {
     fn file_for(path: &std::path::Path) -> std::path::PathBuf {
-        let mut s = path.as_os_str().to_owned();
-        s.push(".refused");
-        s.into()
+        beside(path, ".refused")
     }
 
     /// Leave the note (best effort).

@@ -188,13 +188,7 @@ pub(super) const REFUSED_GRACE: Duration = Duration::from_secs(2);
 /// Wait until process `pid` is gone (or a zombie), at most `limit`.
 pub(super) fn wait_gone(pid: u32, limit: Duration) {
     let until = Instant::now() + limit;
-    while Instant::now() < until {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()));
-        if matches!(state, None | Some('Z' | 'X')) {
-            return;
-        }
+    while Instant::now() < until && crate::link::process_alive(pid) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -311,7 +305,7 @@ impl Session<'_> {
                     continue;
                 }
             }
-            let generation = (self.generation + 1).max(hs.generation);
+            let generation = crate::link::next_generation(self.generation, hs.generation);
             let _mark = PairMark::claim(&cfg.spec.path, std::process::id(), peer_pid);
             // Each side maintains the suppression fields of its own mode;
             // the pair uses the lower of the two so neither waits on a

@@ -284,7 +284,7 @@ fn establish_once<T: Transport + 'static>(
         std::thread::sleep(Duration::from_millis(500));
         return Ok(false);
     }
-    let generation = (generation + 1).max(peer.handshake.generation);
+    let generation = crate::link::next_generation(generation, peer.handshake.generation);
     let peer_map = GuestMap::new(
         crate::memory::map_peer(peer.memory, peer.handshake.mem_size)
             .map_err(|err| EstablishError::Map { whose: "peer", err })?,
