@@ -45,7 +45,11 @@ mod tests {
         assert_eq!(next_generation(0, 0), 1, "an old peer proposes 0");
         assert_eq!(next_generation(0, 1), 1);
         assert_eq!(next_generation(4, 1), 5, "a restarted peer joins our count");
-        assert_eq!(next_generation(0, 7), 7, "we restarted: the survivor's count wins");
+        assert_eq!(
+            next_generation(0, 7),
+            7,
+            "we restarted: the survivor's count wins"
+        );
     }
 
     #[test]
