@@ -18,6 +18,8 @@ fn main() -> ExitCode {
         Some(cli::Command::VhostUser(args)) => vhost_user::run(&args),
         Some(cli::Command::Bench(args)) => bench::run(&args),
         Some(cli::Command::BenchChild(args)) => bench::child::run(&args),
+        Some(cli::Command::Completions(args)) => cli::docs::completions(&args),
+        Some(cli::Command::Man(args)) => cli::docs::man(&args),
         None => match cli::configure(&cli.run) {
             Ok(Some(cfg)) => run::main(&cfg),
             Ok(None) => ExitCode::SUCCESS,

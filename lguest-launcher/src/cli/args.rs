@@ -70,6 +70,13 @@ pub enum Command {
         after_help = "Example (see scripts/vm-pair):\n  lguest-launcher vhost-user --socket /tmp/vm-a.sock --sharenet unix:/tmp/vmlink\n  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \\\n    -chardev socket,id=c0,path=/tmp/vm-a.sock -netdev vhost-user,id=n0,chardev=c0 \\\n    -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,vectors=0"
     )]
     VhostUser(crate::vhost_user::VhostArgs),
+    /// Print a shell completion script for lguest-launcher to stdout.
+    #[command(
+        after_help = "Install, e.g.:\n  lguest-launcher completions bash > /usr/share/bash-completion/completions/lguest-launcher\n  lguest-launcher completions zsh > /usr/share/zsh/vendor-completions/_lguest-launcher\n  lguest-launcher completions fish > /usr/share/fish/vendor_completions.d/lguest-launcher.fish"
+    )]
+    Completions(super::docs::CompletionsArgs),
+    /// Write the man pages (one per subcommand), generated from these flags.
+    Man(super::docs::ManArgs),
     /// One side of a two-process benchmark baseline (started by `bench`).
     #[command(hide = true)]
     BenchChild(crate::bench::ChildArgs),
@@ -96,8 +103,10 @@ pub struct DemoArgs {
 /// Flags of one side of a pair (all optional: defaults apply in `resolve`).
 #[derive(Debug, Args, Default, Clone)]
 pub struct RunArgs {
-    /// Read defaults from this TOML profile (flags override it).
-    #[arg(long, value_name = "FILE.toml")]
+    /// Read defaults from this TOML profile (flags override it): a path
+    /// (with a `/` or ending in .toml), or a NAME looked up as NAME.toml in
+    /// $XDG_CONFIG_HOME/sharenet/profiles, then /etc/sharenet/profiles.
+    #[arg(long, value_name = "NAME|FILE.toml", value_hint = clap::ValueHint::FilePath)]
     pub profile: Option<PathBuf>,
     /// Print the merged configuration as TOML (with where each value came
     /// from) and exit; works without --sharenet.

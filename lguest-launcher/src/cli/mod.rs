@@ -9,6 +9,7 @@
 
 mod args;
 pub mod config;
+pub mod docs;
 pub mod profile;
 mod values;
 
@@ -29,6 +30,9 @@ pub enum ConfigError {
     /// rendezvous that cannot be created.
     #[error(transparent)]
     Usage(#[from] UsageError),
+    /// `--profile NAME` names no profile in the search directories.
+    #[error(transparent)]
+    ProfileNotFound(#[from] profile::find::NotFound),
 }
 
 impl From<profile::ProfileError> for ConfigError {
@@ -40,13 +44,26 @@ impl From<profile::ProfileError> for ConfigError {
 /// Merge flags over the profile and resolve; `None` after `--print-config`
 /// (the merged configuration was printed).
 pub fn configure(flags: &RunArgs) -> Result<Option<RunConfig>, ConfigError> {
-    let loaded = match &flags.profile {
-        Some(path) => Some((path.as_path(), profile::Profile::load(path)?)),
+    let found = flags
+        .profile
+        .as_deref()
+        .map(profile::find::find)
+        .transpose()?;
+    let loaded = match &found {
+        Some(f) => Some((f.path.as_path(), profile::Profile::load(&f.path)?)),
         None => None,
     };
     let merged = profile::merge(flags, loaded.as_ref().map(|(p, prof)| (*p, prof)));
     if flags.print_config {
-        print!("{}", merged.to_toml(&merged.args.settings()?));
+        let settings = merged.args.settings()?;
+        let used = match &found {
+            None => "# profile: none (flags and defaults only)".to_owned(),
+            Some(f) => match &f.by_name {
+                Some(name) => format!("# profile: {} (found by name `{name}`)", f.path.display()),
+                None => format!("# profile: {}", f.path.display()),
+            },
+        };
+        print!("{used}\n{}", merged.to_toml(&settings));
         return Ok(None);
     }
     Ok(Some(merged.args.resolve()?))

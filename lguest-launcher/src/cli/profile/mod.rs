@@ -110,6 +110,7 @@ pub struct Profile {
 }
 
 mod error;
+pub mod find;
 mod merge;
 #[cfg(test)]
 mod tests;
