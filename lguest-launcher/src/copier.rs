@@ -12,8 +12,8 @@
 //! 3. gathers the peer's pieces into our RX pieces, never past either;
 //! 4. marks both used.
 //!
-//! After a batch (everything available per wake-up) it publishes both used
-//! indexes. It does **not** notify anyone: [`Copier::poll`] returns an
+//! After a batch (everything available per wake-up, within the per-poll
+//! budgets of [`crate::garbage`]) it publishes both used indexes. It does **not** notify anyone: [`Copier::poll`] returns an
 //! [`Outcome`] saying what moved, what was dropped and why (each as an
 //! [`Event`]), whether the peer asked to be told that its TX buffers are
 //! free, and whether our guest asked for an RX interrupt. The caller acts
@@ -36,6 +36,7 @@
 //! statically dispatched: the transport kind is chosen once, at
 //! [`crate::link::dispatch`], never per packet.
 
+use crate::garbage::{GarbageBudget, POLL_CHAINS, POLL_DESCRIPTORS};
 use crate::memory::{GuestMap, OutOfBounds, Region};
 use crate::virtq::{ChainError, DeviceQueue, NotifyMode, RingError, Seg};
 use transport::{RingInfo, Transport};
@@ -127,6 +128,9 @@ pub struct Outcome {
     /// Our guest asked for an interrupt for `rx_used` (only computed for a
     /// guest that takes interrupts: see [`Copier::with_guest_interrupts`]).
     pub guest_wants_irq: bool,
+    /// The peer's dropped chains spent their budget for this window
+    /// ([`crate::garbage`]): its ring is left alone until the window ends.
+    pub throttled: bool,
 }
 
 impl Outcome {
@@ -148,6 +152,7 @@ pub struct Copier<T: Transport> {
     src: Vec<Seg>,
     dst: Vec<Seg>,
     events: Vec<Event>,
+    garbage: GarbageBudget,
 }
 
 /// Copy the bytes of `src` pieces (in `src_mem`) into `dst` pieces (in
@@ -207,6 +212,7 @@ impl<T: Transport> Copier<T> {
             src: Vec::with_capacity(8),
             dst: Vec::with_capacity(8),
             events: Vec::with_capacity(256),
+            garbage: GarbageBudget::default(),
         })
     }
 
@@ -274,14 +280,32 @@ impl<T: Transport> Copier<T> {
     pub fn poll(&mut self) -> Result<Outcome, CopyError> {
         self.events.clear();
         let mut out = Outcome::default();
+        if self.garbage.paused() {
+            out.throttled = true;
+            return Ok(out);
+        }
         let pending = self.peer_tx.pending().map_err(CopyError::PeerRing)?;
-        for _ in 0..pending {
+        // Descriptors read this poll (both rings), against POLL_DESCRIPTORS.
+        let mut read = 0usize;
+        for _ in 0..pending.min(POLL_CHAINS) {
+            if read >= POLL_DESCRIPTORS {
+                break;
+            }
             let head = self.peer_tx.peek_head().map_err(CopyError::PeerRing)?;
-            match self.copy_one(head)? {
+            self.dst.clear();
+            let ev = self.copy_one(head)?;
+            // What walking the chains cost: every descriptor `read_chain`
+            // kept, plus the one each walk stopped at.
+            let cost = self.src.len() + self.dst.len() + 2;
+            read += cost;
+            match ev {
                 Some(ev) => {
                     match ev {
                         Event::Delivered { .. } => out.moved += 1,
-                        Event::Dropped { .. } => out.dropped += 1,
+                        Event::Dropped { .. } => {
+                            out.dropped += 1;
+                            out.throttled = self.garbage.charge(cost);
+                        }
                     }
                     self.events.push(ev);
                     self.peer_tx.advance();
@@ -295,6 +319,9 @@ impl<T: Transport> Copier<T> {
                     out.rx_full = true;
                     break;
                 }
+            }
+            if out.throttled {
+                break;
             }
         }
         // The peer's used index first, then ours. Should we die between
@@ -374,6 +401,9 @@ impl<T: Transport> Copier<T> {
     /// Is there a peer packet we could move right now? Used for the
     /// re-check after re-enabling notifications, before sleeping.
     pub fn has_work(&self) -> Result<bool, CopyError> {
+        if self.garbage.is_paused() {
+            return Ok(false); // the peer spent its garbage budget
+        }
         let pending = self.peer_tx.pending().map_err(CopyError::PeerRing)?;
         if pending == 0 {
             return Ok(false);

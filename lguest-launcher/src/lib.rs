@@ -10,7 +10,8 @@
 //!    the device side (what our copier serves), with their errors.
 //! 3. [`copier`] — pulls the peer's TX chains into our RX ring and returns
 //!    what happened as an [`copier::Outcome`]; [`run::account`] is the one
-//!    `match` every packet and every drop passes.
+//!    `match` every packet and every drop passes; [`garbage`] — what the
+//!    peer's malformed chains may cost us (per-poll and per-window budgets).
 //! 4. [`wait`] — the one wait loop: re-arm, fence, re-check, then sleep,
 //!    spin or adapt; [`wakeup`] — what a blocking wake-up costs here,
 //!    measured at connect to calibrate the adaptive spin.
@@ -27,6 +28,7 @@ pub mod copier;
 pub mod demo;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod garbage;
 pub mod guest;
 pub mod link;
 pub mod memory;

@@ -116,6 +116,9 @@ pub struct Stats {
     pub peer_indirect: u64,
     /// Of those: zero or oversize length, or a frame larger than our RX buffer.
     pub peer_bad_length: u64,
+    /// Polls that left the peer's ring alone because its dropped chains had
+    /// spent their budget for the window (`lguest_launcher::garbage`).
+    pub peer_throttled: u64,
     /// Seconds from connect to finish.
     pub elapsed_s: f64,
     /// Million packets per second (sent or received, whichever is larger).

@@ -173,4 +173,407 @@ crate::transport_suite! {
     looping_chains_are_dropped_and_counted,
     avail_index_jump_disconnects_with_clear_error,
     scribbled_memory_does_not_crash_the_launcher,
+    garbage_flood_costs_bounded_cpu,
+    garbage_flood_does_not_stop_our_own_stream,
+    hugetlb_memory_from_peer_is_refused_before_mapping,
+    ring_misaligned_in_the_memory_fd_is_refused,
+}
+
+// ---- Shared file descriptions (issue 15, item 2) ----------------------
+//
+// An eventfd passed over SCM_RIGHTS is one open file description on both
+// sides: the peer can clear its O_NONBLOCK, fill its counter, or read ours.
+// None of that may block a thread of ours.
+
+/// The peer fills the counter of the eventfd we kick it through to its
+/// maximum and clears O_NONBLOCK on it: a `write(1)` there would block
+/// forever. Our stream to it, with a kick per frame after the fill, must
+/// still finish.
+#[test]
+fn eventfd_peer_that_fills_its_counter_and_clears_nonblock_cannot_block_our_kicks() {
+    let _serial = serial();
+    let _ = launcher(); // built before the hostile peer starts waiting
+    let dir = TestDir::new("fill_eventfd");
+    let spec = dir.sharenet("eventfd", "link");
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "fill-eventfd", "200"]);
+    assert!(
+        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
+        "hostile peer never got ready"
+    );
+    let mut honest = dir.spawn(
+        "honest",
+        &spec,
+        &[
+            "--workload",
+            "stream",
+            "--count",
+            "3000",
+            "--notify",
+            "always",
+            "--wait",
+            "sleep",
+            "--timeout",
+            "15",
+        ],
+    );
+    let honest = honest.finish(Duration::from_secs(25));
+    let hostile = hostile.finish(Duration::from_secs(10));
+    let mut c = Checks::new("eventfd: peer fills its counter", &[&honest, &hostile]);
+    c.stderr_has(&hostile, "O_NONBLOCK cleared");
+    c.exit(&honest, 0)
+        .eq(&honest, field!(packets_sent), 3000)
+        .eq(&honest, field!(packets_consumed), 3000);
+    // At most a ring's worth of frames went out before the fill (the peer
+    // consumes nothing until it has filled): every later batch was kicked
+    // into the full counter.
+    c.gt(&honest, field!(notifications_sent), 4.0);
+    c.done();
+}
+
+/// The peer clears O_NONBLOCK on our eventfd and reads it back in a
+/// thread of its own as fast as it can while kicking us, then stops: a
+/// launcher that reads its counter after waking would lose that race at
+/// some point and block forever in `read(2)`. An idle launcher must still
+/// end at its `--timeout`.
+#[test]
+fn eventfd_peer_that_steals_our_counter_cannot_block_our_sleep() {
+    let _serial = serial();
+    let _ = launcher();
+    let dir = TestDir::new("steal_eventfd");
+    let spec = dir.sharenet("eventfd", "link");
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "steal-eventfd", "30"]);
+    assert!(
+        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
+        "hostile peer never got ready"
+    );
+    let mut honest = dir.spawn(
+        "honest",
+        &spec,
+        &["--workload", "idle", "--wait", "sleep", "--timeout", "5"],
+    );
+    let honest = honest.finish(Duration::from_secs(15));
+    let hostile = hostile.finish(Duration::from_secs(20));
+    let mut c = Checks::new("eventfd: peer steals our counter", &[&honest, &hostile]);
+    c.stderr_has(&hostile, "read back by us");
+    c.exit(&honest, 0);
+    c.gt(&honest, field!(wakeups), 0.0);
+    c.that(
+        honest.lifetime < Duration::from_secs(9),
+        format!("idle --timeout 5 took {:?}", honest.lifetime),
+    );
+    c.done();
+}
+
+// ---- CPU amplification and livelock (issue 15, item 4) ----------------
+
+/// User + system CPU time of a live process, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// A peer with a 32768-entry queue whose every chain loops through the
+/// whole table, republished as soon as we take it and kicked every
+/// millisecond: unbounded, each batch is ~1e9 descriptor reads. Our CPU
+/// must stay a small fraction of a core while it floods, and the launcher
+/// must still end at its `--timeout` (its wait loop keeps turning).
+fn garbage_flood_costs_bounded_cpu(kind: &str) {
+    let _serial = serial();
+    let _ = launcher();
+    let dir = TestDir::new("flood_cpu");
+    let spec = dir.sharenet(kind, "link");
+    let mut honest = dir.spawn(
+        "honest",
+        &spec,
+        &["--workload", "idle", "--wait", "sleep", "--timeout", "6"],
+    );
+    // The flood outlasts the launcher's 6 s: it ends at its timeout, under fire.
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "flood", "90"]);
+    assert!(
+        honest.wait_for_stderr("connected", Duration::from_secs(15)),
+        "pair never connected"
+    );
+    // Measure over 3 s of flood, after it got going.
+    std::thread::sleep(Duration::from_millis(500));
+    let (cpu0, t0) = (cpu_time(honest.pid()), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let (cpu1, t1) = (cpu_time(honest.pid()), std::time::Instant::now());
+    let share = (cpu1 - cpu0).as_secs_f64() / (t1 - t0).as_secs_f64();
+    let honest = honest.finish(Duration::from_secs(15));
+    let hostile = hostile.finish(Duration::from_secs(15));
+    let mut c = Checks::new(format!("{kind}: garbage flood"), &[&honest, &hostile]);
+    c.stderr_has(&hostile, "flood over");
+    // Unbounded, the copier walks garbage flat out (a whole core); bounded,
+    // it spends well under 5% of one. 30% leaves room for a noisy machine.
+    c.that(
+        share < 0.30,
+        format!("the flooded launcher used {:.0}% of a core", share * 100.0),
+    );
+    // It kept its schedule (ended at its --timeout, not seconds late) and
+    // saw the flood for what it was.
+    c.exit(&honest, 0);
+    c.that(
+        honest.lifetime < Duration::from_secs(9),
+        format!("idle --timeout 6 took {:?}", honest.lifetime),
+    );
+    c.gt(&honest, field!(peer_loop), 1000.0)
+        .gt(&honest, field!(peer_throttled), 0.0);
+    c.done();
+}
+
+/// The same flood while our own guest streams to the flooding peer (which
+/// consumes our TX ring like an honest device): our guest's traffic goes
+/// on and finishes while the peer's garbage is throttled.
+fn garbage_flood_does_not_stop_our_own_stream(kind: &str) {
+    let _serial = serial();
+    let _ = launcher();
+    let dir = TestDir::new("flood_stream");
+    let spec = dir.sharenet(kind, "link");
+    let mut honest = dir.spawn(
+        "honest",
+        &spec,
+        &[
+            "--workload",
+            "stream",
+            "--count",
+            "20000",
+            "--wait",
+            "sleep",
+            "--timeout",
+            "20",
+        ],
+    );
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "flood", "100"]);
+    let honest = honest.finish(Duration::from_secs(30));
+    hostile.signal(nix::sys::signal::Signal::SIGTERM);
+    let hostile = hostile.finish(Duration::from_secs(10));
+    let mut c = Checks::new(format!("{kind}: stream under flood"), &[&honest, &hostile]);
+    c.exit(&honest, 0)
+        .eq(&honest, field!(packets_sent), 20000)
+        .eq(&honest, field!(packets_consumed), 20000)
+        .gt(&honest, field!(peer_loop), 0.0)
+        .gt(&honest, field!(peer_throttled), 0.0);
+    c.done();
+}
+
+// ---- Rendezvous (issue 15, item 5) ------------------------------------
+
+/// A FIFO peer names a pseudo-terminal's fd as its memory. We must refuse
+/// it without opening it: opened without O_NOCTTY by a session leader (we
+/// start the launcher under `setsid`), it becomes the launcher's
+/// controlling terminal, which the peer then owns (it can hang it up).
+#[test]
+fn fifo_peer_naming_a_terminal_as_its_memory_is_refused_unopened() {
+    let _serial = serial();
+    let _ = launcher();
+    let dir = TestDir::new("fifo_tty");
+    let spec = dir.sharenet("fifo", "link");
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "fifo-tty"]);
+    assert!(
+        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
+        "hostile peer never got ready"
+    );
+    let launcher_path = launcher().display().to_string();
+    let mut honest = dir.spawn_program(
+        "honest",
+        Path::new("/usr/bin/setsid"),
+        &[
+            &launcher_path,
+            "--sharenet",
+            &spec,
+            "--workload",
+            "idle",
+            "--timeout",
+            "5",
+        ],
+    );
+    let honest = honest.finish(Duration::from_secs(15));
+    let hostile = hostile.finish(Duration::from_secs(15));
+    let mut c = Checks::new("fifo: peer names a terminal", &[&honest, &hostile]);
+    c.exit(&honest, 1);
+    c.stderr_has(&honest, "is a character device (a terminal?), not a memfd");
+    c.stderr_has(&hostile, "nobody took our terminal");
+    c.that(
+        !hostile.stderr.contains("TOOK THE TTY"),
+        "the launcher made the peer's terminal its controlling terminal",
+    );
+    c.done();
+}
+
+/// A FIFO peer plays the first side, fills the FIFO our handshake must go
+/// into and never reads it. We must give up at `--timeout` with a clear
+/// line, not retry forever.
+#[test]
+fn fifo_peer_that_never_reads_our_handshake_times_out() {
+    let _serial = serial();
+    let _ = launcher();
+    let dir = TestDir::new("fifo_full");
+    let spec = dir.sharenet("fifo", "link");
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "fifo-full", "150"]);
+    assert!(
+        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
+        "hostile peer never got ready"
+    );
+    let mut honest = dir.spawn("honest", &spec, &["--workload", "idle", "--timeout", "3"]);
+    let honest = honest.finish(Duration::from_secs(12));
+    let hostile = hostile.finish(Duration::from_secs(20));
+    let mut c = Checks::new("fifo: peer never reads", &[&honest, &hostile]);
+    c.exit(&honest, 1);
+    c.stderr_has(&honest, "within 3.0 s");
+    c.that(
+        honest.lifetime < Duration::from_secs(8),
+        format!("--timeout 3 took {:?}", honest.lifetime),
+    );
+    c.done();
+}
+
+/// Another user connects to a vhost-user `--socket` first (it is mode 0666
+/// here because `--allow-uid` names some other uid): it must be refused
+/// with one line, and QEMU (our uid) connecting after it must be served.
+#[test]
+fn vhost_user_socket_refuses_another_uid_and_still_serves_qemu() {
+    use std::io::{Read, Write};
+    let _serial = serial();
+    let _ = launcher();
+    let dir = TestDir::new("vhost_peercred");
+    let socket = dir.path().join("vhost.sock");
+    let socket_s = socket.display().to_string();
+    let link = dir.sharenet("unix", "link");
+    let mut backend = dir.spawn_raw(
+        "backend",
+        &[
+            "vhost-user",
+            "--socket",
+            &socket_s,
+            "--sharenet",
+            &link,
+            "--allow-uid",
+            "4242",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(
+        backend.wait_for_stderr("waiting for QEMU", Duration::from_secs(15)),
+        "backend never listened"
+    );
+    // uid 65534 (nobody) connects first and asks for the features.
+    let mut stranger = dir.spawn_program(
+        "stranger",
+        hostile_peer(),
+        &["--connect-as", "65534", &socket_s],
+    );
+    let stranger = stranger.finish(Duration::from_secs(10));
+    // Then "QEMU", as our own uid: GET_FEATURES must be answered.
+    let mut qemu = std::os::unix::net::UnixStream::connect(&socket).expect("connect as QEMU");
+    qemu.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut msg = [0u8; 12];
+    msg[0..4].copy_from_slice(&1u32.to_le_bytes()); // VHOST_USER_GET_FEATURES
+    msg[4..8].copy_from_slice(&1u32.to_le_bytes()); // version 1
+    qemu.write_all(&msg).unwrap();
+    let mut reply = [0u8; 20];
+    let got = qemu.read_exact(&mut reply);
+    drop(qemu);
+    backend.signal(nix::sys::signal::Signal::SIGTERM);
+    let backend = backend.finish(Duration::from_secs(15));
+    let mut c = Checks::new("vhost-user: SO_PEERCRED", &[&backend, &stranger]);
+    c.stderr_has(&backend, "refused a vhost-user connection on")
+        .stderr_has(
+            &backend,
+            "uid 65534: not our uid 0; if QEMU runs as that user, pass --allow-uid 65534",
+        );
+    c.that(
+        !stranger.stderr.contains("SERVED"),
+        "the stranger was served as if it were QEMU",
+    );
+    c.that(got.is_ok(), format!("QEMU got no reply: {got:?}"));
+    let request = u32::from_le_bytes([reply[0], reply[1], reply[2], reply[3]]);
+    let flags = u32::from_le_bytes([reply[4], reply[5], reply[6], reply[7]]);
+    c.that(
+        request == 1 && flags & 0x4 != 0,
+        format!("QEMU's GET_FEATURES reply: request {request}, flags {flags:#x}"),
+    );
+    c.done();
+}
+
+// ---- Memory fds (issue 15, item 3) -------------------------------------
+
+/// The peer offers a sealed hugetlbfs memfd: the seals pass, but a hole it
+/// punches there cannot be refilled once the free huge pages are gone, and
+/// our next touch would be SIGBUS. Refused by filesystem before mapping.
+fn hugetlb_memory_from_peer_is_refused_before_mapping(kind: &str) {
+    let _serial = serial();
+    let _ = launcher();
+    let dir = TestDir::new("hugetlb");
+    let spec = dir.sharenet(kind, "link");
+    let mut honest = dir.spawn("honest", &spec, &["--workload", "idle", "--timeout", "10"]);
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "hugetlb"]);
+    let honest = honest.finish(Duration::from_secs(20));
+    let hostile = hostile.finish(Duration::from_secs(20));
+    if hostile.stderr.contains("memfd_create") {
+        // No hugetlbfs on this machine: nothing to offer.
+        eprintln!("skipped: {}", hostile.stderr.trim());
+        return;
+    }
+    let mut c = Checks::new(format!("{kind}: hugetlb memory"), &[&honest, &hostile]);
+    c.exit(&honest, 1);
+    c.stderr_has(&honest, "it lives on hugetlbfs");
+    c.stderr_has(&honest, "only a plain (tmpfs) memfd is shared");
+    c.done();
+}
+
+// ---- Small ones (issue 15, item 6) -------------------------------------
+
+/// The peer's ring addresses are aligned, but its one region starts at
+/// file offset 1: what we would really access is misaligned. Refused at
+/// the handshake, naming the offset.
+fn ring_misaligned_in_the_memory_fd_is_refused(kind: &str) {
+    let _serial = serial();
+    let _ = launcher();
+    let dir = TestDir::new("misaligned");
+    let spec = dir.sharenet(kind, "link");
+    let mut honest = dir.spawn("honest", &spec, &["--workload", "idle", "--timeout", "10"]);
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "misaligned"]);
+    let honest = honest.finish(Duration::from_secs(20));
+    let hostile = hostile.finish(Duration::from_secs(20));
+    let mut c = Checks::new(format!("{kind}: misaligned ring"), &[&honest, &hostile]);
+    c.exit(&honest, 1);
+    c.stderr_has(&honest, "lands at offset 0x1 of the memory fd");
+    c.done();
+}
+
+/// A FIFO peer names the honest launcher's own memfd (its pid, its fd
+/// number) as "its" memory: mapped, our pages would be mapped twice and
+/// its "TX ring" would be ours. Detected by inode and refused.
+#[test]
+fn fifo_peer_offering_our_own_memory_back_is_refused() {
+    let _serial = serial();
+    let _ = launcher();
+    let dir = TestDir::new("mirror");
+    let spec = dir.sharenet("fifo", "link");
+    let mut honest = dir.spawn("honest", &spec, &["--workload", "idle", "--timeout", "10"]);
+    assert!(
+        honest.wait_for_stderr("waiting for peer", Duration::from_secs(15)),
+        "honest launcher never waited"
+    );
+    let pid = honest.pid().to_string();
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "mirror", &pid]);
+    let honest = honest.finish(Duration::from_secs(20));
+    let hostile = hostile.finish(Duration::from_secs(20));
+    let mut c = Checks::new("fifo: our own memory offered back", &[&honest, &hostile]);
+    c.exit(&honest, 1);
+    c.stderr_has(&honest, "it is our own memory");
+    c.done();
 }

@@ -17,14 +17,41 @@
 //! its place is refused.
 //!
 //! ## Why eventfds
-//! An eventfd is a 64-bit counter in the kernel. A kick adds 1; a read
-//! returns the sum and resets it to 0. So kicks **coalesce by
-//! construction**: a thousand kicks before the peer looks are one
-//! wake-up and one 8-byte read, with no queue to drain and no buffer to
-//! fill. A write only blocks (or, nonblocking, fails with `EAGAIN`) when
-//! the counter would pass 2^64 - 2 — then the peer has a wake-up pending
-//! for certain, which is exactly [`Notify::AlreadyPending`]. In practice a
-//! kick is one `write(2)` that never waits, whatever `--writes` says.
+//! An eventfd is a 64-bit counter in the kernel with a wait queue: every
+//! `write(2)` adds its value and wakes whoever waits on the queue. Kicks
+//! therefore **coalesce by construction**: a thousand kicks before the
+//! peer looks are one wake-up, with no queue to drain and no buffer to
+//! fill.
+//!
+//! ## A kick that cannot block, a wake-up that needs no read
+//! Passing an fd shares its *open file description*, and with it the
+//! `O_NONBLOCK` flag: each side holds the very description the other
+//! reads or writes, and the kernel offers no way to open a second one (an
+//! eventfd cannot be reopened through `/proc/self/fd`: `ENXIO`). So a
+//! hostile peer can clear `O_NONBLOCK` with `F_SETFL` whatever we set. A
+//! plain design — kick = write 1, wake-up = read the counter — then hangs
+//! us two ways: the peer fills its own counter to 2^64 - 2 and our next
+//! `write(1)` blocks forever (in vhost-user mode under the backend lock:
+//! the VM's data path stops); or the peer reads our counter between our
+//! `epoll_wait` and our `read(2)`, which then blocks forever. No flag we
+//! set can prevent either, so neither call is made:
+//!
+//! * **A kick writes 0.** The kernel blocks an eventfd write only while
+//!   `counter + value` would pass 2^64 - 2; with value 0 that never holds,
+//!   whatever the counter and whatever the flags. (It still wakes the
+//!   counter's wait queue.)
+//! * **A wake-up is never read.** Each side creates its eventfd with
+//!   counter 1 and watches it *edge-triggered* (`EPOLLET`) in its
+//!   [`WaitSet`]: epoll reports it once per write the peer makes, even a
+//!   write of 0, as long as the counter is not 0 — and nobody honest ever
+//!   reads it back to 0. The initial readiness is swallowed at connect,
+//!   before the peer has the fd.
+//!
+//! What a hostile peer can still do: read our counter to 0 or fill it
+//! (then its own kicks stop waking us: it loses its own wake-ups), kick
+//! in a tight loop (each kick costs it a syscall and us a wake-up: no
+//! amplification), and stop kicking. It cannot block a thread of ours.
+//! `--writes` has no effect here: a kick never waits.
 //!
 //! ## Learning that the peer died
 //! An eventfd never hangs up: we hold a reference to the peer's, so writing
@@ -40,26 +67,23 @@
 //! noticed at the next `wait`, which the copier does whenever it runs out of
 //! work. Kicks that arrived before the peer closed are delivered first.
 //!
-//! ## Shared file descriptions
-//! Passing an fd shares its open file description: the peer could read our
-//! eventfd or change its `O_NONBLOCK` flag. Only a process of our own uid
-//! gets that far (checked with `SO_PEERCRED` before we send anything), and
-//! such a process could already ptrace us, so this is no new exposure; a
-//! peer doing so only loses its own wake-ups.
-
 #![deny(missing_docs)]
 
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd as KernelEventFd};
 use nix::sys::socket::{recv, MsgFlags};
-use nix::unistd::{read, write};
+use nix::unistd::write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 use transport::{
-    accept_peer, rendezvous, set_nonblocking, ConnectOptions, Deadline, Error, Handshake, Notify,
-    PeerInfo, Result, Transport, WaitSet, Wakeup,
+    accept_peer, rendezvous, ConnectOptions, Deadline, Error, Handshake, Notify, PeerInfo, Result,
+    Transport, WaitSet, Wakeup,
 };
+
+/// Stray records read off the rendezvous socket per [`Transport::wait`] at
+/// most.
+const MAX_DRAIN: usize = 64;
 
 /// What `/proc/self/fd/N` reads for an eventfd.
 const EVENTFD_LINK: &str = "anon_inode:[eventfd]";
@@ -67,8 +91,9 @@ const EVENTFD_LINK: &str = "anon_inode:[eventfd]";
 /// An `eventfd:PATH` link to one peer.
 #[derive(Debug)]
 pub struct EventFd {
-    /// Ours: the peer writes it to wake us; we poll and read it.
-    ours: OwnedFd,
+    /// Ours: the peer writes it to wake us; [`EventFd::waits`] watches it
+    /// (edge-triggered). Never read or written by us after connect.
+    _ours: OwnedFd,
     /// The peer's: we write it to wake the peer.
     theirs: OwnedFd,
     /// The rendezvous socket, kept only to see the peer hang up.
@@ -88,24 +113,25 @@ impl Transport for EventFd {
         opts: &ConnectOptions,
     ) -> Result<(Self, PeerInfo)> {
         let meeting = rendezvous(path, opts.timeout)?;
-        // The peer will write this one to wake us. Nonblocking so a wait
-        // never sits in read(2) when another thread consumed the count.
+        // The peer will write this one to wake us. Counter 1, never read
+        // back to 0: see "A kick that cannot block" above.
         let ours: OwnedFd =
-            KernelEventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            KernelEventFd::from_value_and_flags(1, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .map_err(|e| Error::sys("eventfd", e))?
                 .into();
+        let waits = WaitSet::with_edges([ours.as_fd(), meeting.socket.as_fd()], [true, false])?;
+        // Registering a readable eventfd edge-triggered reports it once:
+        // swallow that before the peer can kick (it has not got the fd
+        // yet). The socket is level-triggered and reports again.
+        waits.wait(Some(Duration::ZERO))?;
         let (handshake, fds) = meeting.exchange(local, &[memory, ours.as_fd()])?;
-        let (memory, theirs) = memory_and_eventfd(fds)?;
-        let peer = accept_peer(handshake, memory)?;
+        let (peer_memory, theirs) = memory_and_eventfd(fds)?;
+        let peer = accept_peer(handshake, peer_memory, memory)?;
         check_is_eventfd(theirs.as_fd())?;
-        if opts.nonblocking_writes {
-            // The peer created it nonblocking; an honest peer wants this too
-            // (the flag lives in the description both of us share).
-            set_nonblocking(theirs.as_fd(), true)?;
-        }
-        let waits = WaitSet::new([ours.as_fd(), meeting.socket.as_fd()])?;
+        // `opts.nonblocking_writes` does not matter: a kick writes 0,
+        // which never blocks, whatever flags the peer leaves on `theirs`.
         let link = EventFd {
-            ours,
+            _ours: ours,
             theirs,
             socket: meeting.socket,
             waits,
@@ -115,11 +141,13 @@ impl Transport for EventFd {
     }
 
     fn notify(&self) -> Result<Notify> {
+        // 0, not 1: an eventfd write of 0 can never block (nor fail with
+        // EAGAIN), even on a description whose O_NONBLOCK the peer cleared
+        // and whose counter it filled; it still wakes the peer's epoll.
         loop {
-            match write(self.theirs.as_fd(), &1u64.to_ne_bytes()) {
+            match write(self.theirs.as_fd(), &0u64.to_ne_bytes()) {
                 Ok(_) => return Ok(Notify::Sent),
                 Err(Errno::EINTR) => continue,
-                // The counter is full: the peer has a wake-up pending.
                 Err(Errno::EAGAIN) => return Ok(Notify::AlreadyPending),
                 Err(e) => return Err(Error::sys("write peer eventfd", e)),
             }
@@ -132,16 +160,9 @@ impl Transport for EventFd {
             let [kick, sock] = self.waits.wait(deadline.remaining())?;
             // Kicks first: whatever the peer announced before it closed is
             // still in its memory, which we hold, so it gets processed.
-            if kick.readable && self.consume_kicks()? {
+            // Edge-triggered: reported once per batch of kicks, never read.
+            if kick.readable {
                 return Ok(Wakeup::Notified);
-            }
-            if kick.hangup && !kick.readable {
-                // Only a counter overflow inside the kernel does this; poll
-                // would report it forever, so stop instead of spinning.
-                return Err(Error::io(
-                    "poll our eventfd",
-                    std::io::Error::other("POLLERR: the counter overflowed"),
-                ));
             }
             if sock.readable || sock.hangup {
                 self.check_socket(sock.hangup)?;
@@ -162,29 +183,14 @@ impl Transport for EventFd {
 }
 
 impl EventFd {
-    /// Read (and so reset) our counter. False when it was already zero:
-    /// another thread took the kicks between poll and read.
-    fn consume_kicks(&self) -> Result<bool> {
-        let mut count = [0u8; 8];
-        loop {
-            match read(self.ours.as_raw_fd(), &mut count) {
-                Ok(8) => return Ok(true),
-                // An eventfd read is 8 bytes or an error; anything else
-                // would be a kernel surprise, and there was no kick.
-                Ok(_) => return Ok(false),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return Ok(false),
-                Err(e) => return Err(Error::sys("read our eventfd", e)),
-            }
-        }
-    }
-
     /// The socket carries nothing after the handshake, so readable means
-    /// EOF (the peer closed or died). Stray bytes from a peer that sends
-    /// them anyway are read and ignored.
+    /// EOF (the peer closed or died). Stray records from a peer that sends
+    /// them anyway are read and ignored, at most [`MAX_DRAIN`] per call: a
+    /// peer sending as fast as it can must not keep us here (what is left
+    /// keeps the socket readable for the next `wait`).
     fn check_socket(&self, hangup: bool) -> Result<()> {
         let mut buf = [0u8; 64];
-        loop {
+        for _ in 0..MAX_DRAIN {
             match recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => return Err(self.gone("socket closed (EOF)")),
                 Ok(_) => continue,
@@ -197,6 +203,7 @@ impl EventFd {
                 Err(e) => return Err(Error::sys("recv on rendezvous socket", e)),
             }
         }
+        Ok(())
     }
 
     fn gone(&self, reason: &str) -> Error {

@@ -16,7 +16,15 @@
 //!    path is free for the next pair.
 //! 3. Each side reaches the other's memory by opening `/proc/PID/fd/N` of
 //!    the memfd named in the handshake (same uid only; the kernel enforces
-//!    ptrace-style access too).
+//!    ptrace-style access too). The pid and the fd number are the peer's
+//!    word, so we look first (`stat` follows the link without opening) and
+//!    open only a regular file, with `O_NOCTTY | O_NONBLOCK` and a second
+//!    look at what we got: a terminal named there would otherwise become
+//!    our controlling terminal, and a device's open could block.
+//!
+//! Every wait for the peer during the rendezvous honours the deadline,
+//! including writing our handshake into a FIFO the peer filled and does
+//! not read.
 //!
 //! From then on a notification is one byte written to the peer's FIFO. The
 //! original wrote its kick back into its *read* fd — a bug that only worked
@@ -31,7 +39,7 @@
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{getuid, mkfifo, read, unlink, write};
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -42,6 +50,9 @@ use transport::{
     accept_peer, path, poll_fds, set_nonblocking, ConnectOptions, Deadline, Error, Handshake,
     Notify, PeerInfo, Result, Transport, Wakeup, HANDSHAKE_LEN,
 };
+
+/// Reads of up to 256 kicks each per [`Transport::wait`], at most.
+const MAX_DRAIN: usize = 16;
 
 /// One launcher's end of a FIFO pair.
 #[derive(Debug)]
@@ -193,11 +204,25 @@ fn read_handshake(
     Handshake::decode(&buf)
 }
 
-fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> Result<()> {
+/// Write our handshake into the peer's FIFO (nonblocking), waiting for
+/// room up to the deadline: a peer that filled its own FIFO and never
+/// reads it must not keep us here forever.
+fn write_all(
+    fd: BorrowedFd<'_>,
+    mut bytes: &[u8],
+    deadline: &Deadline,
+    path: &Path,
+    timeout: Option<Duration>,
+) -> Result<()> {
     while !bytes.is_empty() {
         match write(fd, bytes) {
             Ok(n) => bytes = &bytes[n..],
-            Err(Errno::EAGAIN) | Err(Errno::EINTR) => std::thread::sleep(Duration::from_millis(1)),
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => {
+                if deadline.expired() {
+                    return Err(Error::connect_timeout(path, timeout));
+                }
+                std::thread::sleep(Duration::from_millis(1))
+            }
             Err(Errno::EPIPE) => {
                 return Err(Error::PeerGone {
                     pid: 0,
@@ -233,13 +258,53 @@ fn open_peer_memory(h: &Handshake) -> Result<OwnedFd> {
         });
     }
     let p = proc_dir.join("fd").join(h.mem_fd.to_string());
+    // Look before opening: `stat` follows the magic link without opening
+    // what is behind it. Opening a terminal would make it our controlling
+    // terminal (we may be a session leader), opening a device may block or
+    // have side effects; only a regular file (a memfd) is worth opening.
+    let before = nix::sys::stat::stat(&p)
+        .map_err(|e| Error::BadPeerMemory(format!("cannot look at {}: {e}", p.display())))?;
+    check_regular(&p, before.st_mode)?;
     // Not O_NOFOLLOW: /proc/PID/fd/N is a magic link we mean to follow.
-    std::fs::OpenOptions::new()
+    // O_NOCTTY and O_NONBLOCK all the same: the peer may have put another
+    // file under that number since we looked.
+    let fd = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags((OFlag::O_NOCTTY | OFlag::O_NONBLOCK).bits())
         .open(&p)
         .map(OwnedFd::from)
-        .map_err(|e| Error::BadPeerMemory(format!("cannot open {}: {e}", p.display())))
+        .map_err(|e| Error::BadPeerMemory(format!("cannot open {}: {e}", p.display())))?;
+    let after = nix::sys::stat::fstat(fd.as_raw_fd())
+        .map_err(|e| Error::sys(format!("fstat {}", p.display()), e))?;
+    check_regular(&p, after.st_mode)?;
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino) {
+        return Err(Error::BadPeerMemory(format!(
+            "{} changed between our look and our open; the peer swapped its fds",
+            p.display()
+        )));
+    }
+    Ok(fd)
+}
+
+/// The peer's memory fd must name a regular file (a memfd), nothing else.
+fn check_regular(p: &Path, mode: u32) -> Result<()> {
+    let kind = SFlag::from_bits_truncate(mode) & SFlag::S_IFMT;
+    if kind == SFlag::S_IFREG {
+        return Ok(());
+    }
+    let what = match kind {
+        SFlag::S_IFCHR => "a character device (a terminal?)",
+        SFlag::S_IFBLK => "a block device",
+        SFlag::S_IFIFO => "a FIFO or pipe",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFDIR => "a directory",
+        _ => "not a regular file",
+    };
+    Err(Error::BadPeerMemory(format!(
+        "{} is {what}, not a memfd; refused without opening it",
+        p.display()
+    )))
 }
 
 impl Transport for Fifo {
@@ -248,7 +313,7 @@ impl Transport for Fifo {
     fn connect(
         path: &Path,
         local: &Handshake,
-        _memory: BorrowedFd<'_>,
+        memory: BorrowedFd<'_>,
         opts: &ConnectOptions,
     ) -> Result<(Self, PeerInfo)> {
         let deadline = Deadline::after(opts.timeout);
@@ -257,7 +322,7 @@ impl Transport for Fifo {
             Role::Second { tx } => {
                 let rx = open_fd(&side, OFlag::O_RDONLY | OFlag::O_NONBLOCK)
                     .map_err(|e| Error::sys(format!("open {}", side.display()), e))?;
-                write_all(tx.as_fd(), &local.encode())?;
+                write_all(tx.as_fd(), &local.encode(), &deadline, path, opts.timeout)?;
                 let peer = read_handshake(rx.as_fd(), &deadline, path, opts.timeout)?;
                 (rx, tx, peer)
             }
@@ -287,12 +352,12 @@ impl Transport for Fifo {
                 };
                 // Both ends are open: the names have done their job.
                 cleanup();
-                write_all(tx.as_fd(), &local.encode())?;
+                write_all(tx.as_fd(), &local.encode(), &deadline, path, opts.timeout)?;
                 (rx, tx, peer)
             }
         };
-        let memory = open_peer_memory(&peer)?;
-        let info = accept_peer(peer, memory)?;
+        let peer_memory = open_peer_memory(&peer)?;
+        let info = accept_peer(peer, peer_memory, memory)?;
         set_nonblocking(tx.as_fd(), opts.nonblocking_writes)?;
         Ok((
             Fifo {
@@ -326,10 +391,12 @@ impl Transport for Fifo {
         if !r.readable && !r.hangup {
             return Ok(Wakeup::Timeout);
         }
-        // Drain every pending kick: they coalesce into one wake-up.
+        // Drain the pending kicks: they coalesce into one wake-up. At most
+        // MAX_DRAIN reads: a peer writing as fast as it can must not keep
+        // us here; what is left keeps the FIFO readable for the next wait.
         let mut buf = [0u8; 256];
         let mut got = 0usize;
-        loop {
+        for _ in 0..MAX_DRAIN {
             match read(self.rx.as_raw_fd(), &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {

@@ -78,8 +78,8 @@ impl Transport for UnixSock {
     ) -> Result<(Self, PeerInfo)> {
         let meeting = rendezvous(path, opts.timeout)?;
         let (handshake, fds) = meeting.exchange(local, &[memory])?;
-        let memory = exactly_one_fd(fds)?;
-        let peer = accept_peer(handshake, memory)?;
+        let theirs = exactly_one_fd(fds)?;
+        let peer = accept_peer(handshake, theirs, memory)?;
         let link = UnixSock {
             socket: meeting.socket,
             peer_pid: peer.handshake.pid,

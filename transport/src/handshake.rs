@@ -317,11 +317,24 @@ impl Handshake {
                         &format!("must be {align}-byte aligned"),
                     );
                 }
-                if self.translate(off, len).is_none() {
+                let Some(at) = self.translate(off, len) else {
                     return bad(
                         field(name, part),
                         off,
                         &format!("{len} bytes at this address are not inside one memory region"),
+                    );
+                };
+                // What we access is the offset in the memory fd, not the
+                // guest address: a region at an odd file offset would put
+                // an aligned address on a misaligned atomic.
+                if !at.is_multiple_of(align) {
+                    return bad(
+                        field(name, part),
+                        off,
+                        &format!(
+                            "lands at offset {at:#x} of the memory fd (through its region), \
+                             which is not {align}-byte aligned"
+                        ),
                     );
                 }
             }
@@ -336,7 +349,7 @@ pub fn translate(regions: &[MemRegion], gpa: u64, len: u64) -> Option<u64> {
     let end = gpa.checked_add(len)?;
     regions
         .iter()
-        .find(|m| gpa >= m.gpa && end <= m.gpa + m.size)
+        .find(|m| gpa >= m.gpa && m.gpa.checked_add(m.size).is_some_and(|e| end <= e))
         .and_then(|m| m.offset.checked_add(gpa - m.gpa))
 }
 
@@ -521,5 +534,31 @@ mod tests {
         let mut h = sample();
         h.tx.used = 8193;
         assert!(h.validate().unwrap_err().to_string().contains("aligned"));
+    }
+
+    #[test]
+    fn rejects_ring_aligned_in_guest_but_not_in_the_memory_fd() {
+        // Every ring address is aligned, but the one region starts at file
+        // offset 1: each ring lands one byte off in the fd we map.
+        let h = sample().with_regions(&[MemRegion {
+            gpa: 0,
+            size: (1 << 20) - 4096,
+            offset: 1,
+        }]);
+        let err = h.validate().unwrap_err().to_string();
+        assert!(err.contains("lands at offset 0x1"), "{err}");
+        assert!(err.contains("16-byte aligned"), "{err}");
+    }
+
+    #[test]
+    fn translate_survives_a_region_that_wraps_the_address_space() {
+        let wraps = [MemRegion {
+            gpa: u64::MAX - 8,
+            size: 64,
+            offset: 0,
+        }];
+        // `gpa + size` overflows: no match, and no overflow panic.
+        assert_eq!(translate(&wraps, u64::MAX - 4, 2), None);
+        assert_eq!(translate(&wraps, 0, 2), None);
     }
 }

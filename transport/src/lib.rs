@@ -14,10 +14,11 @@
 //! * the handshake: magic, version, pid, queue sizes (powers of two, at most
 //!   32768), every ring inside the memory with checked arithmetic —
 //!   [`Handshake::validate`];
-//! * the memory fd: a regular file carrying at least `F_SEAL_SHRINK` and
-//!   `F_SEAL_GROW` (so the peer cannot truncate it under our mapping and
-//!   SIGBUS us) whose size equals the handshake's `mem_size` —
-//!   [`check_peer_memory`];
+//! * the memory fd: a regular file on tmpfs (not hugetlbfs, where a hole
+//!   the peer punches may never be refilled) carrying at least
+//!   `F_SEAL_SHRINK` and `F_SEAL_GROW` (so the peer cannot truncate it
+//!   under our mapping and SIGBUS us) whose size equals the handshake's
+//!   `mem_size` — [`check_shareable`], [`check_peer_memory`];
 //! * the peer process: same uid as ours (and, for sockets, the pid in the
 //!   handshake must match `SO_PEERCRED`).
 //!
@@ -69,6 +70,7 @@ pub use rendezvous::{rendezvous, Rendezvous};
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::stat::{fstat, SFlag};
+use nix::sys::statfs::{fstatfs, HUGETLBFS_MAGIC, TMPFS_MAGIC};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
@@ -166,29 +168,58 @@ pub trait Transport: Send + Sync {
     fn peer_pid(&self) -> u32;
 }
 
-/// Check the peer's memory fd before mapping it: it must be a regular file
-/// (a memfd), carry at least `F_SEAL_SHRINK | F_SEAL_GROW`, and be exactly
-/// `expected_size` bytes long.
-pub fn check_peer_memory(fd: BorrowedFd<'_>, expected_size: u64) -> Result<()> {
-    let st = fstat(fd.as_raw_fd()).map_err(|e| Error::sys("fstat peer memory", e))?;
+/// Can memory in `fd` be mapped by one side while the other holds it,
+/// without the holder being able to SIGBUS the mapper? It must be
+///
+/// * a regular file (a memfd), not a device, pipe or socket;
+/// * on tmpfs, i.e. a plain shmem memfd: on hugetlbfs a sealed file still
+///   lets its holder punch a hole (`fallocate`), and once the free huge
+///   pages are gone nothing can fill it again — the mapper's next touch
+///   is SIGBUS; on a disk filesystem the pages are not ours either;
+/// * sealed with at least `F_SEAL_SHRINK | F_SEAL_GROW`, so no `ftruncate`
+///   can cut it under a mapping.
+///
+/// The error is the reason, for the caller to wrap (ours for the peer's
+/// memory, the VM's with the QEMU option that fixes it).
+pub fn check_shareable(fd: BorrowedFd<'_>) -> std::result::Result<(), String> {
+    let st = fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?;
     let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
     if kind != SFlag::S_IFREG {
-        return Err(Error::BadPeerMemory(format!(
-            "not a regular file/memfd (mode {:#o})",
-            st.st_mode
-        )));
+        return Err(format!("not a regular file/memfd (mode {:#o})", st.st_mode));
     }
-    let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).map_err(|e| {
-        Error::BadPeerMemory(format!("cannot read its seals ({e}); is it a memfd?"))
-    })?;
+    let fs = fstatfs(fd).map_err(|e| format!("fstatfs: {e}"))?;
+    let fs = fs.filesystem_type();
+    if fs != TMPFS_MAGIC {
+        let what = if fs == HUGETLBFS_MAGIC {
+            "hugetlbfs (a MFD_HUGETLB memfd): a hole punched in it cannot be refilled once \
+             the free huge pages are gone, and our next touch would be SIGBUS"
+                .to_string()
+        } else {
+            format!("a filesystem of type {:#x}, not tmpfs", fs.0)
+        };
+        return Err(format!(
+            "it lives on {what}; only a plain (tmpfs) memfd is shared"
+        ));
+    }
+    let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS)
+        .map_err(|e| format!("cannot read its seals ({e}); is it a memfd?"))?;
     let seals = SealFlag::from_bits_truncate(seals);
     let need = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
     if !seals.contains(need) {
-        return Err(Error::BadPeerMemory(format!(
-            "seals {:?} lack F_SEAL_SHRINK|F_SEAL_GROW: the peer could truncate it under us",
+        return Err(format!(
+            "seals {:?} lack F_SEAL_SHRINK|F_SEAL_GROW: its holder could truncate it under a \
+             mapping (SIGBUS)",
             seals
-        )));
+        ));
     }
+    Ok(())
+}
+
+/// Check the peer's memory fd before mapping it: [`check_shareable`]
+/// (a sealed tmpfs memfd) and exactly `expected_size` bytes long.
+pub fn check_peer_memory(fd: BorrowedFd<'_>, expected_size: u64) -> Result<()> {
+    check_shareable(fd).map_err(Error::BadPeerMemory)?;
+    let st = fstat(fd.as_raw_fd()).map_err(|e| Error::sys("fstat peer memory", e))?;
     if st.st_size as u64 != expected_size {
         return Err(Error::BadPeerMemory(format!(
             "size is {} bytes but the handshake says mem_size = {}",
@@ -199,9 +230,25 @@ pub fn check_peer_memory(fd: BorrowedFd<'_>, expected_size: u64) -> Result<()> {
 }
 
 /// Validate a received handshake and the memory fd that came with it, and
-/// bundle them as [`PeerInfo`]. Every transport ends its `connect` here.
-pub fn accept_peer(handshake: Handshake, memory: OwnedFd) -> Result<PeerInfo> {
+/// bundle them as [`PeerInfo`]. Every transport ends its `connect` here,
+/// with `ours`, the memory it offered the peer: a peer that hands our own
+/// memfd back as its memory (`fifo:` names it by our pid and fd number)
+/// would have us map our pages twice, its "TX ring" being ours.
+pub fn accept_peer(
+    handshake: Handshake,
+    memory: OwnedFd,
+    ours: BorrowedFd<'_>,
+) -> Result<PeerInfo> {
     handshake.validate()?;
+    let theirs = fstat(memory.as_raw_fd()).map_err(|e| Error::sys("fstat peer memory", e))?;
+    let mine = fstat(ours.as_raw_fd()).map_err(|e| Error::sys("fstat our memory", e))?;
+    if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino) {
+        return Err(Error::BadPeerMemory(format!(
+            "it is our own memory (device {:#x}, inode {}): the peer offered our memfd back as \
+             its own",
+            mine.st_dev, mine.st_ino
+        )));
+    }
     check_peer_memory(memory.as_fd(), handshake.mem_size)?;
     Ok(PeerInfo { handshake, memory })
 }

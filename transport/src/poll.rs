@@ -98,10 +98,23 @@ impl<const N: usize> WaitSet<N> {
     /// A close-on-exec epoll set watching `fds` for input and hang-up;
     /// [`WaitSet::wait`] reports them in this order.
     pub fn new(fds: [BorrowedFd<'_>; N]) -> Result<Self> {
+        Self::with_edges(fds, [false; N])
+    }
+
+    /// As [`WaitSet::new`], with the members where `edge` is true watched
+    /// edge-triggered (`EPOLLET`): such a member is reported once per
+    /// wake-up the kernel gives its wait queue (for an eventfd: once per
+    /// `write(2)`, whatever the counter held), not for as long as it stays
+    /// readable, so it never needs to be read to stop reporting.
+    pub fn with_edges(fds: [BorrowedFd<'_>; N], edge: [bool; N]) -> Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(|e| Error::sys("epoll_create1", e))?;
-        for (i, fd) in fds.iter().enumerate() {
-            let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, i as u64);
+        for (i, (fd, edge)) in fds.iter().zip(edge).enumerate() {
+            let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+            if edge {
+                flags |= EpollFlags::EPOLLET;
+            }
+            let ev = EpollEvent::new(flags, i as u64);
             epoll
                 .add(fd, ev)
                 .map_err(|e| Error::sys("epoll_ctl(ADD)", e))?;

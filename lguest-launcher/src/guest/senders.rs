@@ -72,7 +72,8 @@ impl Guest {
         s.received += 1;
         let in_order = seq == next;
         if seq > next {
-            s.gaps += seq - next;
+            // Peer-controlled: saturate rather than overflow.
+            s.gaps = s.gaps.saturating_add(seq - next);
         } else if seq < next {
             s.duplicates += 1;
         }

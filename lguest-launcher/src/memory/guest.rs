@@ -55,6 +55,24 @@ pub fn seal(fd: BorrowedFd<'_>) -> Result<(), MemoryError> {
     Ok(())
 }
 
+/// Before we hand a VM's memory to the peer (vhost-user, `--share guest`):
+/// the peer maps it too, so it must be memory nobody can pull out from
+/// under a mapping — a sealed tmpfs memfd ([`transport::check_shareable`]).
+/// QEMU's `memory-backend-memfd` is that by default (`seal=on`); the error
+/// names the options that are not.
+pub fn check_vm_memory_shareable(fd: BorrowedFd<'_>) -> Result<(), MemoryError> {
+    transport::check_shareable(fd).map_err(|why| {
+        MemoryError::Os(
+            "share the VM's memory with the peer",
+            std::io::Error::other(format!(
+                "{why}; start QEMU with -object memory-backend-memfd,id=mem,size=...,share=on \
+                 (seal=on is its default: not seal=off, not hugetlb=on, not \
+                 memory-backend-file)"
+            )),
+        )
+    })
+}
+
 /// Map the peer's memory fd (already checked by the transport for seals and
 /// size).
 pub fn map_peer(fd: OwnedFd, size: u64) -> Result<Region, MemoryError> {
@@ -66,6 +84,44 @@ pub fn map_peer(fd: OwnedFd, size: u64) -> Result<Region, MemoryError> {
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
+
+    #[test]
+    fn vm_memory_that_is_unsealed_or_hugetlb_is_not_shared_and_the_fix_is_named() {
+        let unsealed = memfd_create(
+            &CString::new("vm").unwrap(),
+            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+        )
+        .unwrap();
+        File::from(unsealed.try_clone().unwrap())
+            .set_len(1 << 16)
+            .unwrap();
+        let err = check_vm_memory_shareable(unsealed.as_fd())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lack F_SEAL_SHRINK|F_SEAL_GROW"), "{err}");
+        assert!(err.contains("memory-backend-memfd"), "{err}");
+        seal(unsealed.as_fd()).unwrap();
+        check_vm_memory_shareable(unsealed.as_fd()).unwrap();
+        // A sealed hugetlbfs memfd passes the seal check but not this one.
+        if let Ok(huge) = memfd_create(
+            &CString::new("vm-huge").unwrap(),
+            MemFdCreateFlag::MFD_CLOEXEC
+                | MemFdCreateFlag::MFD_ALLOW_SEALING
+                | MemFdCreateFlag::MFD_HUGETLB,
+        ) {
+            if File::from(huge.try_clone().unwrap())
+                .set_len(2 << 20)
+                .is_ok()
+            {
+                seal(huge.as_fd()).unwrap();
+                let err = check_vm_memory_shareable(huge.as_fd())
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("hugetlbfs"), "{err}");
+                assert!(err.contains("not hugetlb=on"), "{err}");
+            }
+        }
+    }
 
     #[test]
     fn guest_memory_is_sealed_against_resizing() {

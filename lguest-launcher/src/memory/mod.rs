@@ -25,6 +25,6 @@ mod map;
 mod region;
 mod volatile;
 
-pub use guest::{map_peer, seal, GuestMemory};
+pub use guest::{check_vm_memory_shareable, map_peer, seal, GuestMemory};
 pub use map::GuestMap;
 pub use region::{MemoryError, OutOfBounds, Region};

@@ -49,6 +49,9 @@ pub fn account<T: Transport>(
     if out.rx_full {
         stats.rx_ring_full += 1;
     }
+    if out.throttled {
+        stats.peer_throttled += 1;
+    }
     if out.peer_wants_kick {
         notify(copier.link(), stats)?;
     } else if out.peer_kick_suppressed {

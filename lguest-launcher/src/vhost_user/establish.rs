@@ -237,6 +237,10 @@ fn establish_once<T: Transport + 'static>(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // The peer will map the VM's memory: refuse what it could SIGBUS us
+    // (and QEMU) with — an unsealed memfd, a file, hugetlbfs.
+    crate::memory::check_vm_memory_shareable(file.as_fd())
+        .map_err(|err| EstablishError::Map { whose: "VM", err })?;
     let first = generation == 0;
     let features = mode.features();
     let local = Handshake::new(std::process::id(), features, size, file.as_raw_fd(), tx, rx)

@@ -125,6 +125,7 @@ mod backend;
 mod establish;
 mod link;
 mod qemu72_relay;
+mod sockets;
 
 use crate::cli::config::{Spec, Writes};
 use crate::link::{dispatch, WithTransport};
@@ -170,6 +171,10 @@ pub struct VhostArgs {
     /// a few seconds after the link goes down, as before.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub reconnect: bool,
+    /// Also accept QEMU connecting to --socket as this uid (repeatable; by
+    /// default only our own uid may connect, checked with SO_PEERCRED).
+    #[arg(long = "allow-uid", value_name = "UID")]
+    pub allow_uid: Vec<u32>,
 }
 
 /// Event id for the transport's fd (0 and 1 are the queues; 2 is the
@@ -186,17 +191,6 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Ok(meta) = std::fs::symlink_metadata(&args.socket) {
-        if meta.file_type().is_symlink()
-            || !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
-        {
-            eprintln!(
-                "error: --socket {}: something that is not a socket is already there; remove it or pick another path",
-                args.socket.display()
-            );
-            return ExitCode::from(2);
-        }
-    }
     if !args.quiet {
         eprintln!(
             "waiting for QEMU on vhost-user socket {} ...",
@@ -204,20 +198,27 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
         );
     }
     // QEMU connects to --socket; the rust-vmm daemon listens on a private
-    // socket behind the `qemu72_relay`.
-    let _ = std::fs::remove_file(&args.socket);
-    let public = match std::os::unix::net::UnixListener::bind(&args.socket) {
+    // socket behind the `qemu72_relay` (see `sockets.rs` for who may
+    // connect to either).
+    let public = match sockets::bind_public(&args.socket, !args.allow_uid.is_empty()) {
         Ok(l) => l,
+        Err(line) => {
+            eprintln!("error: {line}");
+            return ExitCode::from(2);
+        }
+    };
+    let private_dir = match sockets::PrivateDir::create() {
+        Ok(d) => d,
         Err(e) => {
             eprintln!(
-                "error: cannot listen on --socket {}: {e}",
-                args.socket.display()
+                "error: cannot create a private directory in {}: {e}",
+                std::env::temp_dir().display()
             );
             return ExitCode::from(1);
         }
     };
-    let private = std::env::temp_dir().join(format!("sharenet-vhost-{}.sock", std::process::id()));
-    let mut listener = match vhost::vhost_user::Listener::new(&private, true) {
+    let private = private_dir.socket();
+    let mut listener = match vhost::vhost_user::Listener::new(&private, false) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: cannot listen on {}: {e}", private.display());
@@ -226,9 +227,10 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
     };
     let relay_private = private.clone();
     let relay_socket = args.socket.clone();
+    let allowed = args.allow_uid.clone();
     std::thread::spawn(move || {
-        let qemu = match public.accept() {
-            Ok((s, _)) => s,
+        let qemu = match sockets::accept_qemu(&public, &allowed, &relay_socket) {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("error: accept on {}: {e}", relay_socket.display());
                 std::process::exit(1);
@@ -243,7 +245,7 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
         eprintln!("error: vhost-user connection failed: {e}");
         return ExitCode::from(1);
     }
-    let _ = std::fs::remove_file(&private);
+    drop(private_dir);
     if !args.quiet {
         eprintln!("QEMU connected");
     }

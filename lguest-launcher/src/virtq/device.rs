@@ -106,6 +106,12 @@ impl DeviceQueue {
     /// Walk the chain at `head` into `segs`, checking every descriptor: index
     /// in range, direction as expected, buffer inside memory, no indirect, no
     /// loop. Returns the chain's total length.
+    ///
+    /// A chain is walked for at most [`crate::garbage::MAX_CHAIN`]
+    /// descriptors (or the queue size, if smaller); a longer one is a
+    /// [`ChainError::Loop`]. Whether it fails or not, `segs` ends up
+    /// holding one entry per descriptor read before the failing one, so
+    /// `segs.len() + 1` bounds what the walk cost.
     pub fn read_chain(
         &self,
         head: u16,
@@ -114,9 +120,10 @@ impl DeviceQueue {
     ) -> Result<u32, ChainError> {
         segs.clear();
         let size = self.off.size;
+        let limit = size.min(crate::garbage::MAX_CHAIN);
         let mut idx = head;
         let mut total: u64 = 0;
-        for _ in 0..size {
+        for _ in 0..limit {
             if idx >= size {
                 return Err(ChainError::BadIndex { index: idx, size });
             }
@@ -156,7 +163,7 @@ impl DeviceQueue {
             }
             idx = next;
         }
-        Err(ChainError::Loop { size })
+        Err(ChainError::Loop { size: limit })
     }
 
     /// We are done with the chain we peeked: move past it.

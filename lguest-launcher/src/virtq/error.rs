@@ -24,10 +24,11 @@ pub enum ChainError {
         /// Memory size.
         mem: u64,
     },
-    /// The chain is longer than the queue: it loops.
+    /// The chain is longer than the queue or [`crate::garbage::MAX_CHAIN`]:
+    /// it loops (or is too long to be a packet we walk).
     #[error("looped descriptor chain (more than {size} descriptors)")]
     Loop {
-        /// The queue size.
+        /// The limit it passed: the queue size or `MAX_CHAIN`.
         size: u16,
     },
     /// A device-writable buffer in a chain we only read, or the reverse.
