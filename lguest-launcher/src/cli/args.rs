@@ -47,7 +47,8 @@ Examples:
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// `demo` or `bench`; without one, run one side of a pair.
+    /// `demo`, `bench`, `vhost-user`, `completions` or `man`; without one,
+    /// run one side of a pair.
     #[command(subcommand)]
     pub command: Option<Command>,
     /// Flags for one side of a pair.

@@ -1,5 +1,7 @@
 //! The command line: flags and subcommands (`args.rs`), TOML profiles
-//! ([`profile`]) and the resolved configuration every run sees ([`config`]).
+//! ([`profile`]; by name: [`profile::find`]), the resolved configuration
+//! every run sees ([`config`]), and the shell completions and man pages
+//! generated from the flags ([`docs`]).
 //!
 //! The order is fixed: read the profile, fill every flag the user did not
 //! give from it ([`profile::merge`]), apply defaults ([`RunArgs::settings`]),
