@@ -16,6 +16,14 @@ pub struct DeviceQueue {
     off: Offsets,
     last_avail: u16,
     next_used: u16,
+    /// Per descriptor index, the last buffer translated through `map`:
+    /// `(guest address, length, offset)`. The map never changes for this
+    /// queue, so a descriptor that names the same buffer as last time (a
+    /// driver that ties buffers to descriptors, as ours and most do) takes
+    /// its offset from here: the same answer, without the region search.
+    /// Every descriptor is still read once and every field checked; this
+    /// only remembers the result of a pure function of two of them.
+    xlat: Vec<Option<(u64, u32, u64)>>,
 }
 
 impl DeviceQueue {
@@ -43,6 +51,7 @@ impl DeviceQueue {
             off: Offsets::new(&local),
             last_avail: 0,
             next_used: 0,
+            xlat: vec![None; info.size as usize],
         })
     }
 
@@ -106,8 +115,9 @@ impl DeviceQueue {
     /// Walk the chain at `head` into `segs`, checking every descriptor: index
     /// in range, direction as expected, buffer inside memory, no indirect, no
     /// loop. Returns the chain's total length.
+    #[inline]
     pub fn read_chain(
-        &self,
+        &mut self,
         head: u16,
         writable: bool,
         segs: &mut Vec<Seg>,
@@ -139,7 +149,7 @@ impl DeviceQueue {
                     writable: w,
                 });
             }
-            let Some(offset) = self.map.translate(addr, len as u64) else {
+            let Some(offset) = self.translate(idx, addr, len) else {
                 return Err(ChainError::OutOfBounds {
                     addr,
                     len,
@@ -157,6 +167,21 @@ impl DeviceQueue {
             idx = next;
         }
         Err(ChainError::Loop { size })
+    }
+
+    /// The offset of descriptor `idx`'s buffer `[addr, addr+len)`, through
+    /// the per-descriptor cache (`xlat`) or the map.
+    #[inline]
+    fn translate(&mut self, idx: u16, addr: u64, len: u32) -> Option<u64> {
+        let slot = self.xlat.get_mut(idx as usize)?;
+        match *slot {
+            Some((a, l, offset)) if a == addr && l == len => Some(offset),
+            _ => {
+                let offset = self.map.translate(addr, len as u64)?;
+                *slot = Some((addr, len, offset));
+                Some(offset)
+            }
+        }
     }
 
     /// We are done with the chain we peeked: move past it.
