@@ -54,6 +54,15 @@ use std::time::{Duration, Instant};
 /// (a quarter of the ring when that is less).
 pub const TX_BATCH: u16 = 32;
 
+/// `--rate`: a stream's pace.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    /// Packets per second.
+    pps: u64,
+    /// The first packet's time.
+    start: Option<Instant>,
+}
+
 /// What one [`Guest::step`] did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Step {
@@ -96,6 +105,8 @@ pub struct Guest {
     echo_queue: VecDeque<Vec<u8>>,
     echoed: u64,
     rx_delay: Duration,
+    /// `--rate`: when the stream started and how fast it may go.
+    pace: Option<Pace>,
     frame: Vec<u8>,
     /// Our end-of-stream frame is on the TX ring.
     end_sent: bool,
@@ -128,6 +139,8 @@ pub struct Work {
     pub size: u32,
     /// Per-packet delay in the receiving guest (a slow sink, for tests).
     pub rx_delay: Duration,
+    /// A stream's packets per second at most (`--rate`).
+    pub rate: Option<u64>,
 }
 
 /// A sink that learned, from the sender's end-of-stream frame, that fewer
@@ -156,6 +169,7 @@ impl Guest {
             count,
             size,
             rx_delay,
+            rate,
         } = work;
         let tx = DriverQueue::new(mem.clone(), &layout.tx);
         let rx = DriverQueue::new(mem.clone(), &layout.rx);
@@ -185,6 +199,7 @@ impl Guest {
             echo_queue: VecDeque::new(),
             echoed: 0,
             rx_delay,
+            pace: rate.map(|pps| Pace { pps, start: None }),
             frame: vec![0u8; BUF_SIZE as usize],
             end_sent: false,
             peer_sent: None,
@@ -242,8 +257,10 @@ impl Guest {
         let before = self.sent;
         match self.workload {
             Workload::Stream => {
-                if self.tx_room() {
-                    while self.sent < self.count && self.send_seq(self.sent)? {
+                let quota = self.quota();
+                if quota > 0 && self.tx_room(quota) {
+                    let until = self.sent.saturating_add(quota);
+                    while self.sent < self.count.min(until) && self.send_seq(self.sent)? {
                         self.sent += 1;
                     }
                 }
@@ -293,10 +310,36 @@ impl Guest {
     }
 
     /// A stream has room for its next batch: [`Guest::tx_batch`] free TX
-    /// slots, or all it has left to send.
-    fn tx_room(&self) -> bool {
-        let want = (self.count - self.sent).min(self.tx_batch as u64);
+    /// slots, or all it has left to send, or all `quota` allows.
+    fn tx_room(&self, quota: u64) -> bool {
+        let want = (self.count - self.sent)
+            .min(self.tx_batch as u64)
+            .min(quota);
         self.tx.num_free() as u64 >= want.max(1)
+    }
+
+    /// How many more packets a stream may send now: unbounded without
+    /// `--rate`; with it, what the rate allows since the first packet
+    /// (one clock read per step, paced streams only).
+    fn quota(&mut self) -> u64 {
+        let Some(p) = &mut self.pace else {
+            return u64::MAX;
+        };
+        let start = *p.start.get_or_insert_with(Instant::now);
+        let due = (start.elapsed().as_secs_f64() * p.pps as f64) as u64 + 1;
+        due.saturating_sub(self.sent)
+    }
+
+    /// A paced stream that has to wait for its next packet: how long. The
+    /// wait loop sleeps no longer than this (nobody kicks us for it).
+    pub fn next_send_in(&self) -> Option<Duration> {
+        let p = self.pace.as_ref()?;
+        let start = p.start?;
+        if self.workload != Workload::Stream || self.sent >= self.count {
+            return None;
+        }
+        let at = start + Duration::from_secs_f64(self.sent as f64 / p.pps as f64);
+        Some(at.saturating_duration_since(Instant::now()))
     }
 
     /// What this guest does.
@@ -335,7 +378,7 @@ impl Guest {
             return None;
         }
         let blocked = match self.workload {
-            Workload::Stream => self.sent < self.count && !self.tx_room(),
+            Workload::Stream => self.sent < self.count && !self.tx_room(u64::MAX),
             Workload::Echo => !self.echo_queue.is_empty() && self.tx.num_free() == 0,
             _ => false,
         };
