@@ -24,6 +24,11 @@ pub struct Measurement {
     pub wakeups_per_packet: Option<f64>,
     /// CPU seconds of both processes per million packets.
     pub cpu_s_per_mpkt: Option<f64>,
+    /// Idle periods of both sides that ended in work while spinning, per
+    /// packet (`spin_hits` in the stats).
+    pub spin_hits_per_packet: Option<f64>,
+    /// Sleeps of both sides per packet (`sleeps` in the stats).
+    pub sleeps_per_packet: Option<f64>,
     /// Round trip, median, µs.
     pub p50_us: Option<f64>,
     /// Round trip, 99th percentile, µs.
@@ -65,6 +70,7 @@ pub fn unit_of(metric: &str) -> &'static str {
     match metric {
         "p50_us" => "µs",
         "gbytes_per_s" => "GB/s",
+        "cpu_s_per_mpkt" => "CPU s/Mpkt",
         _ => "Mpps",
     }
 }
@@ -123,6 +129,8 @@ pub fn combine(runs: &[Measurement]) -> Measurement {
         notifications_per_packet: med!(notifications_per_packet),
         wakeups_per_packet: med!(wakeups_per_packet),
         cpu_s_per_mpkt: med!(cpu_s_per_mpkt),
+        spin_hits_per_packet: med!(spin_hits_per_packet),
+        sleeps_per_packet: med!(sleeps_per_packet),
         p50_us: med!(p50_us),
         p99_us: med!(p99_us),
         p999_us: med!(p999_us),
