@@ -327,13 +327,18 @@ fn link_cost(s: &mut String, doc: &Document) {
         "`stream-stamp`: frames carry a 16-byte stamp, so what is left is the link's own work; \
          × batched SPSC is Mpps over `baseline-spsc-batched` at the same size. `stream-10kpps`: \
          the stream is paced (`--rate`); its headline is CPU of both processes per million \
-         packets. Spin hits and sleeps are both sides' idle periods per packet.\n"
+         packets. Spin hits and sleeps are both sides' idle periods per packet; wake-up p50/p99 \
+         is the one-way blocking wake-up `adaptive` measures at connect (an HDR histogram of a \
+         few dozen round trips over a channel of the transport's kind) to calibrate its spin.\n"
     );
     let _ = writeln!(
         s,
-        "| workload | transport | notify | wait | size B | Mpps | CPU s/Mpkt | spread | spin hits/pkt | sleeps/pkt | wake/pkt | × batched SPSC | runs |"
+        "| workload | transport | notify | wait | size B | Mpps | CPU s/Mpkt | spread | spin hits/pkt | sleeps/pkt | wake/pkt | wake-up p50/p99 µs | × batched SPSC | runs |"
     );
-    let _ = writeln!(s, "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    );
     for r in &rows {
         let lead = format!(
             "| {} | {} | {} | {} | {} ",
@@ -344,12 +349,16 @@ fn link_cost(s: &mut String, doc: &Document) {
             r.key.size
         );
         if !r.ok() {
-            let _ = writeln!(s, "{lead}| **failed** | | | | | | | {} |", runs_text(r));
+            let _ = writeln!(s, "{lead}| **failed** | | | | | | | | {} |", runs_text(r));
             continue;
         }
+        let wake = match (r.metrics.wakeup_p50_us, r.metrics.wakeup_p99_us) {
+            (None, None) => "–".to_string(),
+            (p50, p99) => format!("{}/{}", g(p50), g(p99)),
+        };
         let _ = writeln!(
             s,
-            "{lead}| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "{lead}| {} | {} | {} | {} | {} | {} | {wake} | {} | {} |",
             figure(r, "mpps", r.metrics.mpps),
             figure(r, "cpu_s_per_mpkt", r.metrics.cpu_s_per_mpkt),
             spread_text(r),

@@ -495,6 +495,8 @@ fn measurement(cell: &Cell, a: &Stats, b: &Stats) -> Result<Measurement, BenchEr
         cpu_s_per_mpkt: cpu,
         spin_hits_per_packet: per(|s| s.spin_hits),
         sleeps_per_packet: per(|s| s.sleeps),
+        wakeup_p50_us: a.wakeup_p50_us,
+        wakeup_p99_us: a.wakeup_p99_us,
         ..Default::default()
     };
     match cell.workload {

@@ -29,6 +29,13 @@ pub struct Measurement {
     pub spin_hits_per_packet: Option<f64>,
     /// Sleeps of both sides per packet (`sleeps` in the stats).
     pub sleeps_per_packet: Option<f64>,
+    /// One-way blocking wake-up latency over a channel of the cell's
+    /// transport kind, p50 and p99 in µs: the HDR histogram `adaptive`
+    /// measures at connect to calibrate its spin (measuring side; none
+    /// for other wait modes).
+    pub wakeup_p50_us: Option<f64>,
+    /// See `wakeup_p50_us`.
+    pub wakeup_p99_us: Option<f64>,
     /// Round trip, median, µs.
     pub p50_us: Option<f64>,
     /// Round trip, 99th percentile, µs.
@@ -131,6 +138,8 @@ pub fn combine(runs: &[Measurement]) -> Measurement {
         cpu_s_per_mpkt: med!(cpu_s_per_mpkt),
         spin_hits_per_packet: med!(spin_hits_per_packet),
         sleeps_per_packet: med!(sleeps_per_packet),
+        wakeup_p50_us: med!(wakeup_p50_us),
+        wakeup_p99_us: med!(wakeup_p99_us),
         p50_us: med!(p50_us),
         p99_us: med!(p99_us),
         p999_us: med!(p999_us),
