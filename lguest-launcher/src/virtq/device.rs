@@ -118,7 +118,7 @@ impl DeviceQueue {
     ///
     /// A chain of one descriptor (every packet of ours, most of a VM's) is
     /// the inlined fast path; longer chains continue in
-    /// [`DeviceQueue::read_rest`]. The checks are the same on both.
+    /// `read_rest`. The checks are the same on both.
     #[inline]
     pub fn read_chain(
         &mut self,

@@ -23,7 +23,11 @@
 //!   than sleeping did, so at a steady low rate (a packet every few
 //!   wake-up costs) the spin melts away and `adaptive` costs what `sleep`
 //!   costs (measured at 10 kpps: 3x sleep's CPU per packet with a floor of
-//!   one wake-up cost, since every gap paid a whole wasted spin);
+//!   one wake-up cost, since every gap paid a whole wasted spin).
+//!
+//! A device that knows when its own next work is due (a paced stream:
+//! [`crate::wait::Device::next_work_in`]) does not spin for work further
+//! off than the budget; it sleeps until then.
 //!
 //! The budget stays within `W/8` and `8 W` (and within [`MIN_SPIN`] and
 //! [`MAX_SPIN`]): a burst of hits cannot turn `adaptive` into `spin`, and a
@@ -32,9 +36,10 @@
 //! than a spinner would look (a stream asks for half its TX ring back): a
 //! pair of sleepers can wake each other in cascades whose long gaps drive
 //! the budget down further and further (measured with a floor of 1 µs: a
-//! stream's rate halved). A stream now refills its ring in batches and
-//! its gaps at full rate are a few microseconds, spin hits well inside
-//! `W/8`.
+//! stream's rate halved). `W/8` keeps the floor above nothing, and the
+//! first rule above grows the budget back within a few sleeps once gaps
+//! are shorter than a wake-up cost (measured: a full-rate 64 B stream's
+//! receiver at 95–170 µs, sleeping about once per 5,000 packets).
 
 use std::time::Duration;
 
