@@ -165,6 +165,14 @@ pub fn gather_scatter(
     src_mem: &Region,
     src: &[Seg],
 ) -> Result<u64, OutOfBounds> {
+    if let ([s], [d, ..]) = (src, dst) {
+        // The common case, a frame in one piece into a buffer whose first
+        // piece holds it: one copy.
+        if s.len <= d.len {
+            dst_mem.copy_from(d.addr, src_mem, s.addr, s.len as u64)?;
+            return Ok(s.len as u64);
+        }
+    }
     let (mut di, mut doff) = (0usize, 0u64);
     let mut copied = 0u64;
     for s in src {
@@ -284,7 +292,12 @@ impl<T: Transport> Copier<T> {
             out.throttled = true;
             return Ok(out);
         }
+        // Both avail indexes are loaded once per poll, not per packet: the
+        // peer's TX index here, our RX index when the first chain needs a
+        // buffer (and again only once those buffers are used up). Each load
+        // is an acquire that covers every entry up to it.
         let pending = self.peer_tx.pending().map_err(CopyError::PeerRing)?;
+        let mut rx_room = 0u16;
         // Descriptors read this poll (both rings), against POLL_DESCRIPTORS.
         let mut read = 0usize;
         for _ in 0..pending.min(POLL_CHAINS) {
@@ -293,7 +306,7 @@ impl<T: Transport> Copier<T> {
             }
             let head = self.peer_tx.peek_head().map_err(CopyError::PeerRing)?;
             self.dst.clear();
-            let ev = self.copy_one(head)?;
+            let ev = self.copy_one(head, &mut rx_room)?;
             // What walking the chains cost: every descriptor `read_chain`
             // kept, plus the one each walk stopped at.
             let cost = self.src.len() + self.dst.len() + 2;
@@ -356,8 +369,11 @@ impl<T: Transport> Copier<T> {
     }
 
     /// Copy the peer's chain `head` into our next RX buffer. `None` when our
-    /// guest has no RX buffer posted (nothing consumed).
-    fn copy_one(&mut self, head: u16) -> Result<Option<Event>, CopyError> {
+    /// guest has no RX buffer posted (nothing consumed). `rx_room` is how
+    /// many RX chains our guest had posted at the last look at its avail
+    /// index, less those used since; we look again only when it is 0.
+    #[inline]
+    fn copy_one(&mut self, head: u16, rx_room: &mut u16) -> Result<Option<Event>, CopyError> {
         let dropped = |reason| {
             Ok(Some(Event::Dropped {
                 peer_head: head,
@@ -368,8 +384,11 @@ impl<T: Transport> Copier<T> {
             Ok(len) => len,
             Err(e) => return dropped(DropReason::Malformed(e)),
         };
-        if self.own_rx.pending().map_err(CopyError::OwnRing)? == 0 {
-            return Ok(None);
+        if *rx_room == 0 {
+            *rx_room = self.own_rx.pending().map_err(CopyError::OwnRing)?;
+            if *rx_room == 0 {
+                return Ok(None);
+            }
         }
         let rx_head = self.own_rx.peek_head().map_err(CopyError::OwnRing)?;
         let room = self
@@ -388,6 +407,7 @@ impl<T: Transport> Copier<T> {
             }));
         }
         self.own_rx.advance();
+        *rx_room -= 1;
         self.own_rx
             .add_used(rx_head, len)
             .map_err(CopyError::OwnRing)?;

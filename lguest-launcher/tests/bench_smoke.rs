@@ -115,6 +115,7 @@ fn bench_quick_with_tiny_counts_writes_json_markdown_and_svg() {
             let unit = match metric {
                 "p50_us" => "µs",
                 "gbytes_per_s" => "GB/s",
+                "cpu_s_per_mpkt" => "CPU s/Mpkt",
                 _ => "Mpps",
             };
             assert_eq!(sp["unit"], unit, "spread unit of {metric}: {r}");

@@ -215,6 +215,8 @@ pub fn markdown(doc: &Document) -> String {
         let _ = writeln!(s, "\n{WIDE_NOTE}");
     }
 
+    link_cost(&mut s, doc);
+
     let _ = writeln!(s, "\n## Ping-pong latency (64 B)\n");
     let _ = writeln!(
         s,
@@ -301,6 +303,75 @@ pub fn markdown(doc: &Document) -> String {
         let _ = writeln!(s, "- {p}");
     }
     s
+}
+
+/// The stamped and paced cells: the link's own cost against the batched
+/// SPSC ring, and what each wait mode costs in CPU on a light load.
+fn link_cost(s: &mut String, doc: &Document) {
+    let rows: Vec<&Row> = doc
+        .results
+        .iter()
+        .filter(|r| {
+            r.is_cell() && (r.key.workload == "stream-stamp" || r.key.workload == "stream-10kpps")
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Link cost (`--payload stamp`) and wait modes under light load\n"
+    );
+    let _ = writeln!(
+        s,
+        "`stream-stamp`: frames carry a 16-byte stamp, so what is left is the link's own work; \
+         × batched SPSC is Mpps over `baseline-spsc-batched` at the same size. `stream-10kpps`: \
+         the stream is paced (`--rate`); its headline is CPU of both processes per million \
+         packets. Spin hits and sleeps are both sides' idle periods per packet; wake-up p50/p99 \
+         is the one-way blocking wake-up `adaptive` measures at connect (an HDR histogram of a \
+         few dozen round trips over a channel of the transport's kind) to calibrate its spin.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | transport | notify | wait | size B | Mpps | CPU s/Mpkt | spread | spin hits/pkt | sleeps/pkt | wake/pkt | wake-up p50/p99 µs | × batched SPSC | runs |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    );
+    for r in &rows {
+        let lead = format!(
+            "| {} | {} | {} | {} | {} ",
+            r.key.workload,
+            r.key.transport,
+            opt(&r.key.notify),
+            opt(&r.key.wait),
+            r.key.size
+        );
+        if !r.ok() {
+            let _ = writeln!(s, "{lead}| **failed** | | | | | | | | {} |", runs_text(r));
+            continue;
+        }
+        let wake = match (r.metrics.wakeup_p50_us, r.metrics.wakeup_p99_us) {
+            (None, None) => "–".to_string(),
+            (p50, p99) => format!("{}/{}", g(p50), g(p99)),
+        };
+        let _ = writeln!(
+            s,
+            "{lead}| {} | {} | {} | {} | {} | {} | {wake} | {} | {} |",
+            figure(r, "mpps", r.metrics.mpps),
+            figure(r, "cpu_s_per_mpkt", r.metrics.cpu_s_per_mpkt),
+            spread_text(r),
+            g(r.metrics.spin_hits_per_packet),
+            g(r.metrics.sleeps_per_packet),
+            g(r.metrics.wakeups_per_packet),
+            f(r.ratio, 2),
+            runs_text(r)
+        );
+    }
+    if any_wide(rows.iter().copied()) {
+        let _ = writeln!(s, "\n{WIDE_NOTE}");
+    }
 }
 
 fn pick_text(p: &Option<Pick>, what: &str) -> String {

@@ -36,9 +36,32 @@ use std::time::Duration;
 pub enum CellWorkload {
     /// `sink` ← `stream`, one way.
     Stream,
+    /// `sink` ← `stream` with `--payload stamp`: the link's own cost,
+    /// compared with `baseline-spsc-batched`.
+    StampStream,
+    /// `sink` ← `stream --rate` [`PACED_RATE`], `--payload stamp`: CPU per
+    /// packet of a wait mode on a lightly loaded link.
+    Paced,
     /// `ping` ↔ `echo`, 64 B.
     Ping,
 }
+
+impl CellWorkload {
+    /// The row's `workload`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CellWorkload::Stream => "stream",
+            CellWorkload::StampStream => "stream-stamp",
+            CellWorkload::Paced => "stream-10kpps",
+            CellWorkload::Ping => "ping",
+        }
+    }
+}
+
+/// Packets per second of the paced cells (`stream-10kpps`).
+pub const PACED_RATE: u64 = 10_000;
+/// Packets per paced run (quick, full): one and two seconds.
+const PACED_PACKETS: (u64, u64) = (10_000, 20_000);
 
 /// One configuration of the matrix.
 #[derive(Clone, Debug)]
@@ -60,15 +83,21 @@ pub struct Cell {
 }
 
 impl Cell {
+    /// `--payload` for both sides: stamps for the link-cost and paced
+    /// cells, full verification for the matrix.
+    fn payload(&self) -> &'static str {
+        match self.workload {
+            CellWorkload::StampStream | CellWorkload::Paced => "stamp",
+            CellWorkload::Stream | CellWorkload::Ping => "verify",
+        }
+    }
+
     /// A short label for the progress bar.
     pub fn label(&self) -> String {
         format!(
             "{} {} {}/{}/{} {} B",
             self.kind.name(),
-            match self.workload {
-                CellWorkload::Stream => "stream",
-                CellWorkload::Ping => "ping",
-            },
+            self.workload.name(),
             self.notify.name(),
             self.writes.name(),
             self.wait.name(),
@@ -83,11 +112,7 @@ impl Cell {
             writes: Some(self.writes.name().into()),
             wait: Some(self.wait.name().into()),
             size: self.size,
-            workload: match self.workload {
-                CellWorkload::Stream => "stream",
-                CellWorkload::Ping => "ping",
-            }
-            .into(),
+            workload: self.workload.name().into(),
         }
     }
 }
@@ -230,11 +255,41 @@ pub fn plan(args: &BenchArgs) -> Plan {
         }
     }
 
+    // The link's own cost and the wait modes' CPU, on one transport
+    // (eventfd when it runs): stamped streams in the polling modes at 64
+    // and 1500 B, against `baseline-spsc-batched`; and a paced 64 B stream
+    // sleeping and adaptive.
+    let paced_n = scaled(pick(PACED_PACKETS), scale, 10);
+    if let Some(&kind) = kinds
+        .iter()
+        .find(|&&k| k == Kind::Eventfd)
+        .or(kinds.first())
+    {
+        let cell = |workload, wait, size, count| Cell {
+            kind,
+            notify: NotifyMode::EventIdx,
+            writes: Writes::Nonblocking,
+            wait,
+            size,
+            workload,
+            count,
+        };
+        for size in [64, 1500] {
+            for wait in [Wait::Spin, Wait::Adaptive] {
+                cells.push(cell(CellWorkload::StampStream, wait, size, stream_n));
+            }
+        }
+        for wait in [Wait::Sleep, Wait::Adaptive] {
+            cells.push(cell(CellWorkload::Paced, wait, 64, paced_n));
+        }
+    }
+
     let baselines = super::baselines::plan(quick, scale);
     let mut counts = vec![
         ("stream packets".to_string(), stream_n),
         ("stream packets at 9000 B".to_string(), stream_n_9000),
         ("pings".to_string(), pings),
+        (format!("paced packets at {PACED_RATE} pps"), paced_n),
     ];
     if quick {
         counts.remove(1);
@@ -312,7 +367,8 @@ pub fn measure(
     tick: impl FnMut(),
 ) -> Row {
     let headline = match cell.workload {
-        CellWorkload::Stream => "mpps",
+        CellWorkload::Stream | CellWorkload::StampStream => "mpps",
+        CellWorkload::Paced => "cpu_s_per_mpkt",
         CellWorkload::Ping => "p50_us",
     };
     let once = |run: u32| {
@@ -356,6 +412,7 @@ fn launcher(
         .args(["--notify", cell.notify.name()])
         .args(["--writes", cell.writes.name()])
         .args(["--wait", cell.wait.name()])
+        .args(["--payload", cell.payload()])
         .args(["--timeout", &format!("{:.1}", timeout.as_secs_f64())])
         .arg("--quiet")
         .arg("--stats-json")
@@ -380,14 +437,19 @@ pub fn run_cell(cell: &Cell, path: &Path, timeout: Duration) -> Result<Measureme
     let json_a = path.with_extension("a.json");
     let json_b = path.with_extension("b.json");
     let (wa, wb) = match cell.workload {
-        CellWorkload::Stream => ("sink", "stream"),
+        CellWorkload::Stream | CellWorkload::StampStream | CellWorkload::Paced => {
+            ("sink", "stream")
+        }
         CellWorkload::Ping => ("ping", "echo"),
     };
     // The two sides on different CPUs when there are two: a spinning pair
     // then never shares a core, and runs compare like with like.
     let (cpu_a, cpu_b) = pair_cpus();
     let a = launcher(cell, &spec, wa, &json_a, timeout, cpu_a);
-    let b = launcher(cell, &spec, wb, &json_b, timeout, cpu_b);
+    let mut b = launcher(cell, &spec, wb, &json_b, timeout, cpu_b);
+    if cell.workload == CellWorkload::Paced {
+        b.args(["--rate", &PACED_RATE.to_string()]);
+    }
     // The launchers' own --timeout ends them; the pair deadline is the
     // backstop (their watchdog allows two more seconds).
     let (fa, fb) = run_pair(a, b, timeout + Duration::from_secs(5))?;
@@ -431,10 +493,14 @@ fn measurement(cell: &Cell, a: &Stats, b: &Stats) -> Result<Measurement, BenchEr
         notifications_per_packet: per(|s| s.notifications_sent),
         wakeups_per_packet: per(|s| s.wakeups),
         cpu_s_per_mpkt: cpu,
+        spin_hits_per_packet: per(|s| s.spin_hits),
+        sleeps_per_packet: per(|s| s.sleeps),
+        wakeup_p50_us: a.wakeup_p50_us,
+        wakeup_p99_us: a.wakeup_p99_us,
         ..Default::default()
     };
     match cell.workload {
-        CellWorkload::Stream => {
+        CellWorkload::Stream | CellWorkload::StampStream | CellWorkload::Paced => {
             let elapsed = a.elapsed_s.max(b.elapsed_s);
             if elapsed <= 0.0 {
                 return Err(BenchError::NoElapsed);

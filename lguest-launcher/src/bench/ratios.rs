@@ -36,6 +36,15 @@ pub fn add_ratios(rows: &mut [Row]) {
                     r.ratio_spsc = Some(m / b);
                 }
             }
+            "stream-stamp" => {
+                if let (Some(m), Some(b)) = (
+                    r.metrics.mpps,
+                    find(&base, "baseline-spsc-batched", r.key.size).and_then(|b| b.metrics.mpps),
+                ) {
+                    r.ratio = Some(m / b);
+                    r.ratio_to = Some("baseline-spsc-batched".into());
+                }
+            }
             "ping" if r.key.wait.as_deref() == Some("sleep") => {
                 let to = format!("baseline-rtt-{}", r.key.transport);
                 if let (Some(p), Some(b)) = (

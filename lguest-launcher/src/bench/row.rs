@@ -69,6 +69,7 @@ impl Row {
         let spread = match headline {
             "p50_us" => spread(headline, runs.iter().map(|r| r.p50_us)),
             "gbytes_per_s" => spread(headline, runs.iter().map(|r| r.gbytes_per_s)),
+            "cpu_s_per_mpkt" => spread(headline, runs.iter().map(|r| r.cpu_s_per_mpkt)),
             _ => spread(headline, runs.iter().map(|r| r.mpps)),
         };
         Row {

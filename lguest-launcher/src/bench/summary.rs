@@ -24,6 +24,18 @@ pub struct Measurement {
     pub wakeups_per_packet: Option<f64>,
     /// CPU seconds of both processes per million packets.
     pub cpu_s_per_mpkt: Option<f64>,
+    /// Idle periods of both sides that ended in work while spinning, per
+    /// packet (`spin_hits` in the stats).
+    pub spin_hits_per_packet: Option<f64>,
+    /// Sleeps of both sides per packet (`sleeps` in the stats).
+    pub sleeps_per_packet: Option<f64>,
+    /// One-way blocking wake-up latency over a channel of the cell's
+    /// transport kind, p50 and p99 in µs: the HDR histogram `adaptive`
+    /// measures at connect to calibrate its spin (measuring side; none
+    /// for other wait modes).
+    pub wakeup_p50_us: Option<f64>,
+    /// See `wakeup_p50_us`.
+    pub wakeup_p99_us: Option<f64>,
     /// Round trip, median, µs.
     pub p50_us: Option<f64>,
     /// Round trip, 99th percentile, µs.
@@ -65,6 +77,7 @@ pub fn unit_of(metric: &str) -> &'static str {
     match metric {
         "p50_us" => "µs",
         "gbytes_per_s" => "GB/s",
+        "cpu_s_per_mpkt" => "CPU s/Mpkt",
         _ => "Mpps",
     }
 }
@@ -123,6 +136,10 @@ pub fn combine(runs: &[Measurement]) -> Measurement {
         notifications_per_packet: med!(notifications_per_packet),
         wakeups_per_packet: med!(wakeups_per_packet),
         cpu_s_per_mpkt: med!(cpu_s_per_mpkt),
+        spin_hits_per_packet: med!(spin_hits_per_packet),
+        sleeps_per_packet: med!(sleeps_per_packet),
+        wakeup_p50_us: med!(wakeup_p50_us),
+        wakeup_p99_us: med!(wakeup_p99_us),
         p50_us: med!(p50_us),
         p99_us: med!(p99_us),
         p999_us: med!(p999_us),

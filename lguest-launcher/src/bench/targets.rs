@@ -10,7 +10,13 @@
 //! * with event-idx, no stream cell writes more than 0.1 notifications per
 //!   packet;
 //! * the eventfd ping p50 is at most 1.3× the raw eventfd round trip, with
-//!   both sides blocking and with the best wait mode.
+//!   both sides blocking and with the best wait mode;
+//! * a stamped stream (`--payload stamp`, the link's own cost) spinning
+//!   moves at least half the packets of `baseline-spsc-batched`, at 64 and
+//!   1500 B;
+//! * `adaptive` costs at most 1.2× the CPU per packet of `sleep` on a
+//!   stream paced at 10 kpps, and moves at least 0.9× the packets of
+//!   `spin` at full rate (stamped, 64 and 1500 B).
 //!
 //! A target without a successful cell to judge by is reported as "no
 //! data", never as met.
@@ -135,7 +141,61 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             _ => no_data(label),
         });
     }
+    link_targets(rows, &mut out);
     out
+}
+
+/// The targets of the stamped and paced cells (`stream-stamp`,
+/// `stream-10kpps`), judged per size on the same transport and modes.
+fn link_targets(rows: &[Row], out: &mut Vec<Target>) {
+    let cell = |workload: &str, wait: &str, size: u32| {
+        rows.iter().find(|r| {
+            r.is_cell()
+                && r.ok()
+                && r.key.workload == workload
+                && r.key.wait.as_deref() == Some(wait)
+                && r.key.size == size
+        })
+    };
+    for size in [64, 1500] {
+        let label = format!("stream spin, --payload stamp, {size} B ≥ 0.5× baseline-spsc-batched");
+        let base = find(rows, "baseline-spsc-batched", size).and_then(|b| b.metrics.mpps);
+        out.push(
+            match (
+                cell("stream-stamp", "spin", size).and_then(|r| r.metrics.mpps),
+                base,
+            ) {
+                (Some(m), Some(b)) => Target {
+                    target: label,
+                    measured: format!("{:.2}× ({m:.2} vs {b:.2} Mpps)", m / b),
+                    met: Some(m >= 0.5 * b),
+                },
+                _ => no_data(&label),
+            },
+        );
+    }
+    let label = "adaptive at 10 kpps (64 B, stamp): CPU per packet ≤ 1.2× sleep".to_string();
+    let cpu = |wait| cell("stream-10kpps", wait, 64).and_then(|r| r.metrics.cpu_s_per_mpkt);
+    out.push(match (cpu("adaptive"), cpu("sleep")) {
+        (Some(a), Some(s)) if s > 0.0 => Target {
+            target: label,
+            measured: format!("{:.2}× ({a:.1} vs {s:.1} CPU s/Mpkt)", a / s),
+            met: Some(a <= 1.2 * s),
+        },
+        _ => no_data(&label),
+    });
+    for size in [64, 1500] {
+        let label = format!("adaptive at full rate (stamp, {size} B) ≥ 0.9× spin");
+        let mpps = |wait| cell("stream-stamp", wait, size).and_then(|r| r.metrics.mpps);
+        out.push(match (mpps("adaptive"), mpps("spin")) {
+            (Some(a), Some(s)) if s > 0.0 => Target {
+                target: label,
+                measured: format!("{:.2}× ({a:.2} vs {s:.2} Mpps)", a / s),
+                met: Some(a >= 0.9 * s),
+            },
+            _ => no_data(&label),
+        });
+    }
 }
 
 fn no_data(target: &str) -> Target {

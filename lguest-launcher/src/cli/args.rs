@@ -162,6 +162,11 @@ pub struct RunArgs {
     /// Guest name, used in messages [default: guest-PID].
     #[arg(long)]
     pub name: Option<String>,
+    /// A stream sends at most this many packets per second (paced from its
+    /// first packet; to measure CPU per packet of a wait mode at a given
+    /// load) [default: as fast as the peer takes them].
+    #[arg(long, value_name = "PPS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
     /// Sleep this many microseconds per received packet (a slow sink, for tests).
     #[arg(long, value_name = "US", hide = true)]
     pub rx_delay_us: Option<u64>,
@@ -419,6 +424,7 @@ impl RunArgs {
             timeout: s.timeout,
             stats_json: self.stats_json.clone(),
             rx_delay: Duration::from_micros(self.rx_delay_us.unwrap_or(0)),
+            rate: self.rate,
             quiet: self.quiet,
             reconnect: s.reconnect,
             timeout_given: self.timeout.is_some(),

@@ -255,6 +255,8 @@ pub struct RunConfig {
     pub stats_json: Option<PathBuf>,
     /// Per-packet delay in the receiving guest (to test a slow sink).
     pub rx_delay: Duration,
+    /// `--rate`: a stream's packets per second at most.
+    pub rate: Option<u64>,
     /// No progress output, no connect lines.
     pub quiet: bool,
     /// `--reconnect` (`[net] reconnect`): when the peer leaves, keep the

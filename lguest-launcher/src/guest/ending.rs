@@ -10,7 +10,7 @@ impl Guest {
         let put = send_frame(
             &mut self.tx,
             &self.mem,
-            self.layout.tx_bufs,
+            (self.layout.tx_bufs, self.tx_stride),
             end.len() as u32,
             |mem, at| Ok(mem.write("tx frame", at, &end)?),
         )?;

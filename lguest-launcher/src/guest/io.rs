@@ -19,7 +19,7 @@ impl Guest {
     pub(super) fn prefill_tx(&mut self) -> Result<(), RingError> {
         let hdr = [0u8; NET_HDR_LEN as usize];
         for id in 0..u64::from(self.layout.tx.size) {
-            let at = self.layout.tx_bufs + id * BUF_SIZE;
+            let at = self.layout.tx_bufs + id * self.tx_stride;
             self.mem.write("tx prefill", at, &hdr)?;
             self.mem.write(
                 "tx prefill",
@@ -36,7 +36,7 @@ impl Guest {
             // Header only: the rest of the buffer was filled at start.
             let Some((_, slot)) = self.tx.add_slot(
                 self.layout.tx_bufs,
-                BUF_SIZE,
+                self.tx_stride,
                 NET_HDR_LEN as u32 + size,
                 false,
             )?
@@ -51,7 +51,7 @@ impl Guest {
         send_frame(
             &mut self.tx,
             &self.mem,
-            self.layout.tx_bufs,
+            (self.layout.tx_bufs, self.tx_stride),
             size,
             |mem, at| {
                 mem.write("tx frame", at, &h)?;
@@ -147,15 +147,16 @@ impl Guest {
 }
 
 /// Put one TX frame of `len` bytes, which `fill` writes at the given offset
-/// (after the `virtio_net_hdr`); false when the ring is full.
+/// (after the `virtio_net_hdr`), in the slot of the descriptor it gets
+/// (`(base, stride)`: see [`Guest::tx_stride`]); false when the ring is full.
 pub(super) fn send_frame(
     tx: &mut DriverQueue,
     mem: &Region,
-    tx_bufs: u64,
+    (tx_bufs, stride): (u64, u64),
     len: u32,
     fill: impl FnOnce(&Region, u64) -> Result<(), RingError>,
 ) -> Result<bool, RingError> {
-    let Some((_, slot)) = tx.add_slot(tx_bufs, BUF_SIZE, NET_HDR_LEN as u32 + len, false)? else {
+    let Some((_, slot)) = tx.add_slot(tx_bufs, stride, NET_HDR_LEN as u32 + len, false)? else {
         return Ok(false);
     };
     mem.write("tx header", slot, &[0u8; NET_HDR_LEN as usize])?;

@@ -352,6 +352,7 @@ impl Session<'_> {
                         count: cfg.count,
                         size: cfg.size,
                         rx_delay: cfg.rx_delay,
+                        rate: cfg.rate,
                     },
                 )
                 .map_err(ring_err)?

@@ -11,6 +11,10 @@ use crate::wait::{Device, Slept, Turn, WaitLoop};
 use std::time::{Duration, Instant};
 use transport::{Transport, Wakeup};
 
+/// Longest pause of a paced stream (`--rate`) taken as a plain sleep
+/// rather than a transport wait, whose timeout counts whole milliseconds.
+const PACE_SLEEP_MAX: Duration = Duration::from_millis(1);
+
 /// A synthetic guest and its copier for one link generation, as the wait
 /// loop drives them.
 pub(super) struct Synthetic<'a, T: Transport> {
@@ -241,6 +245,10 @@ impl<T: Transport> Device for Synthetic<'_, T> {
         Ok(())
     }
 
+    fn next_work_in(&self) -> Option<Duration> {
+        self.guest.next_send_in()
+    }
+
     fn sleep(&mut self, max: Duration) -> Result<Slept, RunError> {
         let left = match self.deadline {
             Some(d) => d.saturating_duration_since(Instant::now()),
@@ -248,6 +256,20 @@ impl<T: Transport> Device for Synthetic<'_, T> {
         };
         if left.is_zero() {
             return Err(self.timeout());
+        }
+        // A paced stream (`--rate`) wakes itself for its next packet. A
+        // transport wait counts whole milliseconds (epoll), so a shorter
+        // pause is a plain sleep: a stream waits for nothing else then (its
+        // TX completions keep until it wakes).
+        if let Some(next) = self.guest.next_send_in().filter(|n| *n < left.min(max)) {
+            if next < PACE_SLEEP_MAX {
+                std::thread::sleep(next);
+                return Ok(Slept::Woke);
+            }
+            if self.copier.link().wait(Some(next))? == Wakeup::Notified {
+                self.stats.wakeups += 1;
+            }
+            return Ok(Slept::Woke);
         }
         if self.copier.link().wait(Some(left.min(max)))? == Wakeup::Notified {
             self.stats.wakeups += 1;

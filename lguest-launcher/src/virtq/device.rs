@@ -16,6 +16,14 @@ pub struct DeviceQueue {
     off: Offsets,
     last_avail: u16,
     next_used: u16,
+    /// Per descriptor index, the last buffer translated through `map`:
+    /// `(guest address, length, offset)`. The map never changes for this
+    /// queue, so a descriptor that names the same buffer as last time (a
+    /// driver that ties buffers to descriptors, as ours and most do) takes
+    /// its offset from here: the same answer, without the region search.
+    /// Every descriptor is still read once and every field checked; this
+    /// only remembers the result of a pure function of two of them.
+    xlat: Vec<Option<(u64, u32, u64)>>,
 }
 
 impl DeviceQueue {
@@ -43,6 +51,7 @@ impl DeviceQueue {
             off: Offsets::new(&local),
             last_avail: 0,
             next_used: 0,
+            xlat: vec![None; info.size as usize],
         })
     }
 
@@ -112,58 +121,108 @@ impl DeviceQueue {
     /// [`ChainError::Loop`]. Whether it fails or not, `segs` ends up
     /// holding one entry per descriptor read before the failing one, so
     /// `segs.len() + 1` bounds what the walk cost.
+    ///
+    /// A chain of one descriptor (every packet of ours, most of a VM's) is
+    /// the inlined fast path; longer chains continue in
+    /// `read_rest`. The checks are the same on both.
+    #[inline]
     pub fn read_chain(
-        &self,
+        &mut self,
         head: u16,
         writable: bool,
         segs: &mut Vec<Seg>,
     ) -> Result<u32, ChainError> {
         segs.clear();
+        let (seg, next) = self.read_desc(head, writable)?;
+        segs.push(seg);
+        match next {
+            None if seg.len == 0 => Err(ChainError::BadLength { total: 0 }),
+            None => Ok(seg.len),
+            Some(next) => self.read_rest(next, writable, segs, seg.len as u64),
+        }
+    }
+
+    /// The rest of a chain after its head (whose length is `total`): at
+    /// most `limit - 1` more descriptors (the queue size or `MAX_CHAIN`),
+    /// or it loops.
+    #[inline(never)]
+    fn read_rest(
+        &mut self,
+        mut idx: u16,
+        writable: bool,
+        segs: &mut Vec<Seg>,
+        mut total: u64,
+    ) -> Result<u32, ChainError> {
         let size = self.off.size;
         let limit = size.min(crate::garbage::MAX_CHAIN);
-        let mut idx = head;
-        let mut total: u64 = 0;
-        for _ in 0..limit {
-            if idx >= size {
-                return Err(ChainError::BadIndex { index: idx, size });
-            }
-            // One fetch of the whole descriptor: what we check is what we use.
-            let mut d = [0u8; 16];
-            self.mem
-                .read("descriptor", self.off.desc(idx), &mut d)
-                .map_err(|_| ChainError::BadIndex { index: idx, size })?;
-            let addr = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
-            let len = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
-            let flags = u16::from_le_bytes([d[12], d[13]]);
-            let next = u16::from_le_bytes([d[14], d[15]]);
-            if flags & VRING_DESC_F_INDIRECT != 0 {
-                return Err(ChainError::Indirect { index: idx });
-            }
-            let w = flags & VRING_DESC_F_WRITE != 0;
-            if w != writable {
-                return Err(ChainError::WrongDirection {
-                    index: idx,
-                    writable: w,
-                });
-            }
-            let Some(offset) = self.map.translate(addr, len as u64) else {
-                return Err(ChainError::OutOfBounds {
-                    addr,
-                    len,
-                    mem: self.mem.len(),
-                });
-            };
-            segs.push(Seg { addr: offset, len });
-            total += len as u64;
-            if flags & VRING_DESC_F_NEXT == 0 {
-                if total == 0 || total > u32::MAX as u64 {
-                    return Err(ChainError::BadLength { total });
+        for _ in 1..limit {
+            let (seg, next) = self.read_desc(idx, writable)?;
+            segs.push(seg);
+            total += seg.len as u64;
+            match next {
+                None if total == 0 || total > u32::MAX as u64 => {
+                    return Err(ChainError::BadLength { total })
                 }
-                return Ok(total as u32);
+                None => return Ok(total as u32),
+                Some(next) => idx = next,
             }
-            idx = next;
         }
         Err(ChainError::Loop { size: limit })
+    }
+
+    /// Read descriptor `idx` once and check it: index in range, not
+    /// indirect, direction as expected, buffer inside memory. Returns the
+    /// buffer as an offset in the mapping, and the `next` link if the
+    /// descriptor has one.
+    #[inline(always)]
+    fn read_desc(&mut self, idx: u16, writable: bool) -> Result<(Seg, Option<u16>), ChainError> {
+        let size = self.off.size;
+        if idx >= size {
+            return Err(ChainError::BadIndex { index: idx, size });
+        }
+        // One fetch of the whole descriptor: what we check is what we use.
+        let mut d = [0u8; 16];
+        self.mem
+            .read("descriptor", self.off.desc(idx), &mut d)
+            .map_err(|_| ChainError::BadIndex { index: idx, size })?;
+        let addr = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
+        let len = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
+        let flags = u16::from_le_bytes([d[12], d[13]]);
+        let next = u16::from_le_bytes([d[14], d[15]]);
+        if flags & VRING_DESC_F_INDIRECT != 0 {
+            return Err(ChainError::Indirect { index: idx });
+        }
+        let w = flags & VRING_DESC_F_WRITE != 0;
+        if w != writable {
+            return Err(ChainError::WrongDirection {
+                index: idx,
+                writable: w,
+            });
+        }
+        let Some(offset) = self.translate(idx, addr, len) else {
+            return Err(ChainError::OutOfBounds {
+                addr,
+                len,
+                mem: self.mem.len(),
+            });
+        };
+        let next = (flags & VRING_DESC_F_NEXT != 0).then_some(next);
+        Ok((Seg { addr: offset, len }, next))
+    }
+
+    /// The offset of descriptor `idx`'s buffer `[addr, addr+len)`, through
+    /// the per-descriptor cache (`xlat`) or the map.
+    #[inline]
+    fn translate(&mut self, idx: u16, addr: u64, len: u32) -> Option<u64> {
+        let slot = self.xlat.get_mut(idx as usize)?;
+        match *slot {
+            Some((a, l, offset)) if a == addr && l == len => Some(offset),
+            _ => {
+                let offset = self.map.translate(addr, len as u64)?;
+                *slot = Some((addr, len, offset));
+                Some(offset)
+            }
+        }
     }
 
     /// We are done with the chain we peeked: move past it.

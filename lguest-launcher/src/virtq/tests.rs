@@ -89,7 +89,7 @@ fn full_ring_refuses_more_and_empty_ring_has_nothing() {
 fn chains_of_several_descriptors_are_walked_in_order() {
     let (m, info) = ring(8);
     let mut drv = DriverQueue::new(m.region().clone(), &info);
-    let dev = DeviceQueue::new(&GuestMap::identity(m.region().clone()), &info).unwrap();
+    let mut dev = DeviceQueue::new(&GuestMap::identity(m.region().clone()), &info).unwrap();
     let bufs = [
         Seg {
             addr: 9000,
@@ -120,7 +120,7 @@ fn chains_of_several_descriptors_are_walked_in_order() {
 fn rejects_descriptor_loop_and_bad_index_and_out_of_bounds() {
     let (m, info) = ring(4);
     let r = m.region();
-    let dev = DeviceQueue::new(&GuestMap::identity(r.clone()), &info).unwrap();
+    let mut dev = DeviceQueue::new(&GuestMap::identity(r.clone()), &info).unwrap();
     let desc = |i: u16, addr: u64, len: u32, flags: u16, next: u16| {
         let mut d = [0u8; 16];
         d[0..8].copy_from_slice(&addr.to_le_bytes());

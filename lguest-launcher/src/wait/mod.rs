@@ -96,6 +96,12 @@ pub trait Device {
     fn tick(&mut self, now: Instant) -> Result<(), Self::Error>;
     /// Sleep until notified or about `max` passed.
     fn sleep(&mut self, max: Duration) -> Result<Slept, Self::Error>;
+    /// Work the device will make itself after this long (a paced stream's
+    /// next packet), if it knows: `adaptive` does not spin for work that
+    /// far off. Default: it does not know.
+    fn next_work_in(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// What the wait loop did, for the stats.
@@ -196,7 +202,12 @@ impl WaitLoop {
                 Wait::Sleep => false,
                 // After one sleep the period is a sleeping one: no new spin
                 // until work comes (a timed-out sleep sleeps again).
-                Wait::Adaptive => !self.slept && now.duration_since(since) < self.spin.get(),
+                Wait::Adaptive => {
+                    let budget = self.spin.get();
+                    !self.slept
+                        && now.duration_since(since) < budget
+                        && dev.next_work_in().is_none_or(|d| d <= budget)
+                }
             };
             if spin_more {
                 std::hint::spin_loop();
