@@ -577,3 +577,54 @@ fn fifo_peer_offering_our_own_memory_back_is_refused() {
     c.stderr_has(&honest, "it is our own memory");
     c.done();
 }
+
+/// Something that is not a socket at `--socket` (a user's file): refused,
+/// and left exactly as it was. A stale socket there is replaced.
+#[test]
+fn vhost_user_socket_path_replaces_only_a_socket() {
+    let _serial = serial();
+    let _ = launcher();
+    let dir = TestDir::new("vhost_socket_path");
+    let socket = dir.path().join("vhost.sock");
+    let socket_s = socket.display().to_string();
+    let link = dir.sharenet("unix", "link");
+    std::fs::write(&socket, b"precious").unwrap();
+    let args = [
+        "vhost-user",
+        "--socket",
+        &socket_s,
+        "--sharenet",
+        &link,
+        "--timeout",
+        "20",
+    ];
+    let mut refused = dir.spawn_raw("refused", &args);
+    let refused = refused.finish(Duration::from_secs(15));
+    let kept = std::fs::read(&socket).unwrap_or_default();
+    // A stale socket (nobody listening) is taken over.
+    std::fs::remove_file(&socket).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let mut backend = dir.spawn_raw("backend", &args);
+    let up = backend.wait_for_stderr("waiting for QEMU", Duration::from_secs(15));
+    let connects = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+    backend.signal(nix::sys::signal::Signal::SIGTERM);
+    let backend = backend.finish(Duration::from_secs(15));
+    let mut c = Checks::new("vhost-user: --socket path", &[&refused, &backend]);
+    c.exit(&refused, 2)
+        .stderr_has(&refused, "something that is not a socket is already there");
+    c.that(kept == b"precious", "the file at --socket was changed");
+    c.that(
+        up && connects,
+        "a stale socket at --socket was not replaced",
+    );
+    let leftovers: Vec<_> = dir
+        .leftovers()
+        .into_iter()
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    c.that(
+        leftovers.is_empty(),
+        format!("temporary sockets left: {leftovers:?}"),
+    );
+    c.done();
+}

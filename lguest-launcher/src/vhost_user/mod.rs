@@ -182,12 +182,24 @@ pub struct VhostArgs {
 const LINK_EVENT: u16 = 3;
 
 fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
+    // QEMU connects to --socket; the rust-vmm daemon listens on a private
+    // socket behind the `qemu72_relay` (see `sockets.rs` for who may
+    // connect to either). Both before the daemon exists: once its threads
+    // run, returning from here no longer ends the process.
+    let public = match sockets::bind_public(&args.socket, !args.allow_uid.is_empty()) {
+        Ok(l) => l,
+        Err(line) => {
+            eprintln!("error: {line}");
+            return ExitCode::from(2);
+        }
+    };
     let backend = Arc::new(RwLock::new(NetBackend::<T>::new(args.clone())));
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let mut daemon = match VhostUserDaemon::new("sharenet-net".into(), backend.clone(), mem) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: cannot start the vhost-user backend: {e}");
+            let _ = std::fs::remove_file(&args.socket);
             return ExitCode::from(1);
         }
     };
@@ -197,16 +209,6 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
             args.socket.display()
         );
     }
-    // QEMU connects to --socket; the rust-vmm daemon listens on a private
-    // socket behind the `qemu72_relay` (see `sockets.rs` for who may
-    // connect to either).
-    let public = match sockets::bind_public(&args.socket, !args.allow_uid.is_empty()) {
-        Ok(l) => l,
-        Err(line) => {
-            eprintln!("error: {line}");
-            return ExitCode::from(2);
-        }
-    };
     let private_dir = match sockets::PrivateDir::create() {
         Ok(d) => d,
         Err(e) => {
