@@ -3,17 +3,18 @@
 //! back when it stops the device.
 
 use super::link::{exit_with, Carry, Link, LinkError, VmDevice};
-use super::VhostArgs;
+use super::{Carrier, VhostArgs};
 use crate::cli::config::Wait;
 use crate::run::notify;
 use crate::stats::Stats;
 use crate::virtq::NotifyMode;
 use crate::wait::WaitLoop;
+use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use transport::{RingInfo, Transport};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
+use vhost_user_backend::{ShutdownHandle, VhostUserBackendMut, VringRwLock, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -40,6 +41,29 @@ pub(super) struct Ended {
     pub(super) at: Instant,
 }
 
+/// Register an fd (the link's transport) in the current connection's
+/// event loop.
+pub(super) type Watch = Box<dyn Fn(RawFd) -> std::io::Result<()> + Send + Sync>;
+
+/// QEMU's current vhost-user connection, as the backend reaches it.
+pub(super) struct Conn {
+    /// Closes it (`--carrier follow`: the VM sees NO-CARRIER).
+    close: Option<ShutdownHandle>,
+    /// Watches an fd in its event loop.
+    watch: Watch,
+}
+
+/// The VM's rings while QEMU is away (`--carrier follow`): what the next
+/// handshake describes. QEMU keeps the same rings and, having lost its
+/// backend, restarts each at its used index when it reconnects.
+#[derive(Clone, Copy)]
+pub(super) struct Parked {
+    pub(super) tx: RingInfo,
+    pub(super) rx: RingInfo,
+    /// The VM's RX ring position QEMU will restart it at: (used, used).
+    pub(super) rx_state: (u16, u16),
+}
+
 /// The vhost-user-net backend for one VM.
 pub(super) struct NetBackend<T: Transport> {
     pub(super) args: VhostArgs,
@@ -56,6 +80,19 @@ pub(super) struct NetBackend<T: Transport> {
     /// The generation of the last link (0 before the first; see
     /// `establish`).
     pub(super) generation: u32,
+    /// QEMU's connection (`None` while QEMU is away).
+    pub(super) conn: Option<Conn>,
+    /// QEMU's pid (SO_PEERCRED): while it is away, a QEMU that exits is a
+    /// VM that shut down.
+    pub(super) qemu_pid: Option<u32>,
+    /// Set while we keep QEMU away to show the VM NO-CARRIER (`--carrier
+    /// follow`, the peer left): the rings the next handshake describes.
+    pub(super) away: Option<Parked>,
+    /// The vrings of connections that ended. An event that carries them
+    /// comes from that connection's worker thread: it is ignored and ends
+    /// the worker. (Kept, with their eventfds dropped, so that no new
+    /// vring can be allocated at a retired one's address.)
+    retired: Vec<VringRwLock>,
 }
 
 pub(super) fn ready(v: &VringRwLock) -> bool {
@@ -84,7 +121,78 @@ impl<T: Transport> NetBackend<T> {
             stopped: false,
             ended: None,
             generation: 0,
+            conn: None,
+            qemu_pid: None,
+            away: None,
+            retired: Vec::new(),
         }
+    }
+
+    /// QEMU connected (first time, or back after `--carrier follow` kept it
+    /// away). A link made while QEMU was away starts moving packets once
+    /// its rings are ready again and are the ones the peer was told about
+    /// (`running`, as after a pause).
+    pub(super) fn connected(
+        &mut self,
+        close: Option<ShutdownHandle>,
+        watch: Watch,
+        pid: Option<u32>,
+    ) {
+        self.conn = Some(Conn { close, watch });
+        self.qemu_pid = pid;
+        self.away = None;
+        self.watch_link();
+    }
+
+    /// QEMU's connection ended. `true` if we closed it to show the VM
+    /// NO-CARRIER: the VM lives on and QEMU will be taken back.
+    pub(super) fn disconnected(&mut self) -> bool {
+        self.conn = None;
+        for v in self.vrings.drain(..) {
+            v.set_kick(None);
+            v.set_call(None);
+            self.retired.push(v);
+        }
+        self.away.is_some()
+    }
+
+    /// Watch the link's transport in QEMU's connection's event loop (none
+    /// while QEMU is away: `connected` does it when QEMU is back).
+    pub(super) fn watch_link(&mut self) {
+        let (Some(conn), Some(link)) = (self.conn.as_ref(), self.link.as_ref()) else {
+            return;
+        };
+        let fd = link.copier.link().as_fd().as_raw_fd();
+        if let Err(e) = (conn.watch)(fd) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                eprintln!("error: cannot watch the transport: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    /// `--carrier follow`: the peer left, so the VM's link goes down.
+    /// QEMU 7.2 offers a vhost-user net backend one lever for that: close
+    /// its connection. QEMU then sets the NIC's link down (the VM gets a
+    /// config interrupt and shows NO-CARRIER), stops the rings without us
+    /// (its GET_VRING_BASE fails: "ring restore failed" in its log) and
+    /// restarts them later at their used indexes; while it is away its own
+    /// virtio-net drops what the VM transmits (a NIC without carrier).
+    /// `parked` is what the next handshake describes.
+    fn carrier_down(&mut self, parked: Parked) {
+        let Some(close) = self.conn.as_ref().and_then(|c| c.close.clone()) else {
+            return;
+        };
+        self.away = Some(parked);
+        // QEMU will restart the rings as after a stop: the next link
+        // checks them (`running`) before it moves a packet.
+        self.stopped = true;
+        if !self.args.quiet {
+            eprintln!(
+                "VM carrier down: closed QEMU's vhost-user connection until the next peer links (--carrier follow)"
+            );
+        }
+        close.shutdown();
     }
 
     pub(super) fn mode(&self) -> NotifyMode {
@@ -161,9 +269,26 @@ impl<T: Transport> NetBackend<T> {
             .as_ref()
             .map(|l| l.copier.link().peer_pid())
             .unwrap_or(0);
+        // The rings the VM keeps while QEMU is away: only rings that run
+        // on, as the link left them (not stopped or replaced by QEMU).
+        let parked = self.link.as_ref().and_then(|l| {
+            let follow = self.args.reconnect && self.args.carrier == Carrier::Follow;
+            let live = !self.stopped && self.away.is_none() && l.same_rings(&self.vrings);
+            (follow && live).then(|| {
+                let used = l.queue_state(RX).1;
+                Parked {
+                    tx: l.vm_tx_info,
+                    rx: l.vm_rx_info,
+                    rx_state: (used, used),
+                }
+            })
+        });
         match e {
             LinkError::Transport(e) if e.is_peer_gone() => self.link_down(e.to_string(), false),
             e => self.link_down(format!("peer {pid}: {e}"), true),
+        }
+        if let Some(p) = parked {
+            self.carrier_down(p);
         }
     }
 
@@ -375,6 +500,17 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
         vrings: &[VringRwLock],
         _thread_id: usize,
     ) -> std::io::Result<()> {
+        // A worker of a connection that ended: ignore the event, and end
+        // the worker (an error ends its loop).
+        if device_event == super::RETIRE_EVENT {
+            return Err(std::io::Error::other("vhost-user connection closed"));
+        }
+        let ours = |v: &VringRwLock| std::ptr::eq(&*v.get_ref(), &*vrings[0].get_ref());
+        if !vrings.is_empty() && self.retired.iter().any(ours) {
+            return Err(std::io::Error::other(
+                "event of a closed vhost-user connection",
+            ));
+        }
         if self.vrings.is_empty() {
             self.vrings = vrings.to_vec();
         }

@@ -188,11 +188,10 @@ pub(super) fn memory_layout(mem: &Mem) -> Option<(u64, Vec<MemRegion>)> {
 /// leave and waits for our next offer).
 pub(super) fn establish<T: Transport + 'static>(
     backend: &Arc<RwLock<NetBackend<T>>>,
-    register: &dyn Fn(i32),
     args: &VhostArgs,
 ) -> Result<(), EstablishError> {
     loop {
-        if establish_once(backend, register, args)? {
+        if establish_once(backend, args)? {
             return Ok(());
         }
     }
@@ -203,14 +202,31 @@ pub(super) fn establish<T: Transport + 'static>(
 /// should wait again.
 fn establish_once<T: Transport + 'static>(
     backend: &Arc<RwLock<NetBackend<T>>>,
-    register: &dyn Fn(i32),
     args: &VhostArgs,
 ) -> Result<bool, EstablishError> {
     // 1. The VM's driver is up: memory known, both rings ready. Their
     // positions are what the backend library holds (see step 3 above).
-    let (mem, file, size, regions, tx, rx, rx_state, mode, generation) = loop {
+    // While QEMU is away (`--carrier follow`) the VM keeps its memory and
+    // rings: we describe those (`Parked`), and take QEMU back once the
+    // peer has linked.
+    let (mem, file, size, regions, tx, rx, rx_state, mode, generation, parked) = loop {
         {
             let b = backend.read().map_err(|_| EstablishError::Poisoned)?;
+            if let (Some(mem), Some(p)) = (&b.mem, b.away.as_ref()) {
+                let (file, size, regions) = vm_memory(mem)?;
+                break (
+                    mem.clone(),
+                    file,
+                    size,
+                    regions,
+                    p.tx,
+                    p.rx,
+                    p.rx_state,
+                    b.mode(),
+                    b.generation,
+                    true,
+                );
+            }
             if let Some(mem) = &b.mem {
                 if b.vrings.len() == 2
                     && b.vrings.iter().all(ready)
@@ -231,6 +247,7 @@ fn establish_once<T: Transport + 'static>(
                         rx_state,
                         b.mode(),
                         b.generation,
+                        false,
                     );
                 }
             }
@@ -291,7 +308,6 @@ fn establish_once<T: Transport + 'static>(
         peer.handshake.regions(),
     );
     let vm = vm_map(&mem, &file, size, &regions)?;
-    let fd = t.as_fd().as_raw_fd();
     let copier = Copier::new(t, &peer_map, &peer.handshake.tx, &vm, &rx, mode)
         .and_then(Copier::resume_peer_tx)
         .map_err(|err| EstablishError::Ring {
@@ -319,10 +335,17 @@ fn establish_once<T: Transport + 'static>(
         // The VM set its rings up anew while we met the peer: the peer was
         // told the old ones. Dropping the copier closes the link; the peer
         // (with --reconnect) waits for our next offer.
-        let still = b.vrings.iter().all(ready)
-            && ring_info(&b.vrings[TX]) == tx
-            && ring_info(&b.vrings[RX]) == rx
-            && b.vrings[RX].get_ref().get_queue().next_avail() == rx_state.0;
+        // (While QEMU is away the rings cannot change; once it is back,
+        // `running` checks them before the link moves a packet.)
+        let still = if parked {
+            b.away.is_some()
+        } else {
+            b.vrings.len() == 2
+                && b.vrings.iter().all(ready)
+                && ring_info(&b.vrings[TX]) == tx
+                && ring_info(&b.vrings[RX]) == rx
+                && b.vrings[RX].get_ref().get_queue().next_avail() == rx_state.0
+        };
         if !still {
             if !args.quiet {
                 eprintln!(
@@ -400,7 +423,7 @@ fn establish_once<T: Transport + 'static>(
             started,
             memory: (ino, regions),
         });
-        register(fd);
+        b.watch_link();
         // Packets may already be waiting on either side.
         b.service().map_err(EstablishError::Signal)?;
         if let Some(link) = b.link.as_ref() {

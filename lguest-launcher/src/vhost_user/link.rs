@@ -154,7 +154,9 @@ impl<T: Transport> Link<T> {
     /// The rings the link was made for: a VM that set up other rings (its
     /// driver reset the device) cannot be followed by the peer.
     pub(super) fn same_rings(&self, vrings: &[VringRwLock]) -> bool {
-        ring_info(&vrings[TX]) == self.vm_tx_info && ring_info(&vrings[RX]) == self.vm_rx_info
+        vrings.len() == 2
+            && ring_info(&vrings[TX]) == self.vm_tx_info
+            && ring_info(&vrings[RX]) == self.vm_rx_info
     }
 
     /// Has the peer left? A non-blocking look at the transport; a pending

@@ -57,7 +57,8 @@
 //!   `link down (generation N): ...; waiting for the next peer on PATH`.
 //!   Before the copier goes, our RX position and the peer's consumption of
 //!   the VM's TX ring are written back into the library's queues; the VM's
-//!   TX chains pile up in its ring, untouched. The next peer on the same
+//!   TX chains pile up in its ring, untouched. The VM sees NO-CARRIER until
+//!   the next link (`--carrier follow`, below). The next peer on the same
 //!   path gets a new handshake (generation N+1); our copier resumes on its
 //!   TX ring at its used index, its copier on ours at ours: chains the dead
 //!   peer had not completed are delivered, none twice. `link up
@@ -77,12 +78,63 @@
 //!   at the used index ("ring restore"), so what the dead launcher had
 //!   consumed but not completed is offered again.
 //!
-//! What QEMU 7.2 does not let a backend do for virtio-net: raise a config
-//! interrupt or set the link status. VIRTIO_NET_F_STATUS is QEMU's own
-//! (not a backend feature bit); its virtio-net reads no config from a
-//! vhost-user backend and drops VHOST_USER_PROTOCOL_F_CONFIG for net, so
-//! the VM sees NO-CARRIER only when QEMU's own connection to its backend
-//! is down. Nor does its virtio-net use VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD
+//! # What the VM sees while its peer is away (`--carrier`)
+//! QEMU 7.2 gives a vhost-user net backend no way to set the link status or
+//! raise a config interrupt: VIRTIO_NET_F_STATUS is QEMU's own (not a
+//! backend feature bit), its virtio-net reads no config from a vhost-user
+//! backend and drops VHOST_USER_PROTOCOL_F_CONFIG for net. What it does
+//! have: its vhost-user netdev sets the NIC's link down when the chardev
+//! connection to the backend closes (`CHR_EVENT_CLOSED`: link down, config
+//! interrupt, NO-CARRIER in the VM) and up again when a connection is set
+//! up (QEMU is the client, `reconnect=1`: it retries every second). So with
+//! `--carrier follow` (the default, with `--reconnect`):
+//!
+//! 1. **The peer leaves** (or its ring is impossible): after `link down`
+//!    we note the VM's rings (`Parked`: their addresses, and the RX
+//!    position QEMU will restart at, its used index) and close QEMU's
+//!    connection (`VM carrier down: ...`). QEMU stops the rings without us
+//!    ("ring restore failed" twice in its log, expected) and restarts each
+//!    at its used index later. While it is away the VM's memory stays
+//!    mapped here (the backend's last `GuestMemoryMmap`, with QEMU's memfd
+//!    inside) and `--socket` is gone, so QEMU's reconnects fail: a
+//!    connection left waiting in the listen backlog would block QEMU's
+//!    main loop in the vhost-user setup and freeze the VM.
+//! 2. **The next peer** meets us on the parked memory and rings, exactly
+//!    as if QEMU were there (`establish`): `link up (generation N+1)`. Its
+//!    copier starts on the VM's TX ring at the used index, where QEMU
+//!    restarts it too; our copier does not move a packet yet (no rings).
+//! 3. **QEMU is taken back**: `--socket` is bound again, QEMU reconnects
+//!    within a second and replays the setup (a fresh rust-vmm daemon per
+//!    connection: its handler takes SET_OWNER once). `QEMU reconnected`;
+//!    the same memfd and regions keep the link (another layout takes it
+//!    down and up, as any new memory table does). The rings must be the
+//!    parked ones at the parked positions (`running`, as after a pause);
+//!    otherwise the link goes down and comes up on QEMU's rings, with the
+//!    carrier up. QEMU sets the NIC's link up: the VM sees carrier again.
+//! 4. **The VM shuts down while QEMU is away**: QEMU's pid (SO_PEERCRED
+//!    when it connected) is watched; once it is gone the run ends as a
+//!    shutdown does (`the VM shut down`, exit 0, stats written). A QEMU
+//!    killed in that window cannot be told from one that shut down.
+//!
+//! What it costs: while its carrier is down, QEMU's own virtio-net owns
+//! the VM's rings, and a TX kick that reaches it drops every chain then in
+//! the TX ring (a NIC without carrier). The VM's driver stops its TX queue
+//! on the config interrupt, so in practice that is what it sent in the
+//! moment the link went down; what is still in the ring when QEMU comes
+//! back goes to the next peer, none twice. (The same stopped queue is why
+//! the next peer's copier may start on the TX ring in step 2 while QEMU
+//! still owns it: nothing is posted or kicked there meanwhile.)
+//!
+//! Only links whose peer left take the carrier down: a VM reboot or NIC
+//! reset (QEMU stops our rings) re-attaches with the carrier up, and the
+//! VM's carrier is up from boot until the first link (the handshake
+//! describes rings that only QEMU can tell us).
+//! `--carrier always-up` keeps QEMU connected throughout: the VM's link
+//! never drops and what it sends while the peer is away waits in its TX
+//! ring for the next peer. Without `--reconnect` the launcher exits a few
+//! seconds after the link goes down, which drops the carrier anyway.
+//!
+//! Nor does QEMU 7.2's virtio-net use VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD
 //! (only vhost-user-blk/-scsi call GET_INFLIGHT_FD). Without it: the VM's
 //! TX ring is consumed by the *peer's* copier, which survives our crash,
 //! so QEMU's restore point (its used index) is exact; on the VM's RX ring
@@ -105,7 +157,8 @@
 //!
 //! # How a run ends
 //! * QEMU stops the rings and hangs up (guest poweroff, SIGTERM): "the VM
-//!   shut down", exit 0, stats written (also when the link was down then).
+//!   shut down", exit 0, stats written (also when the link was down then,
+//!   and when QEMU exits while we keep it away for NO-CARRIER).
 //!   The peer sees its link go down.
 //! * The peer leaves: with `--reconnect` (default) we wait for the next one
 //!   (above). With `--reconnect false`: one plain line "peer PID
@@ -115,7 +168,8 @@
 //! * QEMU hangs up with the rings running (the VM was killed), or the
 //!   peer's ring is impossible: `error: ...`, exit 1.
 //!
-//! The files: `backend.rs` speaks vhost-user (rust-vmm's backend trait),
+//! The files: `mod.rs` takes QEMU's connections (one rust-vmm daemon
+//! each), `backend.rs` speaks vhost-user (rust-vmm's backend trait),
 //! `establish.rs` meets the peer and sets each link generation up,
 //! `link.rs` runs the data path through the one wait loop
 //! ([`crate::wait`]) and ends a link, `qemu72_relay.rs` works around QEMU
@@ -127,11 +181,15 @@ mod link;
 mod qemu72_relay;
 
 use crate::cli::config::{Spec, Writes};
+use crate::link::process_alive;
 use crate::link::{dispatch, WithTransport};
 use crate::virtq::NotifyMode;
 use backend::NetBackend;
 use clap::Args;
 use link::exit_with;
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -170,22 +228,106 @@ pub struct VhostArgs {
     /// a few seconds after the link goes down, as before.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub reconnect: bool,
+    /// What the VM's link state follows (with --reconnect): `follow` shows
+    /// the VM NO-CARRIER while its peer launcher is away (we close QEMU's
+    /// vhost-user connection and take it back once the next peer has
+    /// linked); `always-up` keeps the link up and the VM's frames wait in
+    /// its TX ring for the next peer.
+    #[arg(long, value_enum, default_value = "follow")]
+    pub carrier: Carrier,
+}
+
+/// `--carrier`: what the VM's link state (carrier) follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Carrier {
+    /// NO-CARRIER in the VM while its peer launcher is away: the launcher
+    /// closes QEMU's vhost-user connection when the link goes down and
+    /// takes QEMU back once the next peer has linked.
+    Follow,
+    /// The VM's link stays up while the peer is away; frames it sends wait
+    /// in its TX ring for the next peer.
+    AlwaysUp,
 }
 
 /// Event id for the transport's fd (0 and 1 are the queues; 2 is the
 /// backend library's own exit event).
 const LINK_EVENT: u16 = 3;
+/// Event id that ends a worker thread of a connection that has ended.
+const RETIRE_EVENT: u16 = 4;
+
+/// How often QEMU's socket is looked at while we wait for it.
+const ACCEPT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Listen on `--socket` (replacing a stale socket there).
+fn listen(socket: &std::path::Path) -> Result<UnixListener, ExitCode> {
+    let _ = std::fs::remove_file(socket);
+    let l = UnixListener::bind(socket).map_err(|e| {
+        eprintln!("error: cannot listen on --socket {}: {e}", socket.display());
+        ExitCode::from(1)
+    })?;
+    l.set_nonblocking(true).map_err(|e| {
+        eprintln!("error: --socket {}: {e}", socket.display());
+        ExitCode::from(1)
+    })?;
+    Ok(l)
+}
+
+/// Wait for QEMU on `--socket`; its connection and its pid.
+///
+/// The socket exists only while we want QEMU: at start, and — after we
+/// closed its connection to show the VM NO-CARRIER (`--carrier follow`) —
+/// once the next peer has linked. In between QEMU's reconnect attempts
+/// find no socket and fail, so QEMU keeps the NIC's link down (a
+/// connection left waiting in the listen backlog would instead block
+/// QEMU's main loop in the vhost-user setup, freezing the VM). A QEMU that
+/// exits meanwhile (the VM shut down while its carrier was down) ends the
+/// run as `vm_gone` does.
+fn next_qemu<T: Transport + 'static>(
+    backend: &Arc<RwLock<NetBackend<T>>>,
+    socket: &std::path::Path,
+) -> Result<(UnixStream, Option<u32>), ExitCode> {
+    let mut public: Option<UnixListener> = None;
+    loop {
+        let want = {
+            let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
+            if b.away.is_some() && b.qemu_pid.is_some_and(|pid| !process_alive(pid)) {
+                return Err(b.vm_gone());
+            }
+            b.away.is_none() || b.link.is_some()
+        };
+        match (want, public.is_some()) {
+            (true, false) => public = Some(listen(socket)?),
+            (false, true) => {
+                public = None;
+                let _ = std::fs::remove_file(socket);
+            }
+            _ => {}
+        }
+        if let Some(l) = &public {
+            match l.accept() {
+                Ok((s, _)) => {
+                    // One QEMU at a time: the socket goes until we want
+                    // QEMU again.
+                    let _ = std::fs::remove_file(socket);
+                    let _ = s.set_nonblocking(false);
+                    let pid = getsockopt(&s, PeerCredentials)
+                        .ok()
+                        .and_then(|c| u32::try_from(c.pid()).ok());
+                    return Ok((s, pid));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    eprintln!("error: accept on --socket {}: {e}", socket.display());
+                    return Err(ExitCode::from(1));
+                }
+            }
+        }
+        std::thread::sleep(ACCEPT_EVERY);
+    }
+}
 
 fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
     let backend = Arc::new(RwLock::new(NetBackend::<T>::new(args.clone())));
-    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let mut daemon = match VhostUserDaemon::new("sharenet-net".into(), backend.clone(), mem) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: cannot start the vhost-user backend: {e}");
-            return ExitCode::from(1);
-        }
-    };
     if let Ok(meta) = std::fs::symlink_metadata(&args.socket) {
         if meta.file_type().is_symlink()
             || !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
@@ -203,95 +345,124 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
             args.socket.display()
         );
     }
-    // QEMU connects to --socket; the rust-vmm daemon listens on a private
-    // socket behind the `qemu72_relay`.
-    let _ = std::fs::remove_file(&args.socket);
-    let public = match std::os::unix::net::UnixListener::bind(&args.socket) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "error: cannot listen on --socket {}: {e}",
-                args.socket.display()
-            );
-            return ExitCode::from(1);
-        }
-    };
-    let private = std::env::temp_dir().join(format!("sharenet-vhost-{}.sock", std::process::id()));
-    let mut listener = match vhost::vhost_user::Listener::new(&private, true) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", private.display());
-            return ExitCode::from(1);
-        }
-    };
-    let relay_private = private.clone();
-    let relay_socket = args.socket.clone();
-    std::thread::spawn(move || {
-        let qemu = match public.accept() {
-            Ok((s, _)) => s,
+    // One QEMU connection per turn: the first, and with `--carrier follow`
+    // each one after we closed the last to take the VM's carrier down.
+    let mut link_thread = false;
+    loop {
+        let (qemu, qemu_pid) = match next_qemu(&backend, &args.socket) {
+            Ok(q) => q,
+            Err(code) => return code,
+        };
+        // A fresh daemon per connection: rust-vmm's handler takes
+        // SET_OWNER once.
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let mut daemon = match VhostUserDaemon::new("sharenet-net".into(), backend.clone(), mem) {
+            Ok(d) => d,
             Err(e) => {
-                eprintln!("error: accept on {}: {e}", relay_socket.display());
-                std::process::exit(1);
+                eprintln!("error: cannot start the vhost-user backend: {e}");
+                return ExitCode::from(1);
             }
         };
-        let _ = std::fs::remove_file(&relay_socket);
-        if let Err(e) = qemu72_relay::relay(qemu, &relay_private) {
-            eprintln!("warning: vhost-user relay: {e}");
+        // QEMU is connected to --socket; the rust-vmm daemon listens on a
+        // private socket behind the `qemu72_relay`.
+        let private =
+            std::env::temp_dir().join(format!("sharenet-vhost-{}.sock", std::process::id()));
+        let mut listener = match vhost::vhost_user::Listener::new(&private, true) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", private.display());
+                return ExitCode::from(1);
+            }
+        };
+        let relay_private = private.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = qemu72_relay::relay(qemu, &relay_private) {
+                eprintln!("warning: vhost-user relay: {e}");
+            }
+        });
+        if let Err(e) = daemon.start(&mut listener) {
+            eprintln!("error: vhost-user connection failed: {e}");
+            return ExitCode::from(1);
         }
-    });
-    if let Err(e) = daemon.start(&mut listener) {
-        eprintln!("error: vhost-user connection failed: {e}");
-        return ExitCode::from(1);
-    }
-    let _ = std::fs::remove_file(&private);
-    if !args.quiet {
-        eprintln!("QEMU connected");
-    }
-    let handlers = daemon.get_epoll_handlers();
-    let link_args = args.clone();
-    let link_backend = backend.clone();
-    std::thread::spawn(move || {
-        let register = |fd: i32| {
-            if let Some(h) = handlers.first() {
-                if let Err(e) = h.register_listener(fd, EventSet::IN, LINK_EVENT as u64) {
-                    eprintln!("error: cannot watch the transport: {e}");
-                    std::process::exit(1);
+        let _ = std::fs::remove_file(&private);
+        let handlers = daemon.get_epoll_handlers();
+        // Ends the connection's worker thread once QEMU is gone: dropping
+        // the daemon joins it.
+        let retire = match vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)
+            .and_then(|r| match handlers.first() {
+                Some(h) => h
+                    .register_listener(r.as_raw_fd(), EventSet::IN, RETIRE_EVENT as u64)
+                    .map(|_| r),
+                None => Err(std::io::Error::other("no vring worker")),
+            }) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: cannot set up the vhost-user event loop: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let watch = move |fd: i32| match handlers.first() {
+            Some(h) => h.register_listener(fd, EventSet::IN, LINK_EVENT as u64),
+            None => Ok(()),
+        };
+        {
+            let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
+            if !args.quiet {
+                eprintln!("QEMU {}connected", if b.away.is_some() { "re" } else { "" });
+            }
+            b.connected(daemon.shutdown_handle(), Box::new(watch), qemu_pid);
+        }
+        if !link_thread {
+            link_thread = true;
+            let link_args = args.clone();
+            let link_backend = backend.clone();
+            std::thread::spawn(move || {
+                // One link generation per turn: set it up, watch it until
+                // it goes down, and (with --reconnect) set the next one up
+                // on the same path.
+                loop {
+                    if let Err(e) = establish::establish::<T>(&link_backend, &link_args) {
+                        let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
+                        let stats = b.stats_so_far(e.to_string());
+                        exit_with(&link_args, &stats, &format!("error: {e}"), 1);
+                    }
+                    link::watch(&link_backend);
+                    if !link_args.reconnect {
+                        return; // the linger timer ends the process
+                    }
                 }
-            }
-        };
-        // One link generation per turn: set it up, watch it until it goes
-        // down, and (with --reconnect) set the next one up on the same path.
-        loop {
-            if let Err(e) = establish::establish::<T>(&link_backend, &register, &link_args) {
-                let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
-                let stats = b.stats_so_far(e.to_string());
-                exit_with(&link_args, &stats, &format!("error: {e}"), 1);
-            }
-            link::watch(&link_backend);
-            if !link_args.reconnect {
-                return; // the linger timer ends the process
-            }
+            });
         }
-    });
-    let result = daemon.wait();
-    let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
-    // QEMU hanging up is how every run ends ("disconnected" to the vhost
-    // crate, or a partial message when it goes mid-write): `vm_gone` tells
-    // a shutdown from a kill. Anything else is a protocol failure.
-    let hung_up = |e: &vhost_user_backend::Error| {
-        matches!(
-            e,
-            vhost_user_backend::Error::HandleRequest(
-                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage
+        let result = daemon.wait();
+        let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
+        // We closed the connection ourselves (the peer left, `--carrier
+        // follow`): QEMU is away, the VM lives on; take QEMU back once the
+        // next peer has linked.
+        if b.disconnected() {
+            drop(b);
+            let _ = retire.write(1);
+            drop(daemon);
+            continue;
+        }
+        // QEMU hanging up is how every run ends ("disconnected" to the vhost
+        // crate, or a partial message when it goes mid-write): `vm_gone` tells
+        // a shutdown from a kill. Anything else is a protocol failure.
+        let hung_up = |e: &vhost_user_backend::Error| {
+            matches!(
+                e,
+                vhost_user_backend::Error::HandleRequest(
+                    vhost::vhost_user::Error::Disconnected
+                        | vhost::vhost_user::Error::PartialMessage
+                )
             )
-        )
-    };
-    match result {
-        Err(e) if !hung_up(&e) => {
-            let stats = b.stats_so_far(format!("vhost-user: {e}"));
-            exit_with(args, &stats, &format!("error: {}", stats.result), 1);
-        }
-        _ => b.vm_gone(),
+        };
+        return match result {
+            Err(e) if !hung_up(&e) => {
+                let stats = b.stats_so_far(format!("vhost-user: {e}"));
+                exit_with(args, &stats, &format!("error: {}", stats.result), 1);
+            }
+            _ => b.vm_gone(),
+        };
     }
 }
 
