@@ -2,6 +2,7 @@
 //! it: features, memory table, vring events, and the ring state QEMU asks
 //! back when it stops the device.
 
+use super::exchange::Exchange;
 use super::link::{exit_with, Carry, Link, LinkError, VmDevice};
 use super::{Carrier, VhostArgs};
 use crate::cli::config::Wait;
@@ -82,6 +83,8 @@ pub(super) struct NetBackend<T: Transport> {
     pub(super) generation: u32,
     /// QEMU's connection (`None` while QEMU is away).
     pub(super) conn: Option<Conn>,
+    /// `--share exchange`: the area the peer maps; it outlives links.
+    pub(super) exchange: Option<Exchange>,
     /// QEMU's pid (SO_PEERCRED): while it is away, a QEMU that exits is a
     /// VM that shut down.
     pub(super) qemu_pid: Option<u32>,
@@ -122,6 +125,7 @@ impl<T: Transport> NetBackend<T> {
             ended: None,
             generation: 0,
             conn: None,
+            exchange: None,
             qemu_pid: None,
             away: None,
             retired: Vec::new(),
@@ -248,9 +252,15 @@ impl<T: Transport> NetBackend<T> {
         let Some(link) = self.link.as_mut() else {
             return Ok(());
         };
+        let exchange = if link.exchange {
+            self.exchange.as_mut()
+        } else {
+            None
+        };
         let mut vm = VmDevice {
             link,
             vrings: &self.vrings,
+            exchange,
         };
         match WaitLoop::new(Wait::Sleep).run(&mut vm) {
             Ok(_) => Ok(()),
@@ -353,6 +363,7 @@ impl<T: Transport> NetBackend<T> {
             (None, None) => Stats {
                 transport: self.args.sharenet.kind.name().into(),
                 workload: "vhost-user".into(),
+                share: self.args.share.name().into(),
                 notify: self.args.notify.name().into(),
                 writes: self.args.writes.name().into(),
                 wait: "sleep".into(),
@@ -516,7 +527,7 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
         }
         match device_event as usize {
             TX => {
-                if let Some(link) = self.link.as_mut() {
+                if let Some(link) = self.link.as_mut().filter(|l| !l.exchange) {
                     // The VM kicked (it honoured the peer's suppression
                     // state to decide so): relay the kick.
                     if let Err(e) = notify(link.copier.link(), &mut link.stats) {

@@ -3,7 +3,7 @@
 
 use super::backend::{ready, ring_info, Mem, NetBackend, RX, TX};
 use super::link::Link;
-use super::VhostArgs;
+use super::{Share, VhostArgs};
 use crate::cli::config::Writes;
 use crate::copier::Copier;
 use crate::memory::{GuestMap, MemoryError, Region};
@@ -78,6 +78,9 @@ pub(super) enum EstablishError {
     /// The backend's lock was poisoned by a panic in another thread.
     #[error("vhost-user backend state poisoned by a panic")]
     Poisoned,
+    /// `--share exchange` without an exchange area (a bug).
+    #[error("--share exchange: no exchange area")]
+    NoExchange,
     /// The first service (packets already waiting) could not signal the VM.
     #[error("cannot signal the VM: {0}")]
     Signal(std::io::Error),
@@ -256,9 +259,34 @@ fn establish_once<T: Transport + 'static>(
     };
     let first = generation == 0;
     let features = mode.features();
-    let local = Handshake::new(std::process::id(), features, size, file.as_raw_fd(), tx, rx)
-        .with_regions(&regions)
-        .with_generation(generation + 1);
+    // What the peer maps: the exchange area (`--share exchange`), or the
+    // VM's memfd and regions (`--share guest`).
+    let exchange = args.share == Share::Exchange;
+    let shared = if exchange {
+        let b = backend.read().map_err(|_| EstablishError::Poisoned)?;
+        let x = b.exchange.as_ref().ok_or(EstablishError::NoExchange)?;
+        let f = x.file().map_err(|err| EstablishError::VmFile {
+            what: "dup exchange memfd",
+            err,
+        })?;
+        let (xtx, xrx) = x.rings();
+        Some((f, x.size(), xtx, xrx))
+    } else {
+        None
+    };
+    let local = match &shared {
+        Some((f, xsize, xtx, xrx)) => Handshake::new(
+            std::process::id(),
+            features,
+            *xsize,
+            f.as_raw_fd(),
+            *xtx,
+            *xrx,
+        ),
+        None => Handshake::new(std::process::id(), features, size, file.as_raw_fd(), tx, rx)
+            .with_regions(&regions),
+    }
+    .with_generation(generation + 1);
     local
         .validate()
         .map_err(EstablishError::RingsOutsideMemory)?;
@@ -277,8 +305,9 @@ fn establish_once<T: Transport + 'static>(
         nonblocking_writes: args.writes == Writes::Nonblocking,
         timeout: first.then(|| Duration::from_secs_f64(args.timeout)),
     };
-    let (t, peer) = T::connect(&args.sharenet.path, &local, file.as_fd(), &opts)
-        .map_err(EstablishError::Connect)?;
+    let offered = shared.as_ref().map_or(file.as_fd(), |(f, ..)| f.as_fd());
+    let (t, peer) =
+        T::connect(&args.sharenet.path, &local, offered, &opts).map_err(EstablishError::Connect)?;
     let up_at = Instant::now();
     let peer_pid = peer.handshake.pid;
     let peer_mode = NotifyMode::from_features(peer.handshake.features);
@@ -360,6 +389,14 @@ fn establish_once<T: Transport + 'static>(
             .region()
             .load_u16("vm tx used idx", tx_used_idx, Ordering::Acquire)
             .unwrap_or(0);
+        // `--share exchange`: we serve the VM's TX ring ourselves, from
+        // the same place (every chain before it was completed: copied into
+        // the exchange area, or QEMU restarted the ring there).
+        let vm_tx = if exchange {
+            vm_tx.with_state(tx_used_seen, tx_used_seen)
+        } else {
+            vm_tx
+        };
         let carried = b.ended.take();
         let down_ms = carried
             .as_ref()
@@ -372,6 +409,7 @@ fn establish_once<T: Transport + 'static>(
                     workload: "vhost-user".into(),
                     notify: args.notify.name().into(),
                     notify_effective: mode.name().into(),
+                    share: args.share.name().into(),
                     writes: args.writes.name().into(),
                     wait: "sleep".into(),
                     size: 0, // a VM's frames have no fixed size
@@ -406,13 +444,17 @@ fn establish_once<T: Transport + 'static>(
         }
         b.generation = generation;
         // The rings are running (checked above): whatever QEMU stopped
-        // before, it has started again.
-        b.stopped = false;
+        // before, it has started again. (Not while QEMU is away: `running`
+        // checks its rings when it is back.)
+        if !parked {
+            b.stopped = false;
+        }
         b.link = Some(Link {
-            _vm_file: file,
+            _offered: shared.map_or(file, |(f, ..)| f),
             copier,
             vm,
             vm_tx,
+            exchange,
             vm_tx_info: tx,
             vm_rx_info: rx,
             tx_used_idx,

@@ -177,6 +177,7 @@
 
 mod backend;
 mod establish;
+mod exchange;
 mod link;
 mod qemu72_relay;
 
@@ -235,6 +236,30 @@ pub struct VhostArgs {
     /// its TX ring for the next peer.
     #[arg(long, value_enum, default_value = "follow")]
     pub carrier: Carrier,
+    /// What memory the peer launcher may map: `exchange` (a dedicated,
+    /// sealed area holding only the frames this VM sends: one extra copy
+    /// per frame) or `guest` (all of the VM's RAM, read-write).
+    #[arg(long, value_enum, default_value = "exchange")]
+    pub share: Share,
+}
+
+/// `--share`: what memory the peer launcher may map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Share {
+    /// A dedicated exchange memfd with the TX ring and its packet buffers.
+    Exchange,
+    /// All of the VM's memory (QEMU's memfd).
+    Guest,
+}
+
+impl Share {
+    /// The spelling used on the command line and in stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Share::Exchange => "exchange",
+            Share::Guest => "guest",
+        }
+    }
 }
 
 /// `--carrier`: what the VM's link state (carrier) follows.
@@ -327,7 +352,17 @@ fn next_qemu<T: Transport + 'static>(
 }
 
 fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
-    let backend = Arc::new(RwLock::new(NetBackend::<T>::new(args.clone())));
+    let mut net = NetBackend::<T>::new(args.clone());
+    if args.share == Share::Exchange {
+        match exchange::Exchange::create() {
+            Ok(x) => net.exchange = Some(x),
+            Err(e) => {
+                eprintln!("error: cannot create the exchange area (--share exchange): {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let backend = Arc::new(RwLock::new(net));
     if let Ok(meta) = std::fs::symlink_metadata(&args.socket) {
         if meta.file_type().is_symlink()
             || !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
