@@ -208,6 +208,174 @@ pub(super) enum PumpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::GuestMap;
+
+    /// A stand-in VM: a memfd with a TX ring we drive (as the VM's driver
+    /// would) and the device side the backend serves.
+    struct Vm {
+        mem: GuestMemory,
+        layout: Layout,
+        driver: DriverQueue,
+        device: DeviceQueue,
+    }
+
+    impl Vm {
+        fn new(queue: u32) -> Vm {
+            let layout = Layout::plan(queue);
+            let mem = GuestMemory::create("vm", layout.needed).unwrap();
+            let driver = DriverQueue::new(mem.region().clone(), &layout.tx);
+            let device =
+                DeviceQueue::new(&GuestMap::identity(mem.region().clone()), &layout.tx).unwrap();
+            Vm {
+                mem,
+                layout,
+                driver,
+                device,
+            }
+        }
+
+        /// Post `n` frames of `len` bytes, frame i filled with byte
+        /// `first + i` (wrapping).
+        fn send(&mut self, first: u8, n: u8, len: u32) {
+            for i in 0..n {
+                let k = first.wrapping_add(i);
+                let (_, addr) = self
+                    .driver
+                    .add_slot(self.layout.tx_bufs, BUF_SIZE, len, false)
+                    .unwrap()
+                    .unwrap();
+                self.mem
+                    .region()
+                    .write("frame", addr, &vec![k; len as usize])
+                    .unwrap();
+            }
+            self.driver.publish().unwrap();
+        }
+
+        fn pump(&mut self, x: &mut Exchange, stats: &mut Stats, bytes: &mut u64) -> Pumped {
+            let mut segs = Vec::new();
+            let region = self.mem.region().clone();
+            x.pump(
+                &region,
+                &mut self.device,
+                NotifyMode::EventIdx,
+                &mut segs,
+                stats,
+                bytes,
+            )
+            .unwrap()
+        }
+    }
+
+    /// The peer's copier, as far as the exchange ring is concerned: take
+    /// `n` chains, return their first bytes, mark them used.
+    fn peer_takes(x: &Exchange, peer: &mut DeviceQueue, n: u16) -> Vec<u8> {
+        let mut segs = Vec::new();
+        let mut firsts = Vec::new();
+        for _ in 0..n {
+            let head = peer.peek_head().unwrap();
+            let len = peer.read_chain(head, false, &mut segs).unwrap();
+            let mut b = [0u8; 1];
+            x.mem.region().read("t", segs[0].addr, &mut b).unwrap();
+            assert_eq!(len, segs[0].len);
+            firsts.push(b[0]);
+            peer.advance();
+            peer.add_used(head, 0).unwrap();
+        }
+        peer.publish_used().unwrap();
+        firsts
+    }
+
+    #[test]
+    fn pump_copies_vm_frames_completes_their_chains_and_counts_what_the_peer_took() {
+        let mut x = Exchange::create().unwrap();
+        let mut vm = Vm::new(16);
+        let mut peer =
+            DeviceQueue::new(&GuestMap::identity(x.mem.region().clone()), &x.layout.tx).unwrap();
+        let (mut stats, mut bytes) = (Stats::default(), 0);
+        vm.send(1, 3, 100);
+        let p = vm.pump(&mut x, &mut stats, &mut bytes);
+        assert_eq!((p.finished, p.reaped), (3, 0));
+        assert!(p.peer_wants_kick, "a fresh ring asks for every kick");
+        // The VM's buffers are free again at once: the copy is done.
+        let mut done = 0;
+        while vm.driver.pop_used().unwrap().is_some() {
+            done += 1;
+        }
+        assert_eq!(done, 3);
+        // The peer sees exactly the frames, in order, with their lengths.
+        assert_eq!(peer.pending().unwrap(), 3);
+        assert_eq!(peer_takes(&x, &mut peer, 3), vec![1, 2, 3]);
+        assert_eq!(stats.packets_sent, 0, "sent is what the peer took");
+        let p = vm.pump(&mut x, &mut stats, &mut bytes);
+        assert_eq!((p.finished, p.reaped), (0, 3));
+        assert_eq!((stats.packets_sent, bytes), (3, 300));
+        assert_eq!(stats.vm_tx_dropped, 0);
+    }
+
+    #[test]
+    fn full_exchange_leaves_vm_chains_in_their_ring_until_the_peer_frees_slots() {
+        let mut x = Exchange::create().unwrap();
+        let mut vm = Vm::new(64);
+        let mut peer =
+            DeviceQueue::new(&GuestMap::identity(x.mem.region().clone()), &x.layout.tx).unwrap();
+        let (mut stats, mut bytes) = (Stats::default(), 0);
+        // Fill all 256 exchange slots, 64 VM frames at a time.
+        for round in 0..4u8 {
+            vm.send(round * 64, 64, 60);
+            assert_eq!(vm.pump(&mut x, &mut stats, &mut bytes).finished, 64);
+            while vm.driver.pop_used().unwrap().is_some() {}
+        }
+        vm.send(0, 10, 60);
+        let p = vm.pump(&mut x, &mut stats, &mut bytes);
+        assert_eq!(p.finished, 0, "no free slot: the VM's chains stay put");
+        assert_eq!(vm.device.pending().unwrap(), 10);
+        // We asked the peer to kick us once it frees a slot.
+        let used_event = x
+            .mem
+            .region()
+            .load_u16(
+                "t",
+                x.layout.tx.avail + 4 + 2 * 256,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .unwrap();
+        assert_eq!(used_event, x.tx.last_used());
+        assert!(!x.has_work(&vm.device).unwrap());
+        // The peer takes 4: 4 slots are reaped and 4 VM chains move in.
+        peer_takes(&x, &mut peer, 4);
+        assert!(x.has_work(&vm.device).unwrap());
+        let p = vm.pump(&mut x, &mut stats, &mut bytes);
+        assert_eq!((p.reaped, p.finished), (4, 4));
+        assert_eq!(vm.device.pending().unwrap(), 6);
+        assert_eq!(stats.packets_sent, 4);
+    }
+
+    #[test]
+    fn malformed_vm_chain_is_completed_and_counted_not_copied() {
+        let mut x = Exchange::create().unwrap();
+        let mut vm = Vm::new(16);
+        let (mut stats, mut bytes) = (Stats::default(), 0);
+        // A device-writable buffer in a TX chain: the wrong direction.
+        vm.driver
+            .add_one(
+                Seg {
+                    addr: vm.layout.tx_bufs,
+                    len: 64,
+                },
+                true,
+            )
+            .unwrap();
+        vm.driver.publish().unwrap();
+        vm.send(7, 1, 64);
+        let p = vm.pump(&mut x, &mut stats, &mut bytes);
+        assert_eq!(p.finished, 2);
+        assert_eq!(stats.vm_tx_dropped, 1);
+        let mut peer =
+            DeviceQueue::new(&GuestMap::identity(x.mem.region().clone()), &x.layout.tx).unwrap();
+        assert_eq!(peer.pending().unwrap(), 1);
+        assert_eq!(peer_takes(&x, &mut peer, 1), vec![7]);
+    }
 
     #[test]
     fn exchange_area_is_sealed_and_passes_handshake_checks() {

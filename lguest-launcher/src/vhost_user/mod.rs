@@ -8,18 +8,26 @@
 //! parse it ourselves.
 //!
 //! Once the VM's rings are ready we meet the peer launcher on `--sharenet`
-//! exactly as a synthetic guest's launcher does, except that the handshake
-//! describes the VM's memory: QEMU's memfd (re-shared with the peer: by
-//! SCM_RIGHTS for unix/eventfd, by /proc path for fifo), its guest-physical
-//! regions, and the VM's TX and RX rings by guest-physical address. From
-//! then on the data path is the original's:
+//! exactly as a synthetic guest's launcher does. What the handshake offers
+//! the peer is `--share`:
 //!
-//! * the peer's copier pulls from the VM's TX ring (it maps the VM's
-//!   memory); a TX kick from the VM is relayed to the peer as a notification,
-//!   and a notification from the peer that moved the VM's TX used index is
-//!   relayed to the VM as its TX interrupt (call eventfd);
-//! * our copier pulls from the peer's TX ring into the VM's RX ring and
-//!   interrupts the VM when its `used_event`/flags ask for it.
+//! * `exchange` (the default): a dedicated, sealed exchange memfd laid out
+//!   like a synthetic guest's memory, holding a TX ring and one buffer slot
+//!   per descriptor and nothing else. We serve the VM's TX ring ourselves,
+//!   copy each frame into a slot (one extra copy) and complete the VM's
+//!   chain; the peer's copier pulls from the exchange ring as from any
+//!   synthetic guest's (`exchange.rs` tells that story);
+//! * `guest`: the VM's own memory: QEMU's memfd (re-shared with the peer:
+//!   by SCM_RIGHTS for unix/eventfd, by /proc path for fifo), its
+//!   guest-physical regions, and the VM's TX and RX rings by guest-physical
+//!   address. The peer's copier pulls from the VM's TX ring directly (it
+//!   maps all of the VM's RAM, read-write); a TX kick from the VM is
+//!   relayed to the peer as a notification, and a notification from the
+//!   peer that moved the VM's TX used index is relayed to the VM as its TX
+//!   interrupt (call eventfd).
+//!
+//! Either way our copier pulls from the peer's TX ring into the VM's RX
+//! ring and interrupts the VM when its `used_event`/flags ask for it.
 //!
 //! Everything runs in the backend's event thread: VM kicks, and the
 //! transport's fd registered as an extra event. The VM's own suppression
@@ -31,7 +39,8 @@
 //! into the VM's RX buffers through that same mapping: the link borrows it
 //! as a [`crate::memory::Region`] (`Region::from_raw_parts`, holding an
 //! `Arc` of the backend's `GuestMemoryMmap` so it outlives any later memory
-//! table). The peer still needs QEMU's memfd, which we pass on. A `Region`
+//! table). With `--share guest` the peer still needs QEMU's memfd, which we
+//! pass on. A `Region`
 //! is one contiguous range, so a VM whose RAM comes as several regions
 //! (above 4 GiB) is mapped once more as one range, as before.
 //!
@@ -43,11 +52,13 @@
 //! library's `next_avail`/`next_used`, and `stop_vring` writes our real
 //! position back into the library's queue before it answers: RX from our
 //! copier, TX from the used index the peer's copier published (it marks
-//! every chain it takes used, in order, within each batch). The link pauses
+//! every chain it takes used, in order, within each batch; with `--share
+//! exchange`, from our own pump, which completes each chain as it copies
+//! it). The link pauses
 //! while a ring is stopped, and resumes only on the same rings at the
-//! position we reported. The peer's copier starts on the VM's TX ring at
-//! its published used index (`Copier::resume_peer_tx`), which is where
-//! QEMU restarts that ring too.
+//! position we reported. Whoever serves the VM's TX ring (the peer's copier,
+//! or our pump) starts at its published used index
+//! (`Copier::resume_peer_tx`), which is where QEMU restarts that ring too.
 //!
 //! # Restarts (`--reconnect`, on by default)
 //! A link is one *generation* (`establish.rs`); the VM, its QEMU
@@ -100,9 +111,11 @@
 //!    connection left waiting in the listen backlog would block QEMU's
 //!    main loop in the vhost-user setup and freeze the VM.
 //! 2. **The next peer** meets us on the parked memory and rings, exactly
-//!    as if QEMU were there (`establish`): `link up (generation N+1)`. Its
-//!    copier starts on the VM's TX ring at the used index, where QEMU
-//!    restarts it too; our copier does not move a packet yet (no rings).
+//!    as if QEMU were there (`establish`): `link up (generation N+1)`. With
+//!    `--share guest` its copier starts on the VM's TX ring at the used
+//!    index, where QEMU restarts it too (with `exchange` it starts on the
+//!    exchange ring, and the VM's rings wait for QEMU); our copier does
+//!    not move a packet yet (no rings).
 //! 3. **QEMU is taken back**: `--socket` is bound again, QEMU reconnects
 //!    within a second and replays the setup (a fresh rust-vmm daemon per
 //!    connection: its handler takes SET_OWNER once). `QEMU reconnected`;
@@ -121,9 +134,10 @@
 //! the TX ring (a NIC without carrier). The VM's driver stops its TX queue
 //! on the config interrupt, so in practice that is what it sent in the
 //! moment the link went down; what is still in the ring when QEMU comes
-//! back goes to the next peer, none twice. (The same stopped queue is why
-//! the next peer's copier may start on the TX ring in step 2 while QEMU
-//! still owns it: nothing is posted or kicked there meanwhile.)
+//! back goes to the next peer, none twice. (The same stopped queue is why,
+//! with `--share guest`, the next peer's copier may start on the TX ring in
+//! step 2 while QEMU still owns it: nothing is posted or kicked there
+//! meanwhile.)
 //!
 //! Only links whose peer left take the carrier down: a VM reboot or NIC
 //! reset (QEMU stops our rings) re-attaches with the carrier up, and the
@@ -171,6 +185,7 @@
 //! The files: `mod.rs` takes QEMU's connections (one rust-vmm daemon
 //! each), `backend.rs` speaks vhost-user (rust-vmm's backend trait),
 //! `establish.rs` meets the peer and sets each link generation up,
+//! `exchange.rs` is the area the peer maps with `--share exchange`,
 //! `link.rs` runs the data path through the one wait loop
 //! ([`crate::wait`]) and ends a link, `qemu72_relay.rs` works around QEMU
 //! 7.2's message order.
