@@ -2,7 +2,7 @@
 //! it: features, memory table, vring events, and the ring state QEMU asks
 //! back when it stops the device.
 
-use super::exchange::Exchange;
+use super::exchange::{Exchange, PumpError};
 use super::link::{exit_with, Carry, Link, LinkError, VmDevice};
 use super::{Carrier, VhostArgs};
 use crate::cli::config::Wait;
@@ -279,11 +279,15 @@ impl<T: Transport> NetBackend<T> {
             .as_ref()
             .map(|l| l.copier.link().peer_pid())
             .unwrap_or(0);
-        // The rings the VM keeps while QEMU is away: only rings that run
-        // on, as the link left them (not stopped or replaced by QEMU).
+        // The rings the VM keeps while QEMU is away: the link's, unless
+        // QEMU has replaced them (a driver reset). A link that exists while
+        // QEMU has its rings stopped is one made while QEMU was away (a
+        // stop ends the link otherwise): QEMU may be back, replaying its
+        // setup (no rings yet), and goes away again.
         let parked = self.link.as_ref().and_then(|l| {
             let follow = self.args.reconnect && self.args.carrier == Carrier::Follow;
-            let live = !self.stopped && self.away.is_none() && l.same_rings(&self.vrings);
+            let live =
+                self.away.is_none() && (self.vrings.is_empty() || l.same_rings(&self.vrings));
             (follow && live).then(|| {
                 let used = l.queue_state(RX).1;
                 Parked {
@@ -293,6 +297,15 @@ impl<T: Transport> NetBackend<T> {
                 }
             })
         });
+        // A peer that wrote an impossible used entry into the exchange ring
+        // may have left our driver side of it inconsistent: the next peer
+        // gets a fresh area (what was in this one is lost with the link).
+        if matches!(e, LinkError::Pump(PumpError::Exchange(_))) {
+            match Exchange::create() {
+                Ok(x) => self.exchange = Some(x),
+                Err(err) => eprintln!("warning: cannot renew the exchange area: {err}"),
+            }
+        }
         match e {
             LinkError::Transport(e) if e.is_peer_gone() => self.link_down(e.to_string(), false),
             e => self.link_down(format!("peer {pid}: {e}"), true),
