@@ -63,6 +63,9 @@ pub struct Step {
 /// The synthetic guest.
 pub struct Guest {
     mem: Region,
+    /// Where the TX ring and TX buffers live: `mem`, or the exchange area
+    /// (`--share exchange`: only it is offered to the peer).
+    tx_mem: Region,
     layout: Layout,
     /// Our TX ring (the peer's copier consumes it).
     pub tx: DriverQueue,
@@ -135,6 +138,18 @@ impl Guest {
         mode: NotifyMode,
         work: Work,
     ) -> Result<Self, RingError> {
+        Self::split(mem.clone(), mem, layout, mode, work)
+    }
+
+    /// A guest whose TX ring and TX buffers (at `layout`'s offsets) are in
+    /// `tx_mem`, and everything else in `mem` (`--share exchange`).
+    pub fn split(
+        mem: Region,
+        tx_mem: Region,
+        layout: Layout,
+        mode: NotifyMode,
+        work: Work,
+    ) -> Result<Self, RingError> {
         let Work {
             workload,
             payload,
@@ -142,10 +157,11 @@ impl Guest {
             size,
             rx_delay,
         } = work;
-        let tx = DriverQueue::new(mem.clone(), &layout.tx);
+        let tx = DriverQueue::new(tx_mem.clone(), &layout.tx);
         let rx = DriverQueue::new(mem.clone(), &layout.rx);
         let mut g = Guest {
             mem,
+            tx_mem,
             layout,
             tx,
             rx,
@@ -240,7 +256,7 @@ impl Guest {
                 while let Some(frame) = self.echo_queue.front() {
                     let sent = send_frame(
                         &mut self.tx,
-                        &self.mem,
+                        &self.tx_mem,
                         self.layout.tx_bufs,
                         frame.len() as u32,
                         |mem, at| Ok(mem.write("tx frame", at, frame)?),

@@ -3,7 +3,8 @@
 
 use super::backend::{ready, ring_info, Mem, NetBackend, RX, TX};
 use super::link::Link;
-use super::{Share, VhostArgs};
+use super::VhostArgs;
+use crate::cli::config::Share;
 use crate::cli::config::Writes;
 use crate::copier::Copier;
 use crate::memory::{GuestMap, MemoryError, Region};

@@ -196,7 +196,7 @@ mod exchange;
 mod link;
 mod qemu72_relay;
 
-use crate::cli::config::{Spec, Writes};
+use crate::cli::config::{Share, Spec, Writes};
 use crate::link::process_alive;
 use crate::link::{dispatch, WithTransport};
 use crate::virtq::NotifyMode;
@@ -256,25 +256,6 @@ pub struct VhostArgs {
     /// per frame) or `guest` (all of the VM's RAM, read-write).
     #[arg(long, value_enum, default_value = "exchange")]
     pub share: Share,
-}
-
-/// `--share`: what memory the peer launcher may map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Share {
-    /// A dedicated exchange memfd with the TX ring and its packet buffers.
-    Exchange,
-    /// All of the VM's memory (QEMU's memfd).
-    Guest,
-}
-
-impl Share {
-    /// The spelling used on the command line and in stats.
-    pub fn name(self) -> &'static str {
-        match self {
-            Share::Exchange => "exchange",
-            Share::Guest => "guest",
-        }
-    }
 }
 
 /// `--carrier`: what the VM's link state (carrier) follows.
