@@ -35,6 +35,13 @@ pub struct Stats {
     pub notify: String,
     /// Notify mode in force after negotiation with the peer.
     pub notify_effective: String,
+    /// vhost-user: what the peer may map (`exchange` or `guest`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub share: String,
+    /// vhost-user `--share exchange`: VM TX chains that could not be copied
+    /// into the exchange area (malformed, or larger than a slot).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub vm_tx_dropped: u64,
     /// Writes mode.
     pub writes: String,
     /// Wait mode.
@@ -269,6 +276,10 @@ pub fn cpu_seconds() -> f64 {
         }
         Err(_) => 0.0,
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

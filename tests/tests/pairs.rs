@@ -602,6 +602,74 @@ fn stream_times_out_when_sink_is_stopped_blocking(kind: &str) {
 }
 
 // One suite, three transports: `transport_suite!` (in common) makes
+/// `--share exchange`: the peer maps a memfd with only our TX ring and TX
+/// buffers, never the guest memory itself; streams arrive intact between
+/// two exchange sides and from an exchange side to a guest side. The
+/// guest-side launcher's memory *is* in the other's maps, so the check can
+/// tell the two apart.
+fn share_exchange_offers_only_tx_and_streams_intact(kind: &str) {
+    let _serial = serial();
+    let dir = TestDir::new("share_exchange");
+    let x: &[&str] = &["--share", "exchange"];
+    stream_pair_intact(
+        &format!("{kind}: stream, both --share exchange"),
+        &dir,
+        &dir.sharenet(kind, "both"),
+        COUNT,
+        1500,
+        x,
+        x,
+    );
+    stream_pair_intact(
+        &format!("{kind}: stream, exchange to guest"),
+        &dir,
+        &dir.sharenet(kind, "mixed"),
+        COUNT,
+        1500,
+        &["--share", "guest"],
+        x,
+    );
+    let spec = dir.sharenet(kind, "idle");
+    let (a_name, b_name) = (format!("sx-{kind}-a"), format!("sx-{kind}-b"));
+    let mut a = dir.spawn(
+        "a",
+        &spec,
+        &[
+            "--workload",
+            "idle",
+            "--name",
+            &a_name,
+            "--share",
+            "exchange",
+        ],
+    );
+    let mut b = dir.spawn("b", &spec, &["--workload", "idle", "--name", &b_name]);
+    assert!(
+        a.wait_for_stderr(CONNECTED, CONNECT_LIMIT) && b.wait_for_stderr(CONNECTED, CONNECT_LIMIT),
+        "{kind}: idle pair did not link: {} / {}",
+        a.stderr(),
+        b.stderr()
+    );
+    let maps = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let (in_b, in_a) = (maps(b.pid()), maps(a.pid()));
+    let memfd = |name: &str| format!("/memfd:sharenet-{name} (deleted)");
+    assert!(
+        in_b.contains(&memfd(&format!("{a_name}-exchange"))),
+        "{kind}: the peer does not map A's exchange area:\n{in_b}"
+    );
+    assert!(
+        !in_b.contains(&memfd(&a_name)),
+        "{kind}: the peer maps A's guest memory despite --share exchange:\n{in_b}"
+    );
+    assert!(
+        in_a.contains(&memfd(&b_name)),
+        "{kind}: A does not map B's guest memory (--share guest):\n{in_a}"
+    );
+    a.signal(Signal::SIGTERM);
+    b.signal(Signal::SIGTERM);
+    let _ = (a.finish(EXIT_LIMIT), b.finish(EXIT_LIMIT));
+}
+
 // `mod fifo`, `mod unix` and `mod eventfd` with one `#[test]` per body.
 crate::transport_suite! {
     stream_1500_intact,
@@ -623,4 +691,5 @@ crate::transport_suite! {
     stream_times_out_when_sink_is_stopped_nonblocking,
     stream_times_out_when_sink_is_stopped_blocking,
     rendezvous_files_removed_after_pair,
+    share_exchange_offers_only_tx_and_streams_intact,
 }

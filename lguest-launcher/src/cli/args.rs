@@ -8,7 +8,7 @@
 //! profile, so a value means the same wherever it is written.
 
 use super::values::*;
-use crate::cli::config::{Payload, RunConfig, Settings, Spec, Wait, Workload, Writes};
+use crate::cli::config::{Payload, RunConfig, Settings, Share, Spec, Wait, Workload, Writes};
 use crate::guest::plan::Layout;
 use crate::virtq::NotifyMode;
 use clap::{Args, Parser, Subcommand};
@@ -132,6 +132,12 @@ pub struct RunArgs {
     /// [default: verify].
     #[arg(long, value_enum)]
     pub payload: Option<Payload>,
+    /// What memory the peer may map: `guest`, all of this guest's memory
+    /// (its rings and packet buffers); `exchange`, a separate sealed memfd
+    /// with only the TX ring and TX buffers (the guest writes its frames
+    /// there; its RX ring and buffers stay private) [default: guest].
+    #[arg(long, value_enum)]
+    pub share: Option<Share>,
     /// Notification suppression [default: event-idx].
     #[arg(long, value_enum)]
     pub notify: Option<NotifyMode>,
@@ -397,6 +403,7 @@ impl RunArgs {
             queue_size,
             timeout: Duration::from_secs_f64(self.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
             reconnect: self.reconnect,
+            share: self.share.unwrap_or(Share::Guest),
         })
     }
 
@@ -427,6 +434,7 @@ impl RunArgs {
             rate: self.rate,
             quiet: self.quiet,
             reconnect: s.reconnect,
+            share: s.share,
             timeout_given: self.timeout.is_some(),
         })
     }

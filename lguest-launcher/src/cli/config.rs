@@ -141,6 +141,28 @@ impl Writes {
     }
 }
 
+/// `--share`: what memory the peer launcher may map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Share {
+    /// A dedicated, sealed exchange memfd: the TX ring and its packet
+    /// buffers, nothing else.
+    Exchange,
+    /// All of the guest's memory (a synthetic guest's rings and buffers, a
+    /// VM's RAM).
+    Guest,
+}
+
+impl Share {
+    /// The spelling used on the command line, in profiles and in stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Share::Exchange => "exchange",
+            Share::Guest => "guest",
+        }
+    }
+}
+
 /// `--payload`: how much of each synthetic frame is written and checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -220,6 +242,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// `--reconnect`: survive the peer leaving and wait for the next one.
     pub reconnect: bool,
+    /// `--share`: what memory the peer may map.
+    pub share: Share,
 }
 
 /// Everything one launcher run needs.
@@ -264,6 +288,8 @@ pub struct RunConfig {
     pub reconnect: bool,
     /// `--timeout` (or a profile's `timeout`) was given, not defaulted.
     pub timeout_given: bool,
+    /// `--share`: what memory the peer may map.
+    pub share: Share,
 }
 
 impl RunConfig {

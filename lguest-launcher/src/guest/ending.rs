@@ -9,7 +9,7 @@ impl Guest {
         let end = end_frame(self.sent);
         let put = send_frame(
             &mut self.tx,
-            &self.mem,
+            &self.tx_mem,
             (self.layout.tx_bufs, self.tx_stride),
             end.len() as u32,
             |mem, at| Ok(mem.write("tx frame", at, &end)?),

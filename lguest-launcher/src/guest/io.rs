@@ -20,8 +20,8 @@ impl Guest {
         let hdr = [0u8; NET_HDR_LEN as usize];
         for id in 0..u64::from(self.layout.tx.size) {
             let at = self.layout.tx_bufs + id * self.tx_stride;
-            self.mem.write("tx prefill", at, &hdr)?;
-            self.mem.write(
+            self.tx_mem.write("tx prefill", at, &hdr)?;
+            self.tx_mem.write(
                 "tx prefill",
                 at + NET_HDR_LEN + FRAME_HDR as u64,
                 self.pattern.filler(),
@@ -43,14 +43,14 @@ impl Guest {
             else {
                 return Ok(false);
             };
-            self.mem
+            self.tx_mem
                 .write("tx stamp", slot + NET_HDR_LEN, &stamp(seq, size))?;
             return Ok(true);
         }
         let (h, payload) = self.pattern.frame(seq);
         send_frame(
             &mut self.tx,
-            &self.mem,
+            &self.tx_mem,
             (self.layout.tx_bufs, self.tx_stride),
             size,
             |mem, at| {

@@ -76,6 +76,9 @@ pub struct Step {
 /// The synthetic guest.
 pub struct Guest {
     mem: Region,
+    /// Where the TX ring and TX buffers live: `mem`, or the exchange area
+    /// (`--share exchange`: only it is offered to the peer).
+    tx_mem: Region,
     layout: Layout,
     /// Bytes between two TX buffer slots: a whole [`BUF_SIZE`] slot when
     /// frames vary (echo), else just what the frame (or the end-of-stream
@@ -163,6 +166,18 @@ impl Guest {
         mode: NotifyMode,
         work: Work,
     ) -> Result<Self, RingError> {
+        Self::split(mem.clone(), mem, layout, mode, work)
+    }
+
+    /// A guest whose TX ring and TX buffers (at `layout`'s offsets) are in
+    /// `tx_mem`, and everything else in `mem` (`--share exchange`).
+    pub fn split(
+        mem: Region,
+        tx_mem: Region,
+        layout: Layout,
+        mode: NotifyMode,
+        work: Work,
+    ) -> Result<Self, RingError> {
         let Work {
             workload,
             payload,
@@ -171,7 +186,7 @@ impl Guest {
             rx_delay,
             rate,
         } = work;
-        let tx = DriverQueue::new(mem.clone(), &layout.tx);
+        let tx = DriverQueue::new(tx_mem.clone(), &layout.tx);
         let rx = DriverQueue::new(mem.clone(), &layout.rx);
         let tx_stride = match workload {
             Workload::Stream | Workload::Ping => {
@@ -181,6 +196,7 @@ impl Guest {
         };
         let mut g = Guest {
             mem,
+            tx_mem,
             layout,
             tx_stride,
             tx_batch: (layout.tx.size / 4).clamp(1, TX_BATCH as u32) as u16,
@@ -282,7 +298,7 @@ impl Guest {
                 while let Some(frame) = self.echo_queue.front() {
                     let sent = send_frame(
                         &mut self.tx,
-                        &self.mem,
+                        &self.tx_mem,
                         (self.layout.tx_bufs, self.tx_stride),
                         frame.len() as u32,
                         |mem, at| Ok(mem.write("tx frame", at, frame)?),

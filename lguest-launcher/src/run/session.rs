@@ -2,7 +2,7 @@
 
 use super::*;
 use super::{signals::*, synthetic::*};
-use crate::cli::config::{RunConfig, Wait, Workload, Writes};
+use crate::cli::config::{RunConfig, Share, Wait, Workload, Writes};
 use crate::copier::Copier;
 use crate::guest::plan::Layout;
 use crate::guest::{Guest, Work};
@@ -95,7 +95,17 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         started: None,
         deadline: cfg.run_limit().map(|t| start + t),
     };
-    let result = session.generations::<T>(&mem, layout);
+    // `--share exchange`: the peer maps a second memfd holding only our TX
+    // ring and TX buffers (at the layout's offsets; our guest writes its
+    // frames there, so it costs no copy); RX stays in `mem`, private.
+    let exchange = match cfg.share {
+        Share::Guest => None,
+        Share::Exchange => Some(GuestMemory::create(
+            &format!("{}-exchange", cfg.name),
+            layout.rx_bufs.div_ceil(4096) * 4096,
+        )?),
+    };
+    let result = session.generations::<T>(&mem, exchange.as_ref().unwrap_or(&mem), layout);
     session.finish(result)
 }
 
@@ -268,6 +278,7 @@ impl Session<'_> {
     fn generations<T: Transport>(
         &mut self,
         mem: &GuestMemory,
+        offered: &GuestMemory,
         layout: Layout,
     ) -> Result<(), RunError> {
         let cfg = self.cfg;
@@ -279,13 +290,14 @@ impl Session<'_> {
             let local = Handshake::new(
                 std::process::id(),
                 offer.features(),
-                mem.region().len(),
-                mem.raw_fd(),
+                offered.region().len(),
+                offered.raw_fd(),
                 layout.tx,
                 layout.rx,
             )
             .with_generation(self.generation + 1);
-            let (t, peer) = connect::<T>(cfg, mem, &local, self.deadline, self.guest.is_none())?;
+            let (t, peer) =
+                connect::<T>(cfg, offered, &local, self.deadline, self.guest.is_none())?;
             let up_at = Instant::now();
             let hs = peer.handshake;
             let peer_pid = hs.pid;
@@ -342,8 +354,9 @@ impl Session<'_> {
             let ring_err = |err| RunError::Ring { pid: peer_pid, err };
             let mut guest = match self.guest.take() {
                 Some(g) => g,
-                None => Guest::new(
+                None => Guest::split(
                     mem.region().clone(),
+                    offered.region().clone(),
                     layout,
                     mode,
                     Work {

@@ -2,18 +2,20 @@
 //! it: features, memory table, vring events, and the ring state QEMU asks
 //! back when it stops the device.
 
+use super::exchange::{Exchange, PumpError};
 use super::link::{exit_with, Carry, Link, LinkError, VmDevice};
-use super::VhostArgs;
+use super::{Carrier, VhostArgs};
 use crate::cli::config::Wait;
 use crate::run::notify;
 use crate::stats::Stats;
 use crate::virtq::NotifyMode;
 use crate::wait::WaitLoop;
+use std::os::fd::{AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use transport::{RingInfo, Transport};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
+use vhost_user_backend::{ShutdownHandle, VhostUserBackendMut, VringRwLock, VringT};
 use virtio_queue::QueueT;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -40,6 +42,29 @@ pub(super) struct Ended {
     pub(super) at: Instant,
 }
 
+/// Register an fd (the link's transport) in the current connection's
+/// event loop.
+pub(super) type Watch = Box<dyn Fn(RawFd) -> std::io::Result<()> + Send + Sync>;
+
+/// QEMU's current vhost-user connection, as the backend reaches it.
+pub(super) struct Conn {
+    /// Closes it (`--carrier follow`: the VM sees NO-CARRIER).
+    close: Option<ShutdownHandle>,
+    /// Watches an fd in its event loop.
+    watch: Watch,
+}
+
+/// The VM's rings while QEMU is away (`--carrier follow`): what the next
+/// handshake describes. QEMU keeps the same rings and, having lost its
+/// backend, restarts each at its used index when it reconnects.
+#[derive(Clone, Copy)]
+pub(super) struct Parked {
+    pub(super) tx: RingInfo,
+    pub(super) rx: RingInfo,
+    /// The VM's RX ring position QEMU will restart it at: (used, used).
+    pub(super) rx_state: (u16, u16),
+}
+
 /// The vhost-user-net backend for one VM.
 pub(super) struct NetBackend<T: Transport> {
     pub(super) args: VhostArgs,
@@ -56,6 +81,21 @@ pub(super) struct NetBackend<T: Transport> {
     /// The generation of the last link (0 before the first; see
     /// `establish`).
     pub(super) generation: u32,
+    /// QEMU's connection (`None` while QEMU is away).
+    pub(super) conn: Option<Conn>,
+    /// `--share exchange`: the area the peer maps; it outlives links.
+    pub(super) exchange: Option<Exchange>,
+    /// QEMU's pid (SO_PEERCRED): while it is away, a QEMU that exits is a
+    /// VM that shut down.
+    pub(super) qemu_pid: Option<u32>,
+    /// Set while we keep QEMU away to show the VM NO-CARRIER (`--carrier
+    /// follow`, the peer left): the rings the next handshake describes.
+    pub(super) away: Option<Parked>,
+    /// The vrings of connections that ended. An event that carries them
+    /// comes from that connection's worker thread: it is ignored and ends
+    /// the worker. (Kept, with their eventfds dropped, so that no new
+    /// vring can be allocated at a retired one's address.)
+    retired: Vec<VringRwLock>,
 }
 
 pub(super) fn ready(v: &VringRwLock) -> bool {
@@ -84,7 +124,79 @@ impl<T: Transport> NetBackend<T> {
             stopped: false,
             ended: None,
             generation: 0,
+            conn: None,
+            exchange: None,
+            qemu_pid: None,
+            away: None,
+            retired: Vec::new(),
         }
+    }
+
+    /// QEMU connected (first time, or back after `--carrier follow` kept it
+    /// away). A link made while QEMU was away starts moving packets once
+    /// its rings are ready again and are the ones the peer was told about
+    /// (`running`, as after a pause).
+    pub(super) fn connected(
+        &mut self,
+        close: Option<ShutdownHandle>,
+        watch: Watch,
+        pid: Option<u32>,
+    ) {
+        self.conn = Some(Conn { close, watch });
+        self.qemu_pid = pid;
+        self.away = None;
+        self.watch_link();
+    }
+
+    /// QEMU's connection ended. `true` if we closed it to show the VM
+    /// NO-CARRIER: the VM lives on and QEMU will be taken back.
+    pub(super) fn disconnected(&mut self) -> bool {
+        self.conn = None;
+        for v in self.vrings.drain(..) {
+            v.set_kick(None);
+            v.set_call(None);
+            self.retired.push(v);
+        }
+        self.away.is_some()
+    }
+
+    /// Watch the link's transport in QEMU's connection's event loop (none
+    /// while QEMU is away: `connected` does it when QEMU is back).
+    pub(super) fn watch_link(&mut self) {
+        let (Some(conn), Some(link)) = (self.conn.as_ref(), self.link.as_ref()) else {
+            return;
+        };
+        let fd = link.copier.link().as_fd().as_raw_fd();
+        if let Err(e) = (conn.watch)(fd) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                eprintln!("error: cannot watch the transport: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    /// `--carrier follow`: the peer left, so the VM's link goes down.
+    /// QEMU 7.2 offers a vhost-user net backend one lever for that: close
+    /// its connection. QEMU then sets the NIC's link down (the VM gets a
+    /// config interrupt and shows NO-CARRIER), stops the rings without us
+    /// (its GET_VRING_BASE fails: "ring restore failed" in its log) and
+    /// restarts them later at their used indexes; while it is away its own
+    /// virtio-net drops what the VM transmits (a NIC without carrier).
+    /// `parked` is what the next handshake describes.
+    fn carrier_down(&mut self, parked: Parked) {
+        let Some(close) = self.conn.as_ref().and_then(|c| c.close.clone()) else {
+            return;
+        };
+        self.away = Some(parked);
+        // QEMU will restart the rings as after a stop: the next link
+        // checks them (`running`) before it moves a packet.
+        self.stopped = true;
+        if !self.args.quiet {
+            eprintln!(
+                "VM carrier down: closed QEMU's vhost-user connection until the next peer links (--carrier follow)"
+            );
+        }
+        close.shutdown();
     }
 
     pub(super) fn mode(&self) -> NotifyMode {
@@ -140,9 +252,15 @@ impl<T: Transport> NetBackend<T> {
         let Some(link) = self.link.as_mut() else {
             return Ok(());
         };
+        let exchange = if link.exchange {
+            self.exchange.as_mut()
+        } else {
+            None
+        };
         let mut vm = VmDevice {
             link,
             vrings: &self.vrings,
+            exchange,
         };
         match WaitLoop::new(Wait::Sleep).run(&mut vm) {
             Ok(_) => Ok(()),
@@ -161,9 +279,39 @@ impl<T: Transport> NetBackend<T> {
             .as_ref()
             .map(|l| l.copier.link().peer_pid())
             .unwrap_or(0);
+        // The rings the VM keeps while QEMU is away: the link's, unless
+        // QEMU has replaced them (a driver reset). A link that exists while
+        // QEMU has its rings stopped is one made while QEMU was away (a
+        // stop ends the link otherwise): QEMU may be back, replaying its
+        // setup (no rings yet), and goes away again.
+        let parked = self.link.as_ref().and_then(|l| {
+            let follow = self.args.reconnect && self.args.carrier == Carrier::Follow;
+            let live =
+                self.away.is_none() && (self.vrings.is_empty() || l.same_rings(&self.vrings));
+            (follow && live).then(|| {
+                let used = l.queue_state(RX).1;
+                Parked {
+                    tx: l.vm_tx_info,
+                    rx: l.vm_rx_info,
+                    rx_state: (used, used),
+                }
+            })
+        });
+        // A peer that wrote an impossible used entry into the exchange ring
+        // may have left our driver side of it inconsistent: the next peer
+        // gets a fresh area (what was in this one is lost with the link).
+        if matches!(e, LinkError::Pump(PumpError::Exchange(_))) {
+            match Exchange::create() {
+                Ok(x) => self.exchange = Some(x),
+                Err(err) => eprintln!("warning: cannot renew the exchange area: {err}"),
+            }
+        }
         match e {
             LinkError::Transport(e) if e.is_peer_gone() => self.link_down(e.to_string(), false),
             e => self.link_down(format!("peer {pid}: {e}"), true),
+        }
+        if let Some(p) = parked {
+            self.carrier_down(p);
         }
     }
 
@@ -228,6 +376,7 @@ impl<T: Transport> NetBackend<T> {
             (None, None) => Stats {
                 transport: self.args.sharenet.kind.name().into(),
                 workload: "vhost-user".into(),
+                share: self.args.share.name().into(),
                 notify: self.args.notify.name().into(),
                 writes: self.args.writes.name().into(),
                 wait: "sleep".into(),
@@ -375,12 +524,23 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
         vrings: &[VringRwLock],
         _thread_id: usize,
     ) -> std::io::Result<()> {
+        // A worker of a connection that ended: ignore the event, and end
+        // the worker (an error ends its loop).
+        if device_event == super::RETIRE_EVENT {
+            return Err(std::io::Error::other("vhost-user connection closed"));
+        }
+        let ours = |v: &VringRwLock| std::ptr::eq(&*v.get_ref(), &*vrings[0].get_ref());
+        if !vrings.is_empty() && self.retired.iter().any(ours) {
+            return Err(std::io::Error::other(
+                "event of a closed vhost-user connection",
+            ));
+        }
         if self.vrings.is_empty() {
             self.vrings = vrings.to_vec();
         }
         match device_event as usize {
             TX => {
-                if let Some(link) = self.link.as_mut() {
+                if let Some(link) = self.link.as_mut().filter(|l| !l.exchange) {
                     // The VM kicked (it honoured the peer's suppression
                     // state to decide so): relay the kick.
                     if let Err(e) = notify(link.copier.link(), &mut link.stats) {

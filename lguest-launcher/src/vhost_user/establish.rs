@@ -4,6 +4,7 @@
 use super::backend::{ready, ring_info, Mem, NetBackend, RX, TX};
 use super::link::Link;
 use super::VhostArgs;
+use crate::cli::config::Share;
 use crate::cli::config::Writes;
 use crate::copier::Copier;
 use crate::memory::{GuestMap, MemoryError, Region};
@@ -78,6 +79,9 @@ pub(super) enum EstablishError {
     /// The backend's lock was poisoned by a panic in another thread.
     #[error("vhost-user backend state poisoned by a panic")]
     Poisoned,
+    /// `--share exchange` without an exchange area (a bug).
+    #[error("--share exchange: no exchange area")]
+    NoExchange,
     /// The first service (packets already waiting) could not signal the VM.
     #[error("cannot signal the VM: {0}")]
     Signal(std::io::Error),
@@ -188,11 +192,10 @@ pub(super) fn memory_layout(mem: &Mem) -> Option<(u64, Vec<MemRegion>)> {
 /// leave and waits for our next offer).
 pub(super) fn establish<T: Transport + 'static>(
     backend: &Arc<RwLock<NetBackend<T>>>,
-    register: &dyn Fn(i32),
     args: &VhostArgs,
 ) -> Result<(), EstablishError> {
     loop {
-        if establish_once(backend, register, args)? {
+        if establish_once(backend, args)? {
             return Ok(());
         }
     }
@@ -203,14 +206,31 @@ pub(super) fn establish<T: Transport + 'static>(
 /// should wait again.
 fn establish_once<T: Transport + 'static>(
     backend: &Arc<RwLock<NetBackend<T>>>,
-    register: &dyn Fn(i32),
     args: &VhostArgs,
 ) -> Result<bool, EstablishError> {
     // 1. The VM's driver is up: memory known, both rings ready. Their
     // positions are what the backend library holds (see step 3 above).
-    let (mem, file, size, regions, tx, rx, rx_state, mode, generation) = loop {
+    // While QEMU is away (`--carrier follow`) the VM keeps its memory and
+    // rings: we describe those (`Parked`), and take QEMU back once the
+    // peer has linked.
+    let (mem, file, size, regions, tx, rx, rx_state, mode, generation, parked) = loop {
         {
             let b = backend.read().map_err(|_| EstablishError::Poisoned)?;
+            if let (Some(mem), Some(p)) = (&b.mem, b.away.as_ref()) {
+                let (file, size, regions) = vm_memory(mem)?;
+                break (
+                    mem.clone(),
+                    file,
+                    size,
+                    regions,
+                    p.tx,
+                    p.rx,
+                    p.rx_state,
+                    b.mode(),
+                    b.generation,
+                    true,
+                );
+            }
             if let Some(mem) = &b.mem {
                 if b.vrings.len() == 2
                     && b.vrings.iter().all(ready)
@@ -231,21 +251,50 @@ fn establish_once<T: Transport + 'static>(
                         rx_state,
                         b.mode(),
                         b.generation,
+                        false,
                     );
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    // The peer will map the VM's memory: refuse what it could SIGBUS us
-    // (and QEMU) with — an unsealed memfd, a file, hugetlbfs.
-    crate::memory::check_vm_memory_shareable(file.as_fd())
-        .map_err(|err| EstablishError::Map { whose: "VM", err })?;
     let first = generation == 0;
     let features = mode.features();
-    let local = Handshake::new(std::process::id(), features, size, file.as_raw_fd(), tx, rx)
-        .with_regions(&regions)
-        .with_generation(generation + 1);
+    // What the peer maps: the exchange area (`--share exchange`), or the
+    // VM's memfd and regions (`--share guest`).
+    let exchange = args.share == Share::Exchange;
+    if !exchange {
+        // The peer will map the VM's memory: refuse what it could SIGBUS us
+        // (and QEMU) with — an unsealed memfd, a file, hugetlbfs. (With
+        // `exchange` the peer never sees it.)
+        crate::memory::check_vm_memory_shareable(file.as_fd())
+            .map_err(|err| EstablishError::Map { whose: "VM", err })?;
+    }
+    let shared = if exchange {
+        let b = backend.read().map_err(|_| EstablishError::Poisoned)?;
+        let x = b.exchange.as_ref().ok_or(EstablishError::NoExchange)?;
+        let f = x.file().map_err(|err| EstablishError::VmFile {
+            what: "dup exchange memfd",
+            err,
+        })?;
+        let (xtx, xrx) = x.rings();
+        Some((f, x.size(), xtx, xrx))
+    } else {
+        None
+    };
+    let local = match &shared {
+        Some((f, xsize, xtx, xrx)) => Handshake::new(
+            std::process::id(),
+            features,
+            *xsize,
+            f.as_raw_fd(),
+            *xtx,
+            *xrx,
+        ),
+        None => Handshake::new(std::process::id(), features, size, file.as_raw_fd(), tx, rx)
+            .with_regions(&regions),
+    }
+    .with_generation(generation + 1);
     local
         .validate()
         .map_err(EstablishError::RingsOutsideMemory)?;
@@ -264,8 +313,9 @@ fn establish_once<T: Transport + 'static>(
         nonblocking_writes: args.writes == Writes::Nonblocking,
         timeout: first.then(|| Duration::from_secs_f64(args.timeout)),
     };
-    let (t, peer) = T::connect(&args.sharenet.path, &local, file.as_fd(), &opts)
-        .map_err(EstablishError::Connect)?;
+    let offered = shared.as_ref().map_or(file.as_fd(), |(f, ..)| f.as_fd());
+    let (t, peer) =
+        T::connect(&args.sharenet.path, &local, offered, &opts).map_err(EstablishError::Connect)?;
     let up_at = Instant::now();
     let peer_pid = peer.handshake.pid;
     let peer_mode = NotifyMode::from_features(peer.handshake.features);
@@ -295,7 +345,6 @@ fn establish_once<T: Transport + 'static>(
         peer.handshake.regions(),
     );
     let vm = vm_map(&mem, &file, size, &regions)?;
-    let fd = t.as_fd().as_raw_fd();
     let copier = Copier::new(t, &peer_map, &peer.handshake.tx, &vm, &rx, mode)
         .and_then(Copier::resume_peer_tx)
         .map_err(|err| EstablishError::Ring {
@@ -323,10 +372,17 @@ fn establish_once<T: Transport + 'static>(
         // The VM set its rings up anew while we met the peer: the peer was
         // told the old ones. Dropping the copier closes the link; the peer
         // (with --reconnect) waits for our next offer.
-        let still = b.vrings.iter().all(ready)
-            && ring_info(&b.vrings[TX]) == tx
-            && ring_info(&b.vrings[RX]) == rx
-            && b.vrings[RX].get_ref().get_queue().next_avail() == rx_state.0;
+        // (While QEMU is away the rings cannot change; once it is back,
+        // `running` checks them before the link moves a packet.)
+        let still = if parked {
+            b.away.is_some()
+        } else {
+            b.vrings.len() == 2
+                && b.vrings.iter().all(ready)
+                && ring_info(&b.vrings[TX]) == tx
+                && ring_info(&b.vrings[RX]) == rx
+                && b.vrings[RX].get_ref().get_queue().next_avail() == rx_state.0
+        };
         if !still {
             if !args.quiet {
                 eprintln!(
@@ -341,6 +397,14 @@ fn establish_once<T: Transport + 'static>(
             .region()
             .load_u16("vm tx used idx", tx_used_idx, Ordering::Acquire)
             .unwrap_or(0);
+        // `--share exchange`: we serve the VM's TX ring ourselves, from
+        // the same place (every chain before it was completed: copied into
+        // the exchange area, or QEMU restarted the ring there).
+        let vm_tx = if exchange {
+            vm_tx.with_state(tx_used_seen, tx_used_seen)
+        } else {
+            vm_tx
+        };
         let carried = b.ended.take();
         let down_ms = carried
             .as_ref()
@@ -353,6 +417,7 @@ fn establish_once<T: Transport + 'static>(
                     workload: "vhost-user".into(),
                     notify: args.notify.name().into(),
                     notify_effective: mode.name().into(),
+                    share: args.share.name().into(),
                     writes: args.writes.name().into(),
                     wait: "sleep".into(),
                     size: 0, // a VM's frames have no fixed size
@@ -387,13 +452,17 @@ fn establish_once<T: Transport + 'static>(
         }
         b.generation = generation;
         // The rings are running (checked above): whatever QEMU stopped
-        // before, it has started again.
-        b.stopped = false;
+        // before, it has started again. (Not while QEMU is away: `running`
+        // checks its rings when it is back.)
+        if !parked {
+            b.stopped = false;
+        }
         b.link = Some(Link {
-            _vm_file: file,
+            _offered: shared.map_or(file, |(f, ..)| f),
             copier,
             vm,
             vm_tx,
+            exchange,
             vm_tx_info: tx,
             vm_rx_info: rx,
             tx_used_idx,
@@ -404,7 +473,7 @@ fn establish_once<T: Transport + 'static>(
             started,
             memory: (ino, regions),
         });
-        register(fd);
+        b.watch_link();
         // Packets may already be waiting on either side.
         b.service().map_err(EstablishError::Signal)?;
         if let Some(link) = b.link.as_ref() {

@@ -3,10 +3,11 @@
 //! ends.
 
 use super::backend::{ring_info, NetBackend, RX, TX};
+use super::exchange::{Exchange, PumpError};
 use super::VhostArgs;
 use crate::copier::{Copier, CopyError};
 use crate::memory::GuestMap;
-use crate::run::account;
+use crate::run::{account, notify};
 use crate::stats::Stats;
 use crate::virtq::{DeviceQueue, Seg};
 use crate::wait::{Device, Slept, Turn};
@@ -22,15 +23,20 @@ const WATCH_EVERY: Duration = Duration::from_millis(200);
 
 /// The link, once the peer launcher is met.
 pub(super) struct Link<T: Transport> {
-    /// The VM's memfd, kept open for the link's life: the FIFO transport's
-    /// peer opens it through /proc/OUR_PID/fd/N after the handshake.
-    pub(super) _vm_file: File,
+    /// The memfd the peer was offered (the exchange area's, or the VM's
+    /// with `--share guest`), kept open for the link's life: the FIFO
+    /// transport's peer opens it through /proc/OUR_PID/fd/N after the
+    /// handshake.
+    pub(super) _offered: File,
     pub(super) copier: Copier<T>,
     /// The VM's memory as the backend mapped it (see `establish::vm_map`).
     pub(super) vm: GuestMap,
-    /// The VM's TX ring, read (never served: the peer serves it) to learn
-    /// the length of each chain the peer consumed.
+    /// The VM's TX ring. `--share guest`: read (never served: the peer
+    /// serves it) to learn the length of each chain the peer consumed.
+    /// `--share exchange`: served by us (`Exchange::pump`).
     pub(super) vm_tx: DeviceQueue,
+    /// `--share exchange`: the peer maps the exchange area, not the VM.
+    pub(super) exchange: bool,
     pub(super) vm_tx_info: RingInfo,
     pub(super) vm_rx_info: RingInfo,
     pub(super) tx_used_idx: u64,
@@ -90,6 +96,9 @@ pub(super) enum LinkError {
     /// Signalling the VM failed.
     #[error("cannot signal the VM: {0}")]
     Signal(#[from] std::io::Error),
+    /// Moving the VM's TX chains into the exchange area failed.
+    #[error(transparent)]
+    Pump(#[from] PumpError),
 }
 
 /// A VM's link as the wait loop drives it: it sleeps in the backend's
@@ -97,12 +106,17 @@ pub(super) enum LinkError {
 pub(super) struct VmDevice<'a, T: Transport> {
     pub(super) link: &'a mut Link<T>,
     pub(super) vrings: &'a [VringRwLock],
+    /// `--share exchange`: the area the VM's TX chains are copied into.
+    pub(super) exchange: Option<&'a mut Exchange>,
 }
 
 impl<T: Transport> Link<T> {
     /// Count the VM TX chains the peer's copier marked used since we last
     /// looked (packets and bytes the VM sent). Returns whether any were.
     pub(super) fn reap_vm_tx(&mut self) -> bool {
+        if self.exchange {
+            return false; // counted as the peer reaps the exchange ring
+        }
         let used = self
             .vm
             .region()
@@ -141,6 +155,10 @@ impl<T: Transport> Link<T> {
     pub(super) fn queue_state(&self, index: usize) -> (u16, u16) {
         if index == RX {
             self.copier.rx_state()
+        } else if self.exchange {
+            // We serve the VM's TX ring and complete each chain as we copy
+            // it: (last_avail, next_used), all published after a pump.
+            self.vm_tx.state()
         } else {
             let used = self
                 .vm
@@ -154,7 +172,9 @@ impl<T: Transport> Link<T> {
     /// The rings the link was made for: a VM that set up other rings (its
     /// driver reset the device) cannot be followed by the peer.
     pub(super) fn same_rings(&self, vrings: &[VringRwLock]) -> bool {
-        ring_info(&vrings[TX]) == self.vm_tx_info && ring_info(&vrings[RX]) == self.vm_rx_info
+        vrings.len() == 2
+            && ring_info(&vrings[TX]) == self.vm_tx_info
+            && ring_info(&vrings[RX]) == self.vm_rx_info
     }
 
     /// Has the peer left? A non-blocking look at the transport; a pending
@@ -197,26 +217,61 @@ impl<T: Transport> Device for VmDevice<'_, T> {
         if out.guest_wants_irq {
             self.vrings[RX].signal_used_queue()?;
         }
-        // The peer's copier consumed VM TX buffers: the VM's TX completion
-        // interrupt is ours to raise.
-        if link.reap_vm_tx() {
-            self.vrings[TX].signal_used_queue()?;
+        let mut busy = out.finished() > 0;
+        match self.exchange.as_deref_mut() {
+            // Our VM's TX chains go into the exchange area, which the
+            // peer's copier pulls from.
+            Some(x) => {
+                let mode = link.copier.mode();
+                let p = x.pump(
+                    link.vm.region(),
+                    &mut link.vm_tx,
+                    mode,
+                    &mut link.segs,
+                    &mut link.stats,
+                    &mut link.tx_bytes,
+                )?;
+                if p.vm_wants_irq {
+                    self.vrings[TX].signal_used_queue()?;
+                }
+                if p.peer_wants_kick {
+                    notify(link.copier.link(), &mut link.stats)?;
+                }
+                busy |= p.finished > 0 || p.reaped > 0;
+            }
+            // The peer's copier consumed VM TX buffers: the VM's TX
+            // completion interrupt is ours to raise.
+            None => {
+                if link.reap_vm_tx() {
+                    self.vrings[TX].signal_used_queue()?;
+                }
+            }
         }
-        Ok(if out.finished() > 0 {
-            Turn::Busy
-        } else {
-            Turn::Idle
-        })
+        Ok(if busy { Turn::Busy } else { Turn::Idle })
     }
 
     fn arm(&mut self, on: bool) -> Result<(), LinkError> {
         self.link.copier.set_notifications(on)?;
         self.link.copier.set_rx_notifications(on)?;
+        if self.exchange.is_some() {
+            // We serve the VM's TX ring: its kicks are ours to ask for.
+            let mode = self.link.copier.mode();
+            self.link
+                .vm_tx
+                .set_notifications(mode, on)
+                .map_err(PumpError::Vm)?;
+        }
         Ok(())
     }
 
     fn has_work(&mut self) -> Result<bool, LinkError> {
-        Ok(self.link.copier.has_work()?)
+        if self.link.copier.has_work()? {
+            return Ok(true);
+        }
+        match self.exchange.as_deref() {
+            Some(x) => Ok(x.has_work(&self.link.vm_tx).map_err(PumpError::Vm)?),
+            None => Ok(false),
+        }
     }
 
     fn tick(&mut self, _now: Instant) -> Result<(), LinkError> {

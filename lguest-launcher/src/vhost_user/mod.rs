@@ -8,18 +8,26 @@
 //! parse it ourselves.
 //!
 //! Once the VM's rings are ready we meet the peer launcher on `--sharenet`
-//! exactly as a synthetic guest's launcher does, except that the handshake
-//! describes the VM's memory: QEMU's memfd (re-shared with the peer: by
-//! SCM_RIGHTS for unix/eventfd, by /proc path for fifo), its guest-physical
-//! regions, and the VM's TX and RX rings by guest-physical address. From
-//! then on the data path is the original's:
+//! exactly as a synthetic guest's launcher does. What the handshake offers
+//! the peer is `--share`:
 //!
-//! * the peer's copier pulls from the VM's TX ring (it maps the VM's
-//!   memory); a TX kick from the VM is relayed to the peer as a notification,
-//!   and a notification from the peer that moved the VM's TX used index is
-//!   relayed to the VM as its TX interrupt (call eventfd);
-//! * our copier pulls from the peer's TX ring into the VM's RX ring and
-//!   interrupts the VM when its `used_event`/flags ask for it.
+//! * `exchange` (the default): a dedicated, sealed exchange memfd laid out
+//!   like a synthetic guest's memory, holding a TX ring and one buffer slot
+//!   per descriptor and nothing else. We serve the VM's TX ring ourselves,
+//!   copy each frame into a slot (one extra copy) and complete the VM's
+//!   chain; the peer's copier pulls from the exchange ring as from any
+//!   synthetic guest's (`exchange.rs` tells that story);
+//! * `guest`: the VM's own memory: QEMU's memfd (re-shared with the peer:
+//!   by SCM_RIGHTS for unix/eventfd, by /proc path for fifo), its
+//!   guest-physical regions, and the VM's TX and RX rings by guest-physical
+//!   address. The peer's copier pulls from the VM's TX ring directly (it
+//!   maps all of the VM's RAM, read-write); a TX kick from the VM is
+//!   relayed to the peer as a notification, and a notification from the
+//!   peer that moved the VM's TX used index is relayed to the VM as its TX
+//!   interrupt (call eventfd).
+//!
+//! Either way our copier pulls from the peer's TX ring into the VM's RX
+//! ring and interrupts the VM when its `used_event`/flags ask for it.
 //!
 //! Everything runs in the backend's event thread: VM kicks, and the
 //! transport's fd registered as an extra event. The VM's own suppression
@@ -31,7 +39,8 @@
 //! into the VM's RX buffers through that same mapping: the link borrows it
 //! as a [`crate::memory::Region`] (`Region::from_raw_parts`, holding an
 //! `Arc` of the backend's `GuestMemoryMmap` so it outlives any later memory
-//! table). The peer still needs QEMU's memfd, which we pass on. A `Region`
+//! table). With `--share guest` the peer still needs QEMU's memfd, which we
+//! pass on. A `Region`
 //! is one contiguous range, so a VM whose RAM comes as several regions
 //! (above 4 GiB) is mapped once more as one range, as before.
 //!
@@ -43,11 +52,13 @@
 //! library's `next_avail`/`next_used`, and `stop_vring` writes our real
 //! position back into the library's queue before it answers: RX from our
 //! copier, TX from the used index the peer's copier published (it marks
-//! every chain it takes used, in order, within each batch). The link pauses
+//! every chain it takes used, in order, within each batch; with `--share
+//! exchange`, from our own pump, which completes each chain as it copies
+//! it). The link pauses
 //! while a ring is stopped, and resumes only on the same rings at the
-//! position we reported. The peer's copier starts on the VM's TX ring at
-//! its published used index (`Copier::resume_peer_tx`), which is where
-//! QEMU restarts that ring too.
+//! position we reported. Whoever serves the VM's TX ring (the peer's copier,
+//! or our pump) starts at its published used index
+//! (`Copier::resume_peer_tx`), which is where QEMU restarts that ring too.
 //!
 //! # Restarts (`--reconnect`, on by default)
 //! A link is one *generation* (`establish.rs`); the VM, its QEMU
@@ -57,7 +68,8 @@
 //!   `link down (generation N): ...; waiting for the next peer on PATH`.
 //!   Before the copier goes, our RX position and the peer's consumption of
 //!   the VM's TX ring are written back into the library's queues; the VM's
-//!   TX chains pile up in its ring, untouched. The next peer on the same
+//!   TX chains pile up in its ring, untouched. The VM sees NO-CARRIER until
+//!   the next link (`--carrier follow`, below). The next peer on the same
 //!   path gets a new handshake (generation N+1); our copier resumes on its
 //!   TX ring at its used index, its copier on ours at ours: chains the dead
 //!   peer had not completed are delivered, none twice. `link up
@@ -77,12 +89,66 @@
 //!   at the used index ("ring restore"), so what the dead launcher had
 //!   consumed but not completed is offered again.
 //!
-//! What QEMU 7.2 does not let a backend do for virtio-net: raise a config
-//! interrupt or set the link status. VIRTIO_NET_F_STATUS is QEMU's own
-//! (not a backend feature bit); its virtio-net reads no config from a
-//! vhost-user backend and drops VHOST_USER_PROTOCOL_F_CONFIG for net, so
-//! the VM sees NO-CARRIER only when QEMU's own connection to its backend
-//! is down. Nor does its virtio-net use VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD
+//! # What the VM sees while its peer is away (`--carrier`)
+//! QEMU 7.2 gives a vhost-user net backend no way to set the link status or
+//! raise a config interrupt: VIRTIO_NET_F_STATUS is QEMU's own (not a
+//! backend feature bit), its virtio-net reads no config from a vhost-user
+//! backend and drops VHOST_USER_PROTOCOL_F_CONFIG for net. What it does
+//! have: its vhost-user netdev sets the NIC's link down when the chardev
+//! connection to the backend closes (`CHR_EVENT_CLOSED`: link down, config
+//! interrupt, NO-CARRIER in the VM) and up again when a connection is set
+//! up (QEMU is the client, `reconnect=1`: it retries every second). So with
+//! `--carrier follow` (the default, with `--reconnect`):
+//!
+//! 1. **The peer leaves** (or its ring is impossible): after `link down`
+//!    we note the VM's rings (`Parked`: their addresses, and the RX
+//!    position QEMU will restart at, its used index) and close QEMU's
+//!    connection (`VM carrier down: ...`). QEMU stops the rings without us
+//!    ("ring restore failed" twice in its log, expected) and restarts each
+//!    at its used index later. While it is away the VM's memory stays
+//!    mapped here (the backend's last `GuestMemoryMmap`, with QEMU's memfd
+//!    inside) and `--socket` is gone, so QEMU's reconnects fail: a
+//!    connection left waiting in the listen backlog would block QEMU's
+//!    main loop in the vhost-user setup and freeze the VM.
+//! 2. **The next peer** meets us on the parked memory and rings, exactly
+//!    as if QEMU were there (`establish`): `link up (generation N+1)`. With
+//!    `--share guest` its copier starts on the VM's TX ring at the used
+//!    index, where QEMU restarts it too (with `exchange` it starts on the
+//!    exchange ring, and the VM's rings wait for QEMU); our copier does
+//!    not move a packet yet (no rings).
+//! 3. **QEMU is taken back**: `--socket` is bound again, QEMU reconnects
+//!    within a second and replays the setup (a fresh rust-vmm daemon per
+//!    connection: its handler takes SET_OWNER once). `QEMU reconnected`;
+//!    the same memfd and regions keep the link (another layout takes it
+//!    down and up, as any new memory table does). The rings must be the
+//!    parked ones at the parked positions (`running`, as after a pause);
+//!    otherwise the link goes down and comes up on QEMU's rings, with the
+//!    carrier up. QEMU sets the NIC's link up: the VM sees carrier again.
+//! 4. **The VM shuts down while QEMU is away**: QEMU's pid (SO_PEERCRED
+//!    when it connected) is watched; once it is gone the run ends as a
+//!    shutdown does (`the VM shut down`, exit 0, stats written). A QEMU
+//!    killed in that window cannot be told from one that shut down.
+//!
+//! What it costs: while its carrier is down, QEMU's own virtio-net owns
+//! the VM's rings, and a TX kick that reaches it drops every chain then in
+//! the TX ring (a NIC without carrier). The VM's driver stops its TX queue
+//! on the config interrupt, so in practice that is what it sent in the
+//! moment the link went down; what is still in the ring when QEMU comes
+//! back goes to the next peer, none twice. (The same stopped queue is why,
+//! with `--share guest`, the next peer's copier may start on the TX ring in
+//! step 2 while QEMU still owns it: nothing is posted or kicked there
+//! meanwhile.)
+//!
+//! Only links whose peer left take the carrier down: a VM reboot or NIC
+//! reset (QEMU stops our rings) re-attaches with the carrier up, and the
+//! VM's carrier is up from boot until the first link (the handshake
+//! describes rings that only QEMU can tell us).
+//! `--carrier always-up` keeps QEMU connected throughout: the VM's link
+//! never drops and what it sends while the peer is away waits in its TX
+//! ring for the next peer. Without `--reconnect` the launcher exits a few
+//! seconds after the link goes down, which drops the carrier anyway.
+//!
+//! Nor does QEMU 7.2's virtio-net use VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD
 //! (only vhost-user-blk/-scsi call GET_INFLIGHT_FD). Without it: the VM's
 //! TX ring is consumed by the *peer's* copier, which survives our crash,
 //! so QEMU's restore point (its used index) is exact; on the VM's RX ring
@@ -105,7 +171,8 @@
 //!
 //! # How a run ends
 //! * QEMU stops the rings and hangs up (guest poweroff, SIGTERM): "the VM
-//!   shut down", exit 0, stats written (also when the link was down then).
+//!   shut down", exit 0, stats written (also when the link was down then,
+//!   and when QEMU exits while we keep it away for NO-CARRIER).
 //!   The peer sees its link go down.
 //! * The peer leaves: with `--reconnect` (default) we wait for the next one
 //!   (above). With `--reconnect false`: one plain line "peer PID
@@ -115,24 +182,31 @@
 //! * QEMU hangs up with the rings running (the VM was killed), or the
 //!   peer's ring is impossible: `error: ...`, exit 1.
 //!
-//! The files: `backend.rs` speaks vhost-user (rust-vmm's backend trait),
+//! The files: `mod.rs` takes QEMU's connections (one rust-vmm daemon
+//! each), `backend.rs` speaks vhost-user (rust-vmm's backend trait),
 //! `establish.rs` meets the peer and sets each link generation up,
+//! `exchange.rs` is the area the peer maps with `--share exchange`,
 //! `link.rs` runs the data path through the one wait loop
 //! ([`crate::wait`]) and ends a link, `qemu72_relay.rs` works around QEMU
 //! 7.2's message order.
 
 mod backend;
 mod establish;
+mod exchange;
 mod link;
 mod qemu72_relay;
 mod sockets;
 
-use crate::cli::config::{Spec, Writes};
+use crate::cli::config::{Share, Spec, Writes};
+use crate::link::process_alive;
 use crate::link::{dispatch, WithTransport};
 use crate::virtq::NotifyMode;
 use backend::NetBackend;
 use clap::Args;
 use link::exit_with;
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -175,127 +249,269 @@ pub struct VhostArgs {
     /// default only our own uid may connect, checked with SO_PEERCRED).
     #[arg(long = "allow-uid", value_name = "UID")]
     pub allow_uid: Vec<u32>,
+    /// What the VM's link state follows (with --reconnect): `follow` shows
+    /// the VM NO-CARRIER while its peer launcher is away (we close QEMU's
+    /// vhost-user connection and take it back once the next peer has
+    /// linked); `always-up` keeps the link up and the VM's frames wait in
+    /// its TX ring for the next peer.
+    #[arg(long, value_enum, default_value = "follow")]
+    pub carrier: Carrier,
+    /// What memory the peer launcher may map: `exchange` (a dedicated,
+    /// sealed area holding only the frames this VM sends: one extra copy
+    /// per frame) or `guest` (all of the VM's RAM, read-write).
+    #[arg(long, value_enum, default_value = "exchange")]
+    pub share: Share,
+}
+
+/// `--carrier`: what the VM's link state (carrier) follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Carrier {
+    /// NO-CARRIER in the VM while its peer launcher is away: the launcher
+    /// closes QEMU's vhost-user connection when the link goes down and
+    /// takes QEMU back once the next peer has linked.
+    Follow,
+    /// The VM's link stays up while the peer is away; frames it sends wait
+    /// in its TX ring for the next peer.
+    AlwaysUp,
 }
 
 /// Event id for the transport's fd (0 and 1 are the queues; 2 is the
 /// backend library's own exit event).
 const LINK_EVENT: u16 = 3;
+/// Event id that ends a worker thread of a connection that has ended.
+const RETIRE_EVENT: u16 = 4;
+
+/// How often QEMU's socket is looked at while we wait for it.
+const ACCEPT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Listen on `--socket` (a stale socket there is replaced, anything else
+/// refused; see `sockets.rs`), non-blocking.
+fn listen(socket: &std::path::Path, others_allowed: bool) -> Result<UnixListener, String> {
+    let l = sockets::bind_public(socket, others_allowed)?;
+    l.set_nonblocking(true)
+        .map_err(|e| format!("--socket {}: {e}", socket.display()))?;
+    Ok(l)
+}
+
+/// Wait for QEMU on `--socket`; its connection and its pid.
+///
+/// The socket exists only while we want QEMU: at start, and — after we
+/// closed its connection to show the VM NO-CARRIER (`--carrier follow`) —
+/// once the next peer has linked. In between QEMU's reconnect attempts
+/// find no socket and fail, so QEMU keeps the NIC's link down (a
+/// connection left waiting in the listen backlog would instead block
+/// QEMU's main loop in the vhost-user setup, freezing the VM). A QEMU that
+/// exits meanwhile (the VM shut down while its carrier was down) ends the
+/// run as `vm_gone` does.
+fn next_qemu<T: Transport + 'static>(
+    backend: &Arc<RwLock<NetBackend<T>>>,
+    socket: &std::path::Path,
+    public: &mut Option<UnixListener>,
+    allowed: &[u32],
+) -> Result<(UnixStream, Option<u32>), ExitCode> {
+    loop {
+        let want = {
+            let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
+            if b.away.is_some() && b.qemu_pid.is_some_and(|pid| !process_alive(pid)) {
+                return Err(b.vm_gone());
+            }
+            b.away.is_none() || b.link.is_some()
+        };
+        match (want, public.is_some()) {
+            (true, false) => {
+                *public = Some(listen(socket, !allowed.is_empty()).map_err(|line| {
+                    eprintln!("error: {line}");
+                    ExitCode::from(1)
+                })?)
+            }
+            (false, true) => {
+                *public = None;
+                let _ = std::fs::remove_file(socket);
+            }
+            _ => {}
+        }
+        if let Some(l) = public.as_ref() {
+            // Only our uid (or --allow-uid) gets through; others are
+            // refused with a line and the next connector is looked at.
+            match sockets::accept_qemu(l, allowed, socket) {
+                Ok(s) => {
+                    *public = None;
+                    // One QEMU at a time: the socket goes until we want
+                    // QEMU again.
+                    let _ = std::fs::remove_file(socket);
+                    let _ = s.set_nonblocking(false);
+                    let pid = getsockopt(&s, PeerCredentials)
+                        .ok()
+                        .and_then(|c| u32::try_from(c.pid()).ok());
+                    return Ok((s, pid));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    eprintln!("error: accept on --socket {}: {e}", socket.display());
+                    return Err(ExitCode::from(1));
+                }
+            }
+        }
+        std::thread::sleep(ACCEPT_EVERY);
+    }
+}
 
 fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
-    // QEMU connects to --socket; the rust-vmm daemon listens on a private
-    // socket behind the `qemu72_relay` (see `sockets.rs` for who may
-    // connect to either). Both before the daemon exists: once its threads
-    // run, returning from here no longer ends the process.
-    let public = match sockets::bind_public(&args.socket, !args.allow_uid.is_empty()) {
-        Ok(l) => l,
+    // QEMU connects to --socket (see `sockets.rs` for who may); bound
+    // before any daemon thread exists, so a refusal here ends the process.
+    let mut public = match listen(&args.socket, !args.allow_uid.is_empty()) {
+        Ok(l) => Some(l),
         Err(line) => {
             eprintln!("error: {line}");
             return ExitCode::from(2);
         }
     };
-    let backend = Arc::new(RwLock::new(NetBackend::<T>::new(args.clone())));
-    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let mut daemon = match VhostUserDaemon::new("sharenet-net".into(), backend.clone(), mem) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: cannot start the vhost-user backend: {e}");
-            let _ = std::fs::remove_file(&args.socket);
-            return ExitCode::from(1);
+    let mut net = NetBackend::<T>::new(args.clone());
+    if args.share == Share::Exchange {
+        match exchange::Exchange::create() {
+            Ok(x) => net.exchange = Some(x),
+            Err(e) => {
+                eprintln!("error: cannot create the exchange area (--share exchange): {e}");
+                let _ = std::fs::remove_file(&args.socket);
+                return ExitCode::from(1);
+            }
         }
-    };
+    }
+    let backend = Arc::new(RwLock::new(net));
     if !args.quiet {
         eprintln!(
             "waiting for QEMU on vhost-user socket {} ...",
             args.socket.display()
         );
     }
-    let private_dir = match sockets::PrivateDir::create() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!(
-                "error: cannot create a private directory in {}: {e}",
-                std::env::temp_dir().display()
-            );
-            return ExitCode::from(1);
-        }
-    };
-    let private = private_dir.socket();
-    let mut listener = match vhost::vhost_user::Listener::new(&private, false) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", private.display());
-            return ExitCode::from(1);
-        }
-    };
-    let relay_private = private.clone();
-    let relay_socket = args.socket.clone();
-    let allowed = args.allow_uid.clone();
-    std::thread::spawn(move || {
-        let qemu = match sockets::accept_qemu(&public, &allowed, &relay_socket) {
-            Ok(s) => s,
+    // One QEMU connection per turn: the first, and with `--carrier follow`
+    // each one after we closed the last to take the VM's carrier down.
+    let mut link_thread = false;
+    loop {
+        let (qemu, qemu_pid) = match next_qemu(&backend, &args.socket, &mut public, &args.allow_uid) {
+            Ok(q) => q,
+            Err(code) => return code,
+        };
+        // A fresh daemon per connection: rust-vmm's handler takes
+        // SET_OWNER once.
+        let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+        let mut daemon = match VhostUserDaemon::new("sharenet-net".into(), backend.clone(), mem) {
+            Ok(d) => d,
             Err(e) => {
-                eprintln!("error: accept on {}: {e}", relay_socket.display());
-                std::process::exit(1);
+                eprintln!("error: cannot start the vhost-user backend: {e}");
+                return ExitCode::from(1);
             }
         };
-        let _ = std::fs::remove_file(&relay_socket);
-        if let Err(e) = qemu72_relay::relay(qemu, &relay_private) {
-            eprintln!("warning: vhost-user relay: {e}");
+        // QEMU is connected to --socket; the rust-vmm daemon listens on a
+        // private socket (in a fresh 0700 directory) behind the
+        // `qemu72_relay`.
+        let private_dir = match sockets::PrivateDir::create() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot create a private directory in {}: {e}",
+                    std::env::temp_dir().display()
+                );
+                return ExitCode::from(1);
+            }
+        };
+        let private = private_dir.socket();
+        let mut listener = match vhost::vhost_user::Listener::new(&private, false) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", private.display());
+                return ExitCode::from(1);
+            }
+        };
+        let relay_private = private.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = qemu72_relay::relay(qemu, &relay_private) {
+                eprintln!("warning: vhost-user relay: {e}");
+            }
+        });
+        if let Err(e) = daemon.start(&mut listener) {
+            eprintln!("error: vhost-user connection failed: {e}");
+            return ExitCode::from(1);
         }
-    });
-    if let Err(e) = daemon.start(&mut listener) {
-        eprintln!("error: vhost-user connection failed: {e}");
-        return ExitCode::from(1);
-    }
-    drop(private_dir);
-    if !args.quiet {
-        eprintln!("QEMU connected");
-    }
-    let handlers = daemon.get_epoll_handlers();
-    let link_args = args.clone();
-    let link_backend = backend.clone();
-    std::thread::spawn(move || {
-        let register = |fd: i32| {
-            if let Some(h) = handlers.first() {
-                if let Err(e) = h.register_listener(fd, EventSet::IN, LINK_EVENT as u64) {
-                    eprintln!("error: cannot watch the transport: {e}");
-                    std::process::exit(1);
+        drop(private_dir);
+        let handlers = daemon.get_epoll_handlers();
+        // Ends the connection's worker thread once QEMU is gone: dropping
+        // the daemon joins it.
+        let retire = match vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)
+            .and_then(|r| match handlers.first() {
+                Some(h) => h
+                    .register_listener(r.as_raw_fd(), EventSet::IN, RETIRE_EVENT as u64)
+                    .map(|_| r),
+                None => Err(std::io::Error::other("no vring worker")),
+            }) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: cannot set up the vhost-user event loop: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let watch = move |fd: i32| match handlers.first() {
+            Some(h) => h.register_listener(fd, EventSet::IN, LINK_EVENT as u64),
+            None => Ok(()),
+        };
+        {
+            let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
+            if !args.quiet {
+                eprintln!("QEMU {}connected", if b.away.is_some() { "re" } else { "" });
+            }
+            b.connected(daemon.shutdown_handle(), Box::new(watch), qemu_pid);
+        }
+        if !link_thread {
+            link_thread = true;
+            let link_args = args.clone();
+            let link_backend = backend.clone();
+            std::thread::spawn(move || {
+                // One link generation per turn: set it up, watch it until
+                // it goes down, and (with --reconnect) set the next one up
+                // on the same path.
+                loop {
+                    if let Err(e) = establish::establish::<T>(&link_backend, &link_args) {
+                        let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
+                        let stats = b.stats_so_far(e.to_string());
+                        exit_with(&link_args, &stats, &format!("error: {e}"), 1);
+                    }
+                    link::watch(&link_backend);
+                    if !link_args.reconnect {
+                        return; // the linger timer ends the process
+                    }
                 }
-            }
-        };
-        // One link generation per turn: set it up, watch it until it goes
-        // down, and (with --reconnect) set the next one up on the same path.
-        loop {
-            if let Err(e) = establish::establish::<T>(&link_backend, &register, &link_args) {
-                let mut b = link_backend.write().unwrap_or_else(|p| p.into_inner());
-                let stats = b.stats_so_far(e.to_string());
-                exit_with(&link_args, &stats, &format!("error: {e}"), 1);
-            }
-            link::watch(&link_backend);
-            if !link_args.reconnect {
-                return; // the linger timer ends the process
-            }
+            });
         }
-    });
-    let result = daemon.wait();
-    let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
-    // QEMU hanging up is how every run ends ("disconnected" to the vhost
-    // crate, or a partial message when it goes mid-write): `vm_gone` tells
-    // a shutdown from a kill. Anything else is a protocol failure.
-    let hung_up = |e: &vhost_user_backend::Error| {
-        matches!(
-            e,
-            vhost_user_backend::Error::HandleRequest(
-                vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage
+        let result = daemon.wait();
+        let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
+        // We closed the connection ourselves (the peer left, `--carrier
+        // follow`): QEMU is away, the VM lives on; take QEMU back once the
+        // next peer has linked.
+        if b.disconnected() {
+            drop(b);
+            let _ = retire.write(1);
+            drop(daemon);
+            continue;
+        }
+        // QEMU hanging up is how every run ends ("disconnected" to the vhost
+        // crate, or a partial message when it goes mid-write): `vm_gone` tells
+        // a shutdown from a kill. Anything else is a protocol failure.
+        let hung_up = |e: &vhost_user_backend::Error| {
+            matches!(
+                e,
+                vhost_user_backend::Error::HandleRequest(
+                    vhost::vhost_user::Error::Disconnected
+                        | vhost::vhost_user::Error::PartialMessage
+                )
             )
-        )
-    };
-    match result {
-        Err(e) if !hung_up(&e) => {
-            let stats = b.stats_so_far(format!("vhost-user: {e}"));
-            exit_with(args, &stats, &format!("error: {}", stats.result), 1);
-        }
-        _ => b.vm_gone(),
+        };
+        return match result {
+            Err(e) if !hung_up(&e) => {
+                let stats = b.stats_so_far(format!("vhost-user: {e}"));
+                exit_with(args, &stats, &format!("error: {}", stats.result), 1);
+            }
+            _ => b.vm_gone(),
+        };
     }
 }
 

@@ -72,6 +72,7 @@ pub fn merge(flags: &RunArgs, profile: Option<(&Path, &Profile)>) -> Merged {
         (false, None) => Source::Default,
     };
     sources.push(("net", "reconnect", src));
+    take!("net", "share", share, p.net.share);
     take!("workload", "kind", workload, p.workload.kind);
     take!("workload", "count", count, p.workload.count);
     take!("workload", "size", size, p.workload.size);
@@ -91,7 +92,7 @@ impl Merged {
     /// output is itself a valid profile that freezes nothing by accident.
     pub fn to_toml(&self, s: &Settings) -> String {
         let q = |s: &str| Some(Value::String(s.to_string()).to_string());
-        let rows: [(&str, &str, Option<String>); 14] = [
+        let rows: [(&str, &str, Option<String>); 15] = [
             ("guest", "name", s.name.as_deref().and_then(q)),
             ("guest", "memory_mib", Some(s.memory_mib.to_string())),
             ("guest", "queue_size", Some(s.queue_size.to_string())),
@@ -105,6 +106,7 @@ impl Merged {
             ("net", "writes", q(s.writes.name())),
             ("net", "wait", q(s.wait.name())),
             ("net", "reconnect", Some(s.reconnect.to_string())),
+            ("net", "share", q(s.share.name())),
             ("workload", "kind", q(s.workload.name())),
             ("workload", "count", Some(s.count.to_string())),
             ("workload", "size", Some(s.size.to_string())),

@@ -14,7 +14,7 @@
 //! profiles/left.toml:5:2: unknown section `nett`; expected one of guest, net, workload
 //! ```
 
-use crate::cli::config::{Payload, Settings, Spec, SpecError, Wait, Workload, Writes};
+use crate::cli::config::{Payload, Settings, Share, Spec, SpecError, Wait, Workload, Writes};
 use crate::cli::{
     check_cpu, check_memory, check_queue_size, check_run_count, check_secs, check_size, RunArgs,
     ValueError,
@@ -31,7 +31,7 @@ const SECTIONS: [(&str, &[&str]); 3] = [
     ("guest", &["name", "memory_mib", "queue_size", "cpu"]),
     (
         "net",
-        &["sharenet", "notify", "writes", "wait", "reconnect"],
+        &["sharenet", "notify", "writes", "wait", "reconnect", "share"],
     ),
     ("workload", &["kind", "count", "size", "payload", "timeout"]),
 ];
@@ -81,6 +81,8 @@ pub struct NetSection {
     pub wait: Option<Wait>,
     /// Survive the peer leaving (`--reconnect`).
     pub reconnect: Option<bool>,
+    /// What memory the peer may map (`--share`).
+    pub share: Option<Share>,
 }
 
 /// `[workload]`
@@ -242,6 +244,7 @@ impl Profile {
             ("net", "writes") => n.writes = Some(choice(v)?),
             ("net", "wait") => n.wait = Some(choice(v)?),
             ("net", "reconnect") => n.reconnect = Some(boolean(v)?),
+            ("net", "share") => n.share = Some(choice(v)?),
             ("workload", "kind") => w.kind = Some(choice(v)?),
             ("workload", "count") => w.count = Some(check_run_count(integer(v, "packets")?)?),
             ("workload", "size") => w.size = Some(check_size(integer(v, "bytes")?)?),

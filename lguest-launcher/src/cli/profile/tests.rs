@@ -250,3 +250,21 @@ fn reconnect_comes_from_net_section() {
     let e = parse("[net]\nreconnect = \"yes\"\n").unwrap_err();
     assert!(e.contains("[net] reconnect"), "{e}");
 }
+
+#[test]
+fn share_comes_from_net_section_and_defaults_to_guest() {
+    use crate::cli::config::Share;
+    let none = merge(&RunArgs::default(), None);
+    assert_eq!(none.args.settings().unwrap().share, Share::Guest);
+    let p = parse("[net]\nshare = \"exchange\"\n").unwrap();
+    let m = merge(&RunArgs::default(), Some((Path::new("p.toml"), &p)));
+    assert_eq!(m.args.settings().unwrap().share, Share::Exchange);
+    let text = m.to_toml(&m.args.settings().unwrap());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("share = \"exchange\"") && l.ends_with("# profile p.toml")),
+        "{text}"
+    );
+    let e = parse("[net]\nshare = \"all\"\n").unwrap_err();
+    assert!(e.contains("[net] share"), "{e}");
+}
