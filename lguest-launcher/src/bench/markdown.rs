@@ -312,7 +312,11 @@ fn link_cost(s: &mut String, doc: &Document) {
         .results
         .iter()
         .filter(|r| {
-            r.is_cell() && (r.key.workload == "stream-stamp" || r.key.workload == "stream-10kpps")
+            r.is_cell()
+                && matches!(
+                    r.key.workload.as_str(),
+                    "stream-stamp" | "stream-stamp-exchange" | "stream-10kpps"
+                )
         })
         .collect();
     if rows.is_empty() {
@@ -329,11 +333,15 @@ fn link_cost(s: &mut String, doc: &Document) {
          the stream is paced (`--rate`); its headline is CPU of both processes per million \
          packets. Spin hits and sleeps are both sides' idle periods per packet; wake-up p50/p99 \
          is the one-way blocking wake-up `adaptive` measures at connect (an HDR histogram of a \
-         few dozen round trips over a channel of the transport's kind) to calibrate its spin.\n"
+         few dozen round trips over a channel of the transport's kind) to calibrate its spin. \
+         `stream-stamp-exchange`: the stamped spin stream with `--share exchange` on both sides \
+         (the peer maps only a sealed area with the TX ring and buffers); its ratio column is \
+         over `stream-stamp` (`--share guest`) of the same configuration: the cost of \
+         exchange.\n"
     );
     let _ = writeln!(
         s,
-        "| workload | transport | notify | wait | size B | Mpps | CPU s/Mpkt | spread | spin hits/pkt | sleeps/pkt | wake/pkt | wake-up p50/p99 µs | × batched SPSC | runs |"
+        "| workload | transport | notify | wait | size B | Mpps | CPU s/Mpkt | spread | spin hits/pkt | sleeps/pkt | wake/pkt | wake-up p50/p99 µs | × batched SPSC (exchange: × guest) | runs |"
     );
     let _ = writeln!(
         s,

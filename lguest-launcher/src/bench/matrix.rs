@@ -39,6 +39,10 @@ pub enum CellWorkload {
     /// `sink` ← `stream` with `--payload stamp`: the link's own cost,
     /// compared with `baseline-spsc-batched`.
     StampStream,
+    /// [`CellWorkload::StampStream`] with `--share exchange` on both sides:
+    /// what exposing only an exchange area to the peer costs a synthetic
+    /// guest, against the stamped stream of the same configuration.
+    ExchangeStream,
     /// `sink` ← `stream --rate` [`PACED_RATE`], `--payload stamp`: CPU per
     /// packet of a wait mode on a lightly loaded link.
     Paced,
@@ -52,6 +56,7 @@ impl CellWorkload {
         match self {
             CellWorkload::Stream => "stream",
             CellWorkload::StampStream => "stream-stamp",
+            CellWorkload::ExchangeStream => "stream-stamp-exchange",
             CellWorkload::Paced => "stream-10kpps",
             CellWorkload::Ping => "ping",
         }
@@ -87,7 +92,9 @@ impl Cell {
     /// cells, full verification for the matrix.
     fn payload(&self) -> &'static str {
         match self.workload {
-            CellWorkload::StampStream | CellWorkload::Paced => "stamp",
+            CellWorkload::StampStream | CellWorkload::ExchangeStream | CellWorkload::Paced => {
+                "stamp"
+            }
             CellWorkload::Stream | CellWorkload::Ping => "verify",
         }
     }
@@ -278,6 +285,12 @@ pub fn plan(args: &BenchArgs) -> Plan {
             for wait in [Wait::Spin, Wait::Adaptive] {
                 cells.push(cell(CellWorkload::StampStream, wait, size, stream_n));
             }
+            cells.push(cell(
+                CellWorkload::ExchangeStream,
+                Wait::Spin,
+                size,
+                stream_n,
+            ));
         }
         for wait in [Wait::Sleep, Wait::Adaptive] {
             cells.push(cell(CellWorkload::Paced, wait, 64, paced_n));
@@ -367,7 +380,7 @@ pub fn measure(
     tick: impl FnMut(),
 ) -> Row {
     let headline = match cell.workload {
-        CellWorkload::Stream | CellWorkload::StampStream => "mpps",
+        CellWorkload::Stream | CellWorkload::StampStream | CellWorkload::ExchangeStream => "mpps",
         CellWorkload::Paced => "cpu_s_per_mpkt",
         CellWorkload::Ping => "p50_us",
     };
@@ -413,6 +426,14 @@ fn launcher(
         .args(["--writes", cell.writes.name()])
         .args(["--wait", cell.wait.name()])
         .args(["--payload", cell.payload()])
+        .args([
+            "--share",
+            if cell.workload == CellWorkload::ExchangeStream {
+                "exchange"
+            } else {
+                "guest"
+            },
+        ])
         .args(["--timeout", &format!("{:.1}", timeout.as_secs_f64())])
         .arg("--quiet")
         .arg("--stats-json")
@@ -437,9 +458,10 @@ pub fn run_cell(cell: &Cell, path: &Path, timeout: Duration) -> Result<Measureme
     let json_a = path.with_extension("a.json");
     let json_b = path.with_extension("b.json");
     let (wa, wb) = match cell.workload {
-        CellWorkload::Stream | CellWorkload::StampStream | CellWorkload::Paced => {
-            ("sink", "stream")
-        }
+        CellWorkload::Stream
+        | CellWorkload::StampStream
+        | CellWorkload::ExchangeStream
+        | CellWorkload::Paced => ("sink", "stream"),
         CellWorkload::Ping => ("ping", "echo"),
     };
     // The two sides on different CPUs when there are two: a spinning pair
@@ -500,7 +522,10 @@ fn measurement(cell: &Cell, a: &Stats, b: &Stats) -> Result<Measurement, BenchEr
         ..Default::default()
     };
     match cell.workload {
-        CellWorkload::Stream | CellWorkload::StampStream | CellWorkload::Paced => {
+        CellWorkload::Stream
+        | CellWorkload::StampStream
+        | CellWorkload::ExchangeStream
+        | CellWorkload::Paced => {
             let elapsed = a.elapsed_s.max(b.elapsed_s);
             if elapsed <= 0.0 {
                 return Err(BenchError::NoElapsed);

@@ -19,6 +19,11 @@ use super::row::{find, Row};
 /// Fill in `ratio`, `ratio_to` and `ratio_spsc` of every sharenet row.
 pub fn add_ratios(rows: &mut [Row]) {
     let base: Vec<Row> = rows.iter().filter(|r| !r.is_cell()).cloned().collect();
+    let cells: Vec<Row> = rows
+        .iter()
+        .filter(|r| r.is_cell() && r.ok())
+        .cloned()
+        .collect();
     for r in rows.iter_mut().filter(|r| r.is_cell() && r.ok()) {
         match r.key.workload.as_str() {
             "stream" => {
@@ -43,6 +48,14 @@ pub fn add_ratios(rows: &mut [Row]) {
                 ) {
                     r.ratio = Some(m / b);
                     r.ratio_to = Some("baseline-spsc-batched".into());
+                }
+            }
+            // `--share exchange` against `--share guest`, same configuration.
+            "stream-stamp-exchange" => {
+                let guest = rows_like(&cells, r, "stream-stamp");
+                if let (Some(m), Some(g)) = (r.metrics.mpps, guest) {
+                    r.ratio = Some(m / g);
+                    r.ratio_to = Some("stream-stamp (--share guest)".into());
                 }
             }
             "ping" if r.key.wait.as_deref() == Some("sleep") => {
@@ -115,4 +128,20 @@ mod tests {
         assert_eq!(rows[2].ratio, None);
         assert_eq!(rows[3].ratio, None);
     }
+}
+
+/// Packets per second of the `workload` cell with `r`'s transport, modes
+/// and size.
+fn rows_like(cells: &[Row], r: &Row, workload: &str) -> Option<f64> {
+    cells
+        .iter()
+        .find(|c| {
+            c.key.workload == workload
+                && c.key.transport == r.key.transport
+                && c.key.notify == r.key.notify
+                && c.key.writes == r.key.writes
+                && c.key.wait == r.key.wait
+                && c.key.size == r.key.size
+        })
+        .and_then(|c| c.metrics.mpps)
 }

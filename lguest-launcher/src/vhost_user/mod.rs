@@ -388,7 +388,8 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
     // each one after we closed the last to take the VM's carrier down.
     let mut link_thread = false;
     loop {
-        let (qemu, qemu_pid) = match next_qemu(&backend, &args.socket, &mut public, &args.allow_uid) {
+        let (qemu, qemu_pid) = match next_qemu(&backend, &args.socket, &mut public, &args.allow_uid)
+        {
             Ok(q) => q,
             Err(code) => return code,
         };
