@@ -71,6 +71,12 @@ pub enum Command {
         after_help = "Example (see scripts/vm-pair):\n  lguest-launcher vhost-user --socket /tmp/vm-a.sock --sharenet unix:/tmp/vmlink\n  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \\\n    -chardev socket,id=c0,path=/tmp/vm-a.sock -netdev vhost-user,id=n0,chardev=c0 \\\n    -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,vectors=0"
     )]
     VhostUser(crate::vhost_user::VhostArgs),
+    /// Ask the running launchers on a rendezvous path for their live state
+    /// (one column per launcher of the pair).
+    #[command(
+        after_help = "Examples:\n  lguest-launcher status --sharenet unix:/tmp/sn0\n  lguest-launcher status --sharenet unix:/tmp/sn0 --watch 1\n  lguest-launcher status --sharenet unix:/tmp/sn0 --json\nExit status: 0 when a launcher answered, 1 when none did (no control socket, or its launcher is gone), 2 on a usage error."
+    )]
+    Status(crate::status::StatusArgs),
     /// Print a shell completion script for lguest-launcher to stdout.
     #[command(
         after_help = "Install, e.g.:\n  lguest-launcher completions bash > /usr/share/bash-completion/completions/lguest-launcher\n  lguest-launcher completions zsh > /usr/share/zsh/vendor-completions/_lguest-launcher\n  lguest-launcher completions fish > /usr/share/fish/vendor_completions.d/lguest-launcher.fish"
@@ -159,6 +165,15 @@ pub struct RunArgs {
     /// Write the stats JSON object here at exit (also on failure).
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
+    /// Write a pcapng capture of what the peer sends us here: one
+    /// interface (NAME-rx) with the guest's name and MAC, nanosecond
+    /// timestamps, every dropped chain as a packet whose comment names the
+    /// reason. Off the hot path: a full queue skips records and says so.
+    #[arg(long, value_name = "FILE.pcapng", value_hint = clap::ValueHint::FilePath)]
+    pub capture: Option<PathBuf>,
+    /// Bytes kept per captured frame, 64..=65535 (needs --capture) [default: 65535].
+    #[arg(long, value_name = "BYTES", value_parser = parse_snaplen)]
+    pub snaplen: Option<u32>,
     /// Guest name, used in messages [default: guest-PID].
     #[arg(long)]
     pub name: Option<String>,
@@ -212,6 +227,11 @@ pub enum UsageError {
         /// CPUs online.
         online: usize,
     },
+    /// `--snaplen` without `--capture`.
+    #[error(
+        "--snaplen {0} needs --capture FILE.pcapng (or capture = \"FILE.pcapng\" in a profile's [net]); add one or leave --snaplen out"
+    )]
+    SnaplenWithoutCapture(u32),
     /// Neither `--sharenet` nor a profile's `sharenet`.
     #[error(
         "missing --sharenet KIND:PATH (e.g. --sharenet fifo:/tmp/sn0, or `sharenet = ...` in a profile's [net]); or run `lguest-launcher demo`"
@@ -400,6 +420,14 @@ impl RunArgs {
     pub fn resolve(&self) -> Result<RunConfig, UsageError> {
         let spec = self.sharenet.clone().ok_or(UsageError::MissingSharenet)?;
         let s = self.settings()?;
+        let capture = match (&self.capture, self.snaplen) {
+            (None, Some(n)) => return Err(UsageError::SnaplenWithoutCapture(n)),
+            (None, None) => None,
+            (Some(path), snaplen) => Some(crate::capture::CaptureConfig {
+                path: path.clone(),
+                snaplen: snaplen.unwrap_or(crate::capture::DEFAULT_SNAPLEN),
+            }),
+        };
         check_rendezvous(&spec)?;
         Ok(RunConfig {
             name: s
@@ -422,6 +450,7 @@ impl RunArgs {
             quiet: self.quiet,
             reconnect: s.reconnect,
             timeout_given: self.timeout.is_some(),
+            capture,
         })
     }
 }

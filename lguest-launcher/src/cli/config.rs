@@ -262,6 +262,8 @@ pub struct RunConfig {
     pub reconnect: bool,
     /// `--timeout` (or a profile's `timeout`) was given, not defaulted.
     pub timeout_given: bool,
+    /// `--capture FILE.pcapng [--snaplen N]`.
+    pub capture: Option<crate::capture::CaptureConfig>,
 }
 
 impl RunConfig {

@@ -22,7 +22,11 @@ pub fn account<T: Transport>(
     out: &Outcome,
     stats: &mut Stats,
 ) -> Result<(), transport::Error> {
+    let tap = crate::capture::tap();
     for ev in copier.events() {
+        if let Some(tap) = tap {
+            tap.event(copier, ev, stats);
+        }
         match *ev {
             Event::Delivered { len, .. } => {
                 stats.packets_copied += 1;
@@ -30,6 +34,12 @@ pub fn account<T: Transport>(
             }
             Event::Dropped { reason, .. } => {
                 stats.peer_errors += 1;
+                match stats.drops_by_reason.get_mut(reason.name()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        stats.drops_by_reason.insert(reason.name().to_owned(), 1);
+                    }
+                }
                 match reason {
                     DropReason::Malformed(ChainError::BadIndex { .. }) => stats.peer_bad_index += 1,
                     DropReason::Malformed(ChainError::OutOfBounds { .. }) => {
@@ -48,6 +58,9 @@ pub fn account<T: Transport>(
     }
     if out.rx_full {
         stats.rx_ring_full += 1;
+    }
+    if let Some(tap) = tap {
+        tap.rx_full(out.rx_full, stats);
     }
     if out.throttled {
         stats.peer_throttled += 1;
