@@ -85,10 +85,19 @@ fn sockets(spec: &Spec) -> Vec<(u32, PathBuf)> {
 /// Ask one control socket.
 pub fn ask(socket: &std::path::Path, pid: u32) -> Result<Reply, StatusError> {
     let shown = socket.display().to_string();
-    let conn = UnixStream::connect(socket).map_err(|err| StatusError::Gone {
-        socket: shown.clone(),
-        pid,
-        err,
+    let conn = UnixStream::connect(socket).map_err(|err| match err.kind() {
+        std::io::ErrorKind::PermissionDenied => StatusError::Refused {
+            socket: shown.clone(),
+            msg: format!(
+                "{err}: the control socket is mode 0600, for the launcher's own user; \
+                 run status as the user that started launcher {pid}"
+            ),
+        },
+        _ => StatusError::Gone {
+            socket: shown.clone(),
+            pid,
+            err,
+        },
     })?;
     let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
     let mut line = String::new();
