@@ -47,7 +47,7 @@ Examples:
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// `demo`, `bench`, `vhost-user`, `completions` or `man`; without one,
+    /// `demo`, `bench`, `status`, `vhost-user`, `completions` or `man`; without one,
     /// run one side of a pair.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -412,6 +412,8 @@ impl RunArgs {
             queue_size,
             timeout: Duration::from_secs_f64(self.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
             reconnect: self.reconnect,
+            capture: self.capture.clone(),
+            snaplen: self.snaplen,
         })
     }
 

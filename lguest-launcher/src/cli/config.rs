@@ -220,6 +220,10 @@ pub struct Settings {
     pub timeout: Duration,
     /// `--reconnect`: survive the peer leaving and wait for the next one.
     pub reconnect: bool,
+    /// `--capture FILE.pcapng`; `None`: no capture.
+    pub capture: Option<PathBuf>,
+    /// `--snaplen`; `None`: whole frames.
+    pub snaplen: Option<u32>,
 }
 
 /// Everything one launcher run needs.
