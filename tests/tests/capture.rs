@@ -50,7 +50,9 @@ impl Capture {
                     cap.snaplen.push(idb.snaplen);
                     for o in &idb.options {
                         match o {
-                            InterfaceDescriptionOption::IfName(n) => cap.if_names.push(n.to_string()),
+                            InterfaceDescriptionOption::IfName(n) => {
+                                cap.if_names.push(n.to_string())
+                            }
                             InterfaceDescriptionOption::IfTsResol(t) => cap.if_tsresol.push(*t),
                             InterfaceDescriptionOption::IfMacAddr(m) => cap.if_mac.push(m.to_vec()),
                             _ => {}
@@ -110,7 +112,9 @@ fn tshark_available() -> bool {
 /// Frames tshark counts in `path` matching `filter` (all with "").
 fn tshark_count(path: &Path, filter: &str) -> Result<usize, String> {
     let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(path).args(["-T", "fields", "-e", "frame.len"]);
+    cmd.arg("-r")
+        .arg(path)
+        .args(["-T", "fields", "-e", "frame.len"]);
     if !filter.is_empty() {
         cmd.args(["-Y", filter]);
     }
@@ -166,7 +170,10 @@ fn capture_holds_every_packet_received(kind: &str) {
         &["--name", "left", "--capture", &pcap_s, "--snaplen", "128"],
         &[],
     );
-    let mut c = Checks::new(format!("{kind}: capture of a 20000-frame stream"), &[&sink, &stream]);
+    let mut c = Checks::new(
+        format!("{kind}: capture of a 20000-frame stream"),
+        &[&sink, &stream],
+    );
     check_stream_intact(&mut c, &sink, &stream, count, size);
     let cap = match Capture::read(&pcap) {
         Ok(cap) => cap,
@@ -176,18 +183,27 @@ fn capture_holds_every_packet_received(kind: &str) {
             return;
         }
     };
-    let data: Vec<&Packet> = cap.delivered().filter(|p| p.orig_len == size as u32).collect();
+    let data: Vec<&Packet> = cap
+        .delivered()
+        .filter(|p| p.orig_len == size as u32)
+        .collect();
     let delivered = cap.delivered().count() as u64;
     c.that(
         cap.if_names == ["left-rx"],
         format!("one interface named left-rx, got {:?}", cap.if_names),
     )
-    .that(cap.if_tsresol == [9], format!("nanosecond timestamps, got {:?}", cap.if_tsresol))
+    .that(
+        cap.if_tsresol == [9],
+        format!("nanosecond timestamps, got {:?}", cap.if_tsresol),
+    )
     .that(
         cap.if_mac.len() == 1 && cap.if_mac[0].len() == 6,
         format!("the interface has a 6-byte MAC, got {:?}", cap.if_mac),
     )
-    .that(cap.snaplen == [128], format!("snaplen 128, got {:?}", cap.snaplen))
+    .that(
+        cap.snaplen == [128],
+        format!("snaplen 128, got {:?}", cap.snaplen),
+    )
     .that(
         delivered == sink.u64(field!(packets_copied)),
         format!(
@@ -211,8 +227,14 @@ fn capture_holds_every_packet_received(kind: &str) {
         data.iter().all(|p| p.captured == 128),
         "every data frame is cut to the 128-byte snaplen",
     )
-    .that(cap.with_reason("drop ") == 0, "no drops in an honest stream")
-    .that(cap.stats_blocks == 1, "the file ends with one interface statistics block")
+    .that(
+        cap.with_reason("drop ") == 0,
+        "no drops in an honest stream",
+    )
+    .that(
+        cap.stats_blocks == 1,
+        "the file ends with one interface statistics block",
+    )
     .eq(&sink, field!(capture_skipped), 0)
     .eq(&sink, field!(capture_records), cap.packets.len() as u64);
     if tshark_available() {
@@ -220,12 +242,18 @@ fn capture_holds_every_packet_received(kind: &str) {
             (Ok(t), Ok(ci)) => {
                 c.that(
                     t == cap.packets.len() && ci == cap.packets.len() as u64,
-                    format!("tshark counts {t}, capinfos {ci}, the Rust reader {}", cap.packets.len()),
+                    format!(
+                        "tshark counts {t}, capinfos {ci}, the Rust reader {}",
+                        cap.packets.len()
+                    ),
                 );
                 let big = tshark_count(&pcap, &format!("frame.len == {size}"));
                 c.that(
                     big == Ok(data.len()),
-                    format!("tshark: {big:?} frames of {size} bytes, want {}", data.len()),
+                    format!(
+                        "tshark: {big:?} frames of {size} bytes, want {}",
+                        data.len()
+                    ),
                 );
             }
             (t, ci) => {
@@ -249,27 +277,45 @@ fn capture_marks_malformed_chains_with_their_reason(kind: &str) {
     let mut honest = dir.spawn(
         "honest",
         &spec,
-        &["--workload", "idle", "--wait", "sleep", "--timeout", "20", "--capture", &pcap_s],
+        &[
+            "--workload",
+            "idle",
+            "--wait",
+            "sleep",
+            "--timeout",
+            "20",
+            "--capture",
+            &pcap_s,
+        ],
     );
     let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "loop", "10"]);
     let honest = honest.finish(Duration::from_secs(25));
     let hostile = hostile.finish(Duration::from_secs(25));
-    let mut c = Checks::new(format!("{kind}: capture of looping chains"), &[&honest, &hostile]);
+    let mut c = Checks::new(
+        format!("{kind}: capture of looping chains"),
+        &[&honest, &hostile],
+    );
     c.exit(&honest, 1).eq(&honest, field!(peer_loop), 640);
     let by_reason = honest
         .stats
         .as_ref()
         .and_then(|s| s.drops_by_reason.get("loop").copied());
-    c.that(by_reason == Some(640), format!("drops_by_reason.loop == 640, got {by_reason:?}"));
+    c.that(
+        by_reason == Some(640),
+        format!("drops_by_reason.loop == 640, got {by_reason:?}"),
+    );
     match Capture::read(&pcap) {
         Ok(cap) => {
             let loops = cap.with_reason("drop reason=loop:");
-            c.that(loops == 640, format!("640 packets with `drop reason=loop:`, got {loops}"))
-                .that(cap.delivered().count() == 0, "nothing delivered")
-                .that(
-                    cap.packets.iter().all(|p| p.flags & 0b11 == 0b01),
-                    "every packet is marked inbound",
-                );
+            c.that(
+                loops == 640,
+                format!("640 packets with `drop reason=loop:`, got {loops}"),
+            )
+            .that(cap.delivered().count() == 0, "nothing delivered")
+            .that(
+                cap.packets.iter().all(|p| p.flags & 0b11 == 0b01),
+                "every packet is marked inbound",
+            );
         }
         Err(e) => {
             c.that(false, format!("pure-Rust reader: {e}"));
@@ -277,7 +323,10 @@ fn capture_marks_malformed_chains_with_their_reason(kind: &str) {
     }
     if tshark_available() {
         let n = tshark_count(&pcap, "frame.comment contains \"reason=loop\"");
-        c.that(n == Ok(640), format!("tshark finds {n:?} loop drops by comment, want 640"));
+        c.that(
+            n == Ok(640),
+            format!("tshark finds {n:?} loop drops by comment, want 640"),
+        );
     }
     c.done();
 }
@@ -297,10 +346,20 @@ fn capture_marks_rx_ring_full_stalls(kind: &str) {
         &dir.sharenet(kind, "link"),
         3000,
         1500,
-        &["--queue-size", "4", "--rx-delay-us", "20", "--capture", &pcap_s],
+        &[
+            "--queue-size",
+            "4",
+            "--rx-delay-us",
+            "20",
+            "--capture",
+            &pcap_s,
+        ],
         &[],
     );
-    let mut c = Checks::new(format!("{kind}: capture of RX-ring-full stalls"), &[&sink, &stream]);
+    let mut c = Checks::new(
+        format!("{kind}: capture of RX-ring-full stalls"),
+        &[&sink, &stream],
+    );
     check_stream_intact(&mut c, &sink, &stream, 3000, 1500);
     c.gt(&sink, field!(rx_ring_full), 0.0);
     match Capture::read(&pcap) {
@@ -334,12 +393,26 @@ fn killed_launcher_leaves_a_readable_capture(kind: &str) {
     let mut sink = dir.spawn(
         "sink",
         &spec,
-        &["--workload", "sink", "--count", "2000000000", "--capture", &pcap_s],
+        &[
+            "--workload",
+            "sink",
+            "--count",
+            "2000000000",
+            "--capture",
+            &pcap_s,
+        ],
     );
     let mut stream = dir.spawn(
         "stream",
         &spec,
-        &["--workload", "stream", "--count", "2000000000", "--size", "1000"],
+        &[
+            "--workload",
+            "stream",
+            "--count",
+            "2000000000",
+            "--size",
+            "1000",
+        ],
     );
     let connected = sink.wait_for_stderr("connected to peer pid", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(1500));
@@ -347,7 +420,10 @@ fn killed_launcher_leaves_a_readable_capture(kind: &str) {
     let sink = sink.finish(Duration::from_secs(5));
     stream.signal(Signal::SIGINT);
     let stream = stream.finish(Duration::from_secs(10));
-    let mut c = Checks::new(format!("{kind}: capture of a killed sink"), &[&sink, &stream]);
+    let mut c = Checks::new(
+        format!("{kind}: capture of a killed sink"),
+        &[&sink, &stream],
+    );
     c.that(connected, "the pair connected")
         .that(sink.code.is_none(), "the sink died by the signal");
     let got = match Capture::read(&pcap) {
@@ -385,19 +461,34 @@ fn capture_usage_errors_name_the_flag_and_exit_2() {
     let a = a.finish(Duration::from_secs(10));
     let mut b = dir.spawn_raw(
         "nodir",
-        &["--sharenet", &spec, "--capture", "/nonexistent/dir/x.pcapng"],
+        &[
+            "--sharenet",
+            &spec,
+            "--capture",
+            "/nonexistent/dir/x.pcapng",
+        ],
     );
     let b = b.finish(Duration::from_secs(10));
     let mut s = dir.spawn_raw(
         "small",
-        &["--sharenet", &spec, "--capture", "x.pcapng", "--snaplen", "10"],
+        &[
+            "--sharenet",
+            &spec,
+            "--capture",
+            "x.pcapng",
+            "--snaplen",
+            "10",
+        ],
     );
     let s = s.finish(Duration::from_secs(10));
     let mut c = Checks::new("capture usage errors", &[&a, &b, &s]);
     c.exit(&a, 2)
         .stderr_has(&a, "--snaplen 128 needs --capture")
         .exit(&b, 2)
-        .stderr_has(&b, "--capture /nonexistent/dir/x.pcapng: cannot create the file")
+        .stderr_has(
+            &b,
+            "--capture /nonexistent/dir/x.pcapng: cannot create the file",
+        )
         .exit(&s, 2)
         .stderr_has(&s, "64..=65535");
     c.done();

@@ -41,7 +41,13 @@ fn replies(o: &Output) -> Result<Vec<Reply>, String> {
         for p in r["ports"].as_array().into_iter().flatten() {
             serde_json::from_value::<Stats>(p.clone())
                 .map_err(|e| format!("a port does not read as Stats: {e}"))?;
-            for key in ["packets_received", "packets_sent", "packets_copied", "link_up", "rx_pps"] {
+            for key in [
+                "packets_received",
+                "packets_sent",
+                "packets_copied",
+                "link_up",
+                "rx_pps",
+            ] {
                 if p.get(key).is_none() {
                     return Err(format!("port has no `{key}`: {p}"));
                 }
@@ -63,7 +69,16 @@ fn status_of_a_live_pair_moves_between_calls(kind: &str) {
     let mut stream = dir.spawn(
         "stream",
         &spec,
-        &["--workload", "stream", "--count", ENDLESS, "--size", "512", "--wait", "sleep"],
+        &[
+            "--workload",
+            "stream",
+            "--count",
+            ENDLESS,
+            "--size",
+            "512",
+            "--wait",
+            "sleep",
+        ],
     );
     let connected = stream.wait_for_stderr("connected to peer pid", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
@@ -84,18 +99,32 @@ fn status_of_a_live_pair_moves_between_calls(kind: &str) {
     let stream = stream.finish(Duration::from_secs(10));
     let mut c = Checks::new(format!("{kind}: status of a live pair"), &[&sink, &stream]);
     c.that(connected, "the pair connected");
-    c.that(first.status.code() == Some(0), format!("first call: {}", text(&first)));
+    c.that(
+        first.status.code() == Some(0),
+        format!("first call: {}", text(&first)),
+    );
     match (replies(&first), replies(&second)) {
         (Ok(a), Ok(b)) => {
             let side = |rs: &[Reply], pid: u32| rs.iter().find(|r| r.pid == pid).cloned();
             c.that(a.len() == 2, format!("one reply per side, got {}", a.len()));
-            match (side(&a, sink_pid), side(&b, sink_pid), side(&a, stream_pid), side(&b, stream_pid)) {
+            match (
+                side(&a, sink_pid),
+                side(&b, sink_pid),
+                side(&a, stream_pid),
+                side(&b, stream_pid),
+            ) {
                 (Some(s1), Some(s2), Some(t1), Some(t2)) => {
                     let (s1, s2) = (&s1.ports[0], &s2.ports[0]);
                     let (t1, t2) = (&t1.ports[0], &t2.ports[0]);
                     c.that(s1.link_up && t1.link_up, "both links up")
-                        .that(s1.stats.peer_pid == stream_pid, "the sink's peer is the stream")
-                        .that(t1.stats.peer_pid == sink_pid, "the stream's peer is the sink")
+                        .that(
+                            s1.stats.peer_pid == stream_pid,
+                            "the sink's peer is the stream",
+                        )
+                        .that(
+                            t1.stats.peer_pid == sink_pid,
+                            "the stream's peer is the sink",
+                        )
                         .that(
                             s2.stats.packets_received > s1.stats.packets_received,
                             format!(
@@ -121,7 +150,10 @@ fn status_of_a_live_pair_moves_between_calls(kind: &str) {
                         );
                 }
                 _ => {
-                    c.that(false, format!("both pids answer: {}\n{}", text(&first), text(&second)));
+                    c.that(
+                        false,
+                        format!("both pids answer: {}\n{}", text(&first), text(&second)),
+                    );
                 }
             }
         }
@@ -137,8 +169,13 @@ fn status_of_a_live_pair_moves_between_calls(kind: &str) {
             && t.contains("rx packets"),
         format!("the table names both sides: {}", text(&table)),
     );
-    let redraws = String::from_utf8_lossy(&watch.stdout).matches("\x1b[2J").count();
-    c.that(redraws >= 3, format!("--watch 0.3 redrew {redraws} times in 1.5 s, want >= 3"));
+    let redraws = String::from_utf8_lossy(&watch.stdout)
+        .matches("\x1b[2J")
+        .count();
+    c.that(
+        redraws >= 3,
+        format!("--watch 0.3 redrew {redraws} times in 1.5 s, want >= 3"),
+    );
     c.done();
 }
 
@@ -156,9 +193,15 @@ fn status_without_a_launcher_exits_1_with_a_clear_error() {
     let e = String::from_utf8_lossy(&none.stderr);
     let s = String::from_utf8_lossy(&stale.stderr);
     assert_eq!(none.status.code(), Some(1), "{}", text(&none));
-    assert!(e.contains("no launcher answers on unix:") && e.contains("link.status.PID"), "{e}");
+    assert!(
+        e.contains("no launcher answers on unix:") && e.contains("link.status.PID"),
+        "{e}"
+    );
     assert_eq!(stale.status.code(), Some(1), "{}", text(&stale));
-    assert!(s.contains("link.status.4194000") && s.contains("is gone"), "{s}");
+    assert!(
+        s.contains("link.status.4194000") && s.contains("is gone"),
+        "{s}"
+    );
     assert_eq!(usage.status.code(), Some(2), "{}", text(&usage));
     assert!(String::from_utf8_lossy(&usage.stderr).contains("--sharenet"));
 }
@@ -192,7 +235,10 @@ fn control_socket_refuses_another_uid() {
     let lone = lone.finish(Duration::from_secs(5));
     let mut c = Checks::new("control socket and another uid", &[&lone]);
     c.that(waiting, "the launcher started")
-        .that(mode.as_ref().ok() == Some(&0o600), format!("socket mode {mode:?}, want 0600"))
+        .that(
+            mode.as_ref().ok() == Some(&0o600),
+            format!("socket mode {mode:?}, want 0600"),
+        )
         .that(
             by_mode.status.code() == Some(1)
                 && String::from_utf8_lossy(&by_mode.stderr).contains("Permission denied"),
@@ -200,15 +246,19 @@ fn control_socket_refuses_another_uid() {
         )
         .that(
             by_cred.status.code() == Some(1)
-                && String::from_utf8_lossy(&by_cred.stderr)
-                    .contains(&format!("refused: uid {NOBODY} is not this launcher's uid 0")),
+                && String::from_utf8_lossy(&by_cred.stderr).contains(&format!(
+                    "refused: uid {NOBODY} is not this launcher's uid 0"
+                )),
             format!("SO_PEERCRED refuses nobody: {}", text(&by_cred)),
         )
         .that(
             own.status.code() == Some(0) && replies(&own).is_ok_and(|r| r.len() == 1),
             format!("root, the launcher's uid, is answered: {}", text(&own)),
         )
-        .that(!socket.exists(), "the launcher removed its control socket at exit");
+        .that(
+            !socket.exists(),
+            "the launcher removed its control socket at exit",
+        );
     c.done();
 }
 

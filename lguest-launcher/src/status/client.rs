@@ -185,7 +185,10 @@ pub fn table(spec: &Spec, replies: &[Reply]) -> String {
         .collect();
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |label: &str, f: &dyn Fn(&Reply, &Port) -> String| {
-        rows.push((label.to_string(), cols.iter().map(|(r, p)| f(r, p)).collect()));
+        rows.push((
+            label.to_string(),
+            cols.iter().map(|(r, p)| f(r, p)).collect(),
+        ));
     };
     row("side", &|r, p| {
         if r.role == "launcher" {
@@ -209,7 +212,9 @@ pub fn table(spec: &Spec, replies: &[Reply]) -> String {
     row("tx packets", &|_, p| p.stats.packets_sent.to_string());
     row("tx consumed", &|_, p| p.stats.packets_consumed.to_string());
     row("tx rate", &|_, p| rate(p.tx_pps, p.tx_bps));
-    row("guest received", &|_, p| p.stats.packets_received.to_string());
+    row("guest received", &|_, p| {
+        p.stats.packets_received.to_string()
+    });
     row("drops", &|_, p| {
         if p.stats.drops_by_reason.is_empty() {
             "none".into()
@@ -235,13 +240,13 @@ pub fn table(spec: &Spec, replies: &[Reply]) -> String {
     row("spin hits / sleeps", &|_, p| {
         format!("{} / {}", p.stats.spin_hits, p.stats.sleeps)
     });
-    row("wake-up p50/p99", &|_, p| match (
-        p.stats.wakeup_p50_us,
-        p.stats.wakeup_p99_us,
-    ) {
-        (Some(a), Some(b)) => format!("{a:.1} / {b:.1} us"),
-        _ => "-".into(),
-    });
+    row(
+        "wake-up p50/p99",
+        &|_, p| match (p.stats.wakeup_p50_us, p.stats.wakeup_p99_us) {
+            (Some(a), Some(b)) => format!("{a:.1} / {b:.1} us"),
+            _ => "-".into(),
+        },
+    );
     row("capture", &|_, p| {
         format!(
             "{} written, {} skipped",

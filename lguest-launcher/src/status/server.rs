@@ -99,11 +99,9 @@ impl State {
     fn run(mut self, listener: UnixListener, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             self.sample();
-            loop {
-                match listener.accept() {
-                    Ok((conn, _)) => self.answer(conn),
-                    Err(_) => break, // WouldBlock: nobody waiting
-                }
+            // Nonblocking: stops at WouldBlock, when nobody is waiting.
+            while let Ok((conn, _)) = listener.accept() {
+                self.answer(conn);
             }
             std::thread::sleep(SAMPLE_EVERY);
         }
@@ -125,9 +123,7 @@ impl State {
             rx_bytes: s.bytes_copied,
             tx: s.packets_sent,
         });
-        while self.samples.len() > 2
-            && now.duration_since(self.samples[1].at) >= RATE_WINDOW
-        {
+        while self.samples.len() > 2 && now.duration_since(self.samples[1].at) >= RATE_WINDOW {
             self.samples.pop_front();
         }
     }
@@ -169,11 +165,8 @@ impl State {
             }
         }
         let peer_alive = stats.peer_pid != 0
-            && nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(stats.peer_pid as i32),
-                None,
-            )
-            .is_ok();
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(stats.peer_pid as i32), None)
+                .is_ok();
         Reply {
             version: VERSION,
             role: "launcher".into(),
