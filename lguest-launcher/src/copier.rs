@@ -414,7 +414,7 @@ impl<T: Transport> Copier<T> {
 
     /// For a capture tap ([`crate::capture`]): the bytes of the frame
     /// `ev` names, skipping the first `skip` (the `virtio_net_hdr`), at most
-    /// `snap` of them, into `out`; returns the chain's length (0 when it
+    /// `snap` of them, appended to `out`; returns the chain's length (0 when it
     /// cannot be read again). A delivered frame is read back from our RX
     /// buffer, a dropped one from the peer's chain, walked and bounds-checked
     /// again (a malformed chain yields nothing).
@@ -426,7 +426,7 @@ impl<T: Transport> Copier<T> {
         segs: &mut Vec<Seg>,
         out: &mut Vec<u8>,
     ) -> u32 {
-        out.clear();
+        let base = out.len();
         let (queue, mem, head, writable) = match *ev {
             Event::Delivered { rx_head, .. } => (&self.own_rx, &self.own_mem, rx_head, true),
             Event::Dropped { peer_head, .. } => (&self.peer_tx, &self.peer_mem, peer_head, false),
@@ -438,7 +438,7 @@ impl<T: Transport> Copier<T> {
             Event::Delivered { len, .. } => len.min(chain),
             Event::Dropped { .. } => chain,
         };
-        let want = (len as usize).saturating_sub(skip).min(snap);
+        let want = base + (len as usize).saturating_sub(skip).min(snap);
         let mut at = 0usize; // offset in the chain
         for s in segs.iter() {
             if out.len() >= want {

@@ -4,10 +4,14 @@
 //! [`crate::run::account`], the one `match` on a poll's outcome. When a
 //! capture is on, that match hands each event to the [`Tap`]: it takes at
 //! most `--snaplen` bytes of the frame (after the 12-byte `virtio_net_hdr`,
-//! so what is written is the Ethernet frame a VM sent), stamps it with the
-//! wall clock in nanoseconds and *tries* to put it on a bounded queue. It
-//! never waits: when the writer thread is behind and the queue is full,
-//! the record is skipped and counted (`capture_skipped` in the stats), and
+//! so what is written is the Ethernet frame a VM sent) into this thread's
+//! batch. At the end of the poll its records are stamped with the wall
+//! clock in nanoseconds (one read per poll: the frames of a poll share
+//! it) and the batch *tries* to join a bounded queue (at most
+//! [`QUEUE_RECORDS`] records waiting). It never waits, and it never wakes
+//! the writer (which looks every [`WRITER_NAP`]): a futex wake per packet
+//! would cost more than the copy. When the writer is behind and the queue
+//! is full, the batch is skipped and counted (`capture_skipped`), and
 //! the next record that is written carries the number skipped before it
 //! (`epb_dropcount`); the file ends with an interface statistics block
 //! that says the same (`isb_osdrop`).
@@ -49,8 +53,8 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use transport::Transport;
@@ -99,32 +103,55 @@ pub struct CaptureConfig {
     pub snaplen: u32,
 }
 
-/// One record for the writer.
+/// One record of a batch; its bytes are `data[off..off + len]` of the batch.
+struct Rec {
+    ts: Duration,
+    orig_len: u32,
+    off: usize,
+    len: usize,
+    comment: Option<String>,
+    flags: u32,
+}
+
+/// The records of one poll, their bytes in one buffer.
+#[derive(Default)]
+struct Batch {
+    data: Vec<u8>,
+    recs: Vec<Rec>,
+}
+
+/// What the writer thread is sent.
 enum Msg {
-    Packet {
-        ts: Duration,
-        orig_len: u32,
-        data: Vec<u8>,
-        comment: Option<String>,
-        flags: u32,
-    },
-    /// Write the closing statistics, flush, and say so.
-    Finish(SyncSender<()>),
+    Batch(Batch),
+    /// Write the closing statistics (with this comment), flush, and say so.
+    Finish(String, SyncSender<()>),
 }
 
 /// The tap [`crate::run::account`] feeds: see the module docs.
 pub struct Tap {
     queue: SyncSender<Msg>,
+    /// Emptied batches the writer hands back, so the hot path reuses
+    /// their memory instead of faulting in fresh pages.
+    spare: std::sync::Mutex<Receiver<Batch>>,
     snaplen: usize,
     /// Our guest had no RX buffer at the last poll (a stall is open).
     stalled: AtomicBool,
 }
+
+/// Records queued for the writer and not yet written.
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+/// Records skipped since the writer last wrote one (it reports them).
+static SKIPPED: AtomicU64 = AtomicU64::new(0);
+/// How long the writer naps when the queue is empty.
+pub const WRITER_NAP: Duration = Duration::from_millis(2);
 
 static TAP: OnceLock<Tap> = OnceLock::new();
 
 thread_local! {
     /// Scratch for re-walking a chain, per accounting thread.
     static SEGS: RefCell<Vec<Seg>> = const { RefCell::new(Vec::new()) };
+    /// This thread's records of the current poll.
+    static BATCH: RefCell<Batch> = RefCell::new(Batch::default());
 }
 
 /// The process's tap, if `--capture` started one.
@@ -167,8 +194,11 @@ pub fn start(cfg: &CaptureConfig, name: &str, mac: [u8; 6]) -> Result<(), Captur
             path: shown.clone(),
             source,
         })?;
+    // Batches; the bound that matters is QUEUED's, in records.
     let (tx, rx) = sync_channel(QUEUE_RECORDS);
+    let (spare_tx, spare_rx) = sync_channel(64);
     let mut writer = Writer {
+        spare: spare_tx,
         w,
         file,
         path: shown,
@@ -186,6 +216,7 @@ pub fn start(cfg: &CaptureConfig, name: &str, mac: [u8; 6]) -> Result<(), Captur
         })?;
     let _ = TAP.set(Tap {
         queue: tx,
+        spare: std::sync::Mutex::new(spare_rx),
         snaplen: cfg.snaplen as usize,
         stalled: AtomicBool::new(false),
     });
@@ -194,23 +225,17 @@ pub fn start(cfg: &CaptureConfig, name: &str, mac: [u8; 6]) -> Result<(), Captur
 
 /// Write what is queued, the closing statistics, and flush: called once
 /// when the run ends (a killed launcher keeps what was flushed before).
-pub fn finish(stats: &Stats) {
+pub fn finish(stats: &mut Stats) {
     let Some(tap) = tap() else { return };
+    tap.send_batch(stats);
+    let comment = format!(
+        "capture end: {} records written, {} skipped (writer behind); drops by reason: {}",
+        stats.capture_records,
+        stats.capture_skipped,
+        reasons_line(stats)
+    );
     let (ack, done) = sync_channel(1);
-    let _ = tap.queue.send(Msg::Packet {
-        ts: now(),
-        orig_len: 0,
-        data: Vec::new(),
-        comment: Some(format!(
-            "capture end: {} records written, {} skipped (writer behind); \
-             drops by reason: {}",
-            stats.capture_records,
-            stats.capture_skipped,
-            reasons_line(stats)
-        )),
-        flags: u32::MAX, // marker: the writer turns it into an ISB
-    });
-    if tap.queue.send(Msg::Finish(ack)).is_ok() {
+    if tap.queue.send(Msg::Finish(comment, ack)).is_ok() {
         let _ = done.recv_timeout(Duration::from_secs(5));
     }
 }
@@ -243,20 +268,9 @@ pub fn synthetic_mac(pid: u32) -> [u8; 6] {
 impl Tap {
     /// One event of a copier poll (called from [`crate::run::account`]).
     #[inline]
-    pub fn event<T: Transport>(&self, copier: &Copier<T>, ev: &Event, stats: &mut Stats) {
-        let mut data = Vec::with_capacity(self.snaplen.min(2048));
-        let chain_len = SEGS.with(|s| {
-            copier.frame_bytes(
-                ev,
-                NET_HDR_LEN as usize,
-                self.snaplen,
-                &mut s.borrow_mut(),
-                &mut data,
-            )
-        });
-        let orig_len = chain_len.saturating_sub(NET_HDR_LEN as u32);
+    pub fn event<T: Transport>(&self, copier: &Copier<T>, ev: &Event) {
         let (comment, flags) = match ev {
-            Event::Delivered { .. } => (None, FLAG_INBOUND),
+            Event::Delivered { .. } => (None, 0),
             Event::Dropped { reason, peer_head } => (
                 Some(drop_comment(reason, *peer_head)),
                 match reason {
@@ -265,28 +279,42 @@ impl Tap {
                 },
             ),
         };
-        self.push(
-            Msg::Packet {
-                ts: now(),
-                orig_len,
-                data,
+        BATCH.with(|b| {
+            let b = &mut *b.borrow_mut();
+            let off = b.data.len();
+            let chain_len = SEGS.with(|s| {
+                copier.frame_bytes(
+                    ev,
+                    NET_HDR_LEN as usize,
+                    self.snaplen,
+                    &mut s.borrow_mut(),
+                    &mut b.data,
+                )
+            });
+            b.recs.push(Rec {
+                ts: Duration::ZERO, // stamped at the end of the poll
+                orig_len: chain_len.saturating_sub(NET_HDR_LEN as u32),
+                off,
+                len: b.data.len() - off,
                 comment,
                 flags,
-            },
-            stats,
-        );
+            });
+        });
     }
 
-    /// The poll's `rx_full`: the first poll of a stall is written.
+    /// The end of a poll: note a stall's start (`rx_full`), then hand the
+    /// poll's records to the writer, or count them skipped.
     #[inline]
-    pub fn rx_full(&self, full: bool, stats: &mut Stats) {
-        let was = self.stalled.swap(full, Ordering::Relaxed);
-        if full && !was {
-            self.push(
-                Msg::Packet {
-                    ts: now(),
+    pub fn poll_done(&self, rx_full: bool, stats: &mut Stats) {
+        let was = self.stalled.swap(rx_full, Ordering::Relaxed);
+        if rx_full && !was {
+            BATCH.with(|b| {
+                let b = &mut *b.borrow_mut();
+                b.recs.push(Rec {
+                    ts: Duration::ZERO,
                     orig_len: 0,
-                    data: Vec::new(),
+                    off: b.data.len(),
+                    len: 0,
                     comment: Some(
                         "stall reason=rx_ring_full: the peer has a frame but our guest \
                          has no RX buffer posted; the frame waits in the peer's ring \
@@ -294,26 +322,53 @@ impl Tap {
                             .into(),
                     ),
                     flags: FLAG_INBOUND,
-                },
-                stats,
-            );
+                })
+            });
         }
+        self.send_batch(stats);
     }
 
-    fn push(&self, msg: Msg, stats: &mut Stats) {
-        match self.queue.try_send(msg) {
-            Ok(()) => stats.capture_records += 1,
-            Err(TrySendError::Full(_)) => {
-                stats.capture_skipped += 1;
-                SKIPPED.fetch_add(1, Ordering::Relaxed);
+    fn send_batch(&self, stats: &mut Stats) {
+        BATCH.with(|b| {
+            let b = &mut *b.borrow_mut();
+            let n = b.recs.len();
+            if n == 0 {
+                return;
             }
-            Err(TrySendError::Disconnected(_)) => stats.capture_skipped += 1,
-        }
+            let skip = |b: &mut Batch, stats: &mut Stats| {
+                stats.capture_skipped += n as u64;
+                SKIPPED.fetch_add(n as u64, Ordering::Relaxed);
+                b.data.clear();
+                b.recs.clear();
+            };
+            if QUEUED.load(Ordering::Relaxed) + n > QUEUE_RECORDS {
+                return skip(b, stats);
+            }
+            // One clock read per poll: its frames were copied within
+            // microseconds of each other, and a read per frame costs as
+            // much as a tenth of the copy.
+            let ts = now();
+            for r in &mut b.recs {
+                r.ts = ts;
+            }
+            let fresh = self
+                .spare
+                .lock()
+                .ok()
+                .and_then(|r| r.try_recv().ok())
+                .unwrap_or_default();
+            let batch = std::mem::replace(b, fresh);
+            QUEUED.fetch_add(n, Ordering::Relaxed);
+            match self.queue.try_send(Msg::Batch(batch)) {
+                Ok(()) => stats.capture_records += n as u64,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    QUEUED.fetch_sub(n, Ordering::Relaxed);
+                    skip(b, stats)
+                }
+            }
+        });
     }
 }
-
-/// Records skipped since the writer last wrote one (shared with it).
-static SKIPPED: AtomicU64 = AtomicU64::new(0);
 
 /// The EPB comment of a dropped chain.
 pub fn drop_comment(reason: &DropReason, peer_head: u16) -> String {
@@ -328,6 +383,7 @@ pub fn drop_comment(reason: &DropReason, peer_head: u16) -> String {
 
 /// The writer thread: owns the file, see the module docs.
 struct Writer {
+    spare: SyncSender<Batch>,
     w: PcapNgWriter<Vec<u8>>,
     file: File,
     path: String,
@@ -340,57 +396,68 @@ impl Writer {
     fn run(mut self, rx: Receiver<Msg>) {
         let mut skipped_total = 0u64;
         loop {
-            match rx.recv_timeout(FLUSH_EVERY) {
-                Ok(Msg::Packet {
-                    ts,
-                    orig_len,
-                    data,
-                    comment,
-                    flags,
-                }) => {
-                    let skipped = SKIPPED.swap(0, Ordering::Relaxed);
-                    skipped_total += skipped;
-                    if flags == u32::MAX {
-                        self.stats_block(ts, skipped_total, comment);
-                        continue;
+            match rx.try_recv() {
+                Ok(Msg::Batch(b)) => {
+                    for r in &b.recs {
+                        let skipped = SKIPPED.swap(0, Ordering::Relaxed);
+                        skipped_total += skipped;
+                        self.packet(r, &b.data[r.off..r.off + r.len], skipped);
                     }
-                    let mut options = vec![EnhancedPacketOption::Flags(flags)];
-                    if let Some(c) = comment {
-                        options.push(EnhancedPacketOption::Comment(Cow::Owned(c)));
-                    }
-                    if skipped > 0 {
-                        options.push(EnhancedPacketOption::DropCount(skipped));
-                        options.push(EnhancedPacketOption::Comment(Cow::Owned(format!(
-                            "capture skipped {skipped} records before this one (writer behind)"
-                        ))));
-                    }
-                    let epb = EnhancedPacketBlock {
-                        interface_id: 0,
-                        timestamp: ts,
-                        original_len: orig_len.max(data.len() as u32),
-                        data: Cow::Owned(data),
-                        options,
-                    };
-                    let _ = self.w.write_pcapng_block(epb);
-                    self.written += 1;
+                    QUEUED.fetch_sub(b.recs.len(), Ordering::Relaxed);
+                    let mut b = b;
+                    b.data.clear();
+                    b.recs.clear();
+                    let _ = self.spare.try_send(b);
                     if self.w.get_ref().len() >= FLUSH_BYTES
                         || self.last_flush.elapsed() >= FLUSH_EVERY
                     {
                         self.flush();
                     }
                 }
-                Ok(Msg::Finish(ack)) => {
-                    self.flush();
+                Ok(Msg::Finish(comment, ack)) => {
+                    skipped_total += SKIPPED.swap(0, Ordering::Relaxed);
+                    self.stats_block(now(), skipped_total, Some(comment));
                     let _ = self.file.sync_data();
                     let _ = ack.send(());
                 }
-                Err(RecvTimeoutError::Timeout) => self.flush(),
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(TryRecvError::Empty) => {
+                    if self.last_flush.elapsed() >= FLUSH_EVERY {
+                        self.flush();
+                    }
+                    std::thread::sleep(WRITER_NAP);
+                }
+                Err(TryRecvError::Disconnected) => {
                     self.flush();
                     return;
                 }
             }
         }
+    }
+
+    /// One enhanced packet block.
+    fn packet(&mut self, r: &Rec, data: &[u8], skipped: u64) {
+        let mut options = Vec::new();
+        if r.flags != 0 {
+            options.push(EnhancedPacketOption::Flags(r.flags));
+        }
+        if let Some(c) = &r.comment {
+            options.push(EnhancedPacketOption::Comment(Cow::Borrowed(c)));
+        }
+        if skipped > 0 {
+            options.push(EnhancedPacketOption::DropCount(skipped));
+            options.push(EnhancedPacketOption::Comment(Cow::Owned(format!(
+                "capture skipped {skipped} records before this one (writer behind)"
+            ))));
+        }
+        let epb = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: r.ts,
+            original_len: r.orig_len.max(data.len() as u32),
+            data: Cow::Borrowed(data),
+            options,
+        };
+        let _ = self.w.write_pcapng_block(epb);
+        self.written += 1;
     }
 
     /// The closing interface statistics block.

@@ -25,7 +25,7 @@ pub fn account<T: Transport>(
     let tap = crate::capture::tap();
     for ev in copier.events() {
         if let Some(tap) = tap {
-            tap.event(copier, ev, stats);
+            tap.event(copier, ev);
         }
         match *ev {
             Event::Delivered { len, .. } => {
@@ -60,7 +60,7 @@ pub fn account<T: Transport>(
         stats.rx_ring_full += 1;
     }
     if let Some(tap) = tap {
-        tap.rx_full(out.rx_full, stats);
+        tap.poll_done(out.rx_full, stats);
     }
     if out.throttled {
         stats.peer_throttled += 1;

@@ -124,7 +124,7 @@ pub fn main(cfg: &RunConfig) -> ExitCode {
         },
     );
     drop(bar);
-    let stats = match &result {
+    let mut stats = match &result {
         Ok(s) => s.clone(),
         Err(e) => {
             let mut s = lock(&shared).clone();
@@ -135,7 +135,7 @@ pub fn main(cfg: &RunConfig) -> ExitCode {
             s
         }
     };
-    crate::capture::finish(&stats);
+    crate::capture::finish(&mut stats);
     drop(control);
     write_stats(cfg, &stats);
     let name = &cfg.name;
