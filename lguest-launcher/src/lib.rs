@@ -23,6 +23,7 @@
 //! 8. [`cli`], [`demo`], [`bench`](mod@bench), [`progress`] — the user-facing parts.
 
 pub mod bench;
+pub mod capture;
 pub mod cli;
 pub mod copier;
 pub mod demo;
@@ -35,6 +36,7 @@ pub mod memory;
 pub mod progress;
 pub mod run;
 pub mod stats;
+pub mod status;
 pub mod vhost_user;
 pub mod virtq;
 pub mod wait;

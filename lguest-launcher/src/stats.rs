@@ -123,6 +123,17 @@ pub struct Stats {
     pub peer_indirect: u64,
     /// Of those: zero or oversize length, or a frame larger than our RX buffer.
     pub peer_bad_length: u64,
+    /// Dropped peer chains by reason, keyed by the reason's stable name
+    /// (`bad_index`, `out_of_bounds`, `loop`, `wrong_direction`,
+    /// `indirect`, `bad_length`, `oversized`): the same names the capture's
+    /// drop comments and `status` use.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub drops_by_reason: std::collections::BTreeMap<String, u64>,
+    /// `--capture`: records handed to the capture writer.
+    pub capture_records: u64,
+    /// `--capture`: records skipped because the writer was behind (its
+    /// queue full); the file says so too.
+    pub capture_skipped: u64,
     /// Polls that left the peer's ring alone because its dropped chains had
     /// spent their budget for the window (`lguest_launcher::garbage`).
     pub peer_throttled: u64,

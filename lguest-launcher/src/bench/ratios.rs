@@ -91,6 +91,22 @@ pub fn add_ratios(rows: &mut [Row]) {
     }
 }
 
+/// Packets per second of the `workload` cell with `r`'s transport, modes
+/// and size.
+fn rows_like(cells: &[Row], r: &Row, workload: &str) -> Option<f64> {
+    cells
+        .iter()
+        .find(|c| {
+            c.key.workload == workload
+                && c.key.transport == r.key.transport
+                && c.key.notify == r.key.notify
+                && c.key.writes == r.key.writes
+                && c.key.wait == r.key.wait
+                && c.key.size == r.key.size
+        })
+        .and_then(|c| c.metrics.mpps)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,20 +144,4 @@ mod tests {
         assert_eq!(rows[2].ratio, None);
         assert_eq!(rows[3].ratio, None);
     }
-}
-
-/// Packets per second of the `workload` cell with `r`'s transport, modes
-/// and size.
-fn rows_like(cells: &[Row], r: &Row, workload: &str) -> Option<f64> {
-    cells
-        .iter()
-        .find(|c| {
-            c.key.workload == workload
-                && c.key.transport == r.key.transport
-                && c.key.notify == r.key.notify
-                && c.key.writes == r.key.writes
-                && c.key.wait == r.key.wait
-                && c.key.size == r.key.size
-        })
-        .and_then(|c| c.metrics.mpps)
 }

@@ -47,7 +47,7 @@ Examples:
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// `demo`, `bench`, `vhost-user`, `completions` or `man`; without one,
+    /// `demo`, `bench`, `status`, `vhost-user`, `completions` or `man`; without one,
     /// run one side of a pair.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -71,6 +71,12 @@ pub enum Command {
         after_help = "Example (see scripts/vm-pair):\n  lguest-launcher vhost-user --socket /tmp/vm-a.sock --sharenet unix:/tmp/vmlink\n  qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \\\n    -chardev socket,id=c0,path=/tmp/vm-a.sock -netdev vhost-user,id=n0,chardev=c0 \\\n    -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01,vectors=0"
     )]
     VhostUser(crate::vhost_user::VhostArgs),
+    /// Ask the running launchers on a rendezvous path for their live state
+    /// (one column per launcher of the pair).
+    #[command(
+        after_help = "Examples:\n  lguest-launcher status --sharenet unix:/tmp/sn0\n  lguest-launcher status --sharenet unix:/tmp/sn0 --watch 1\n  lguest-launcher status --sharenet unix:/tmp/sn0 --json\nExit status: 0 when a launcher answered, 1 when none did (no control socket, or its launcher is gone), 2 on a usage error."
+    )]
+    Status(crate::status::StatusArgs),
     /// Print a shell completion script for lguest-launcher to stdout.
     #[command(
         after_help = "Install, e.g.:\n  lguest-launcher completions bash > /usr/share/bash-completion/completions/lguest-launcher\n  lguest-launcher completions zsh > /usr/share/zsh/vendor-completions/_lguest-launcher\n  lguest-launcher completions fish > /usr/share/fish/vendor_completions.d/lguest-launcher.fish"
@@ -165,6 +171,15 @@ pub struct RunArgs {
     /// Write the stats JSON object here at exit (also on failure).
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
+    /// Write a pcapng capture of what the peer sends us here: one
+    /// interface (NAME-rx) with the guest's name and MAC, nanosecond
+    /// timestamps, every dropped chain as a packet whose comment names the
+    /// reason. Off the hot path: a full queue skips records and says so.
+    #[arg(long, value_name = "FILE.pcapng", value_hint = clap::ValueHint::FilePath)]
+    pub capture: Option<PathBuf>,
+    /// Bytes kept per captured frame, 64..=65535 (needs --capture) [default: 65535].
+    #[arg(long, value_name = "BYTES", value_parser = parse_snaplen)]
+    pub snaplen: Option<u32>,
     /// Guest name, used in messages [default: guest-PID].
     #[arg(long)]
     pub name: Option<String>,
@@ -223,6 +238,11 @@ pub enum UsageError {
         /// CPUs online.
         online: usize,
     },
+    /// `--snaplen` without `--capture`.
+    #[error(
+        "--snaplen {0} needs --capture FILE.pcapng (or capture = \"FILE.pcapng\" in a profile's [net]); add one or leave --snaplen out"
+    )]
+    SnaplenWithoutCapture(u32),
     /// Neither `--sharenet` nor a profile's `sharenet`.
     #[error(
         "missing --sharenet KIND:PATH (e.g. --sharenet fifo:/tmp/sn0, or `sharenet = ...` in a profile's [net]); or run `lguest-launcher demo`"
@@ -404,6 +424,8 @@ impl RunArgs {
             timeout: Duration::from_secs_f64(self.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)),
             reconnect: self.reconnect,
             share: self.share.unwrap_or(Share::Guest),
+            capture: self.capture.clone(),
+            snaplen: self.snaplen,
         })
     }
 
@@ -412,6 +434,14 @@ impl RunArgs {
     pub fn resolve(&self) -> Result<RunConfig, UsageError> {
         let spec = self.sharenet.clone().ok_or(UsageError::MissingSharenet)?;
         let s = self.settings()?;
+        let capture = match (&self.capture, self.snaplen) {
+            (None, Some(n)) => return Err(UsageError::SnaplenWithoutCapture(n)),
+            (None, None) => None,
+            (Some(path), snaplen) => Some(crate::capture::CaptureConfig {
+                path: path.clone(),
+                snaplen: snaplen.unwrap_or(crate::capture::DEFAULT_SNAPLEN),
+            }),
+        };
         check_rendezvous(&spec)?;
         Ok(RunConfig {
             name: s
@@ -436,6 +466,7 @@ impl RunArgs {
             reconnect: s.reconnect,
             share: s.share,
             timeout_given: self.timeout.is_some(),
+            capture,
         })
     }
 }

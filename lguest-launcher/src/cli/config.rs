@@ -244,6 +244,10 @@ pub struct Settings {
     pub reconnect: bool,
     /// `--share`: what memory the peer may map.
     pub share: Share,
+    /// `--capture FILE.pcapng`; `None`: no capture.
+    pub capture: Option<PathBuf>,
+    /// `--snaplen`; `None`: whole frames.
+    pub snaplen: Option<u32>,
 }
 
 /// Everything one launcher run needs.
@@ -290,6 +294,8 @@ pub struct RunConfig {
     pub timeout_given: bool,
     /// `--share`: what memory the peer may map.
     pub share: Share,
+    /// `--capture FILE.pcapng [--snaplen N]`.
+    pub capture: Option<crate::capture::CaptureConfig>,
 }
 
 impl RunConfig {

@@ -167,3 +167,20 @@ pub fn parse_secs(s: &str) -> Result<f64, ValueError> {
     })?;
     check_secs(v)
 }
+
+/// `--snaplen` in words.
+pub(super) const SNAPLEN_RANGE: &str = "64..=65535 bytes";
+
+/// `--snaplen` (`[net] snaplen`): bytes kept per captured frame, 64..=65535.
+pub fn check_snaplen(n: i128) -> Result<u32, ValueError> {
+    if (64..=65535).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(out_of_range(n, SNAPLEN_RANGE))
+    }
+}
+
+/// `--snaplen`.
+pub fn parse_snaplen(s: &str) -> Result<u32, ValueError> {
+    check_snaplen(int(s, SNAPLEN_RANGE)?)
+}

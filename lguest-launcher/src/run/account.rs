@@ -18,18 +18,30 @@ pub fn notify<T: Transport>(t: &T, stats: &mut Stats) -> Result<(), transport::E
 /// counters here, and any per-packet hook (capture, live status) beside
 /// them. Then the peer is told its TX buffers are free if it asked.
 pub fn account<T: Transport>(
-    copier: &Copier<T>,
+    copier: &mut Copier<T>,
     out: &Outcome,
     stats: &mut Stats,
 ) -> Result<(), transport::Error> {
-    for ev in copier.events() {
-        match *ev {
+    let tap = crate::capture::tap();
+    // By index: the capture tap reads frames back through the copier.
+    for i in 0..copier.events().len() {
+        let ev = copier.events()[i];
+        if let Some(tap) = tap {
+            tap.event(copier, &ev);
+        }
+        match ev {
             Event::Delivered { len, .. } => {
                 stats.packets_copied += 1;
                 stats.bytes_copied += len as u64;
             }
             Event::Dropped { reason, .. } => {
                 stats.peer_errors += 1;
+                match stats.drops_by_reason.get_mut(reason.name()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        stats.drops_by_reason.insert(reason.name().to_owned(), 1);
+                    }
+                }
                 match reason {
                     DropReason::Malformed(ChainError::BadIndex { .. }) => stats.peer_bad_index += 1,
                     DropReason::Malformed(ChainError::OutOfBounds { .. }) => {
@@ -48,6 +60,9 @@ pub fn account<T: Transport>(
     }
     if out.rx_full {
         stats.rx_ring_full += 1;
+    }
+    if let Some(tap) = tap {
+        tap.poll_done(out.rx_full, stats);
     }
     if out.throttled {
         stats.peer_throttled += 1;

@@ -103,6 +103,14 @@ pub type SharedStats = Arc<Mutex<Stats>>;
 /// its stats, print its summary; the process exit code.
 pub fn main(cfg: &RunConfig) -> ExitCode {
     let shared: SharedStats = Arc::new(Mutex::new(Stats::default()));
+    if let Some(c) = &cfg.capture {
+        let mac = crate::capture::synthetic_mac(std::process::id());
+        if let Err(e) = crate::capture::start(c, &cfg.name, mac) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let control = crate::status::serve(cfg, shared.clone());
     install_signal_handlers();
     let bar = spawn_helpers(|| {
         start_watchdog(cfg, shared.clone());
@@ -116,7 +124,7 @@ pub fn main(cfg: &RunConfig) -> ExitCode {
         },
     );
     drop(bar);
-    let stats = match &result {
+    let mut stats = match &result {
         Ok(s) => s.clone(),
         Err(e) => {
             let mut s = lock(&shared).clone();
@@ -127,6 +135,8 @@ pub fn main(cfg: &RunConfig) -> ExitCode {
             s
         }
     };
+    crate::capture::finish(&mut stats);
+    drop(control);
     write_stats(cfg, &stats);
     let name = &cfg.name;
     match result {

@@ -162,7 +162,7 @@ impl<'a, T: Transport> Synthetic<'a, T> {
                 Ok(out) => {
                     // The peer is gone: count, but notify nobody.
                     let _ = account(
-                        &self.copier,
+                        &mut self.copier,
                         &Outcome {
                             peer_wants_kick: false,
                             ..out
@@ -201,7 +201,7 @@ impl<T: Transport> Device for Synthetic<'_, T> {
             }
         }
         let out = self.copier.poll().map_err(|e| self.copy_err(e))?;
-        account(&self.copier, &out, &mut self.stats)?;
+        account(&mut self.copier, &out, &mut self.stats)?;
         if let Some(o) = self.outage {
             // The first packet after a reconnect, either way.
             if out.finished() > 0 || self.guest.consumed() != self.consumed_at_up {

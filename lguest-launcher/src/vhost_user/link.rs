@@ -213,7 +213,7 @@ impl<T: Transport> Device for VmDevice<'_, T> {
     fn turn(&mut self) -> Result<Turn, LinkError> {
         let link = &mut *self.link;
         let out = link.copier.poll()?;
-        account(&link.copier, &out, &mut link.stats)?;
+        account(&mut link.copier, &out, &mut link.stats)?;
         if out.guest_wants_irq {
             self.vrings[RX].signal_used_queue()?;
         }

@@ -73,6 +73,8 @@ pub fn merge(flags: &RunArgs, profile: Option<(&Path, &Profile)>) -> Merged {
     };
     sources.push(("net", "reconnect", src));
     take!("net", "share", share, p.net.share);
+    take!("net", "capture", capture, p.net.capture.clone());
+    take!("net", "snaplen", snaplen, p.net.snaplen);
     take!("workload", "kind", workload, p.workload.kind);
     take!("workload", "count", count, p.workload.count);
     take!("workload", "size", size, p.workload.size);
@@ -92,7 +94,7 @@ impl Merged {
     /// output is itself a valid profile that freezes nothing by accident.
     pub fn to_toml(&self, s: &Settings) -> String {
         let q = |s: &str| Some(Value::String(s.to_string()).to_string());
-        let rows: [(&str, &str, Option<String>); 15] = [
+        let rows: [(&str, &str, Option<String>); 17] = [
             ("guest", "name", s.name.as_deref().and_then(q)),
             ("guest", "memory_mib", Some(s.memory_mib.to_string())),
             ("guest", "queue_size", Some(s.queue_size.to_string())),
@@ -107,6 +109,12 @@ impl Merged {
             ("net", "wait", q(s.wait.name())),
             ("net", "reconnect", Some(s.reconnect.to_string())),
             ("net", "share", q(s.share.name())),
+            (
+                "net",
+                "capture",
+                s.capture.as_ref().and_then(|p| q(&p.display().to_string())),
+            ),
+            ("net", "snaplen", s.snaplen.map(|n| n.to_string())),
             ("workload", "kind", q(s.workload.name())),
             ("workload", "count", Some(s.count.to_string())),
             ("workload", "size", Some(s.size.to_string())),
@@ -131,6 +139,8 @@ impl Merged {
                 let unset = match key {
                     "name" => "(default: derived from the pid)",
                     "cpu" => "(default: not pinned)",
+                    "capture" => "(default: no capture)",
+                    "snaplen" => "(default: 65535 with a capture)",
                     _ => "(unset: give --sharenet KIND:PATH, or set it here)",
                 };
                 text += &format!("# {key} = {unset}\n");

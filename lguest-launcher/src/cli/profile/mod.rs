@@ -16,8 +16,8 @@
 
 use crate::cli::config::{Payload, Settings, Share, Spec, SpecError, Wait, Workload, Writes};
 use crate::cli::{
-    check_cpu, check_memory, check_queue_size, check_run_count, check_secs, check_size, RunArgs,
-    ValueError,
+    check_cpu, check_memory, check_queue_size, check_run_count, check_secs, check_size,
+    check_snaplen, RunArgs, ValueError,
 };
 use crate::virtq::NotifyMode;
 use clap::ValueEnum;
@@ -31,7 +31,16 @@ const SECTIONS: [(&str, &[&str]); 3] = [
     ("guest", &["name", "memory_mib", "queue_size", "cpu"]),
     (
         "net",
-        &["sharenet", "notify", "writes", "wait", "reconnect", "share"],
+        &[
+            "sharenet",
+            "notify",
+            "writes",
+            "wait",
+            "reconnect",
+            "share",
+            "capture",
+            "snaplen",
+        ],
     ),
     ("workload", &["kind", "count", "size", "payload", "timeout"]),
 ];
@@ -83,6 +92,10 @@ pub struct NetSection {
     pub reconnect: Option<bool>,
     /// What memory the peer may map (`--share`).
     pub share: Option<Share>,
+    /// `--capture FILE.pcapng`.
+    pub capture: Option<PathBuf>,
+    /// `--snaplen BYTES`.
+    pub snaplen: Option<u32>,
 }
 
 /// `[workload]`
@@ -245,6 +258,8 @@ impl Profile {
             ("net", "wait") => n.wait = Some(choice(v)?),
             ("net", "reconnect") => n.reconnect = Some(boolean(v)?),
             ("net", "share") => n.share = Some(choice(v)?),
+            ("net", "capture") => n.capture = Some(PathBuf::from(string(v, "a FILE.pcapng path")?)),
+            ("net", "snaplen") => n.snaplen = Some(check_snaplen(integer(v, "bytes")?)?),
             ("workload", "kind") => w.kind = Some(choice(v)?),
             ("workload", "count") => w.count = Some(check_run_count(integer(v, "packets")?)?),
             ("workload", "size") => w.size = Some(check_size(integer(v, "bytes")?)?),
