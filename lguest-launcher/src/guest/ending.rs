@@ -7,10 +7,12 @@ impl Guest {
     /// when the ring is full.
     pub(super) fn put_end(&mut self) -> Result<bool, RingError> {
         let end = end_frame(self.sent);
+        let eth = self.eth();
         let put = send_frame(
             &mut self.tx,
             &self.mem,
             self.layout.tx_bufs,
+            &eth,
             end.len() as u32,
             |mem, at| Ok(mem.write("tx frame", at, &end)?),
         )?;
@@ -28,7 +30,7 @@ impl Guest {
             return Ok(None);
         }
         while self.tx.pop_used()?.is_some() {
-            self.consumed += 1;
+            self.completed();
         }
         if !self.put_end()? {
             return Ok(None);

@@ -1,0 +1,801 @@
+//! `lguest-launcher switch`: more than two guests on one link.
+//!
+//! A switch is a process that members join exactly as they would join a
+//! peer: an unchanged launcher (synthetic or `vhost-user`) given
+//! `--sharenet KIND:PATH` naming the switch. For `unix:` and `eventfd:`
+//! every member uses the switch's one path: the switch holds one listener
+//! open there ([`transport::serve_many`]), so members arriving together all
+//! reach the switch, never each other. For `fifo:`, whose rendezvous is a
+//! pair of named pipes, port N has its own path `PATH.N` (`fifo:/tmp/sw.3`
+//! joins port 3). The handshake is the ordinary one, with the
+//! [`transport::F_SWITCH`] feature bit set so a synthetic guest knows to
+//! announce its MAC address.
+//!
+//! # The data path (see [`port`])
+//! Each port is the peer side of an ordinary link. One thread forwards:
+//! for each port it takes the member's TX chains (checked, as any peer's),
+//! reads the Ethernet header, learns the source address on that port
+//! ([`table`]), looks the destination up, and copies the frame straight
+//! into the destination port's TX ring, or into every other port's for
+//! broadcast, multicast and unknown unicast (flooding); never back out of
+//! the port it came in on. Then it completes the member's chain and kicks
+//! whoever asked to be kicked. The destination member's copier pulls the
+//! frame as it would from any peer.
+//!
+//! # Flow control: a slow member stalls only itself
+//! A destination whose ring is full gets [`SwitchConfig::hold`] (default
+//! 50 ms) to make room. Meanwhile the source's chain waits at the head of
+//! *its own* ring — the frames of every other port keep moving — and the
+//! switch sleeps until the destination's copier frees a slot (it asked
+//! for that interrupt) or the hold ends. A destination still full after
+//! the hold is *congested*: frames for it are dropped at once and counted
+//! (`no_room`) until it has room again, so one member that stopped reading
+//! costs each sender at most one hold, never a stall. `--hold-ms 0` drops
+//! at once.
+//!
+//! # Members come and go
+//! A member that leaves or dies is noticed on its transport (hang-up); its
+//! port is freed and the addresses learned there forgotten, without
+//! touching the other ports. Its memory stays mapped until then, so a
+//! member dying mid-frame cannot make the switch fault. A member that
+//! joins later gets the lowest free port at once; one that comes back
+//! with `--reconnect` keeps its MAC address and resumes its own rings, so
+//! it is the same member to everyone (for `fifo:` also the same port: its
+//! path names it).
+
+pub mod port;
+pub mod stats;
+pub mod table;
+
+use crate::cli::config::{Kind, Spec};
+use crate::guest::frame::{is_group, Mac, ETH_HDR};
+use crate::guest::plan::{Layout, BUF_SIZE, NET_HDR_LEN};
+use crate::link::{dispatch, WithTransport};
+use crate::memory::GuestMemory;
+use crate::virtq::{NotifyMode, Seg};
+use port::{read_prefix, Port};
+use stats::SwitchStats;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use table::Table;
+use transport::{ConnectOptions, Handshake, PeerInfo, Transport};
+
+/// `switch --help` examples.
+pub const HELP: &str = "\
+Examples:
+  # a switch and three synthetic guests over eventfds:
+  lguest-launcher switch --sharenet eventfd:/tmp/sw --ports 4 --stats-json sw.json
+  lguest-launcher --sharenet eventfd:/tmp/sw --name a --mac 02:00:00:00:00:0a --workload sink --count 0
+  lguest-launcher --sharenet eventfd:/tmp/sw --name b --mac 02:00:00:00:00:0b --dst 02:00:00:00:00:0a --workload stream
+  lguest-launcher --sharenet eventfd:/tmp/sw --name c --workload echo --count 1000
+
+  # FIFO ports have a path each: port 3 is PATH.3
+  lguest-launcher switch --sharenet fifo:/tmp/sw --ports 4
+  lguest-launcher --sharenet fifo:/tmp/sw.3 --workload sink --count 0
+
+Stops on SIGINT/SIGTERM (exit 0, stats written) or after --timeout.";
+
+/// Most ports a switch serves.
+pub const MAX_PORTS: usize = 64;
+/// Chains taken from one member per turn, so one busy member cannot keep
+/// the others waiting for a whole ring.
+const BATCH: u16 = 64;
+
+/// `switch` flags.
+#[derive(Debug, clap::Args, Clone)]
+pub struct SwitchArgs {
+    /// Where members meet the switch: unix:PATH or eventfd:PATH (every
+    /// member uses PATH), or fifo:PATH (port N's member uses PATH.N).
+    #[arg(long, value_name = "KIND:PATH")]
+    pub sharenet: Spec,
+    /// Ports, 1..=64 (for fifo: the paths PATH.0 .. PATH.N-1).
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = parse_ports)]
+    pub ports: usize,
+    /// Write the switch's stats JSON here (every half second and at exit).
+    #[arg(long, value_name = "PATH")]
+    pub stats_json: Option<PathBuf>,
+    /// Notification suppression the switch asks for (each port uses the
+    /// lower of this and its member's).
+    #[arg(long, value_enum, default_value_t = NotifyMode::EventIdx)]
+    pub notify: NotifyMode,
+    /// Entries per port ring: a power of two up to 32768.
+    #[arg(long, default_value_t = 256, value_name = "N", value_parser = crate::cli::parse_queue_size)]
+    pub queue_size: u32,
+    /// How long a frame waits for room at a full destination before it
+    /// is dropped there (0: drop at once).
+    #[arg(long, default_value_t = 50, value_name = "MS")]
+    pub hold_ms: u64,
+    /// Largest number of MAC addresses learned.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub mac_table: usize,
+    /// Seconds a learned address is kept without being seen again.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub aging: u64,
+    /// Stop after this many seconds (exit 0) [default: run until SIGINT/SIGTERM].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// No join/leave lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn parse_ports(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number; expected 1..={MAX_PORTS}"))?;
+    if !(1..=MAX_PORTS).contains(&n) {
+        return Err(format!("{n} is out of range; expected 1..={MAX_PORTS}"));
+    }
+    Ok(n)
+}
+
+/// What the switch runs with.
+#[derive(Clone, Debug)]
+pub struct SwitchConfig {
+    /// Transport and path.
+    pub spec: Spec,
+    /// Ports.
+    pub ports: usize,
+    /// Stats JSON path.
+    pub stats_json: Option<PathBuf>,
+    /// Suppression asked for.
+    pub notify: NotifyMode,
+    /// Port ring size.
+    pub queue_size: u32,
+    /// Room wait at a full destination.
+    pub hold: Duration,
+    /// MAC table bound.
+    pub mac_table: usize,
+    /// MAC aging.
+    pub aging: Duration,
+    /// Run limit.
+    pub timeout: Option<Duration>,
+    /// No join/leave lines.
+    pub quiet: bool,
+}
+
+/// Why the switch stopped (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// Port memory could not be created.
+    #[error("port memory: {0}")]
+    Memory(#[from] crate::memory::MemoryError),
+    /// The rendezvous path could not be held.
+    #[error("{0}")]
+    Transport(#[from] transport::Error),
+    /// A wake-up pipe could not be made.
+    #[error("wake-up pipe: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `lguest-launcher switch`: check the flags (exit 2 naming the flag),
+/// then serve until stopped.
+pub fn run(args: &SwitchArgs) -> ExitCode {
+    if let Err(e) = crate::cli::check_rendezvous(&args.sharenet) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if args.mac_table == 0 {
+        eprintln!("error: --mac-table 0: the switch must learn at least one address; give 1 or more");
+        return ExitCode::from(2);
+    }
+    let cfg = SwitchConfig {
+        spec: args.sharenet.clone(),
+        ports: args.ports,
+        stats_json: args.stats_json.clone(),
+        notify: args.notify,
+        queue_size: args.queue_size,
+        hold: Duration::from_millis(args.hold_ms),
+        mac_table: args.mac_table,
+        aging: Duration::from_secs(args.aging),
+        timeout: args.timeout.map(Duration::from_secs_f64),
+        quiet: args.quiet,
+    };
+    crate::run::install_signal_handlers();
+    match dispatch(cfg.spec.kind, Serve { cfg: &cfg }) {
+        Ok(stats) => {
+            if !cfg.quiet {
+                let (rx, tx): (u64, u64) = stats
+                    .ports
+                    .iter()
+                    .fold((0, 0), |a, p| (a.0 + p.rx_packets, a.1 + p.tx_packets));
+                eprintln!(
+                    "[switch] stopped: {} members joined, {rx} frames in, {tx} frames out, {} flooded",
+                    stats.joins, stats.flooded
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: [switch] {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct Serve<'a> {
+    cfg: &'a SwitchConfig,
+}
+
+impl WithTransport for Serve<'_> {
+    type Output = Result<SwitchStats, SwitchError>;
+    fn with<T: Transport + 'static>(self) -> Self::Output {
+        Switch::<T>::start(self.cfg)?.serve()
+    }
+}
+
+/// A member that met the switch, as an acceptor thread hands it over.
+struct Joined<T> {
+    /// The port it must have (fifo: its path names it).
+    slot: Option<usize>,
+    link: T,
+    peer: PeerInfo,
+    mem: GuestMemory,
+}
+
+/// What acceptor threads tell the forwarding thread.
+enum Event<T> {
+    Joined(Joined<T>),
+    Refused(String),
+}
+
+/// The forwarding thread's state.
+struct Switch<'a, T: Transport> {
+    cfg: &'a SwitchConfig,
+    layout: Layout,
+    ports: Vec<Option<Port<T>>>,
+    /// Shared with the acceptors: which ports are taken.
+    busy: Arc<Vec<AtomicBool>>,
+    table: Table,
+    stats: SwitchStats,
+    events: mpsc::Receiver<Event<T>>,
+    wake: std::os::unix::net::UnixDatagram,
+    stop: Arc<AtomicBool>,
+    _served: Option<transport::Served>,
+    segs: Vec<Seg>,
+    targets: Vec<usize>,
+    started: Instant,
+}
+
+impl<'a, T: Transport + 'static> Switch<'a, T> {
+    fn start(cfg: &'a SwitchConfig) -> Result<Self, SwitchError> {
+        let layout = Layout::plan(cfg.queue_size);
+        let mem_size = layout.needed_mib() << 20;
+        let busy: Arc<Vec<AtomicBool>> =
+            Arc::new((0..cfg.ports).map(|_| AtomicBool::new(false)).collect());
+        let (events_tx, events) = mpsc::channel();
+        let (wake, wake_tx) = std::os::unix::net::UnixDatagram::pair()?;
+        wake.set_nonblocking(true)?;
+        wake_tx.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = match cfg.spec.kind {
+            Kind::Fifo => None,
+            _ => Some(transport::serve_many(&cfg.spec.path)?),
+        };
+        let acceptor = Acceptor {
+            features: cfg.notify.features() | transport::F_SWITCH,
+            layout,
+            mem_size,
+            busy: busy.clone(),
+            events: events_tx,
+            wake: Arc::new(wake_tx),
+            stop: stop.clone(),
+        };
+        crate::run::spawn_helpers(|| match cfg.spec.kind {
+            Kind::Fifo => {
+                for k in 0..cfg.ports {
+                    let mut p = cfg.spec.path.as_os_str().to_owned();
+                    p.push(format!(".{k}"));
+                    let a = acceptor.clone();
+                    std::thread::spawn(move || a.accept(PathBuf::from(p), Some(k)));
+                }
+            }
+            _ => {
+                let a = acceptor.clone();
+                let path = cfg.spec.path.clone();
+                std::thread::spawn(move || a.accept(path, None));
+            }
+        });
+        if !cfg.quiet {
+            let how = match cfg.spec.kind {
+                Kind::Fifo => format!(
+                    "fifo:{}.0 .. fifo:{}.{}",
+                    cfg.spec.path.display(),
+                    cfg.spec.path.display(),
+                    cfg.ports - 1
+                ),
+                _ => cfg.spec.to_string(),
+            };
+            eprintln!("[switch] {} ports; members join on {how}", cfg.ports);
+        }
+        Ok(Switch {
+            cfg,
+            layout,
+            ports: (0..cfg.ports).map(|_| None).collect(),
+            busy,
+            table: Table::new(cfg.mac_table, cfg.aging),
+            stats: SwitchStats {
+                transport: cfg.spec.kind.name().into(),
+                ports_max: cfg.ports,
+                result: "running".into(),
+                ..SwitchStats::default()
+            },
+            events,
+            wake,
+            stop,
+            _served: served,
+            segs: Vec::with_capacity(8),
+            targets: Vec::with_capacity(cfg.ports),
+            started: Instant::now(),
+        })
+    }
+
+    /// Forward until SIGINT/SIGTERM/SIGHUP or `--timeout`.
+    fn serve(mut self) -> Result<SwitchStats, SwitchError> {
+        let deadline = self.cfg.timeout.map(|t| self.started + t);
+        let mut last_write = Instant::now();
+        let mut last_check = Instant::now();
+        let result = loop {
+            if let Some(sig) = transport::interrupted() {
+                break format!("stopped by {}", crate::run::signal_name(sig));
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                break "ok".to_string();
+            }
+            self.take_events();
+            let mut moved = 0usize;
+            for j in 0..self.ports.len() {
+                if let Some(p) = self.ports[j].as_mut() {
+                    if let Err(e) = p.reap() {
+                        self.leave(j, &format!("broke the port's TX ring: {e}"));
+                    }
+                }
+            }
+            for i in 0..self.ports.len() {
+                moved += self.forward_from(i, now);
+            }
+            self.flush();
+            if moved == 0 {
+                self.idle(now);
+                last_check = Instant::now();
+            } else if now.duration_since(last_check) > Duration::from_millis(20) {
+                self.check_links();
+                last_check = now;
+            }
+            if now.duration_since(last_write) > Duration::from_millis(500) {
+                self.write_stats("running");
+                last_write = now;
+            }
+        };
+        self.stop.store(true, Ordering::Relaxed);
+        self.write_stats(&result);
+        Ok(self.stats)
+    }
+
+    fn write_stats(&mut self, result: &str) {
+        self.stats.result = result.into();
+        self.stats.elapsed_s = self.started.elapsed().as_secs_f64();
+        self.stats.learned = self.table.learned;
+        self.stats.aged_out = self.table.aged_out;
+        self.stats.table_full = self.table.full;
+        self.stats.table_entries = self.table.len();
+        if let Some(p) = &self.cfg.stats_json {
+            if let Err(e) = self.stats.write_json(p) {
+                eprintln!("warning: [switch] cannot write stats to {}: {e}", p.display());
+            }
+        }
+    }
+
+    /// Install members the acceptors handed over.
+    fn take_events(&mut self) {
+        let mut buf = [0u8; 16];
+        while self.wake.recv(&mut buf).is_ok() {}
+        while let Ok(ev) = self.events.try_recv() {
+            match ev {
+                Event::Refused(why) => {
+                    self.stats.refused += 1;
+                    eprintln!("[switch] refused a member: {why}");
+                }
+                Event::Joined(j) => self.join(j),
+            }
+        }
+    }
+
+    fn join(&mut self, j: Joined<T>) {
+        let slot = j
+            .slot
+            .or_else(|| self.ports.iter().position(|p| p.is_none()));
+        let Some(n) = slot.filter(|&n| n < self.ports.len() && self.ports[n].is_none()) else {
+            self.stats.refused += 1;
+            eprintln!(
+                "[switch] refused member pid {}: all {} ports are taken",
+                j.peer.handshake.pid,
+                self.ports.len()
+            );
+            return;
+        };
+        let pid = j.peer.handshake.pid;
+        match Port::new(j.link, j.peer, j.mem, self.layout, self.cfg.notify) {
+            Ok(port) => {
+                if !self.cfg.quiet {
+                    eprintln!(
+                        "[switch] port {n}: member pid {pid} joined (notify {})",
+                        port.mode.name()
+                    );
+                }
+                self.busy[n].store(true, Ordering::Relaxed);
+                self.ports[n] = Some(port);
+                self.stats.joins += 1;
+                let s = self.stats.port(n);
+                s.joins += 1;
+                s.pid = pid;
+                s.state = "up".into();
+            }
+            Err(e) => {
+                self.busy[n].store(false, Ordering::Relaxed);
+                self.stats.refused += 1;
+                eprintln!("[switch] refused member pid {pid}: {e}");
+            }
+        }
+    }
+
+    /// Free port `n`: its member left, died or broke its rings. The other
+    /// ports are not touched.
+    fn leave(&mut self, n: usize, why: &str) {
+        let Some(port) = self.ports[n].take() else {
+            return;
+        };
+        if !self.cfg.quiet {
+            eprintln!("[switch] port {n}: member pid {} left: {why}", port.pid);
+        }
+        drop(port);
+        self.table.forget_port(n);
+        self.busy[n].store(false, Ordering::Relaxed);
+        self.stats.leaves += 1;
+        self.stats.port(n).state = "down".into();
+    }
+
+    /// Look at every link without blocking: drains kicks, notices members
+    /// that are gone.
+    fn check_links(&mut self) {
+        for n in 0..self.ports.len() {
+            let gone = match self.ports[n].as_ref() {
+                Some(p) => match p.link.wait(Some(Duration::ZERO)) {
+                    Ok(_) => None,
+                    Err(e) => Some(e.to_string()),
+                },
+                None => None,
+            };
+            if let Some(why) = gone {
+                self.leave(n, &why);
+            }
+        }
+    }
+
+    /// Publish both rings of every port and kick the members that asked.
+    fn flush(&mut self) {
+        for n in 0..self.ports.len() {
+            let Some(p) = self.ports[n].as_mut() else {
+                continue;
+            };
+            let failed = match p.flush() {
+                Ok(true) => match p.link.notify() {
+                    Ok(_) => {
+                        self.stats.port(n).notifications_sent += 1;
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                },
+                Ok(false) => None,
+                Err(e) => Some(format!("broke a ring: {e}")),
+            };
+            if let Some(why) = failed {
+                self.leave(n, &why);
+            }
+        }
+    }
+
+    /// Nothing moved: ask every member for kicks, re-check, sleep until a
+    /// kick, a join or the end of a hold.
+    fn idle(&mut self, now: Instant) {
+        let mut work = false;
+        for n in 0..self.ports.len() {
+            if let Some(p) = self.ports[n].as_ref() {
+                if let Err(e) = p.arm(true) {
+                    self.leave(n, &format!("broke a ring: {e}"));
+                }
+            }
+        }
+        // Full fence: our suppression writes above must be visible before
+        // we re-read the rings below; otherwise a member could publish
+        // just before seeing them, skip its kick, and we would sleep on a
+        // frame it already sent.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for p in self.ports.iter().flatten() {
+            work |= p.has_work().unwrap_or(true);
+        }
+        if !work {
+            // Sleep at most until the earliest hold ends.
+            let mut max = Duration::from_millis(100);
+            for p in self.ports.iter().flatten() {
+                if let Some(since) = p.full_since {
+                    let end = since + self.cfg.hold;
+                    max = max.min(end.saturating_duration_since(now));
+                }
+            }
+            self.sleep(max.max(Duration::from_millis(1)));
+        }
+        for p in self.ports.iter().flatten() {
+            let _ = p.arm(false);
+        }
+        self.check_links();
+    }
+
+    /// Wait on every member's link and the acceptors' wake-up socket.
+    fn sleep(&self, max: Duration) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds: Vec<PollFd> = self
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| PollFd::new(p.link.as_fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
+        let ms = u16::try_from(max.as_millis()).unwrap_or(u16::MAX);
+        let _ = poll(&mut fds, PollTimeout::from(ms));
+    }
+
+    /// Forward what member `i` has sent; how many chains were finished.
+    fn forward_from(&mut self, i: usize, now: Instant) -> usize {
+        let (pending, member) = match self.ports[i].as_ref() {
+            Some(p) => match p.pending() {
+                Ok(n) => (n, p.member().clone()),
+                Err(e) => {
+                    self.leave(i, &format!("impossible TX ring: {e}"));
+                    return 0;
+                }
+            },
+            None => return 0,
+        };
+        let mut done = 0;
+        for _ in 0..pending.min(BATCH) {
+            let Some(p) = self.ports[i].as_ref() else {
+                break;
+            };
+            let (head, chain) = match p.peek(&mut self.segs) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.leave(i, &format!("impossible TX ring: {e}"));
+                    break;
+                }
+            };
+            match self.route(i, &member, chain, now) {
+                Route::Hold => break,
+                Route::Done => {}
+            }
+            let Some(p) = self.ports[i].as_mut() else {
+                break;
+            };
+            if let Err(e) = p.complete(head) {
+                self.leave(i, &format!("impossible TX ring: {e}"));
+                break;
+            }
+            done += 1;
+        }
+        done
+    }
+
+    /// Decide where one frame from port `i` goes and copy it there.
+    fn route(
+        &mut self,
+        i: usize,
+        member: &crate::memory::Region,
+        chain: Result<u32, crate::virtq::ChainError>,
+        now: Instant,
+    ) -> Route {
+        let before = NET_HDR_LEN as usize + ETH_HDR;
+        let mut hdr = [0u8; NET_HDR_LEN as usize + ETH_HDR];
+        let len = match chain {
+            Ok(len)
+                if len as usize >= before
+                    && u64::from(len) <= BUF_SIZE
+                    && read_prefix(member, &self.segs, &mut hdr) =>
+            {
+                len
+            }
+            _ => {
+                self.stats.port(i).drops.malformed += 1;
+                return Route::Done;
+            }
+        };
+        let eth = &hdr[NET_HDR_LEN as usize..];
+        let dst: Mac = eth[0..6].try_into().unwrap_or_default();
+        let src: Mac = eth[6..12].try_into().unwrap_or_default();
+        let bytes = u64::from(len) - NET_HDR_LEN;
+        self.targets.clear();
+        let flood = if is_group(&dst) {
+            true
+        } else {
+            match self.table.lookup(&dst, now) {
+                Some(j) if j == i => {
+                    let s = self.stats.port(i);
+                    s.rx_packets += 1;
+                    s.rx_bytes += bytes;
+                    s.drops.same_port += 1;
+                    self.table.learn(src, i, now);
+                    return Route::Done;
+                }
+                Some(j) if self.ports.get(j).is_some_and(|p| p.is_some()) => {
+                    self.targets.push(j);
+                    false
+                }
+                _ => true,
+            }
+        };
+        if flood {
+            self.targets.extend(
+                (0..self.ports.len()).filter(|&j| j != i && self.ports[j].is_some()),
+            );
+        }
+        // Room everywhere it goes, or a hold while a full destination
+        // may still make room (see the module docs).
+        for &j in &self.targets {
+            if let Some(q) = self.ports[j].as_mut() {
+                if !q.has_room() {
+                    let since = *q.full_since.get_or_insert(now);
+                    if now.saturating_duration_since(since) < self.cfg.hold {
+                        return Route::Hold;
+                    }
+                }
+            }
+        }
+        self.table.learn(src, i, now);
+        {
+            let s = self.stats.port(i);
+            s.rx_packets += 1;
+            s.rx_bytes += bytes;
+        }
+        if self.targets.is_empty() {
+            self.stats.port(i).drops.unknown_port += 1;
+            return Route::Done;
+        }
+        if flood {
+            self.stats.flooded += 1;
+        } else {
+            self.stats.unicast += 1;
+        }
+        for t in 0..self.targets.len() {
+            let j = self.targets[t];
+            let Some(q) = self.ports[j].as_mut() else {
+                continue;
+            };
+            match q.put(member, &self.segs, len) {
+                Ok(true) => {
+                    let s = self.stats.port(j);
+                    s.tx_packets += 1;
+                    s.tx_bytes += bytes;
+                }
+                Ok(false) => self.stats.port(j).drops.no_room += 1,
+                Err(port::PutError::Ring(e)) => {
+                    self.leave(j, &format!("broke the port's TX ring: {e}"));
+                }
+                Err(_) => {
+                    self.stats.port(i).drops.malformed += 1;
+                    break;
+                }
+            }
+        }
+        Route::Done
+    }
+}
+
+/// What became of the frame at the head of a member's ring.
+enum Route {
+    /// Forwarded or dropped: complete the chain.
+    Done,
+    /// A destination is full and may still make room: leave it there.
+    Hold,
+}
+
+/// An acceptor thread: meets members and hands them over.
+struct Acceptor<T> {
+    features: u64,
+    layout: Layout,
+    mem_size: u64,
+    busy: Arc<Vec<AtomicBool>>,
+    events: mpsc::Sender<Event<T>>,
+    wake: Arc<std::os::unix::net::UnixDatagram>,
+    stop: Arc<AtomicBool>,
+}
+
+impl<T> Clone for Acceptor<T> {
+    fn clone(&self) -> Self {
+        Acceptor {
+            features: self.features,
+            layout: self.layout,
+            mem_size: self.mem_size,
+            busy: self.busy.clone(),
+            events: self.events.clone(),
+            wake: self.wake.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+impl<T: Transport + 'static> Acceptor<T> {
+    /// Meet members on `path`, one after another, while a port is free
+    /// (`slot`: only while that port is).
+    fn accept(self, path: PathBuf, slot: Option<usize>) {
+        let mut mem = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            let free = match slot {
+                Some(k) => !self.busy[k].load(Ordering::Relaxed),
+                None => self.busy.iter().any(|b| !b.load(Ordering::Relaxed)),
+            };
+            if !free {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let m = match mem.take() {
+                Some(m) => m,
+                None => match GuestMemory::create("switch-port", self.mem_size) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.tell(Event::Refused(format!("cannot create port memory: {e}")));
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+            };
+            let local = Handshake::new(
+                std::process::id(),
+                self.features,
+                self.mem_size,
+                m.raw_fd(),
+                self.layout.tx,
+                self.layout.rx,
+            )
+            .with_generation(1);
+            let opts = ConnectOptions {
+                nonblocking_writes: true,
+                timeout: Some(Duration::from_millis(500)),
+            };
+            match T::connect(&path, &local, m.fd(), &opts) {
+                Ok((link, peer)) => {
+                    if let Some(k) = slot {
+                        // Taken now, so this thread waits until it is free.
+                        self.busy[k].store(true, Ordering::Relaxed);
+                    }
+                    self.tell(Event::Joined(Joined {
+                        slot,
+                        link,
+                        peer,
+                        mem: m,
+                    }));
+                    if slot.is_none() {
+                        // Let the forwarding thread take the port before we
+                        // count free ports again.
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                Err(transport::Error::ConnectTimeout { .. }) => mem = Some(m),
+                Err(transport::Error::Interrupted { .. }) => return,
+                Err(e) => {
+                    self.tell(Event::Refused(e.to_string()));
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    fn tell(&self, ev: Event<T>) {
+        let _ = self.events.send(ev);
+        let _ = self.wake.send(&[1]);
+    }
+}
