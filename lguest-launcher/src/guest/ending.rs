@@ -41,8 +41,13 @@ impl Guest {
     /// Our end-of-stream frame is not on the ring yet. Every workload sends
     /// one when it leaves cleanly (a stream as its last frame, the others
     /// on the way out), so the peer can tell a clean leave from a crash.
+    ///
+    /// On a switch, a guest that sends to broadcast and is not a stream
+    /// leaves without one: its "sent 0" would reach every member, and a
+    /// sink would take it for its own sender's end.
     pub fn end_pending(&self) -> bool {
-        !self.end_sent
+        let quiet = self.on_switch && self.workload != Workload::Stream && is_group(&self.dst);
+        !self.end_sent && !quiet
     }
 
     /// The peer said it finished (its end-of-stream frame arrived).

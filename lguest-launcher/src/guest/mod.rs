@@ -107,6 +107,8 @@ pub struct Guest {
     dst: Mac,
     /// A hello is to be sent (we joined a switch).
     hello_due: bool,
+    /// We are linked to a switch (its handshake said so).
+    on_switch: bool,
     /// Hellos on our TX ring not yet completed: their completions are not
     /// data frames consumed.
     hello_out: u64,
@@ -191,6 +193,7 @@ impl Guest {
             mac,
             dst,
             hello_due: false,
+            on_switch: false,
             hello_out: 0,
         };
         while g.rx.num_free() > 0 {
@@ -215,6 +218,7 @@ impl Guest {
     /// else we send, so the switch learns where we are.
     pub fn hello(&mut self) {
         self.hello_due = true;
+        self.on_switch = true;
     }
 
     /// One TX chain came back: a data frame consumed, or a hello.

@@ -665,6 +665,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             self.stats.port(i).drops.unknown_port += 1;
             return Route::Done;
         }
+        self.stats.copies += self.targets.len() as u64;
         if flood {
             self.stats.flooded += 1;
         } else {

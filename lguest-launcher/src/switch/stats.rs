@@ -67,6 +67,10 @@ pub struct SwitchStats {
     pub flooded: u64,
     /// Frames forwarded to exactly one learned port.
     pub unicast: u64,
+    /// Copies forwarding asked for (one per unicast frame, one per other
+    /// port for a flooded one): every port's `tx_packets` + `no_room`
+    /// add up to this.
+    pub copies: u64,
     /// Addresses learned (new or moved).
     pub learned: u64,
     /// Table entries that aged out.
