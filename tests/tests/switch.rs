@@ -441,3 +441,182 @@ fn switch_usage_errors_exit_2_naming_the_flag() {
         c.exit(&o, 2).stderr_has(&o, needle).done();
     }
 }
+
+/// Captures the frames a stream member sends through the switch's TAP
+/// port (on the host side, in the test's network namespace), checks their
+/// sequence numbers and sizes, then sends them back into the TAP
+/// addressed to the sink member. Prints one JSON line.
+const TAP_SCRIPT: &str = r#"
+import json, socket, struct, sys, time
+k, iface, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+stream = bytes.fromhex(sys.argv[4].replace(':', ''))
+sink = bytes.fromhex(sys.argv[5].replace(':', ''))
+host = bytes.fromhex('0200000000ee')
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88b5))
+s.bind((iface, 0))
+s.settimeout(1.0)
+print('ready', flush=True)
+frames, other, end = {}, 0, time.time() + 40
+while len(frames) < k and time.time() < end:
+    try:
+        f = s.recv(70000)
+    except socket.timeout:
+        continue
+    if f[6:12] != stream:
+        other += 1
+        continue
+    seq = struct.unpack_from('<Q', f, 14)[0]
+    if seq == 2**64 - 1:
+        continue
+    frames[seq] = f
+ok = sorted(frames) == list(range(k)) and all(len(f) == 14 + size for f in frames.values())
+sent = 0
+for seq in sorted(frames):
+    s.send(sink + host + frames[seq][12:])
+    sent += 1
+    time.sleep(0.0002)
+print(json.dumps({'captured': len(frames), 'in_order': ok, 'sent': sent, 'other': other}), flush=True)
+"#;
+
+/// Run `ip ARGS`, panicking with its stderr on failure.
+fn ip(args: &[&str]) {
+    let o = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        o.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The network namespace of one test, deleted when dropped.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// `--tap`: frames a member sends reach the host's stack (captured on
+/// the TAP in a namespace of the test's own), and frames the host sends
+/// into the TAP reach the member they are addressed to, intact.
+#[test]
+fn tap_port_carries_frames_between_host_and_members() {
+    if !nix::unistd::geteuid().is_root() || !std::path::Path::new("/dev/net/tun").exists() {
+        eprintln!("skipped: needs root and /dev/net/tun");
+        return;
+    }
+    let _g = serial();
+    let dir = TestDir::new("switchtap");
+    let ns = Netns(format!("sn-sw-{}", std::process::id()));
+    ip(&["netns", "add", &ns.0]);
+    // No IPv6 chatter (router solicitations) on the TAP.
+    for knob in ["all", "default"] {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, "sysctl", "-qw"])
+            .arg(format!("net.ipv6.conf.{knob}.disable_ipv6=1"))
+            .status();
+    }
+    let spec = format!("unix:{}", dir.path().join("sw").display());
+    let stats = dir.path().join("switch.json");
+    let launcher = common::launcher().display().to_string();
+    let stats_s = stats.display().to_string();
+    let mut sw = dir.spawn_program(
+        "switch",
+        std::path::Path::new("ip"),
+        &[
+            "netns", "exec", &ns.0, &launcher, "switch", "--sharenet", &spec, "--ports", "4",
+            "--tap", "snsw0", "--stats-json", &stats_s, "--timeout", "90",
+        ],
+    );
+    assert!(
+        sw.wait_for_stderr("TAP device snsw0", Duration::from_secs(10)),
+        "switch with --tap did not start:\n{}",
+        sw.stderr()
+    );
+    ip(&["-n", &ns.0, "link", "set", "snsw0", "up"]);
+    const K: u64 = 200;
+    const TAP_SIZE: u64 = 200;
+    let (k, size) = (K.to_string(), TAP_SIZE.to_string());
+    let (sink_mac, stream_mac) = (mac(0x5a), mac(0x7a));
+    let mut sink = dir.spawn(
+        "sink",
+        &spec,
+        &["--workload", "sink", "--count", &k, "--mac", &sink_mac, "--name", "sink"],
+    );
+    assert!(
+        sw.wait_for_stderr(" joined", Duration::from_secs(20)),
+        "sink did not join:\n{}",
+        sw.stderr()
+    );
+    let mut host = dir.spawn_program(
+        "host",
+        std::path::Path::new("ip"),
+        &[
+            "netns", "exec", &ns.0, "python3", "-c", TAP_SCRIPT, &k, "snsw0", &size,
+            &stream_mac, &sink_mac,
+        ],
+    );
+    let ready = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(dir.path().join("host.out"))
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(Instant::now() < ready, "capture did not start:\n{}", host.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // To an address nobody has: flooded to the TAP (and to the sink,
+    // whose address filter drops it).
+    let mut stream = dir.spawn(
+        "stream",
+        &spec,
+        &[
+            "--workload", "stream", "--count", &k, "--size", &size, "--mac", &stream_mac,
+            "--dst", "02:00:00:00:00:ee", "--name", "stream",
+        ],
+    );
+    let stream = stream.finish(EXIT_LIMIT);
+    let host = host.finish(Duration::from_secs(60));
+    let sink = sink.finish(EXIT_LIMIT);
+    sw.signal(Signal::SIGINT);
+    let swo = sw.finish(Duration::from_secs(10));
+    let text = std::fs::read_to_string(&stats).unwrap_or_default();
+    let st: SwitchStats = serde_json::from_str(&text).unwrap_or_default();
+    let report: serde_json::Value = host
+        .stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    let mut c = Checks::new("TAP port", &[&sink, &stream, &host, &swo]);
+    c.exit(&stream, 0)
+        .exit(&host, 0)
+        .exit(&sink, 0)
+        .exit(&swo, 0)
+        .eq(&sink, field!(packets_received), K)
+        .eq(&sink, field!(bytes_received), K * TAP_SIZE)
+        .eq(&sink, field!(corrupted), 0)
+        .eq(&sink, field!(out_of_order), 0);
+    // The stream's frames and its end-of-stream frame, flooded.
+    let nfu = sink.u64(field!(not_for_us));
+    c.that(
+        (K..=K + 1).contains(&nfu),
+        format!("the sink should filter the stream's {K} frames (+ end), got {nfu}"),
+    );
+    c.that(
+        report["captured"] == K && report["in_order"] == true,
+        format!("the host should capture {K} frames 0..{K} of {} B: {report}", 14 + TAP_SIZE),
+    );
+    let tap = st.ports.iter().find(|p| p.state == "tap");
+    c.that(
+        tap.is_some_and(|p| p.rx_packets >= K && p.tx_packets >= K),
+        format!("the TAP port should count {K} frames each way: {tap:?}"),
+    );
+    check_counters_add_up(&mut c, &st);
+    c.done();
+}

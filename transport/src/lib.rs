@@ -54,6 +54,7 @@ mod error;
 mod fdpass;
 mod handshake;
 pub mod path;
+pub mod tap;
 mod poll;
 mod rendezvous;
 #[cfg(feature = "test-utils")]

@@ -52,7 +52,7 @@ use crate::guest::frame::{is_group, Mac, ETH_HDR};
 use crate::guest::plan::{Layout, BUF_SIZE, NET_HDR_LEN};
 use crate::link::{dispatch, WithTransport};
 use crate::memory::GuestMemory;
-use crate::virtq::{NotifyMode, Seg};
+use crate::virtq::{ChainError, NotifyMode, Seg};
 use port::{read_prefix, Port};
 use stats::SwitchStats;
 use std::os::fd::AsFd;
@@ -122,6 +122,11 @@ pub struct SwitchArgs {
     /// No join/leave lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also bridge a Linux TAP device NAME (created if missing) as one
+    /// more port, so the host's own stack reaches the members. Needs
+    /// CAP_NET_ADMIN; bring it up with `ip link set NAME up`.
+    #[arg(long, value_name = "NAME")]
+    pub tap: Option<String>,
 }
 
 fn parse_ports(s: &str) -> Result<usize, String> {
@@ -157,6 +162,8 @@ pub struct SwitchConfig {
     pub timeout: Option<Duration>,
     /// No join/leave lines.
     pub quiet: bool,
+    /// `--tap NAME`.
+    pub tap: Option<String>,
 }
 
 /// Why the switch stopped (exit 1).
@@ -195,6 +202,7 @@ pub fn run(args: &SwitchArgs) -> ExitCode {
         aging: Duration::from_secs(args.aging),
         timeout: args.timeout.map(Duration::from_secs_f64),
         quiet: args.quiet,
+        tap: args.tap.clone(),
     };
     crate::run::install_signal_handlers();
     match dispatch(cfg.spec.kind, Serve { cfg: &cfg }) {
@@ -260,6 +268,10 @@ struct Switch<'a, T: Transport> {
     segs: Vec<Seg>,
     targets: Vec<usize>,
     started: Instant,
+    /// `--tap NAME`: the port to the host's own stack.
+    tap: Option<transport::tap::Tap>,
+    tap_buf: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
 impl<'a, T: Transport + 'static> Switch<'a, T> {
@@ -273,6 +285,10 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         wake.set_nonblocking(true)?;
         wake_tx.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let tap = match &cfg.tap {
+            Some(name) => Some(transport::tap::Tap::open(name)?),
+            None => None,
+        };
         let served = match cfg.spec.kind {
             Kind::Fifo => None,
             _ => Some(transport::serve_many(&cfg.spec.path)?),
@@ -312,6 +328,23 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
                 _ => cfg.spec.to_string(),
             };
             eprintln!("[switch] {} ports; members join on {how}", cfg.ports);
+            if let Some(t) = &tap {
+                eprintln!(
+                    "[switch] port {}: TAP device {} (bring it up: ip link set {} up)",
+                    cfg.ports,
+                    t.name(),
+                    t.name()
+                );
+            }
+        }
+        let mut stats = SwitchStats {
+            transport: cfg.spec.kind.name().into(),
+            ports_max: cfg.ports,
+            result: "running".into(),
+            ..SwitchStats::default()
+        };
+        if tap.is_some() {
+            stats.port(cfg.ports).state = "tap".into();
         }
         Ok(Switch {
             cfg,
@@ -319,19 +352,17 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             ports: (0..cfg.ports).map(|_| None).collect(),
             busy,
             table: Table::new(cfg.mac_table, cfg.aging),
-            stats: SwitchStats {
-                transport: cfg.spec.kind.name().into(),
-                ports_max: cfg.ports,
-                result: "running".into(),
-                ..SwitchStats::default()
-            },
+            stats,
             events,
             wake,
             stop,
             _served: served,
             segs: Vec::with_capacity(8),
-            targets: Vec::with_capacity(cfg.ports),
+            targets: Vec::with_capacity(cfg.ports + 1),
             started: Instant::now(),
+            tap,
+            tap_buf: Vec::new(),
+            scratch: Vec::new(),
         })
     }
 
@@ -360,6 +391,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             for i in 0..self.ports.len() {
                 moved += self.forward_from(i, now);
             }
+            moved += self.forward_from_tap(now);
             self.flush();
             if moved == 0 {
                 self.idle(now);
@@ -448,7 +480,14 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
     /// Free port `n`: its member left, died or broke its rings. The other
     /// ports are not touched.
     fn leave(&mut self, n: usize, why: &str) {
-        let Some(port) = self.ports[n].take() else {
+        if Some(n) == self.tap_ix() {
+            eprintln!("[switch] tap port {n} closed: {why}");
+            self.tap = None;
+            self.table.forget_port(n);
+            self.stats.port(n).state = "down".into();
+            return;
+        }
+        let Some(port) = self.ports.get_mut(n).and_then(Option::take) else {
             return;
         };
         if !self.cfg.quiet {
@@ -547,6 +586,9 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             .map(|p| PollFd::new(p.link.as_fd(), PollFlags::POLLIN))
             .collect();
         fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
+        if let Some(t) = &self.tap {
+            fds.push(PollFd::new(t.as_fd(), PollFlags::POLLIN));
+        }
         let ms = u16::try_from(max.as_millis()).unwrap_or(u16::MAX);
         let _ = poll(&mut fds, PollTimeout::from(ms));
     }
@@ -575,7 +617,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
                     break;
                 }
             };
-            match self.route(i, &member, chain, now) {
+            match self.route(i, Src::Member(&member), chain, now) {
                 Route::Hold => break,
                 Route::Done => {}
             }
@@ -592,20 +634,14 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
     }
 
     /// Decide where one frame from port `i` goes and copy it there.
-    fn route(
-        &mut self,
-        i: usize,
-        member: &crate::memory::Region,
-        chain: Result<u32, crate::virtq::ChainError>,
-        now: Instant,
-    ) -> Route {
+    fn route(&mut self, i: usize, src: Src<'_>, chain: Result<u32, ChainError>, now: Instant) -> Route {
         let before = NET_HDR_LEN as usize + ETH_HDR;
         let mut hdr = [0u8; NET_HDR_LEN as usize + ETH_HDR];
         let len = match chain {
             Ok(len)
                 if len as usize >= before
                     && u64::from(len) <= BUF_SIZE
-                    && read_prefix(member, &self.segs, &mut hdr) =>
+                    && src.read_prefix(&self.segs, &mut hdr) =>
             {
                 len
             }
@@ -616,8 +652,12 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         };
         let eth = &hdr[NET_HDR_LEN as usize..];
         let dst: Mac = eth[0..6].try_into().unwrap_or_default();
-        let src: Mac = eth[6..12].try_into().unwrap_or_default();
+        let srcmac: Mac = eth[6..12].try_into().unwrap_or_default();
         let bytes = u64::from(len) - NET_HDR_LEN;
+        let tap_ix = self.tap_ix();
+        let up = |ports: &Vec<Option<Port<T>>>, j: usize| {
+            ports.get(j).is_some_and(|p| p.is_some()) || Some(j) == tap_ix
+        };
         self.targets.clear();
         let flood = if is_group(&dst) {
             true
@@ -628,10 +668,10 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
                     s.rx_packets += 1;
                     s.rx_bytes += bytes;
                     s.drops.same_port += 1;
-                    self.table.learn(src, i, now);
+                    self.table.learn(srcmac, i, now);
                     return Route::Done;
                 }
-                Some(j) if self.ports.get(j).is_some_and(|p| p.is_some()) => {
+                Some(j) if up(&self.ports, j) => {
                     self.targets.push(j);
                     false
                 }
@@ -639,23 +679,29 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             }
         };
         if flood {
-            self.targets.extend(
-                (0..self.ports.len()).filter(|&j| j != i && self.ports[j].is_some()),
-            );
+            let n = self.ports.len();
+            self.targets
+                .extend((0..n).filter(|&j| j != i && self.ports[j].is_some()));
+            if let Some(t) = tap_ix.filter(|&t| t != i) {
+                self.targets.push(t);
+            }
         }
         // Room everywhere it goes, or a hold while a full destination
-        // may still make room (see the module docs).
-        for &j in &self.targets {
-            if let Some(q) = self.ports[j].as_mut() {
-                if !q.has_room() {
-                    let since = *q.full_since.get_or_insert(now);
-                    if now.saturating_duration_since(since) < self.cfg.hold {
-                        return Route::Hold;
+        // may still make room (see the module docs). A frame from the
+        // TAP cannot wait: the host's queue is not ours to hold.
+        if src.can_hold() {
+            for &j in &self.targets {
+                if let Some(Some(q)) = self.ports.get_mut(j) {
+                    if !q.has_room() {
+                        let since = *q.full_since.get_or_insert(now);
+                        if now.saturating_duration_since(since) < self.cfg.hold {
+                            return Route::Hold;
+                        }
                     }
                 }
             }
         }
-        self.table.learn(src, i, now);
+        self.table.learn(srcmac, i, now);
         {
             let s = self.stats.port(i);
             s.rx_packets += 1;
@@ -673,26 +719,115 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         }
         for t in 0..self.targets.len() {
             let j = self.targets[t];
-            let Some(q) = self.ports[j].as_mut() else {
+            let put = if Some(j) == tap_ix {
+                self.put_tap(src, len)
+            } else if let Some(Some(q)) = self.ports.get_mut(j) {
+                match src {
+                    Src::Member(mem) => q.put(mem, &self.segs, len),
+                    Src::Bytes(b) => q.put_bytes(&b[..len as usize]),
+                }
+            } else {
                 continue;
             };
-            match q.put(member, &self.segs, len) {
+            match put {
                 Ok(true) => {
                     let s = self.stats.port(j);
                     s.tx_packets += 1;
                     s.tx_bytes += bytes;
                 }
                 Ok(false) => self.stats.port(j).drops.no_room += 1,
-                Err(port::PutError::Ring(e)) => {
-                    self.leave(j, &format!("broke the port's TX ring: {e}"));
-                }
-                Err(_) => {
+                Err(port::PutError::Memory(_) | port::PutError::TooLong(_)) => {
+                    // The frame, not the destination, is at fault.
+                    self.stats.port(j).drops.no_room += 1;
                     self.stats.port(i).drops.malformed += 1;
-                    break;
+                }
+                Err(e) => {
+                    // Our own ring or the TAP failed: that port goes.
+                    self.stats.port(j).drops.no_room += 1;
+                    self.leave(j, &format!("cannot forward to it: {e}"));
                 }
             }
         }
         Route::Done
+    }
+
+    /// The TAP port's number, if there is one (after the member ports).
+    fn tap_ix(&self) -> Option<usize> {
+        self.tap.as_ref().map(|_| self.ports.len())
+    }
+
+    /// Hand a frame (`len` bytes with its `virtio_net_hdr`) to the host.
+    fn put_tap(&mut self, src: Src<'_>, len: u32) -> Result<bool, port::PutError> {
+        let Some(tap) = self.tap.as_ref() else {
+            return Ok(false);
+        };
+        let frame: &[u8] = match src {
+            Src::Bytes(b) => &b[NET_HDR_LEN as usize..len as usize],
+            Src::Member(mem) => {
+                self.scratch.resize(len as usize, 0);
+                if !read_prefix(mem, &self.segs, &mut self.scratch) {
+                    return Ok(false);
+                }
+                &self.scratch[NET_HDR_LEN as usize..]
+            }
+        };
+        tap.send(frame).map_err(port::PutError::Tap)
+    }
+
+    /// Forward what the host sent on the TAP; how many frames.
+    fn forward_from_tap(&mut self, now: Instant) -> usize {
+        let Some(ix) = self.tap_ix() else {
+            return 0;
+        };
+        let mut buf = std::mem::take(&mut self.tap_buf);
+        buf.resize(BUF_SIZE as usize, 0);
+        let mut done = 0;
+        for _ in 0..BATCH {
+            let got = match self.tap.as_ref().map(|t| t.recv(&mut buf[NET_HDR_LEN as usize..])) {
+                Some(Ok(Some(n))) => n,
+                Some(Ok(None)) | None => break,
+                Some(Err(e)) => {
+                    eprintln!("[switch] tap: {e}; closing the TAP port");
+                    self.tap = None;
+                    break;
+                }
+            };
+            buf[..NET_HDR_LEN as usize].fill(0);
+            let len = (got + NET_HDR_LEN as usize) as u32;
+            self.segs.clear();
+            let _ = self.route(ix, Src::Bytes(&buf), Ok(len), now);
+            done += 1;
+        }
+        self.tap_buf = buf;
+        done
+    }
+}
+
+/// Where a frame being forwarded is.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    /// In a member's memory, as the chain pieces in `Switch::segs`.
+    Member(&'a crate::memory::Region),
+    /// In a buffer of ours (read from the TAP), `virtio_net_hdr` first.
+    Bytes(&'a [u8]),
+}
+
+impl Src<'_> {
+    fn read_prefix(&self, segs: &[Seg], out: &mut [u8]) -> bool {
+        match self {
+            Src::Member(mem) => read_prefix(mem, segs, out),
+            Src::Bytes(b) => match b.get(..out.len()) {
+                Some(h) => {
+                    out.copy_from_slice(h);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    fn can_hold(&self) -> bool {
+        matches!(self, Src::Member(_))
     }
 }
 

@@ -149,6 +149,27 @@ impl<T: Transport> Port<T> {
         Ok(true)
     }
 
+    /// Put a frame we hold (`virtio_net_hdr` first, as read from the TAP)
+    /// on the port's TX ring; false when the ring is full.
+    pub fn put_bytes(&mut self, frame: &[u8]) -> Result<bool, PutError> {
+        let len = u32::try_from(frame.len()).map_err(|_| PutError::TooLong(u32::MAX))?;
+        if u64::from(len) > BUF_SIZE {
+            return Err(PutError::TooLong(len));
+        }
+        let Some((_, slot)) = self
+            .tx
+            .add_slot(self.layout.tx_bufs, BUF_SIZE, len, false)
+            .map_err(PutError::Ring)?
+        else {
+            return Ok(false);
+        };
+        self.own
+            .write("frame from tap", slot, frame)
+            .map_err(PutError::Memory)?;
+        self.avail_added = true;
+        Ok(true)
+    }
+
     /// Publish what this turn added to both rings. True when the member
     /// asked to be told (its TX completions, or new frames for it).
     pub fn flush(&mut self) -> Result<bool, RingError> {
@@ -191,6 +212,9 @@ pub enum PutError {
     /// A piece lay outside the member's memory.
     #[error("{0}")]
     Memory(OutOfBounds),
+    /// The TAP device failed.
+    #[error("{0}")]
+    Tap(transport::Error),
 }
 
 /// Read the first `out.len()` bytes of a chain (pieces `segs` in `mem`);
