@@ -126,7 +126,10 @@ fn check_counters_add_up(c: &mut Checks<'_>, s: &SwitchStats) {
     );
     c.that(
         tx + no_room == s.copies,
-        format!("frames out {tx} + no_room {no_room} should be the copies asked, {}", s.copies),
+        format!(
+            "frames out {tx} + no_room {no_room} should be the copies asked, {}",
+            s.copies
+        ),
     );
 }
 
@@ -153,8 +156,17 @@ fn eight_members_four_streams_and_a_broadcast(kind: &str) {
                 &format!("sink{k}"),
                 &sw.spec(k),
                 &[
-                    "--workload", "sink", "--count", &per_sink, "--reconnect", "--mac", &m,
-                    "--name", &format!("sink{k}"), "--timeout", "60",
+                    "--workload",
+                    "sink",
+                    "--count",
+                    &per_sink,
+                    "--reconnect",
+                    "--mac",
+                    &m,
+                    "--name",
+                    &format!("sink{k}"),
+                    "--timeout",
+                    "60",
                 ],
             )
         })
@@ -168,8 +180,20 @@ fn eight_members_four_streams_and_a_broadcast(kind: &str) {
                 &format!("stream{k}"),
                 &sw.spec(4 + k),
                 &[
-                    "--workload", "stream", "--count", &n, "--size", &size, "--mac", &m,
-                    "--dst", &d, "--name", &format!("stream{k}"), "--timeout", "60",
+                    "--workload",
+                    "stream",
+                    "--count",
+                    &n,
+                    "--size",
+                    &size,
+                    "--mac",
+                    &m,
+                    "--dst",
+                    &d,
+                    "--name",
+                    &format!("stream{k}"),
+                    "--timeout",
+                    "60",
                 ],
             )
         })
@@ -178,8 +202,20 @@ fn eight_members_four_streams_and_a_broadcast(kind: &str) {
         "bcast",
         &sw.spec(8),
         &[
-            "--workload", "stream", "--count", &b, "--size", &size, "--mac", &mac(0x30),
-            "--dst", BROADCAST, "--name", "bcast", "--timeout", "60",
+            "--workload",
+            "stream",
+            "--count",
+            &b,
+            "--size",
+            &size,
+            "--mac",
+            &mac(0x30),
+            "--dst",
+            BROADCAST,
+            "--name",
+            "bcast",
+            "--timeout",
+            "60",
         ],
     );
     let streams: Vec<Outcome> = streams.iter_mut().map(|p| p.finish(EXIT_LIMIT)).collect();
@@ -207,8 +243,14 @@ fn eight_members_four_streams_and_a_broadcast(kind: &str) {
     }
     c.eq(&bcast, field!(packets_consumed), BCAST);
     check_counters_add_up(&mut c, &st);
-    c.that(st.joins == 9, format!("9 members should have joined, got {}", st.joins));
-    c.that(st.learned >= 9, format!("9 addresses should be learned, got {}", st.learned));
+    c.that(
+        st.joins == 9,
+        format!("9 members should have joined, got {}", st.joins),
+    );
+    c.that(
+        st.learned >= 9,
+        format!("9 addresses should be learned, got {}", st.learned),
+    );
     c.that(
         st.unicast >= 4 * STREAM,
         format!("at least {} unicast frames, got {}", 4 * STREAM, st.unicast),
@@ -222,12 +264,18 @@ fn eight_members_four_streams_and_a_broadcast(kind: &str) {
         );
     }
     let early: u64 = st.ports.iter().map(|p| p.drops.unknown_port).sum();
-    c.that(early <= 1, format!("only the first hello may find nobody, got {early}"));
+    c.that(
+        early <= 1,
+        format!("only the first hello may find nobody, got {early}"),
+    );
     // Which port each member had (fifo: fixed; sockets: by pid).
     let port_of = |o: &Outcome| st.ports.iter().find(|p| p.pid == o.pid).map(|p| p.port);
     for (k, s) in sinks.iter().enumerate() {
         let Some(p) = port_of(s) else {
-            c.that(false, format!("sink{k} (pid {}) has no port in the stats", s.pid));
+            c.that(
+                false,
+                format!("sink{k} (pid {}) has no port in the stats", s.pid),
+            );
             continue;
         };
         let out = st.ports[p].tx_packets;
@@ -235,7 +283,10 @@ fn eight_members_four_streams_and_a_broadcast(kind: &str) {
         // end frames: nothing of the other streams.
         c.that(
             (STREAM + BCAST..=STREAM + BCAST + 16).contains(&out),
-            format!("port {p} (sink{k}) should get {} frames + hellos/ends, got {out}", STREAM + BCAST),
+            format!(
+                "port {p} (sink{k}) should get {} frames + hellos/ends, got {out}",
+                STREAM + BCAST
+            ),
         );
     }
     for (k, s) in streams.iter().enumerate() {
@@ -260,12 +311,30 @@ fn member_killed_mid_stream_does_not_disturb_the_others(kind: &str) {
     let mut a = dir.spawn(
         "sinkA",
         &sw.spec(0),
-        &["--workload", "sink", "--count", &n, "--mac", &mac(0xa), "--name", "sinkA"],
+        &[
+            "--workload",
+            "sink",
+            "--count",
+            &n,
+            "--mac",
+            &mac(0xa),
+            "--name",
+            "sinkA",
+        ],
     );
     let mut c_sink = dir.spawn(
         "sinkC",
         &sw.spec(1),
-        &["--workload", "sink", "--count", "0", "--mac", &mac(0xc), "--name", "sinkC"],
+        &[
+            "--workload",
+            "sink",
+            "--count",
+            "0",
+            "--mac",
+            &mac(0xc),
+            "--name",
+            "sinkC",
+        ],
     );
     sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
@@ -274,16 +343,32 @@ fn member_killed_mid_stream_does_not_disturb_the_others(kind: &str) {
         "streamD",
         &sw.spec(3),
         &[
-            "--workload", "stream", "--count", "100000000", "--mac", &mac(0xd), "--dst",
-            &mac(0xc), "--name", "streamD",
+            "--workload",
+            "stream",
+            "--count",
+            "100000000",
+            "--mac",
+            &mac(0xd),
+            "--dst",
+            &mac(0xc),
+            "--name",
+            "streamD",
         ],
     );
     let mut b = dir.spawn(
         "streamB",
         &sw.spec(2),
         &[
-            "--workload", "stream", "--count", &n, "--mac", &mac(0xb), "--dst", &mac(0xa),
-            "--name", "streamB",
+            "--workload",
+            "stream",
+            "--count",
+            &n,
+            "--mac",
+            &mac(0xb),
+            "--dst",
+            &mac(0xa),
+            "--name",
+            "streamB",
         ],
     );
     assert!(
@@ -301,8 +386,16 @@ fn member_killed_mid_stream_does_not_disturb_the_others(kind: &str) {
         "streamE",
         &sw.spec(3),
         &[
-            "--workload", "stream", "--count", "5000", "--mac", &mac(0xe), "--dst", &mac(0xc),
-            "--name", "streamE",
+            "--workload",
+            "stream",
+            "--count",
+            "5000",
+            "--mac",
+            &mac(0xe),
+            "--dst",
+            &mac(0xc),
+            "--name",
+            "streamE",
         ],
     );
     let e = e.finish(EXIT_LIMIT);
@@ -330,8 +423,14 @@ fn member_killed_mid_stream_does_not_disturb_the_others(kind: &str) {
         c_out.u64(field!(packets_received)) >= 5000,
         "sinkC should have E's 5000 frames",
     );
-    c.that(st.joins == 5, format!("5 members should have joined, got {}", st.joins));
-    c.that(st.leaves == 5, format!("5 members should have left, got {}", st.leaves));
+    c.that(
+        st.joins == 5,
+        format!("5 members should have joined, got {}", st.joins),
+    );
+    c.that(
+        st.leaves == 5,
+        format!("5 members should have left, got {}", st.leaves),
+    );
     check_counters_add_up(&mut c, &st);
     c.done();
 }
@@ -348,14 +447,33 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
     let mut fast = dir.spawn(
         "fast",
         &sw.spec(0),
-        &["--workload", "sink", "--count", &n, "--mac", &mac(0xf), "--name", "fast"],
+        &[
+            "--workload",
+            "sink",
+            "--count",
+            &n,
+            "--mac",
+            &mac(0xf),
+            "--name",
+            "fast",
+        ],
     );
     let mut slow = dir.spawn(
         "slow",
         &sw.spec(1),
         &[
-            "--workload", "sink", "--count", "0", "--mac", &mac(0x5), "--name", "slow",
-            "--rx-delay-us", "1000000", "--timeout", "60",
+            "--workload",
+            "sink",
+            "--count",
+            "0",
+            "--mac",
+            &mac(0x5),
+            "--name",
+            "slow",
+            "--rx-delay-us",
+            "1000000",
+            "--timeout",
+            "60",
         ],
     );
     sw.wait_joined(2);
@@ -364,16 +482,32 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
         "to_slow",
         &sw.spec(2),
         &[
-            "--workload", "stream", "--count", "5000", "--mac", &mac(0x55), "--dst", &mac(0x5),
-            "--name", "to_slow",
+            "--workload",
+            "stream",
+            "--count",
+            "5000",
+            "--mac",
+            &mac(0x55),
+            "--dst",
+            &mac(0x5),
+            "--name",
+            "to_slow",
         ],
     );
     let mut to_fast = dir.spawn(
         "to_fast",
         &sw.spec(3),
         &[
-            "--workload", "stream", "--count", &n, "--mac", &mac(0xff), "--dst", &mac(0xf),
-            "--name", "to_fast",
+            "--workload",
+            "stream",
+            "--count",
+            &n,
+            "--mac",
+            &mac(0xff),
+            "--dst",
+            &mac(0xf),
+            "--name",
+            "to_fast",
         ],
     );
     let to_slow = to_slow.finish(EXIT_LIMIT);
@@ -400,7 +534,10 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
         Some(p) => {
             c.that(
                 p.drops.no_room > 0,
-                format!("the slow member's port should drop for room, got {:?}", p.drops),
+                format!(
+                    "the slow member's port should drop for room, got {:?}",
+                    p.drops
+                ),
             );
             c.that(
                 p.tx_packets + p.drops.no_room >= 5000,
@@ -430,13 +567,27 @@ fn switch_usage_errors_exit_2_naming_the_flag() {
     let dir = TestDir::new("switchusage");
     let bad_dir = format!("unix:{}/no-such-dir/sw", dir.path().display());
     for (args, needle) in [
-        (vec!["switch", "--sharenet", "unix:/tmp/x", "--ports", "0"], "--ports"),
-        (vec!["switch", "--sharenet", "unix:/tmp/x", "--ports", "65"], "--ports"),
+        (
+            vec!["switch", "--sharenet", "unix:/tmp/x", "--ports", "0"],
+            "--ports",
+        ),
+        (
+            vec!["switch", "--sharenet", "unix:/tmp/x", "--ports", "65"],
+            "--ports",
+        ),
         (vec!["switch", "--sharenet", &bad_dir], "no-such-dir"),
-        (vec!["switch", "--sharenet", "unix:/tmp/x", "--mac-table", "0"], "--mac-table"),
-        (vec!["--sharenet", "unix:/tmp/x", "--mac", "02:00:00"], "--mac"),
+        (
+            vec!["switch", "--sharenet", "unix:/tmp/x", "--mac-table", "0"],
+            "--mac-table",
+        ),
+        (
+            vec!["--sharenet", "unix:/tmp/x", "--mac", "02:00:00"],
+            "--mac",
+        ),
     ] {
-        let o = dir.spawn_raw("usage", &args).finish(Duration::from_secs(10));
+        let o = dir
+            .spawn_raw("usage", &args)
+            .finish(Duration::from_secs(10));
         let mut c = Checks::new(format!("{args:?}"), &[&o]);
         c.exit(&o, 2).stderr_has(&o, needle).done();
     }
@@ -530,8 +681,21 @@ fn tap_port_carries_frames_between_host_and_members() {
         "switch",
         std::path::Path::new("ip"),
         &[
-            "netns", "exec", &ns.0, &launcher, "switch", "--sharenet", &spec, "--ports", "4",
-            "--tap", "snsw0", "--stats-json", &stats_s, "--timeout", "90",
+            "netns",
+            "exec",
+            &ns.0,
+            &launcher,
+            "switch",
+            "--sharenet",
+            &spec,
+            "--ports",
+            "4",
+            "--tap",
+            "snsw0",
+            "--stats-json",
+            &stats_s,
+            "--timeout",
+            "90",
         ],
     );
     assert!(
@@ -547,7 +711,16 @@ fn tap_port_carries_frames_between_host_and_members() {
     let mut sink = dir.spawn(
         "sink",
         &spec,
-        &["--workload", "sink", "--count", &k, "--mac", &sink_mac, "--name", "sink"],
+        &[
+            "--workload",
+            "sink",
+            "--count",
+            &k,
+            "--mac",
+            &sink_mac,
+            "--name",
+            "sink",
+        ],
     );
     assert!(
         sw.wait_for_stderr(" joined", Duration::from_secs(20)),
@@ -558,8 +731,17 @@ fn tap_port_carries_frames_between_host_and_members() {
         "host",
         std::path::Path::new("ip"),
         &[
-            "netns", "exec", &ns.0, "python3", "-c", TAP_SCRIPT, &k, "snsw0", &size,
-            &stream_mac, &sink_mac,
+            "netns",
+            "exec",
+            &ns.0,
+            "python3",
+            "-c",
+            TAP_SCRIPT,
+            &k,
+            "snsw0",
+            &size,
+            &stream_mac,
+            &sink_mac,
         ],
     );
     let ready = Instant::now() + Duration::from_secs(10);
@@ -567,7 +749,11 @@ fn tap_port_carries_frames_between_host_and_members() {
         .unwrap_or_default()
         .contains("ready")
     {
-        assert!(Instant::now() < ready, "capture did not start:\n{}", host.stderr());
+        assert!(
+            Instant::now() < ready,
+            "capture did not start:\n{}",
+            host.stderr()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // To an address nobody has: flooded to the TAP (and to the sink,
@@ -576,8 +762,18 @@ fn tap_port_carries_frames_between_host_and_members() {
         "stream",
         &spec,
         &[
-            "--workload", "stream", "--count", &k, "--size", &size, "--mac", &stream_mac,
-            "--dst", "02:00:00:00:00:ee", "--name", "stream",
+            "--workload",
+            "stream",
+            "--count",
+            &k,
+            "--size",
+            &size,
+            "--mac",
+            &stream_mac,
+            "--dst",
+            "02:00:00:00:00:ee",
+            "--name",
+            "stream",
         ],
     );
     let stream = stream.finish(EXIT_LIMIT);
@@ -610,7 +806,10 @@ fn tap_port_carries_frames_between_host_and_members() {
     );
     c.that(
         report["captured"] == K && report["in_order"] == true,
-        format!("the host should capture {K} frames 0..{K} of {} B: {report}", 14 + TAP_SIZE),
+        format!(
+            "the host should capture {K} frames 0..{K} of {} B: {report}",
+            14 + TAP_SIZE
+        ),
     );
     let tap = st.ports.iter().find(|p| p.state == "tap");
     c.that(

@@ -42,7 +42,9 @@ impl Tap {
         if name.is_empty() || name.len() >= IFNAMSIZ || name.contains(['/', ' ', ':']) {
             return Err(Error::BadPath {
                 path: name.into(),
-                reason: format!("is not an interface name (1..{IFNAMSIZ} bytes, no `/`, `:` or space)"),
+                reason: format!(
+                    "is not an interface name (1..{IFNAMSIZ} bytes, no `/`, `:` or space)"
+                ),
             });
         }
         let raw = open(

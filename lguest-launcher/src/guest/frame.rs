@@ -91,7 +91,8 @@ pub fn format_mac(mac: &Mac) -> String {
 /// Parse `aa:bb:cc:dd:ee:ff` (or with `-`).
 pub fn parse_mac(s: &str) -> Result<Mac, String> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
-    let bad = || format!("`{s}` is not a MAC address; expected six hex bytes like 02:00:00:00:00:01");
+    let bad =
+        || format!("`{s}` is not a MAC address; expected six hex bytes like 02:00:00:00:00:01");
     if parts.len() != 6 {
         return Err(bad());
     }
@@ -300,7 +301,10 @@ mod tests {
         assert_eq!(a[0], 0x02, "locally administered unicast");
         assert!(!is_group(&a) && is_group(&BROADCAST));
         let h = eth_header(b, a, ETH_P_SHARENET);
-        assert_eq!((&h[0..6], &h[6..12], &h[12..]), (&b[..], &a[..], &[0x88, 0xb5][..]));
+        assert_eq!(
+            (&h[0..6], &h[6..12], &h[12..]),
+            (&b[..], &a[..], &[0x88, 0xb5][..])
+        );
     }
 
     #[test]

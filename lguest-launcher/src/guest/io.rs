@@ -13,9 +13,14 @@ impl Guest {
     pub(super) fn send_hello(&mut self) -> Result<bool, RingError> {
         let eth = eth_header(BROADCAST, self.mac, ETH_P_HELLO);
         // Padded to the Ethernet minimum of 60 bytes.
-        send_frame(&mut self.tx, &self.mem, self.layout.tx_bufs, &eth, 46, |mem, at| {
-            Ok(mem.write("tx hello", at, &[0u8; 46])?)
-        })
+        send_frame(
+            &mut self.tx,
+            &self.mem,
+            self.layout.tx_bufs,
+            &eth,
+            46,
+            |mem, at| Ok(mem.write("tx hello", at, &[0u8; 46])?),
+        )
     }
 
     pub(super) fn rx_slot(&self, id: u16) -> u64 {
@@ -97,8 +102,11 @@ impl Guest {
             return Ok(());
         }
         let mut eth = [0u8; ETH_HDR];
-        self.mem
-            .read("rx ethernet header", self.rx_slot(id) + NET_HDR_LEN, &mut eth)?;
+        self.mem.read(
+            "rx ethernet header",
+            self.rx_slot(id) + NET_HDR_LEN,
+            &mut eth,
+        )?;
         let dst: Mac = eth[0..6].try_into().unwrap_or_default();
         let src: Mac = eth[6..12].try_into().unwrap_or_default();
         // A NIC's address filter: unicast for another guest (a switch

@@ -40,8 +40,8 @@ use io::send_frame;
 
 use crate::cli::config::{Payload, Workload};
 use crate::guest::frame::{
-    check_stamp, end_frame, eth_header, header_seq, is_group, stamp, verify, Mac, Pattern,
-    Verdict, BROADCAST, END_SEQ, ETH_HDR, ETH_P_HELLO, ETH_P_SHARENET, FRAME_HDR,
+    check_stamp, end_frame, eth_header, header_seq, is_group, stamp, verify, Mac, Pattern, Verdict,
+    BROADCAST, END_SEQ, ETH_HDR, ETH_P_HELLO, ETH_P_SHARENET, FRAME_HDR,
 };
 use crate::guest::plan::{Layout, BUF_SIZE, NET_HDR_LEN};
 use crate::memory::Region;

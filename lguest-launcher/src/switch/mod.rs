@@ -24,7 +24,7 @@
 //!
 //! # Flow control: a slow member stalls only itself
 //! A destination whose ring is full gets [`SwitchConfig::hold`] (default
-//! 50 ms) to make room. Meanwhile the source's chain waits at the head of
+//! 250 ms) to make room. Meanwhile the source's chain waits at the head of
 //! *its own* ring — the frames of every other port keep moving — and the
 //! switch sleeps until the destination's copier frees a slot (it asked
 //! for that interrupt) or the hold ends. A destination still full after
@@ -108,7 +108,7 @@ pub struct SwitchArgs {
     pub queue_size: u32,
     /// How long a frame waits for room at a full destination before it
     /// is dropped there (0: drop at once).
-    #[arg(long, default_value_t = 50, value_name = "MS")]
+    #[arg(long, default_value_t = 250, value_name = "MS")]
     pub hold_ms: u64,
     /// Largest number of MAC addresses learned.
     #[arg(long, default_value_t = 4096, value_name = "N")]
@@ -188,7 +188,9 @@ pub fn run(args: &SwitchArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     if args.mac_table == 0 {
-        eprintln!("error: --mac-table 0: the switch must learn at least one address; give 1 or more");
+        eprintln!(
+            "error: --mac-table 0: the switch must learn at least one address; give 1 or more"
+        );
         return ExitCode::from(2);
     }
     let cfg = SwitchConfig {
@@ -248,7 +250,7 @@ struct Joined<T> {
 
 /// What acceptor threads tell the forwarding thread.
 enum Event<T> {
-    Joined(Joined<T>),
+    Joined(Box<Joined<T>>),
     Refused(String),
 }
 
@@ -419,7 +421,10 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         self.stats.table_entries = self.table.len();
         if let Some(p) = &self.cfg.stats_json {
             if let Err(e) = self.stats.write_json(p) {
-                eprintln!("warning: [switch] cannot write stats to {}: {e}", p.display());
+                eprintln!(
+                    "warning: [switch] cannot write stats to {}: {e}",
+                    p.display()
+                );
             }
         }
     }
@@ -434,7 +439,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
                     self.stats.refused += 1;
                     eprintln!("[switch] refused a member: {why}");
                 }
-                Event::Joined(j) => self.join(j),
+                Event::Joined(j) => self.join(*j),
             }
         }
     }
@@ -634,7 +639,13 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
     }
 
     /// Decide where one frame from port `i` goes and copy it there.
-    fn route(&mut self, i: usize, src: Src<'_>, chain: Result<u32, ChainError>, now: Instant) -> Route {
+    fn route(
+        &mut self,
+        i: usize,
+        src: Src<'_>,
+        chain: Result<u32, ChainError>,
+        now: Instant,
+    ) -> Route {
         let before = NET_HDR_LEN as usize + ETH_HDR;
         let mut hdr = [0u8; NET_HDR_LEN as usize + ETH_HDR];
         let len = match chain {
@@ -783,7 +794,11 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         buf.resize(BUF_SIZE as usize, 0);
         let mut done = 0;
         for _ in 0..BATCH {
-            let got = match self.tap.as_ref().map(|t| t.recv(&mut buf[NET_HDR_LEN as usize..])) {
+            let got = match self
+                .tap
+                .as_ref()
+                .map(|t| t.recv(&mut buf[NET_HDR_LEN as usize..]))
+            {
                 Some(Ok(Some(n))) => n,
                 Some(Ok(None)) | None => break,
                 Some(Err(e)) => {
@@ -908,12 +923,12 @@ impl<T: Transport + 'static> Acceptor<T> {
                         // Taken now, so this thread waits until it is free.
                         self.busy[k].store(true, Ordering::Relaxed);
                     }
-                    self.tell(Event::Joined(Joined {
+                    self.tell(Event::Joined(Box::new(Joined {
                         slot,
                         link,
                         peer,
                         mem: m,
-                    }));
+                    })));
                     if slot.is_none() {
                         // Let the forwarding thread take the port before we
                         // count free ports again.

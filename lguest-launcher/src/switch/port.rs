@@ -191,7 +191,8 @@ impl<T: Transport> Port<T> {
     pub fn arm(&self, on: bool) -> Result<(), RingError> {
         self.member_tx.set_notifications(self.mode, on)?;
         let waiting = on && self.tx.in_flight() > 0;
-        self.tx.set_interrupts(self.mode, waiting, self.tx.last_used())
+        self.tx
+            .set_interrupts(self.mode, waiting, self.tx.last_used())
     }
 
     /// Something to do right now (the re-check after arming).
@@ -226,7 +227,10 @@ pub fn read_prefix(mem: &Region, segs: &[Seg], out: &mut [u8]) -> bool {
             break;
         }
         let n = (out.len() - got).min(s.len as usize);
-        if mem.read("frame header", s.addr, &mut out[got..got + n]).is_err() {
+        if mem
+            .read("frame header", s.addr, &mut out[got..got + n])
+            .is_err()
+        {
             return false;
         }
         got += n;
