@@ -65,11 +65,12 @@ impl Guest {
             else {
                 return Ok(false);
             };
-            self.mem.write(
-                "tx stamp",
-                slot + NET_HDR_LEN + ETH_HDR as u64,
-                &stamp(seq, size),
-            )?;
+            // The Ethernet header too: a hello or end-of-stream frame may
+            // have used this slot since it was prefilled.
+            let mut head = [0u8; ETH_HDR + FRAME_HDR];
+            head[..ETH_HDR].copy_from_slice(&self.eth());
+            head[ETH_HDR..].copy_from_slice(&stamp(seq, size));
+            self.mem.write("tx stamp", slot + NET_HDR_LEN, &head)?;
             return Ok(true);
         }
         let (h, payload) = self.pattern.frame(seq);

@@ -127,6 +127,10 @@ pub struct SwitchArgs {
     /// CAP_NET_ADMIN; bring it up with `ip link set NAME up`.
     #[arg(long, value_name = "NAME")]
     pub tap: Option<String>,
+    /// Microseconds to keep polling the members before sleeping when
+    /// nothing moves (0: sleep at once).
+    #[arg(long, default_value_t = 0, value_name = "US")]
+    pub spin_us: u64,
 }
 
 fn parse_ports(s: &str) -> Result<usize, String> {
@@ -164,6 +168,8 @@ pub struct SwitchConfig {
     pub quiet: bool,
     /// `--tap NAME`.
     pub tap: Option<String>,
+    /// How long to poll before sleeping when nothing moves.
+    pub spin: Duration,
 }
 
 /// Why the switch stopped (exit 1).
@@ -205,6 +211,7 @@ pub fn run(args: &SwitchArgs) -> ExitCode {
         timeout: args.timeout.map(Duration::from_secs_f64),
         quiet: args.quiet,
         tap: args.tap.clone(),
+        spin: Duration::from_micros(args.spin_us),
     };
     crate::run::install_signal_handlers();
     match dispatch(cfg.spec.kind, Serve { cfg: &cfg }) {
@@ -373,6 +380,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         let deadline = self.cfg.timeout.map(|t| self.started + t);
         let mut last_write = Instant::now();
         let mut last_check = Instant::now();
+        let mut idle_since: Option<Instant> = None;
         let result = loop {
             if let Some(sig) = transport::interrupted() {
                 break format!("stopped by {}", crate::run::signal_name(sig));
@@ -395,7 +403,18 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             }
             moved += self.forward_from_tap(now);
             self.flush();
+            if moved > 0 {
+                idle_since = None;
+            }
             if moved == 0 {
+                // Poll a little before sleeping: a member's next batch is
+                // usually microseconds away, a wake-up costs tens of them.
+                let since = *idle_since.get_or_insert(now);
+                if now.duration_since(since) < self.cfg.spin {
+                    std::thread::yield_now();
+                    continue;
+                }
+                idle_since = None;
                 self.idle(now);
                 last_check = Instant::now();
             } else if now.duration_since(last_check) > Duration::from_millis(20) {
@@ -431,8 +450,6 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
 
     /// Install members the acceptors handed over.
     fn take_events(&mut self) {
-        let mut buf = [0u8; 16];
-        while self.wake.recv(&mut buf).is_ok() {}
         while let Ok(ev) = self.events.try_recv() {
             match ev {
                 Event::Refused(why) => {
@@ -596,6 +613,10 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         }
         let ms = u16::try_from(max.as_millis()).unwrap_or(u16::MAX);
         let _ = poll(&mut fds, PollTimeout::from(ms));
+        // The acceptors' wake-ups: drained here only, never per turn (a
+        // system call per turn costs more than the frames it would move).
+        let mut buf = [0u8; 16];
+        while self.wake.recv(&mut buf).is_ok() {}
     }
 
     /// Forward what member `i` has sent; how many chains were finished.
