@@ -819,3 +819,61 @@ fn tap_port_carries_frames_between_host_and_members() {
     check_counters_add_up(&mut c, &st);
     c.done();
 }
+
+#[test]
+fn switch_profile_sets_what_flags_set_and_refuses_unknown_keys() {
+    let dir = TestDir::new("switchprofile");
+    let good = dir.path().join("sw.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[switch]\nsharenet = \"unix:{}/sw\"\nports = 3\nhold_ms = 10\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let good_s = good.display().to_string();
+    // The profile names the path and 3 ports.
+    let o = dir
+        .spawn_raw(
+            "good",
+            &["switch", "--profile", &good_s, "--timeout", "0.5"],
+        )
+        .finish(Duration::from_secs(10));
+    Checks::new("switch profile", &[&o])
+        .exit(&o, 0)
+        .stderr_has(&o, "[switch] 3 ports; members join on unix:")
+        .done();
+    // A flag wins over the profile.
+    let o = dir
+        .spawn_raw(
+            "flag_wins",
+            &[
+                "switch",
+                "--profile",
+                &good_s,
+                "--ports",
+                "5",
+                "--timeout",
+                "0.5",
+            ],
+        )
+        .finish(Duration::from_secs(10));
+    Checks::new("flag wins", &[&o])
+        .exit(&o, 0)
+        .stderr_has(&o, "[switch] 5 ports")
+        .done();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[switch]\nports = 3\nportz = 4\n").unwrap();
+    let bad_s = bad.display().to_string();
+    let o = dir
+        .spawn_raw("bad", &["switch", "--profile", &bad_s])
+        .finish(Duration::from_secs(10));
+    Checks::new("bad switch profile", &[&o])
+        .exit(&o, 2)
+        .stderr_has(
+            &o,
+            "bad.toml:3: unknown key `portz` in [switch]; expected one of sharenet, ports",
+        )
+        .done();
+}

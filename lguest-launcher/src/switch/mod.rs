@@ -44,6 +44,7 @@
 //! path names it).
 
 pub mod port;
+pub mod profile;
 pub mod stats;
 pub mod table;
 
@@ -92,30 +93,35 @@ pub struct SwitchArgs {
     /// Where members meet the switch: unix:PATH or eventfd:PATH (every
     /// member uses PATH), or fifo:PATH (port N's member uses PATH.N).
     #[arg(long, value_name = "KIND:PATH")]
-    pub sharenet: Spec,
-    /// Ports, 1..=64 (for fifo: the paths PATH.0 .. PATH.N-1).
-    #[arg(long, default_value_t = 8, value_name = "N", value_parser = parse_ports)]
-    pub ports: usize,
+    pub sharenet: Option<Spec>,
+    /// Read defaults from the `[switch]` section of this TOML file (flags
+    /// override it).
+    #[arg(long, value_name = "FILE.toml")]
+    pub profile: Option<PathBuf>,
+    /// Ports, 1..=64 (for fifo: the paths PATH.0 .. PATH.N-1) [default: 8].
+    #[arg(long, value_name = "N", value_parser = parse_ports)]
+    pub ports: Option<usize>,
     /// Write the switch's stats JSON here (every half second and at exit).
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
     /// Notification suppression the switch asks for (each port uses the
-    /// lower of this and its member's).
-    #[arg(long, value_enum, default_value_t = NotifyMode::EventIdx)]
-    pub notify: NotifyMode,
-    /// Entries per port ring: a power of two up to 32768.
-    #[arg(long, default_value_t = 256, value_name = "N", value_parser = crate::cli::parse_queue_size)]
-    pub queue_size: u32,
+    /// lower of this and its member's) [default: event-idx].
+    #[arg(long, value_enum)]
+    pub notify: Option<NotifyMode>,
+    /// Entries per port ring: a power of two up to 32768 [default: 256].
+    #[arg(long, value_name = "N", value_parser = crate::cli::parse_queue_size)]
+    pub queue_size: Option<u32>,
     /// How long a frame waits for room at a full destination before it
-    /// is dropped there (0: drop at once).
-    #[arg(long, default_value_t = 250, value_name = "MS")]
-    pub hold_ms: u64,
-    /// Largest number of MAC addresses learned.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    pub mac_table: usize,
-    /// Seconds a learned address is kept without being seen again.
-    #[arg(long, default_value_t = 300, value_name = "SECS")]
-    pub aging: u64,
+    /// is dropped there (0: drop at once) [default: 250].
+    #[arg(long, value_name = "MS")]
+    pub hold_ms: Option<u64>,
+    /// Largest number of MAC addresses learned [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub mac_table: Option<usize>,
+    /// Seconds a learned address is kept without being seen again
+    /// [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub aging: Option<u64>,
     /// Stop after this many seconds (exit 0) [default: run until SIGINT/SIGTERM].
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -128,9 +134,9 @@ pub struct SwitchArgs {
     #[arg(long, value_name = "NAME")]
     pub tap: Option<String>,
     /// Microseconds to keep polling the members before sleeping when
-    /// nothing moves (0: sleep at once).
-    #[arg(long, default_value_t = 0, value_name = "US")]
-    pub spin_us: u64,
+    /// nothing moves (0: sleep at once) [default: 0].
+    #[arg(long, value_name = "US")]
+    pub spin_us: Option<u64>,
 }
 
 fn parse_ports(s: &str) -> Result<usize, String> {
@@ -189,29 +195,44 @@ pub enum SwitchError {
 /// `lguest-launcher switch`: check the flags (exit 2 naming the flag),
 /// then serve until stopped.
 pub fn run(args: &SwitchArgs) -> ExitCode {
-    if let Err(e) = crate::cli::check_rendezvous(&args.sharenet) {
+    let prof = match &args.profile {
+        Some(f) => match profile::read(f) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => profile::SwitchProfile::default(),
+    };
+    let Some(sharenet) = args.sharenet.clone().or(prof.sharenet.clone()) else {
+        eprintln!("error: --sharenet KIND:PATH is required (or `sharenet` in the profile's [switch]): where members meet the switch");
+        return ExitCode::from(2);
+    };
+    if let Err(e) = crate::cli::check_rendezvous(&sharenet) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    if args.mac_table == 0 {
+    let mac_table = args.mac_table.or(prof.mac_table).unwrap_or(4096);
+    if mac_table == 0 {
         eprintln!(
             "error: --mac-table 0: the switch must learn at least one address; give 1 or more"
         );
         return ExitCode::from(2);
     }
     let cfg = SwitchConfig {
-        spec: args.sharenet.clone(),
-        ports: args.ports,
-        stats_json: args.stats_json.clone(),
-        notify: args.notify,
-        queue_size: args.queue_size,
-        hold: Duration::from_millis(args.hold_ms),
-        mac_table: args.mac_table,
-        aging: Duration::from_secs(args.aging),
+        spec: sharenet,
+        ports: args.ports.or(prof.ports).unwrap_or(8),
+        stats_json: args.stats_json.clone().or(prof.stats_json),
+        notify: args.notify.or(prof.notify).unwrap_or(NotifyMode::EventIdx),
+        queue_size: args.queue_size.or(prof.queue_size).unwrap_or(256),
+        hold: Duration::from_millis(args.hold_ms.or(prof.hold_ms).unwrap_or(250)),
+        mac_table,
+        aging: Duration::from_secs(args.aging.or(prof.aging).unwrap_or(300)),
         timeout: args.timeout.map(Duration::from_secs_f64),
         quiet: args.quiet,
-        tap: args.tap.clone(),
-        spin: Duration::from_micros(args.spin_us),
+        tap: args.tap.clone().or(prof.tap),
+        spin: Duration::from_micros(args.spin_us.or(prof.spin_us).unwrap_or(0)),
     };
     crate::run::install_signal_handlers();
     match dispatch(cfg.spec.kind, Serve { cfg: &cfg }) {
