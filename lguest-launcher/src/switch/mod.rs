@@ -43,6 +43,7 @@
 //! it is the same member to everyone (for `fifo:` also the same port: its
 //! path names it).
 
+mod accept;
 pub mod port;
 pub mod profile;
 pub mod stats;
@@ -52,8 +53,8 @@ use crate::cli::config::{Kind, Spec};
 use crate::guest::frame::{is_group, Mac, ETH_HDR};
 use crate::guest::plan::{Layout, BUF_SIZE, NET_HDR_LEN};
 use crate::link::{dispatch, WithTransport};
-use crate::memory::GuestMemory;
 use crate::virtq::{ChainError, NotifyMode, Seg};
+use accept::{Acceptor, Event, Joined};
 use port::{read_prefix, Port};
 use stats::SwitchStats;
 use std::os::fd::AsFd;
@@ -64,7 +65,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use table::Table;
-use transport::{ConnectOptions, Handshake, PeerInfo, Transport};
+use transport::Transport;
 
 /// `switch --help` examples.
 pub const HELP: &str = "\
@@ -265,21 +266,6 @@ impl WithTransport for Serve<'_> {
     fn with<T: Transport + 'static>(self) -> Self::Output {
         Switch::<T>::start(self.cfg)?.serve()
     }
-}
-
-/// A member that met the switch, as an acceptor thread hands it over.
-struct Joined<T> {
-    /// The port it must have (fifo: its path names it).
-    slot: Option<usize>,
-    link: T,
-    peer: PeerInfo,
-    mem: GuestMemory,
-}
-
-/// What acceptor threads tell the forwarding thread.
-enum Event<T> {
-    Joined(Box<Joined<T>>),
-    Refused(String),
 }
 
 /// The forwarding thread's state.
@@ -894,101 +880,4 @@ enum Route {
     Done,
     /// A destination is full and may still make room: leave it there.
     Hold,
-}
-
-/// An acceptor thread: meets members and hands them over.
-struct Acceptor<T> {
-    features: u64,
-    layout: Layout,
-    mem_size: u64,
-    busy: Arc<Vec<AtomicBool>>,
-    events: mpsc::Sender<Event<T>>,
-    wake: Arc<std::os::unix::net::UnixDatagram>,
-    stop: Arc<AtomicBool>,
-}
-
-impl<T> Clone for Acceptor<T> {
-    fn clone(&self) -> Self {
-        Acceptor {
-            features: self.features,
-            layout: self.layout,
-            mem_size: self.mem_size,
-            busy: self.busy.clone(),
-            events: self.events.clone(),
-            wake: self.wake.clone(),
-            stop: self.stop.clone(),
-        }
-    }
-}
-
-impl<T: Transport + 'static> Acceptor<T> {
-    /// Meet members on `path`, one after another, while a port is free
-    /// (`slot`: only while that port is).
-    fn accept(self, path: PathBuf, slot: Option<usize>) {
-        let mut mem = None;
-        while !self.stop.load(Ordering::Relaxed) {
-            let free = match slot {
-                Some(k) => !self.busy[k].load(Ordering::Relaxed),
-                None => self.busy.iter().any(|b| !b.load(Ordering::Relaxed)),
-            };
-            if !free {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            let m = match mem.take() {
-                Some(m) => m,
-                None => match GuestMemory::create("switch-port", self.mem_size) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        self.tell(Event::Refused(format!("cannot create port memory: {e}")));
-                        std::thread::sleep(Duration::from_secs(1));
-                        continue;
-                    }
-                },
-            };
-            let local = Handshake::new(
-                std::process::id(),
-                self.features,
-                self.mem_size,
-                m.raw_fd(),
-                self.layout.tx,
-                self.layout.rx,
-            )
-            .with_generation(1);
-            let opts = ConnectOptions {
-                nonblocking_writes: true,
-                timeout: Some(Duration::from_millis(500)),
-            };
-            match T::connect(&path, &local, m.fd(), &opts) {
-                Ok((link, peer)) => {
-                    if let Some(k) = slot {
-                        // Taken now, so this thread waits until it is free.
-                        self.busy[k].store(true, Ordering::Relaxed);
-                    }
-                    self.tell(Event::Joined(Box::new(Joined {
-                        slot,
-                        link,
-                        peer,
-                        mem: m,
-                    })));
-                    if slot.is_none() {
-                        // Let the forwarding thread take the port before we
-                        // count free ports again.
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                }
-                Err(transport::Error::ConnectTimeout { .. }) => mem = Some(m),
-                Err(transport::Error::Interrupted { .. }) => return,
-                Err(e) => {
-                    self.tell(Event::Refused(e.to_string()));
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
-    }
-
-    fn tell(&self, ev: Event<T>) {
-        let _ = self.events.send(ev);
-        let _ = self.wake.send(&[1]);
-    }
 }
