@@ -20,7 +20,9 @@
 //!    memory plan; [`vhost_user`] — a real QEMU VM in its place.
 //! 7. [`run`] — one launcher run wiring all of it; [`stats`] — what it
 //!    reports.
-//! 8. [`cli`], [`demo`], [`bench`](mod@bench), [`progress`] — the user-facing parts.
+//! 8. [`switch`] — more than two guests on one link: ports that are the
+//!    peer side of ordinary links, forwarding by MAC address.
+//! 9. [`cli`], [`demo`], [`bench`](mod@bench), [`progress`] — the user-facing parts.
 
 pub mod bench;
 pub mod capture;
@@ -37,6 +39,7 @@ pub mod progress;
 pub mod run;
 pub mod stats;
 pub mod status;
+pub mod switch;
 pub mod vhost_user;
 pub mod virtq;
 pub mod wait;

@@ -5,7 +5,7 @@
 //! error naming the flag or key.
 
 use clap::Parser;
-use lguest_launcher::{bench, cli, demo, run, status, vhost_user};
+use lguest_launcher::{bench, cli, demo, run, status, switch, vhost_user};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Some(cli::Command::Demo(args)) => demo::run(&args),
         Some(cli::Command::Status(args)) => status::run(&args),
         Some(cli::Command::VhostUser(args)) => vhost_user::run(&args),
+        Some(cli::Command::Switch(args)) => switch::run(&args),
         Some(cli::Command::Bench(args)) => bench::run(&args),
         Some(cli::Command::BenchChild(args)) => bench::child::run(&args),
         Some(cli::Command::Completions(args)) => cli::docs::completions(&args),

@@ -82,6 +82,16 @@ pub struct Stats {
     pub bytes_copied: u64,
     /// Packets that arrived with a sequence number other than the next one.
     pub out_of_order: u64,
+    /// Unicast frames for another MAC address (a switch flooding an
+    /// address it had not learned), ignored.
+    pub not_for_us: u64,
+    /// Frames of another EtherType than sharenet's (the host's own traffic
+    /// through a switch's TAP port), ignored.
+    pub foreign: u64,
+    /// Our MAC address (`--mac`).
+    pub mac: String,
+    /// Where our data frames went (`--dst`).
+    pub dst: String,
     /// Notifications written to the peer.
     pub notifications_sent: u64,
     /// Notifications skipped because the peer's suppression said so.

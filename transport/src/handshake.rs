@@ -23,8 +23,14 @@ pub const MAX_QUEUE_SIZE: u32 = 32768;
 pub const F_NOTIFY_FLAGS: u64 = 1 << 0;
 /// Feature bit: the sender maintains `used_event`/`avail_event` (VIRTIO_F_EVENT_IDX).
 pub const F_EVENT_IDX: u64 = 1 << 1;
+/// Feature bit: the sender is a switch port (`lguest-launcher switch`),
+/// not a guest: a synthetic guest announces its MAC address once at link
+/// up so the switch learns where it is, and sends to broadcast unless
+/// told `--dst`. Older builds ignore the bit, so the wire format and
+/// [`VERSION`] are unchanged.
+pub const F_SWITCH: u64 = 1 << 2;
 /// Feature bits this build understands; others are ignored.
-pub const KNOWN_FEATURES: u64 = F_NOTIFY_FLAGS | F_EVENT_IDX;
+pub const KNOWN_FEATURES: u64 = F_NOTIFY_FLAGS | F_EVENT_IDX | F_SWITCH;
 
 /// Where one split virtqueue lives inside the sender's memory (offsets into
 /// the memory fd, not pointers).

@@ -56,17 +56,18 @@ mod handshake;
 pub mod path;
 mod poll;
 mod rendezvous;
+pub mod tap;
 #[cfg(feature = "test-utils")]
 pub mod test_utils;
 
 pub use error::{Error, Result};
 pub use fdpass::{recv_with_fds, send_with_fds, Received};
 pub use handshake::{
-    translate, Handshake, MemRegion, RingInfo, F_EVENT_IDX, F_NOTIFY_FLAGS, HANDSHAKE_LEN,
-    KNOWN_FEATURES, MAGIC, MAX_QUEUE_SIZE, MAX_REGIONS, VERSION,
+    translate, Handshake, MemRegion, RingInfo, F_EVENT_IDX, F_NOTIFY_FLAGS, F_SWITCH,
+    HANDSHAKE_LEN, KNOWN_FEATURES, MAGIC, MAX_QUEUE_SIZE, MAX_REGIONS, VERSION,
 };
 pub use poll::{interrupt_flag, interrupted, poll_fds, set_nonblocking, Deadline, Ready, WaitSet};
-pub use rendezvous::{rendezvous, Rendezvous};
+pub use rendezvous::{rendezvous, serve_many, Rendezvous, Served};
 
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::stat::{fstat, SFlag};

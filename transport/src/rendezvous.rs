@@ -49,6 +49,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How many times we re-decide who listens before declaring the path
@@ -88,6 +89,10 @@ pub fn rendezvous(path: &Path, timeout: Option<Duration>) -> Result<Rendezvous> 
         timeout,
         deadline,
     };
+    if let Some(listener) = served(path) {
+        // A switch holds `path` open: take the next member, nobody decides.
+        return accept_served(path, &listener, &deadline, timeout).map(done);
+    }
     for round in 0..MAX_ROUNDS {
         match inspect(path)? {
             Found::Socket => match try_connect(path, &addr, &deadline, timeout)? {
@@ -237,6 +242,113 @@ fn gone_before_handshake(cred_pid: u32, what: &str) -> Error {
     }
 }
 
+/// Listeners held open by [`serve_many`]: a [`rendezvous`] on one of these
+/// paths accepts the next connection instead of deciding who listens.
+#[allow(clippy::type_complexity)]
+static SERVED: Mutex<Vec<(PathBuf, Arc<OwnedFd>)>> = Mutex::new(Vec::new());
+
+fn served(path: &Path) -> Option<Arc<OwnedFd>> {
+    let list = SERVED.lock().unwrap_or_else(|p| p.into_inner());
+    list.iter().find(|(p, _)| p == path).map(|(_, l)| l.clone())
+}
+
+/// A path held open by [`serve_many`]; dropping it stops listening and
+/// removes the path (if it is still ours).
+#[derive(Debug)]
+pub struct Served {
+    path: PathBuf,
+    _placed: Placed,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let mut list = SERVED.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|(p, _)| p != &self.path);
+    }
+}
+
+/// Listen on `path` for many peers, one after another (a switch: every
+/// member meets it at the same path). Until the returned [`Served`] is
+/// dropped, each [`rendezvous`] — and so each `connect` of the socket
+/// transports — on `path` in this process accepts the next connection on
+/// the one listener: `path` never goes away between members, so two
+/// members arriving together both reach the switch, never each other.
+///
+/// A live listener already at `path` (a launcher waiting for its peer,
+/// another switch) is refused; a stale socket is removed as in
+/// [`rendezvous`].
+pub fn serve_many(path: &Path) -> Result<Served> {
+    let dir = parent_dir(path)?;
+    let addr = UnixAddr::new(path).map_err(|e| Error::BadPath {
+        path: path.to_path_buf(),
+        reason: format!("cannot be a Unix socket address ({e}; at most 107 bytes)"),
+    })?;
+    for _ in 0..MAX_ROUNDS {
+        match inspect(path)? {
+            Found::Socket => {
+                let probe = Deadline::after(Some(Duration::from_secs(1)));
+                match try_connect(path, &addr, &probe, Some(Duration::from_secs(1)))? {
+                    Connect::Connected(_) => {
+                        return Err(Error::RefusedPath {
+                            path: path.to_path_buf(),
+                            reason: "a launcher already listens there (a guest waiting for its \
+                                     peer, or another switch); stop it or pick another path"
+                                .into(),
+                        })
+                    }
+                    Connect::Refused(id) => unlink_if_same(path, id),
+                    Connect::Vanished => {}
+                }
+            }
+            Found::Missing => {
+                if let Some((sock, placed)) = publish_listener(path, dir)? {
+                    let mut list = SERVED.lock().unwrap_or_else(|p| p.into_inner());
+                    list.push((path.to_path_buf(), Arc::new(sock)));
+                    return Ok(Served {
+                        path: path.to_path_buf(),
+                        _placed: placed,
+                    });
+                }
+            }
+            Found::Fifo => {
+                return Err(Error::RefusedPath {
+                    path: path.to_path_buf(),
+                    reason: "it is a FIFO; a switch on a socket transport needs the path free"
+                        .into(),
+                })
+            }
+        }
+    }
+    Err(Error::RefusedPath {
+        path: path.to_path_buf(),
+        reason: format!("could not listen there after {MAX_ROUNDS} attempts"),
+    })
+}
+
+/// Accept the next connection on a [`serve_many`] listener.
+fn accept_served(
+    path: &Path,
+    listener: &OwnedFd,
+    deadline: &Deadline,
+    timeout: Option<Duration>,
+) -> Result<OwnedFd> {
+    loop {
+        let slice = deadline
+            .remaining()
+            .map_or(LISTEN_SLICE, |left| left.min(LISTEN_SLICE));
+        let [ready] = poll_fds([listener.as_fd()], Some(slice))?;
+        if ready.readable {
+            if let Some(conn) = accept_one(listener.as_fd())? {
+                return Ok(conn);
+            }
+            continue;
+        }
+        if deadline.expired() {
+            return Err(Error::connect_timeout(path, timeout));
+        }
+    }
+}
+
 /// Device and inode: which filesystem object a path names right now.
 type Identity = (nix::libc::dev_t, nix::libc::ino_t);
 
@@ -254,6 +366,7 @@ fn unlink_if_same(path: &Path, id: Option<Identity>) {
 }
 
 /// A path we created, removed when dropped if it is still ours.
+#[derive(Debug)]
 struct Placed {
     path: PathBuf,
     id: Option<Identity>,
@@ -327,12 +440,10 @@ enum Listen {
 /// Temporary names must differ between threads of one process too.
 static TEMP_SERIAL: AtomicU32 = AtomicU32::new(0);
 
-fn try_listen(
-    path: &Path,
-    dir: &Path,
-    deadline: &Deadline,
-    timeout: Option<Duration>,
-) -> Result<Listen> {
+/// Steps 3 of the module docs: bind under a private name, chmod 0600,
+/// listen, and hard-link to `path`. `None` when someone else's socket got
+/// there first.
+fn publish_listener(path: &Path, dir: &Path) -> Result<Option<(OwnedFd, Placed)>> {
     let sock = new_socket(true)?;
 
     // Bind under a private name first. Short, so that it fits a sockaddr
@@ -366,7 +477,7 @@ fn try_listen(
     // Publish: link(2) never replaces, so of two racing sides one wins.
     match linkat(None, temp.path.as_path(), None, path, AtFlags::empty()) {
         Ok(()) => {}
-        Err(Errno::EEXIST) => return Ok(Listen::Lost),
+        Err(Errno::EEXIST) => return Ok(None),
         Err(e) => {
             return Err(Error::sys(
                 format!("link {} to {}", temp.path.display(), path.display()),
@@ -379,6 +490,18 @@ fn try_listen(
         id: temp.id,
     };
     drop(temp);
+    Ok(Some((sock, placed)))
+}
+
+fn try_listen(
+    path: &Path,
+    dir: &Path,
+    deadline: &Deadline,
+    timeout: Option<Duration>,
+) -> Result<Listen> {
+    let Some((sock, placed)) = publish_listener(path, dir)? else {
+        return Ok(Listen::Lost);
+    };
 
     // Wait for the peer. `placed` unlinks PATH however we leave, as long as
     // it is still our socket.

@@ -77,6 +77,10 @@ pub enum Command {
         after_help = "Examples:\n  lguest-launcher status --sharenet unix:/tmp/sn0\n  lguest-launcher status --sharenet unix:/tmp/sn0 --watch 1\n  lguest-launcher status --sharenet unix:/tmp/sn0 --json\nExit status: 0 when a launcher answered, 1 when none did (no control socket, or its launcher is gone), 2 on a usage error."
     )]
     Status(crate::status::StatusArgs),
+    /// Join many launchers (and a host TAP device) on one switch: members
+    /// use --sharenet KIND:PATH naming it, as they would name a peer.
+    #[command(after_help = crate::switch::HELP)]
+    Switch(crate::switch::SwitchArgs),
     /// Print a shell completion script for lguest-launcher to stdout.
     #[command(
         after_help = "Install, e.g.:\n  lguest-launcher completions bash > /usr/share/bash-completion/completions/lguest-launcher\n  lguest-launcher completions zsh > /usr/share/zsh/vendor-completions/_lguest-launcher\n  lguest-launcher completions fish > /usr/share/fish/vendor_completions.d/lguest-launcher.fish"
@@ -198,6 +202,15 @@ pub struct RunArgs {
     /// same path for the next peer (no deadline unless --timeout is given).
     #[arg(long)]
     pub reconnect: bool,
+    /// The synthetic guest's MAC address, e.g. 02:00:00:00:00:01
+    /// [default: 02: and 40 bits derived from --name].
+    #[arg(long, value_name = "MAC", value_parser = crate::guest::frame::parse_mac)]
+    pub mac: Option<crate::guest::frame::Mac>,
+    /// Where stream/ping frames go [default: ff:ff:ff:ff:ff:ff, broadcast:
+    /// on a direct link that is the peer; through a switch it floods, so
+    /// name the receiver's --mac there].
+    #[arg(long, value_name = "MAC", value_parser = crate::guest::frame::parse_mac)]
+    pub dst: Option<crate::guest::frame::Mac>,
 }
 
 /// Built-in `--queue-size`.
@@ -308,7 +321,7 @@ pub enum UsageError {
 /// transport's temporary names. `access(2)` alone is not enough: root
 /// passes it even for `/proc`, so we also try to create a file there,
 /// nameless (`O_TMPFILE`) where the file system allows it.
-fn check_rendezvous(spec: &Spec) -> Result<(), UsageError> {
+pub fn check_rendezvous(spec: &Spec) -> Result<(), UsageError> {
     let dir = match spec.path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -467,6 +480,8 @@ impl RunArgs {
             share: s.share,
             timeout_given: self.timeout.is_some(),
             capture,
+            mac: self.mac,
+            dst: self.dst,
         })
     }
 }

@@ -296,9 +296,20 @@ pub struct RunConfig {
     pub share: Share,
     /// `--capture FILE.pcapng [--snaplen N]`.
     pub capture: Option<crate::capture::CaptureConfig>,
+    /// `--mac`: our guest's MAC address (`None`: derived from the name).
+    pub mac: Option<crate::guest::frame::Mac>,
+    /// `--dst`: where data frames go (`None`: broadcast, which on a
+    /// direct link reaches exactly the peer).
+    pub dst: Option<crate::guest::frame::Mac>,
 }
 
 impl RunConfig {
+    /// Our guest's MAC address: `--mac`, or derived from the name.
+    pub fn mac(&self) -> crate::guest::frame::Mac {
+        self.mac
+            .unwrap_or_else(|| crate::guest::frame::mac_from_name(&self.name))
+    }
+
     /// The bound on the whole run: `--timeout`, except that a reconnecting
     /// launcher waits for its next peer for ever unless a timeout was given
     /// explicitly (`None`: no deadline).

@@ -7,10 +7,12 @@ impl Guest {
     /// when the ring is full.
     pub(super) fn put_end(&mut self) -> Result<bool, RingError> {
         let end = end_frame(self.sent);
+        let eth = self.eth();
         let put = send_frame(
             &mut self.tx,
             &self.tx_mem,
             (self.layout.tx_bufs, self.tx_stride),
+            &eth,
             end.len() as u32,
             |mem, at| Ok(mem.write("tx frame", at, &end)?),
         )?;
@@ -28,7 +30,7 @@ impl Guest {
             return Ok(None);
         }
         while self.tx.pop_used()?.is_some() {
-            self.consumed += 1;
+            self.completed();
         }
         if !self.put_end()? {
             return Ok(None);
@@ -39,8 +41,13 @@ impl Guest {
     /// Our end-of-stream frame is not on the ring yet. Every workload sends
     /// one when it leaves cleanly (a stream as its last frame, the others
     /// on the way out), so the peer can tell a clean leave from a crash.
+    ///
+    /// On a switch, a guest that sends to broadcast and is not a stream
+    /// leaves without one: its "sent 0" would reach every member, and a
+    /// sink would take it for its own sender's end.
     pub fn end_pending(&self) -> bool {
-        !self.end_sent
+        let quiet = self.on_switch && self.workload != Workload::Stream && is_group(&self.dst);
+        !self.end_sent && !quiet
     }
 
     /// The peer said it finished (its end-of-stream frame arrived).

@@ -31,6 +31,80 @@
 //! caught; a payload byte is not — that is the point. Both sides of a pair
 //! must use the same mode: a `verify` receiver counts stamped frames as
 //! corrupted. End-of-stream frames always carry the full checksum.
+//!
+//! ## The Ethernet header
+//! On the wire each frame is preceded by a 14-byte Ethernet header
+//! ([`eth_header`]): destination and source MAC (`--dst`, `--mac`) and
+//! EtherType [`ETH_P_SHARENET`]. `--size` counts the frame above, not the
+//! Ethernet header, so a 1500 B stream puts 1514 B frames on the link. A
+//! guest linked to a switch first sends one [`ETH_P_HELLO`] broadcast so
+//! the switch learns its address before anyone sends to it; receivers
+//! ignore hellos, frames of other EtherTypes (a host's own traffic through
+//! a TAP port) and unicast frames for another MAC, counting the last two.
+
+/// A MAC address.
+pub type Mac = [u8; 6];
+/// Bytes of the Ethernet header before each frame.
+pub const ETH_HDR: usize = 14;
+/// EtherType of synthetic frames (IEEE local experimental 1).
+pub const ETH_P_SHARENET: u16 = 0x88B5;
+/// EtherType of the hello a guest sends when it joins a switch (local
+/// experimental 2): "this MAC is here".
+pub const ETH_P_HELLO: u16 = 0x88B6;
+/// The broadcast address.
+pub const BROADCAST: Mac = [0xff; 6];
+
+/// The Ethernet header `dst`, `src`, `ethertype`.
+pub fn eth_header(dst: Mac, src: Mac, ethertype: u16) -> [u8; ETH_HDR] {
+    let mut h = [0u8; ETH_HDR];
+    h[0..6].copy_from_slice(&dst);
+    h[6..12].copy_from_slice(&src);
+    h[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    h
+}
+
+/// Group (broadcast or multicast) address: bit 0 of the first byte.
+pub fn is_group(mac: &Mac) -> bool {
+    mac[0] & 1 != 0
+}
+
+/// A locally administered unicast MAC derived from a guest's name
+/// (`02:` then 40 bits of an FNV-1a hash), the default `--mac`.
+pub fn mac_from_name(name: &str) -> Mac {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [0x02, b[3], b[4], b[5], b[6], b[7]]
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parse `aa:bb:cc:dd:ee:ff` (or with `-`).
+pub fn parse_mac(s: &str) -> Result<Mac, String> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let bad =
+        || format!("`{s}` is not a MAC address; expected six hex bytes like 02:00:00:00:00:01");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        if p.is_empty() || p.len() > 2 {
+            return Err(bad());
+        }
+        *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
 
 /// Bytes before the payload.
 pub const FRAME_HDR: usize = 16;
@@ -214,6 +288,23 @@ mod tests {
                 assert_eq!(verify(&f), Verdict::Good(seq));
             }
         }
+    }
+
+    #[test]
+    fn macs_parse_format_and_derive_from_names() {
+        let m = parse_mac("02:0a:FF:00:10:01").unwrap();
+        assert_eq!(format_mac(&m), "02:0a:ff:00:10:01");
+        assert!(parse_mac("02:0a:ff:00:10").is_err());
+        assert!(parse_mac("02:0a:ff:00:10:1001").is_err());
+        let (a, b) = (mac_from_name("left"), mac_from_name("right"));
+        assert_ne!(a, b);
+        assert_eq!(a[0], 0x02, "locally administered unicast");
+        assert!(!is_group(&a) && is_group(&BROADCAST));
+        let h = eth_header(b, a, ETH_P_SHARENET);
+        assert_eq!(
+            (&h[0..6], &h[6..12], &h[12..]),
+            (&b[..], &a[..], &[0x88, 0xb5][..])
+        );
     }
 
     #[test]

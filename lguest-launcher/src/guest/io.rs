@@ -2,7 +2,30 @@
 
 use super::*;
 
+/// Payload bytes of a hello: the frame padded to Ethernet's 60-byte minimum.
+pub(super) const HELLO_LEN: u32 = 46;
+
 impl Guest {
+    /// The Ethernet header of our data frames.
+    pub(super) fn eth(&self) -> [u8; ETH_HDR] {
+        eth_header(self.dst, self.mac, ETH_P_SHARENET)
+    }
+
+    /// The hello a guest sends once when it joins a switch (see
+    /// [`frame`]); false when the TX ring is full.
+    pub(super) fn send_hello(&mut self) -> Result<bool, RingError> {
+        let eth = eth_header(BROADCAST, self.mac, ETH_P_HELLO);
+        // Padded to the Ethernet minimum of 60 bytes.
+        send_frame(
+            &mut self.tx,
+            &self.tx_mem,
+            (self.layout.tx_bufs, self.tx_stride),
+            &eth,
+            HELLO_LEN,
+            |mem, at| Ok(mem.write("tx hello", at, &[0u8; HELLO_LEN as usize])?),
+        )
+    }
+
     pub(super) fn rx_slot(&self, id: u16) -> u64 {
         self.layout.rx_bufs + id as u64 * BUF_SIZE
     }
@@ -18,12 +41,14 @@ impl Guest {
     /// payload once, so a frame costs only its 16-byte stamp afterwards.
     pub(super) fn prefill_tx(&mut self) -> Result<(), RingError> {
         let hdr = [0u8; NET_HDR_LEN as usize];
+        let eth = self.eth();
         for id in 0..u64::from(self.layout.tx.size) {
             let at = self.layout.tx_bufs + id * self.tx_stride;
             self.tx_mem.write("tx prefill", at, &hdr)?;
+            self.tx_mem.write("tx prefill", at + NET_HDR_LEN, &eth)?;
             self.tx_mem.write(
                 "tx prefill",
-                at + NET_HDR_LEN + FRAME_HDR as u64,
+                at + NET_HDR_LEN + (ETH_HDR + FRAME_HDR) as u64,
                 self.pattern.filler(),
             )?;
         }
@@ -37,21 +62,27 @@ impl Guest {
             let Some((_, slot)) = self.tx.add_slot(
                 self.layout.tx_bufs,
                 self.tx_stride,
-                NET_HDR_LEN as u32 + size,
+                (NET_HDR_LEN + ETH_HDR as u64) as u32 + size,
                 false,
             )?
             else {
                 return Ok(false);
             };
-            self.tx_mem
-                .write("tx stamp", slot + NET_HDR_LEN, &stamp(seq, size))?;
+            // The Ethernet header too: a hello or end-of-stream frame may
+            // have used this slot since it was prefilled.
+            let mut head = [0u8; ETH_HDR + FRAME_HDR];
+            head[..ETH_HDR].copy_from_slice(&self.eth());
+            head[ETH_HDR..].copy_from_slice(&stamp(seq, size));
+            self.tx_mem.write("tx stamp", slot + NET_HDR_LEN, &head)?;
             return Ok(true);
         }
         let (h, payload) = self.pattern.frame(seq);
+        let eth = self.eth();
         send_frame(
             &mut self.tx,
             &self.tx_mem,
             (self.layout.tx_bufs, self.tx_stride),
+            &eth,
             size,
             |mem, at| {
                 mem.write("tx frame", at, &h)?;
@@ -69,12 +100,35 @@ impl Guest {
         stats: &mut Stats,
     ) -> Result<(), RingError> {
         let flen = len as u64;
-        if !(NET_HDR_LEN..=BUF_SIZE).contains(&flen) {
+        let before = NET_HDR_LEN + ETH_HDR as u64;
+        if !(before..=BUF_SIZE).contains(&flen) {
             stats.corrupted += 1;
             return Ok(());
         }
-        let flen = (flen - NET_HDR_LEN) as usize;
-        let at = self.rx_slot(id) + NET_HDR_LEN;
+        let mut eth = [0u8; ETH_HDR];
+        self.mem.read(
+            "rx ethernet header",
+            self.rx_slot(id) + NET_HDR_LEN,
+            &mut eth,
+        )?;
+        let dst: Mac = eth[0..6].try_into().unwrap_or_default();
+        let src: Mac = eth[6..12].try_into().unwrap_or_default();
+        // A NIC's address filter: unicast for another guest (a switch
+        // flooding an address it has not learned yet) is not ours.
+        if dst != self.mac && !is_group(&dst) {
+            stats.not_for_us += 1;
+            return Ok(());
+        }
+        match u16::from_be_bytes([eth[12], eth[13]]) {
+            ETH_P_SHARENET => {}
+            ETH_P_HELLO => return Ok(()),
+            _ => {
+                stats.foreign += 1;
+                return Ok(());
+            }
+        }
+        let flen = (flen - before) as usize;
+        let at = self.rx_slot(id) + before;
         if self.workload == Workload::Echo {
             // The peer's end-of-stream frame is not echoed.
             if flen == frame::END_FRAME {
@@ -93,7 +147,7 @@ impl Guest {
                 if let Verdict::Good(seq) = verify(&f) {
                     self.account_seq(seq);
                 }
-                self.echo_queue.push_back(f);
+                self.echo_queue.push_back((src, f));
                 stats.packets_received += 1;
                 stats.bytes_received += flen as u64;
             }
@@ -146,20 +200,24 @@ impl Guest {
     }
 }
 
-/// Put one TX frame of `len` bytes, which `fill` writes at the given offset
-/// (after the `virtio_net_hdr`), in the slot of the descriptor it gets
-/// (`(base, stride)`: see [`Guest::tx_stride`]); false when the ring is full.
+/// Put one TX frame of `len` bytes behind the Ethernet header `eth`, in
+/// the slot of the descriptor it gets (`(base, stride)`: see
+/// [`Guest::tx_stride`]); `fill` writes the frame at the given offset
+/// (after the `virtio_net_hdr` and `eth`). False when the ring is full.
 pub(super) fn send_frame(
     tx: &mut DriverQueue,
     mem: &Region,
     (tx_bufs, stride): (u64, u64),
+    eth: &[u8; ETH_HDR],
     len: u32,
     fill: impl FnOnce(&Region, u64) -> Result<(), RingError>,
 ) -> Result<bool, RingError> {
-    let Some((_, slot)) = tx.add_slot(tx_bufs, stride, NET_HDR_LEN as u32 + len, false)? else {
+    let before = NET_HDR_LEN + ETH_HDR as u64;
+    let Some((_, slot)) = tx.add_slot(tx_bufs, stride, before as u32 + len, false)? else {
         return Ok(false);
     };
     mem.write("tx header", slot, &[0u8; NET_HDR_LEN as usize])?;
-    fill(mem, slot + NET_HDR_LEN)?;
+    mem.write("tx header", slot + NET_HDR_LEN, eth)?;
+    fill(mem, slot + before)?;
     Ok(true)
 }

@@ -40,7 +40,8 @@ use io::send_frame;
 
 use crate::cli::config::{Payload, Workload};
 use crate::guest::frame::{
-    check_stamp, end_frame, header_seq, stamp, verify, Pattern, Verdict, END_SEQ, FRAME_HDR,
+    check_stamp, end_frame, eth_header, header_seq, is_group, stamp, verify, Mac, Pattern, Verdict,
+    BROADCAST, END_SEQ, ETH_HDR, ETH_P_HELLO, ETH_P_SHARENET, FRAME_HDR,
 };
 use crate::guest::plan::{Layout, BUF_SIZE, NET_HDR_LEN};
 use crate::memory::Region;
@@ -105,7 +106,9 @@ pub struct Guest {
     ping_in_flight: Option<(u64, Instant)>,
     /// Ping round trips, ns: a fixed-size histogram, not a list.
     rtts: Histogram<u64>,
-    echo_queue: VecDeque<Vec<u8>>,
+    /// Frames to echo, each with the MAC it came from (the reply's
+    /// destination).
+    echo_queue: VecDeque<(Mac, Vec<u8>)>,
     echoed: u64,
     rx_delay: Duration,
     /// `--rate`: when the stream started and how fast it may go.
@@ -127,6 +130,17 @@ pub struct Guest {
     /// Lines for the launcher to print (first frame of a sender, first
     /// frame out of sequence).
     notes: Vec<String>,
+    /// Our MAC address (`--mac`).
+    mac: Mac,
+    /// Where our data frames go (`--dst`).
+    dst: Mac,
+    /// A hello is to be sent (we joined a switch).
+    hello_due: bool,
+    /// We are linked to a switch (its handshake said so).
+    on_switch: bool,
+    /// Hellos on our TX ring not yet completed: their completions are not
+    /// data frames consumed.
+    hello_out: u64,
 }
 
 /// What a synthetic guest is asked to do.
@@ -144,6 +158,10 @@ pub struct Work {
     pub rx_delay: Duration,
     /// A stream's packets per second at most (`--rate`).
     pub rate: Option<u64>,
+    /// Our MAC address.
+    pub mac: Mac,
+    /// Where data frames go.
+    pub dst: Mac,
 }
 
 /// A sink that learned, from the sender's end-of-stream frame, that fewer
@@ -185,12 +203,17 @@ impl Guest {
             size,
             rx_delay,
             rate,
+            mac,
+            dst,
         } = work;
         let tx = DriverQueue::new(tx_mem.clone(), &layout.tx);
         let rx = DriverQueue::new(mem.clone(), &layout.rx);
         let tx_stride = match workload {
             Workload::Stream | Workload::Ping => {
-                (NET_HDR_LEN + (size as u64).max(frame::END_FRAME as u64)).div_ceil(64) * 64
+                let longest = (size as u64)
+                    .max(frame::END_FRAME as u64)
+                    .max(io::HELLO_LEN as u64);
+                (NET_HDR_LEN + ETH_HDR as u64 + longest).div_ceil(64) * 64
             }
             _ => BUF_SIZE,
         };
@@ -224,6 +247,11 @@ impl Guest {
             sender: None,
             switches: VecDeque::new(),
             notes: Vec::new(),
+            mac,
+            dst,
+            hello_due: false,
+            on_switch: false,
+            hello_out: 0,
         };
         while g.rx.num_free() > 0 {
             g.post_rx()?;
@@ -243,13 +271,35 @@ impl Guest {
         self
     }
 
+    /// We joined a switch: announce our MAC with one hello before anything
+    /// else we send, so the switch learns where we are.
+    pub fn hello(&mut self) {
+        self.hello_due = true;
+        self.on_switch = true;
+    }
+
+    /// One TX chain came back: a data frame consumed, or a hello.
+    pub(super) fn completed(&mut self) {
+        if self.hello_out > 0 {
+            self.hello_out -= 1;
+        } else {
+            self.consumed += 1;
+        }
+    }
+
     /// Do everything possible without waiting.
     pub fn step(&mut self, stats: &mut Stats) -> Result<Step, RingError> {
         let mut step = Step::default();
         // Reap TX buffers the peer has consumed.
         while self.tx.pop_used()?.is_some() {
-            self.consumed += 1;
+            self.completed();
             step.progress = true;
+        }
+        let mut hello_sent = false;
+        if self.hello_due && self.send_hello()? {
+            self.hello_due = false;
+            self.hello_out += 1;
+            hello_sent = true;
         }
         // Receive.
         let mut reposted = false;
@@ -295,11 +345,13 @@ impl Guest {
                 }
             }
             Workload::Echo => {
-                while let Some(frame) = self.echo_queue.front() {
+                while let Some((to, frame)) = self.echo_queue.front() {
+                    let eth = eth_header(*to, self.mac, ETH_P_SHARENET);
                     let sent = send_frame(
                         &mut self.tx,
                         &self.tx_mem,
                         (self.layout.tx_bufs, self.tx_stride),
+                        &eth,
                         frame.len() as u32,
                         |mem, at| Ok(mem.write("tx frame", at, frame)?),
                     )?;
@@ -316,7 +368,7 @@ impl Guest {
         if reposted {
             self.rx.publish()?;
         }
-        if self.sent != before {
+        if self.sent != before || hello_sent {
             step.progress = true;
             step.tx_published = Some(self.tx.publish()?);
         }

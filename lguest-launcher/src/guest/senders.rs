@@ -18,7 +18,7 @@ impl Guest {
     /// what it completed is final).
     pub fn reap(&mut self) -> Result<(), RingError> {
         while self.tx.pop_used()?.is_some() {
-            self.consumed += 1;
+            self.completed();
         }
         Ok(())
     }

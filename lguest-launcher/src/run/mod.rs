@@ -26,7 +26,8 @@ mod synthetic;
 pub use account::{account, notify};
 pub use session::{pin_this_thread, run};
 pub use signals::signal_name;
-use signals::{install_signal_handlers, signal_exit, spawn_helpers, start_watchdog};
+pub(crate) use signals::{install_signal_handlers, spawn_helpers};
+use signals::{signal_exit, start_watchdog};
 
 use crate::cli::config::RunConfig;
 use crate::copier::CopyError;

@@ -58,6 +58,11 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         size: cfg.size,
         ..Stats::default()
     };
+    let stats = Stats {
+        mac: crate::guest::frame::format_mac(&cfg.mac()),
+        dst: crate::guest::frame::format_mac(&cfg.dst.unwrap_or(crate::guest::frame::BROADCAST)),
+        ..stats
+    };
     *lock(shared) = stats.clone();
     if let Some(cpu) = cfg.cpu {
         pin_this_thread(cpu)?;
@@ -366,12 +371,18 @@ impl Session<'_> {
                         size: cfg.size,
                         rx_delay: cfg.rx_delay,
                         rate: cfg.rate,
+                        mac: cfg.mac(),
+                        dst: cfg.dst.unwrap_or(crate::guest::frame::BROADCAST),
                     },
                 )
                 .map_err(ring_err)?
                 .with_reconnect(cfg.reconnect),
             };
             guest.link_up(peer_pid, self.rx_state.1);
+            if hs.features & transport::F_SWITCH != 0 {
+                // Tell the switch where we are before anyone sends to us.
+                guest.hello();
+            }
             self.terms.get_or_insert(LinkTerms::of(&hs, mode));
             let started = *self.started.get_or_insert(up_at);
             let consumed_at_up = guest.consumed();

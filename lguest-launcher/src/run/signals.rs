@@ -24,7 +24,7 @@ pub(super) const STOP_SIGNALS: [nix::sys::signal::Signal; 3] = [
 /// and the process exits with 128 + the signal's number. Threads started
 /// inside `spawn_helpers` never take these signals, so they interrupt the
 /// main thread's `poll`.
-pub(super) fn install_signal_handlers() {
+pub(crate) fn install_signal_handlers() {
     let flag = transport::interrupt_flag();
     for sig in STOP_SIGNALS {
         if let Err(e) = signal_hook::flag::register_usize(sig as i32, flag.clone(), sig as usize) {
@@ -35,7 +35,7 @@ pub(super) fn install_signal_handlers() {
 
 /// Start helper threads with the stop signals blocked (they inherit the
 /// mask), so the signals land on the calling thread.
-pub(super) fn spawn_helpers<R>(start: impl FnOnce() -> R) -> R {
+pub(crate) fn spawn_helpers<R>(start: impl FnOnce() -> R) -> R {
     use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
     let mut set = SigSet::empty();
     for sig in STOP_SIGNALS {

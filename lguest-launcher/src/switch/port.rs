@@ -1,0 +1,242 @@
+//! One switch port: the peer side of an ordinary link, as a member sees it.
+//!
+//! To its member a port looks exactly like a synthetic guest: at join the
+//! switch offers a sealed memfd holding a TX ring and its buffers (the
+//! same [`Layout`] a synthetic guest plans), and maps the member's memory.
+//! The member's unchanged copier pulls from the port's TX ring into its
+//! own RX ring. The switch never runs a copier: it serves the *member's*
+//! TX ring as a device ([`DeviceQueue`], every chain checked) and drives
+//! the *port's* TX ring as a driver ([`DriverQueue`], every used entry the
+//! member writes back checked), and copies each frame once, from the
+//! member's TX buffer straight into the destination port's TX buffer. The
+//! destination member's copier makes the second copy, as it would from any
+//! peer: one switch hop costs one extra copy.
+
+use crate::copier::gather_scatter;
+use crate::guest::plan::{Layout, BUF_SIZE};
+use crate::memory::{map_peer, GuestMap, GuestMemory, MemoryError, OutOfBounds, Region};
+use crate::virtq::{ChainError, DeviceQueue, DriverQueue, NotifyMode, RingError, Seg};
+use std::time::Instant;
+use transport::{PeerInfo, Transport};
+
+/// Why a member could not be given a port.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// Its memory could not be mapped.
+    #[error("member memory: {0}")]
+    Memory(#[from] MemoryError),
+    /// Its TX ring does not fit its memory.
+    #[error("member TX ring: {0}")]
+    Ring(#[from] RingError),
+}
+
+/// A member linked to one port.
+pub struct Port<T: Transport> {
+    /// The transport to the member.
+    pub link: T,
+    /// The member's pid.
+    pub pid: u32,
+    /// Notification suppression in force on this port.
+    pub mode: NotifyMode,
+    /// Since when the port's TX ring has been full (`None`: it has room).
+    pub full_since: Option<Instant>,
+    _mem: GuestMemory,
+    own: Region,
+    layout: Layout,
+    tx: DriverQueue,
+    member: Region,
+    member_tx: DeviceQueue,
+    used_added: bool,
+    avail_added: bool,
+}
+
+impl<T: Transport> Port<T> {
+    /// Link a member that met the switch: map its memory, serve its TX
+    /// ring from where its last device side stopped (a member that comes
+    /// back with `--reconnect` resumes), drive our TX ring in `mem`.
+    pub fn new(
+        link: T,
+        peer: PeerInfo,
+        mem: GuestMemory,
+        layout: Layout,
+        notify: NotifyMode,
+    ) -> Result<Self, JoinError> {
+        let hs = peer.handshake;
+        let mode = notify.min(NotifyMode::from_features(hs.features));
+        let map = GuestMap::new(map_peer(peer.memory, hs.mem_size)?, hs.regions());
+        let member_tx = DeviceQueue::new(&map, &hs.tx)?;
+        let used = member_tx.published_used()?;
+        let member_tx = member_tx.with_state(used, used);
+        let own = mem.region().clone();
+        let tx = DriverQueue::new(own.clone(), &layout.tx);
+        tx.set_interrupts(mode, false, 0)?;
+        Ok(Port {
+            pid: hs.pid,
+            link,
+            mode,
+            full_since: None,
+            _mem: mem,
+            own,
+            layout,
+            tx,
+            member: map.region().clone(),
+            member_tx,
+            used_added: false,
+            avail_added: false,
+        })
+    }
+
+    /// The member's memory (where its TX chains' buffers are).
+    pub fn member(&self) -> &Region {
+        &self.member
+    }
+
+    /// Take back the port's TX chains the member's copier completed.
+    pub fn reap(&mut self) -> Result<usize, RingError> {
+        let mut n = 0;
+        while self.tx.pop_used()?.is_some() {
+            n += 1;
+        }
+        if self.has_room() {
+            self.full_since = None;
+        }
+        Ok(n)
+    }
+
+    /// Is there a free slot on the port's TX ring?
+    pub fn has_room(&self) -> bool {
+        self.tx.num_free() > 0
+    }
+
+    /// Chains the member has made available and we have not taken.
+    pub fn pending(&self) -> Result<u16, RingError> {
+        self.member_tx.pending()
+    }
+
+    /// The member's next TX chain: its head, and its pieces in `segs` with
+    /// its length, or why it is malformed.
+    pub fn peek(
+        &mut self,
+        segs: &mut Vec<Seg>,
+    ) -> Result<(u16, Result<u32, ChainError>), RingError> {
+        let head = self.member_tx.peek_head()?;
+        Ok((head, self.member_tx.read_chain(head, false, segs)))
+    }
+
+    /// We are done with the member's chain `head` (forwarded or dropped):
+    /// it goes back as used, published by [`Port::flush`].
+    pub fn complete(&mut self, head: u16) -> Result<(), RingError> {
+        self.member_tx.advance();
+        self.member_tx.add_used(head, 0)?;
+        self.used_added = true;
+        Ok(())
+    }
+
+    /// Copy a frame of `len` bytes (pieces `segs` in `src`) onto the
+    /// port's TX ring: one slot, one descriptor. False when the ring is
+    /// full; the caller checked [`Port::has_room`].
+    pub fn put(&mut self, src: &Region, segs: &[Seg], len: u32) -> Result<bool, PutError> {
+        if u64::from(len) > BUF_SIZE {
+            return Err(PutError::TooLong(len));
+        }
+        let Some((_, slot)) = self
+            .tx
+            .add_slot(self.layout.tx_bufs, BUF_SIZE, len, false)
+            .map_err(PutError::Ring)?
+        else {
+            return Ok(false);
+        };
+        gather_scatter(&self.own, &[Seg { addr: slot, len }], src, segs)
+            .map_err(PutError::Memory)?;
+        self.avail_added = true;
+        Ok(true)
+    }
+
+    /// Put a frame we hold (`virtio_net_hdr` first, as read from the TAP)
+    /// on the port's TX ring; false when the ring is full.
+    pub fn put_bytes(&mut self, frame: &[u8]) -> Result<bool, PutError> {
+        let len = u32::try_from(frame.len()).map_err(|_| PutError::TooLong(u32::MAX))?;
+        if u64::from(len) > BUF_SIZE {
+            return Err(PutError::TooLong(len));
+        }
+        let Some((_, slot)) = self
+            .tx
+            .add_slot(self.layout.tx_bufs, BUF_SIZE, len, false)
+            .map_err(PutError::Ring)?
+        else {
+            return Ok(false);
+        };
+        self.own
+            .write("frame from tap", slot, frame)
+            .map_err(PutError::Memory)?;
+        self.avail_added = true;
+        Ok(true)
+    }
+
+    /// Publish what this turn added to both rings. True when the member
+    /// asked to be told (its TX completions, or new frames for it).
+    pub fn flush(&mut self) -> Result<bool, RingError> {
+        let mut kick = false;
+        if std::mem::take(&mut self.used_added) {
+            let (old, new) = self.member_tx.publish_used()?;
+            kick |= self.member_tx.interrupt_needed(self.mode, old, new)?;
+        }
+        if std::mem::take(&mut self.avail_added) {
+            let (old, new) = self.tx.publish()?;
+            kick |= self.tx.kick_needed(self.mode, old, new)?;
+        }
+        Ok(kick)
+    }
+
+    /// Before sleeping (`on`): ask the member to kick us when it sends,
+    /// and, while frames for it are in flight, when its copier takes one
+    /// (a port with a full ring gets room back). After waking: stop asking.
+    pub fn arm(&self, on: bool) -> Result<(), RingError> {
+        self.member_tx.set_notifications(self.mode, on)?;
+        let waiting = on && self.tx.in_flight() > 0;
+        self.tx
+            .set_interrupts(self.mode, waiting, self.tx.last_used())
+    }
+
+    /// Something to do right now (the re-check after arming).
+    pub fn has_work(&self) -> Result<bool, RingError> {
+        Ok(self.member_tx.pending()? > 0 || self.tx.has_used()?)
+    }
+}
+
+/// Why a frame could not be put on a port's ring.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    /// Larger than a port buffer.
+    #[error("frame of {0} bytes is larger than a port buffer")]
+    TooLong(u32),
+    /// Our own ring refused (our bug).
+    #[error("port ring: {0}")]
+    Ring(RingError),
+    /// A piece lay outside the member's memory.
+    #[error("{0}")]
+    Memory(OutOfBounds),
+    /// The TAP device failed.
+    #[error("{0}")]
+    Tap(transport::Error),
+}
+
+/// Read the first `out.len()` bytes of a chain (pieces `segs` in `mem`);
+/// false when the chain is shorter or a piece is out of bounds.
+pub fn read_prefix(mem: &Region, segs: &[Seg], out: &mut [u8]) -> bool {
+    let mut got = 0usize;
+    for s in segs {
+        if got == out.len() {
+            break;
+        }
+        let n = (out.len() - got).min(s.len as usize);
+        if mem
+            .read("frame header", s.addr, &mut out[got..got + n])
+            .is_err()
+        {
+            return false;
+        }
+        got += n;
+    }
+    got == out.len()
+}
