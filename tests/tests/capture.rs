@@ -15,6 +15,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// A synthetic frame's Ethernet header: `--size` counts what follows it.
+const ETH_HDR: u32 = 14;
+
 fn hostile_peer() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_hostile-peer"))
 }
@@ -203,7 +206,7 @@ fn capture_holds_every_packet_received(kind: &str) {
     };
     let data: Vec<&Packet> = cap
         .delivered()
-        .filter(|p| p.orig_len == size as u32)
+        .filter(|p| p.orig_len == size as u32 + ETH_HDR)
         .collect();
     let delivered = cap.delivered().count() as u64;
     c.that(
@@ -232,14 +235,17 @@ fn capture_holds_every_packet_received(kind: &str) {
     .that(
         data.len() as u64 == sink.u64(field!(packets_received)),
         format!(
-            "{size}-byte frames in the file {} == packets_received {}",
+            "{size}-byte frames (+ Ethernet header) in the file {} == packets_received {}",
             data.len(),
             sink.u64(field!(packets_received))
         ),
     )
     .that(
-        data.iter().map(|p| p.orig_len as u64).sum::<u64>() == sink.u64(field!(bytes_received)),
-        "original lengths of the data frames sum to bytes_received",
+        data.iter()
+            .map(|p| (p.orig_len - ETH_HDR) as u64)
+            .sum::<u64>()
+            == sink.u64(field!(bytes_received)),
+        "original lengths of the data frames less their Ethernet headers sum to bytes_received",
     )
     .that(
         data.iter().all(|p| p.captured == 128),
@@ -265,7 +271,7 @@ fn capture_holds_every_packet_received(kind: &str) {
                         cap.packets.len()
                     ),
                 );
-                let big = tshark_count(&pcap, &format!("frame.len == {size}"));
+                let big = tshark_count(&pcap, &format!("frame.len == {}", size as u32 + ETH_HDR));
                 c.that(
                     big == Ok(data.len()),
                     format!(
@@ -455,8 +461,8 @@ fn killed_launcher_leaves_a_readable_capture(kind: &str) {
             let n = cap.delivered().count();
             c.that(n > 1000, format!("the file holds {n} frames, want > 1000"))
                 .that(
-                    cap.delivered().all(|p| p.orig_len == 1000),
-                    "every frame is a whole 1000-byte frame",
+                    cap.delivered().all(|p| p.orig_len == 1000 + ETH_HDR),
+                    "every frame is a whole 1000-byte frame behind its Ethernet header",
                 );
             Some(cap.packets.len())
         }

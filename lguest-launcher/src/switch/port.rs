@@ -132,18 +132,24 @@ impl<T: Transport> Port<T> {
         Ok(())
     }
 
+    /// The TX slot for a frame of `len` bytes, its descriptor added (not yet
+    /// published); `None` when the ring is full.
+    fn slot(&mut self, len: u32) -> Result<Option<u64>, PutError> {
+        if u64::from(len) > BUF_SIZE {
+            return Err(PutError::TooLong(len));
+        }
+        Ok(self
+            .tx
+            .add_slot(self.layout.tx_bufs, BUF_SIZE, len, false)
+            .map_err(PutError::Ring)?
+            .map(|(_, slot)| slot))
+    }
+
     /// Copy a frame of `len` bytes (pieces `segs` in `src`) onto the
     /// port's TX ring: one slot, one descriptor. False when the ring is
     /// full; the caller checked [`Port::has_room`].
     pub fn put(&mut self, src: &Region, segs: &[Seg], len: u32) -> Result<bool, PutError> {
-        if u64::from(len) > BUF_SIZE {
-            return Err(PutError::TooLong(len));
-        }
-        let Some((_, slot)) = self
-            .tx
-            .add_slot(self.layout.tx_bufs, BUF_SIZE, len, false)
-            .map_err(PutError::Ring)?
-        else {
+        let Some(slot) = self.slot(len)? else {
             return Ok(false);
         };
         gather_scatter(&self.own, &[Seg { addr: slot, len }], src, segs)
@@ -156,14 +162,7 @@ impl<T: Transport> Port<T> {
     /// on the port's TX ring; false when the ring is full.
     pub fn put_bytes(&mut self, frame: &[u8]) -> Result<bool, PutError> {
         let len = u32::try_from(frame.len()).map_err(|_| PutError::TooLong(u32::MAX))?;
-        if u64::from(len) > BUF_SIZE {
-            return Err(PutError::TooLong(len));
-        }
-        let Some((_, slot)) = self
-            .tx
-            .add_slot(self.layout.tx_bufs, BUF_SIZE, len, false)
-            .map_err(PutError::Ring)?
-        else {
+        let Some(slot) = self.slot(len)? else {
             return Ok(false);
         };
         self.own
