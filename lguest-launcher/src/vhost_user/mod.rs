@@ -245,9 +245,11 @@ pub struct VhostArgs {
     /// a few seconds after the link goes down, as before.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub reconnect: bool,
-    /// Also accept QEMU connecting to --socket as this uid (repeatable; by
-    /// default only our own uid may connect, checked with SO_PEERCRED).
-    #[arg(long = "allow-uid", value_name = "UID")]
+    /// Also accept QEMU connecting to --socket as this user, a uid or a
+    /// name (repeatable; by default only our own uid may connect, checked
+    /// with SO_PEERCRED). With it the socket is mode 0666 (anyone may
+    /// connect; SO_PEERCRED turns away whoever is not allowed).
+    #[arg(long = "allow-uid", value_name = "UID|USER", value_parser = parse_user)]
     pub allow_uid: Vec<u32>,
     /// What the VM's link state follows (with --reconnect): `follow` shows
     /// the VM NO-CARRIER while its peer launcher is away (we close QEMU's
@@ -527,6 +529,20 @@ impl WithTransport for Serve<'_> {
 }
 
 /// Run `vhost-user`.
+/// `--allow-uid`: a numeric uid, or a user name looked up now.
+fn parse_user(s: &str) -> Result<u32, String> {
+    if let Ok(uid) = s.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(s) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(format!(
+            "no user named `{s}` on this machine; give a uid or an existing user name"
+        )),
+        Err(e) => Err(format!("cannot look up user `{s}`: {e}")),
+    }
+}
+
 pub fn run(args: &VhostArgs) -> ExitCode {
     dispatch(args.sharenet.kind, Serve(args))
 }
