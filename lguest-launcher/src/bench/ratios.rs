@@ -14,14 +14,15 @@
 //! `baseline-devq-virtio-queue` Mchains/s, see [`super::devq`]).
 
 use super::devq::DevqImpl;
-use super::row::{find, Row};
+use super::row::{find, same_config, Row};
 
 /// Fill in `ratio`, `ratio_to` and `ratio_spsc` of every sharenet row.
 pub fn add_ratios(rows: &mut [Row]) {
     let base: Vec<Row> = rows.iter().filter(|r| !r.is_cell()).cloned().collect();
-    let cells: Vec<Row> = rows
+    // What the exchange cells are compared with (rows are being written).
+    let stamped: Vec<Row> = rows
         .iter()
-        .filter(|r| r.is_cell() && r.ok())
+        .filter(|r| r.key.workload == "stream-stamp")
         .cloned()
         .collect();
     for r in rows.iter_mut().filter(|r| r.is_cell() && r.ok()) {
@@ -52,7 +53,8 @@ pub fn add_ratios(rows: &mut [Row]) {
             }
             // `--share exchange` against `--share guest`, same configuration.
             "stream-stamp-exchange" => {
-                let guest = rows_like(&cells, r, "stream-stamp");
+                let guest =
+                    same_config(&stamped, &r.key, "stream-stamp").and_then(|c| c.metrics.mpps);
                 if let (Some(m), Some(g)) = (r.metrics.mpps, guest) {
                     r.ratio = Some(m / g);
                     r.ratio_to = Some("stream-stamp (--share guest)".into());
@@ -89,22 +91,6 @@ pub fn add_ratios(rows: &mut [Row]) {
             r.ratio_to = Some(DevqImpl::VirtioQueue.transport().into());
         }
     }
-}
-
-/// Packets per second of the `workload` cell with `r`'s transport, modes
-/// and size.
-fn rows_like(cells: &[Row], r: &Row, workload: &str) -> Option<f64> {
-    cells
-        .iter()
-        .find(|c| {
-            c.key.workload == workload
-                && c.key.transport == r.key.transport
-                && c.key.notify == r.key.notify
-                && c.key.writes == r.key.writes
-                && c.key.wait == r.key.wait
-                && c.key.size == r.key.size
-        })
-        .and_then(|c| c.metrics.mpps)
 }
 
 #[cfg(test)]

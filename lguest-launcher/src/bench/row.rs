@@ -40,7 +40,7 @@ pub struct Row {
 }
 
 /// What identifies a row, before any figures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RowKey {
     /// `fifo`, `unix`, `eventfd`, or `baseline-...`.
     pub transport: String,
@@ -128,6 +128,16 @@ pub fn lowest<'a>(
     rows.filter_map(|r| metric(r).map(|v| (r, v)))
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(r, _)| r)
+}
+
+/// The successful cell of `workload` with `key`'s transport, modes and
+/// size (`key` is another cell's: the same configuration, another workload).
+pub fn same_config<'a>(rows: &'a [Row], key: &RowKey, workload: &str) -> Option<&'a Row> {
+    let want = RowKey {
+        workload: workload.into(),
+        ..key.clone()
+    };
+    rows.iter().find(|r| r.key == want && r.is_cell() && r.ok())
 }
 
 /// The first successful row of `transport` at `size`.
