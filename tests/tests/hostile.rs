@@ -21,8 +21,9 @@ fn scribbler() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_scribbler"))
 }
 
-/// Run an honest idle launcher against the hostile peer in `mode`.
-fn against_hostile(kind: &str, mode: &str) -> (Outcome, Outcome) {
+/// Run an honest idle launcher against the hostile peer in `mode`, with
+/// the mode's own arguments `args` (rounds, a pid).
+fn against_hostile(kind: &str, mode: &str, args: &[&str]) -> (Outcome, Outcome) {
     let dir = TestDir::new(&format!("hostile_{mode}"));
     let spec = dir.sharenet(kind, "link");
     let mut honest = dir.spawn(
@@ -30,7 +31,11 @@ fn against_hostile(kind: &str, mode: &str) -> (Outcome, Outcome) {
         &spec,
         &["--workload", "idle", "--wait", "sleep", "--timeout", "20"],
     );
-    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, mode, "10"]);
+    let hostile_args: Vec<&str> = [spec.as_str(), mode]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &hostile_args);
     let honest = honest.finish(Duration::from_secs(25));
     let hostile = hostile.finish(Duration::from_secs(25));
     (honest, hostile)
@@ -52,7 +57,7 @@ fn survived(c: &mut Checks<'_>, honest: &Outcome, hostile: &Outcome) {
 
 fn garbage_descriptors_are_dropped_and_counted_by_class(kind: &str) {
     let _serial = serial();
-    let (honest, hostile) = against_hostile(kind, "garbage");
+    let (honest, hostile) = against_hostile(kind, "garbage", &["10"]);
     let mut c = Checks::new(format!("{kind}: garbage descriptors"), &[&honest, &hostile]);
     survived(&mut c, &honest, &hostile);
     // The policy for bad chains: drop, count, carry on until the peer leaves.
@@ -86,7 +91,7 @@ fn garbage_descriptors_are_dropped_and_counted_by_class(kind: &str) {
 
 fn looping_chains_are_dropped_and_counted(kind: &str) {
     let _serial = serial();
-    let (honest, hostile) = against_hostile(kind, "loop");
+    let (honest, hostile) = against_hostile(kind, "loop", &["10"]);
     let mut c = Checks::new(format!("{kind}: looping chains"), &[&honest, &hostile]);
     survived(&mut c, &honest, &hostile);
     // 10 rounds of a 64-entry ring, every chain a loop.
@@ -97,7 +102,7 @@ fn looping_chains_are_dropped_and_counted(kind: &str) {
 
 fn avail_index_jump_disconnects_with_clear_error(kind: &str) {
     let _serial = serial();
-    let (honest, hostile) = against_hostile(kind, "jump");
+    let (honest, hostile) = against_hostile(kind, "jump", &["10"]);
     let mut c = Checks::new(format!("{kind}: avail index jump"), &[&honest, &hostile]);
     survived(&mut c, &honest, &hostile);
     c.stderr_has(&honest, "avail index jumped from 0 to 199 (queue size 64)");
@@ -516,12 +521,7 @@ fn vhost_user_socket_refuses_another_uid_and_still_serves_qemu() {
 fn hugetlb_memory_from_peer_is_refused_before_mapping(kind: &str) {
     let _serial = serial();
     let _ = launcher();
-    let dir = TestDir::new("hugetlb");
-    let spec = dir.sharenet(kind, "link");
-    let mut honest = dir.spawn("honest", &spec, &["--workload", "idle", "--timeout", "10"]);
-    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "hugetlb"]);
-    let honest = honest.finish(Duration::from_secs(20));
-    let hostile = hostile.finish(Duration::from_secs(20));
+    let (honest, hostile) = against_hostile(kind, "hugetlb", &[]);
     if hostile.stderr.contains("memfd_create") {
         // No hugetlbfs on this machine: nothing to offer.
         eprintln!("skipped: {}", hostile.stderr.trim());
@@ -542,12 +542,7 @@ fn hugetlb_memory_from_peer_is_refused_before_mapping(kind: &str) {
 fn ring_misaligned_in_the_memory_fd_is_refused(kind: &str) {
     let _serial = serial();
     let _ = launcher();
-    let dir = TestDir::new("misaligned");
-    let spec = dir.sharenet(kind, "link");
-    let mut honest = dir.spawn("honest", &spec, &["--workload", "idle", "--timeout", "10"]);
-    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "misaligned"]);
-    let honest = honest.finish(Duration::from_secs(20));
-    let hostile = hostile.finish(Duration::from_secs(20));
+    let (honest, hostile) = against_hostile(kind, "misaligned", &[]);
     let mut c = Checks::new(format!("{kind}: misaligned ring"), &[&honest, &hostile]);
     c.exit(&honest, 1);
     c.stderr_has(&honest, "lands at offset 0x1 of the memory fd");
