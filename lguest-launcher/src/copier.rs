@@ -153,6 +153,7 @@ pub struct Copier<T: Transport> {
     dst: Vec<Seg>,
     events: Vec<Event>,
     garbage: GarbageBudget,
+    guest_features: u64,
 }
 
 /// Copy the bytes of `src` pieces (in `src_mem`) into `dst` pieces (in
@@ -221,7 +222,21 @@ impl<T: Transport> Copier<T> {
             dst: Vec::with_capacity(8),
             events: Vec::with_capacity(256),
             garbage: GarbageBudget::default(),
+            guest_features: 0,
         })
+    }
+
+    /// The virtio-net feature bits our guest accepted (what it takes on
+    /// receive: `VIRTIO_NET_F_GUEST_CSUM`, `GUEST_TSO4/6`, `GUEST_ECN`,
+    /// `MRG_RXBUF`, ...). A VM's change when its driver negotiates again
+    /// (a reboot); a synthetic guest's follow `--offloads`. 0 until set.
+    pub fn set_guest_features(&mut self, features: u64) {
+        self.guest_features = features;
+    }
+
+    /// What [`Copier::set_guest_features`] last set.
+    pub fn guest_features(&self) -> u64 {
+        self.guest_features
     }
 
     /// Our guest takes interrupts (a VM's call eventfd): compute

@@ -107,6 +107,17 @@ pub struct Handshake {
     pub regions: [MemRegion; MAX_REGIONS],
     /// Number of valid entries in `regions` (1..=8).
     pub nregions: u32,
+    /// The sender's MTU (`--mtu`): the largest Ethernet payload its guest
+    /// sends and accepts; 0 when the sender states none (older builds, or
+    /// no `--mtu`). Two non-zero MTUs that differ are refused by the
+    /// launcher at link-up, naming both. Carried in what used to be a
+    /// reserved word, so the wire format and [`VERSION`] are unchanged.
+    pub mtu: u32,
+    /// The offloads the sender's guest accepts on receive, as virtio-net
+    /// feature bits 0..31 (`VIRTIO_NET_F_GUEST_CSUM`, `GUEST_TSO4`, ...,
+    /// `MRG_RXBUF`) at link-up; 0 when none (or an older build). Carried in
+    /// the TX ring's reserved word.
+    pub offloads: u32,
 }
 
 impl Handshake {
@@ -138,7 +149,22 @@ impl Handshake {
             rx,
             regions,
             nregions: 1,
+            mtu: 0,
+            offloads: 0,
         }
+    }
+
+    /// The same handshake stating MTU `mtu` (0: none stated).
+    pub fn with_mtu(mut self, mtu: u32) -> Self {
+        self.mtu = mtu;
+        self
+    }
+
+    /// The same handshake stating the receive offloads `offloads`
+    /// (virtio-net feature bits 0..31).
+    pub fn with_offloads(mut self, offloads: u32) -> Self {
+        self.offloads = offloads;
+        self
     }
 
     /// The same handshake proposing link generation `generation`.
@@ -182,15 +208,15 @@ impl Handshake {
         w.u64(self.mem_size);
         w.u32(self.mem_fd as u32);
         w.u32(self.generation);
-        for r in [&self.tx, &self.rx] {
+        for (r, extra) in [(&self.tx, self.offloads), (&self.rx, 0)] {
             w.u64(r.desc);
             w.u64(r.avail);
             w.u64(r.used);
             w.u32(r.size);
-            w.u32(0); // reserved
+            w.u32(extra); // tx: offloads; rx: reserved
         }
         w.u32(self.nregions);
-        w.u32(0); // reserved
+        w.u32(self.mtu);
         for m in &self.regions {
             w.u64(m.gpa);
             w.u64(m.size);
@@ -234,18 +260,21 @@ impl Handshake {
             let avail = r.u64();
             let used = r.u64();
             let size = r.u32();
-            let _ = r.u32();
-            RingInfo {
-                desc,
-                avail,
-                used,
-                size,
-            }
+            let extra = r.u32();
+            (
+                RingInfo {
+                    desc,
+                    avail,
+                    used,
+                    size,
+                },
+                extra,
+            )
         };
-        let tx = ring();
-        let rx = ring();
+        let (tx, offloads) = ring();
+        let (rx, _) = ring();
         let nregions = r.u32();
-        let _ = r.u32();
+        let mtu = r.u32();
         let mut regions = [MemRegion::default(); MAX_REGIONS];
         for m in &mut regions {
             *m = MemRegion {
@@ -266,6 +295,8 @@ impl Handshake {
             rx,
             regions,
             nregions,
+            mtu,
+            offloads,
         })
     }
 
@@ -435,7 +466,25 @@ mod tests {
             used: 20480,
             size: 256,
         };
-        Handshake::new(42, F_EVENT_IDX, 1 << 20, 7, tx, rx).with_generation(3)
+        Handshake::new(42, F_EVENT_IDX, 1 << 20, 7, tx, rx)
+            .with_generation(3)
+            .with_mtu(9000)
+            .with_offloads(0x8383)
+    }
+
+    #[test]
+    fn mtu_and_offloads_travel_in_the_old_reserved_words() {
+        let b = sample().encode();
+        // tx ring: desc, avail, used at 40.., size at 64, offloads at 68.
+        assert_eq!(&b[68..72], &0x8383u32.to_le_bytes());
+        // nregions at 104, mtu at 108.
+        assert_eq!(&b[108..112], &9000u32.to_le_bytes());
+        // An older build wrote zeros there: no MTU and no offloads stated.
+        let mut old = b;
+        old[68..72].fill(0);
+        old[108..112].fill(0);
+        let h = Handshake::decode(&old).unwrap();
+        assert_eq!((h.mtu, h.offloads), (0, 0));
     }
 
     #[test]
