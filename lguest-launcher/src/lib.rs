@@ -35,6 +35,7 @@ pub mod garbage;
 pub mod guest;
 pub mod link;
 pub mod memory;
+pub mod offload;
 pub mod progress;
 pub mod run;
 pub mod stats;
