@@ -36,6 +36,8 @@
 //! statically dispatched: the transport kind is chosen once, at
 //! [`crate::link::dispatch`], never per packet.
 
+mod fallback;
+
 use crate::garbage::{GarbageBudget, POLL_CHAINS, POLL_DESCRIPTORS};
 use crate::memory::{GuestMap, OutOfBounds, Region};
 use crate::virtq::{ChainError, DeviceQueue, NotifyMode, RingError, Seg};
@@ -68,6 +70,10 @@ pub enum DropReason {
         /// Room in our RX buffer.
         room: u32,
     },
+    /// The frame's `virtio_net_hdr` asks for an offload no honest driver
+    /// asks for, or one that cannot be done for our guest (see
+    /// [`crate::offload`]).
+    BadOffload(crate::offload::OffloadError),
 }
 
 impl DropReason {
@@ -81,6 +87,7 @@ impl DropReason {
             DropReason::Malformed(ChainError::Indirect { .. }) => "indirect",
             DropReason::Malformed(ChainError::BadLength { .. }) => "bad_length",
             DropReason::Oversized { .. } => "oversized",
+            DropReason::BadOffload(_) => "bad_offload",
         }
     }
 }
@@ -154,6 +161,9 @@ pub struct Copier<T: Transport> {
     events: Vec<Event>,
     garbage: GarbageBudget,
     guest_features: u64,
+    offload: fallback::OffloadState,
+    /// Our RX ring's size (how many frames one segmented frame may become).
+    rx_size: u16,
 }
 
 /// Copy the bytes of `src` pieces (in `src_mem`) into `dst` pieces (in
@@ -223,6 +233,8 @@ impl<T: Transport> Copier<T> {
             events: Vec::with_capacity(256),
             garbage: GarbageBudget::default(),
             guest_features: 0,
+            offload: fallback::OffloadState::default(),
+            rx_size: own_rx.size.min(u16::MAX as u32) as u16,
         })
     }
 
@@ -230,8 +242,15 @@ impl<T: Transport> Copier<T> {
     /// receive: `VIRTIO_NET_F_GUEST_CSUM`, `GUEST_TSO4/6`, `GUEST_ECN`,
     /// `MRG_RXBUF`, ...). A VM's change when its driver negotiates again
     /// (a reboot); a synthetic guest's follow `--offloads`. 0 until set.
+    ///
+    /// Setting them turns on the offload path ([`crate::offload`]): from
+    /// then on a frame whose header asks for an offload is checked, and
+    /// fixed in software when our guest did not accept what it needs.
+    /// Until then (a copier nobody told about its guest) frames pass as
+    /// they are.
     pub fn set_guest_features(&mut self, features: u64) {
         self.guest_features = features;
+        self.offload.on = true;
     }
 
     /// What [`Copier::set_guest_features`] last set.
@@ -321,6 +340,9 @@ impl<T: Transport> Copier<T> {
             }
             let head = self.peer_tx.peek_head().map_err(CopyError::PeerRing)?;
             self.dst.clear();
+            // A segmented frame's deliveries but the last are pushed by
+            // `copy_one` itself.
+            let before = self.events.len();
             let ev = self.copy_one(head, &mut rx_room)?;
             // What walking the chains cost: every descriptor `read_chain`
             // kept, plus the one each walk stopped at.
@@ -328,6 +350,7 @@ impl<T: Transport> Copier<T> {
             read += cost;
             match ev {
                 Some(ev) => {
+                    out.moved += self.events.len() - before;
                     match ev {
                         Event::Delivered { .. } => out.moved += 1,
                         Event::Dropped { .. } => {
@@ -411,6 +434,10 @@ impl<T: Transport> Copier<T> {
             .read_chain(rx_head, true, &mut self.dst)
             .map_err(|e| CopyError::OwnRing(RingError::OwnChain(e)))?;
         if len > room {
+            if self.offload.on {
+                // A GSO frame may fit once segmented (crate::offload).
+                return self.offload_oversized(head, len, room, rx_room);
+            }
             // A frame larger than any buffer we post: drop it.
             return dropped(DropReason::Oversized { len, room });
         }
@@ -421,16 +448,32 @@ impl<T: Transport> Copier<T> {
                 mem: self.peer_mem.len(),
             }));
         }
+        if self.offload.on && !self.plain_header() {
+            return self.offload_copied(head, rx_head, len, rx_room);
+        }
+        self.deliver_copied(head, rx_head, len, rx_room).map(Some)
+    }
+
+    /// The frame of `len` bytes is in our RX chain `rx_head`: take the
+    /// chain off our avail ring and mark it used.
+    #[inline]
+    fn deliver_copied(
+        &mut self,
+        head: u16,
+        rx_head: u16,
+        len: u32,
+        rx_room: &mut u16,
+    ) -> Result<Event, CopyError> {
         self.own_rx.advance();
         *rx_room -= 1;
         self.own_rx
             .add_used(rx_head, len)
             .map_err(CopyError::OwnRing)?;
-        Ok(Some(Event::Delivered {
+        Ok(Event::Delivered {
             peer_head: head,
             rx_head,
             len,
-        }))
+        })
     }
 
     /// Is there a peer packet we could move right now? Used for the

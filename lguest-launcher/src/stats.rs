@@ -133,10 +133,41 @@ pub struct Stats {
     pub peer_indirect: u64,
     /// Of those: zero or oversize length, or a frame larger than our RX buffer.
     pub peer_bad_length: u64,
+    /// Of those: a `virtio_net_hdr` asking for an impossible offload
+    /// (unknown GSO type, checksum outside the frame, GSO size 0, ...), or
+    /// one that cannot be done for our guest.
+    pub peer_bad_offload: u64,
+    /// Frames with an offload header (partial checksum, GSO) our copier
+    /// delivered unchanged: our guest accepted what they need.
+    pub offload_passed: u64,
+    /// Partial checksums our copier completed in software (our guest did
+    /// not accept `NEEDS_CSUM`).
+    pub offload_csum_completed: u64,
+    /// GSO frames our copier cut into segments in software (our guest did
+    /// not accept the GSO type).
+    pub offload_segmented: u64,
+    /// Segments those became (each delivered as its own frame).
+    pub offload_segments: u64,
+    /// Our guest's receive offloads as virtio-net feature bits
+    /// (`--offloads`; a VM's negotiated ones).
+    pub offloads: u64,
+    /// The peer's receive offloads from its handshake (0: none stated).
+    pub peer_offloads: u64,
+    /// Our MTU (`--mtu`; 0: none stated).
+    pub mtu: u32,
+    /// A sink: TCP frames that arrived whole with a GSO header (`--gso`
+    /// stream, our guest accepting TSO).
+    pub gso_frames_received: u64,
+    /// A sink: TCP frames that arrived as plain segments (a `--gso`
+    /// stream segmented for a guest without TSO), each checksum checked.
+    pub tcp_segments_received: u64,
+    /// A sink: TCP frames whose IPv4 header or TCP checksum did not check
+    /// out (also counted in `corrupted`).
+    pub tcp_checksum_errors: u64,
     /// Dropped peer chains by reason, keyed by the reason's stable name
     /// (`bad_index`, `out_of_bounds`, `loop`, `wrong_direction`,
-    /// `indirect`, `bad_length`, `oversized`): the same names the capture's
-    /// drop comments and `status` use.
+    /// `indirect`, `bad_length`, `oversized`, `bad_offload`): the same
+    /// names the capture's drop comments and `status` use.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub drops_by_reason: std::collections::BTreeMap<String, u64>,
     /// `--capture`: records handed to the capture writer.
@@ -214,6 +245,14 @@ pub struct Sender {
 }
 
 impl Stats {
+    /// Add a copier's offload counters ([`crate::offload::OffloadCounts`]).
+    pub fn add_offloads(&mut self, c: crate::offload::OffloadCounts) {
+        self.offload_passed += c.passed;
+        self.offload_csum_completed += c.csum_completed;
+        self.offload_segmented += c.segmented;
+        self.offload_segments += c.segments;
+    }
+
     /// Fill in rates from counts and elapsed time.
     pub fn finish(&mut self, elapsed_s: f64) {
         self.elapsed_s = elapsed_s;

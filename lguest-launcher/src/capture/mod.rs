@@ -377,6 +377,7 @@ pub fn drop_comment(reason: &DropReason, peer_head: u16) -> String {
         DropReason::Oversized { len, room } => format!(
             "frame of {len} bytes (head {peer_head}) larger than our RX buffer ({room} bytes)"
         ),
+        DropReason::BadOffload(e) => format!("offload header at head {peer_head}: {e}"),
     };
     format!("drop reason={}: {detail}", reason.name())
 }

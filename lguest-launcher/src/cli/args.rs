@@ -8,7 +8,9 @@
 //! profile, so a value means the same wherever it is written.
 
 use super::values::*;
-use crate::cli::config::{Payload, RunConfig, Settings, Share, Spec, Wait, Workload, Writes};
+use crate::cli::config::{
+    Offloads, Payload, RunConfig, Settings, Share, Spec, Wait, Workload, Writes,
+};
 use crate::guest::plan::Layout;
 use crate::virtq::NotifyMode;
 use clap::{Args, Parser, Subcommand};
@@ -211,6 +213,25 @@ pub struct RunArgs {
     /// name the receiver's --mac there].
     #[arg(long, value_name = "MAC", value_parser = crate::guest::frame::parse_mac)]
     pub dst: Option<crate::guest::frame::Mac>,
+    /// The link's MTU in bytes, 68..=65535: stated to the peer at link-up
+    /// (a peer stating another MTU is refused, both named; one stating none
+    /// is accepted), and a --gso stream's segments are MTU - 40 payload
+    /// bytes [default: none stated; --gso cuts at 1500].
+    #[arg(long, value_name = "BYTES", value_parser = parse_mtu)]
+    pub mtu: Option<u32>,
+    /// What the synthetic guest takes on receive: `on`, partial checksums
+    /// and TCP GSO frames as the peer sent them (GUEST_CSUM, GUEST_TSO4/6,
+    /// GUEST_ECN); `off`, none: our launcher completes checksums and cuts
+    /// GSO frames into MTU-sized segments before delivery [default: on].
+    #[arg(long, value_enum)]
+    pub offloads: Option<Offloads>,
+    /// A stream sends TCP/IPv4 GSO frames (Ethernet, IPv4, TCP headers,
+    /// NEEDS_CSUM with the pseudo-header sum in place, segments of MTU - 40
+    /// bytes), each carrying one --size-byte synthetic frame as its TCP
+    /// payload (--size at most 65481); the sink checks every byte, whole
+    /// or segmented.
+    #[arg(long)]
+    pub gso: bool,
 }
 
 /// Built-in `--queue-size`.
@@ -221,6 +242,9 @@ pub const DEFAULT_MEMORY_MIB: u64 = 64;
 pub const DEFAULT_COUNT: u64 = 100_000;
 /// Built-in `--size`.
 pub const DEFAULT_SIZE: u32 = 1500;
+/// Largest `--size` with `--gso`: one IP packet less the Ethernet, IPv4
+/// and TCP headers.
+pub const MAX_GSO_SIZE: u32 = 65535 - 14 - 20 - 20;
 /// Built-in `--timeout` in seconds.
 pub const DEFAULT_TIMEOUT_SECS: f64 = 60.0;
 
@@ -250,6 +274,29 @@ pub enum UsageError {
         cpu: usize,
         /// CPUs online.
         online: usize,
+    },
+    /// `--gso` on a workload other than `stream`.
+    #[error(
+        "--gso (or gso = true in a profile's [workload]) only means something for a stream; a {workload} receives GSO frames without it"
+    )]
+    GsoNotStream {
+        /// The workload in force.
+        workload: &'static str,
+    },
+    /// `--gso` with `--payload stamp`.
+    #[error(
+        "--gso with --payload stamp (or payload = \"stamp\" in a profile's [workload]): GSO frames carry the full pattern; use --payload verify (the default) on both sides"
+    )]
+    GsoStamp,
+    /// `--gso` with a `--size` that does not fit one IP packet.
+    #[error(
+        "--size {size} with --gso: the TCP payload of one GSO frame is at most {max} bytes (65535 less the Ethernet, IPv4 and TCP headers); lower --size"
+    )]
+    GsoSizeTooLarge {
+        /// `--size`.
+        size: u32,
+        /// The largest allowed.
+        max: u32,
     },
     /// `--snaplen` without `--capture`.
     #[error(
@@ -415,6 +462,21 @@ impl RunArgs {
                 workload: workload.name(),
             });
         }
+        let size = self.size.unwrap_or(DEFAULT_SIZE);
+        if self.gso && workload != Workload::Stream {
+            return Err(UsageError::GsoNotStream {
+                workload: workload.name(),
+            });
+        }
+        if self.gso && self.payload == Some(Payload::Stamp) {
+            return Err(UsageError::GsoStamp);
+        }
+        if self.gso && size > MAX_GSO_SIZE {
+            return Err(UsageError::GsoSizeTooLarge {
+                size,
+                max: MAX_GSO_SIZE,
+            });
+        }
         if let Some(cpu) = self.cpu.filter(|&c| !cpu_allowed(c)) {
             return Err(UsageError::NoSuchCpu {
                 cpu,
@@ -426,7 +488,7 @@ impl RunArgs {
             spec: self.sharenet.clone(),
             workload,
             count,
-            size: self.size.unwrap_or(DEFAULT_SIZE),
+            size,
             payload: self.payload.unwrap_or(Payload::Verify),
             notify: self.notify.unwrap_or(NotifyMode::EventIdx),
             writes: self.writes.unwrap_or(Writes::Nonblocking),
@@ -439,6 +501,9 @@ impl RunArgs {
             share: self.share.unwrap_or(Share::Guest),
             capture: self.capture.clone(),
             snaplen: self.snaplen,
+            mtu: self.mtu,
+            offloads: self.offloads.unwrap_or(Offloads::On),
+            gso: self.gso,
         })
     }
 
@@ -482,6 +547,9 @@ impl RunArgs {
             capture,
             mac: self.mac,
             dst: self.dst,
+            mtu: s.mtu,
+            offloads: s.offloads,
+            gso: s.gso,
         })
     }
 }

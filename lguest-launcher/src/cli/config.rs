@@ -185,6 +185,38 @@ impl Payload {
     }
 }
 
+/// `--offloads`: does our guest take offloaded frames on receive?
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Offloads {
+    /// Partial checksums and TCP GSO frames arrive as the peer sent them.
+    On,
+    /// Our copier completes checksums and segments GSO frames in software.
+    Off,
+}
+
+impl Offloads {
+    /// The spelling used on the command line, in profiles and in stats.
+    pub fn name(self) -> &'static str {
+        match self {
+            Offloads::On => "on",
+            Offloads::Off => "off",
+        }
+    }
+
+    /// The receive features a synthetic guest accepts (virtio-net bits).
+    pub fn synthetic_features(self) -> u64 {
+        match self {
+            Offloads::On => crate::offload::SYNTHETIC_OFFLOADS,
+            Offloads::Off => 0,
+        }
+    }
+}
+
+/// The MSS of a `--gso` stream without `--mtu`: Ethernet's 1500-byte MTU
+/// less the IPv4 and TCP headers.
+pub const DEFAULT_GSO_MTU: u32 = 1500;
+
 /// `--wait`: what a launcher does when there is no work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -248,6 +280,12 @@ pub struct Settings {
     pub capture: Option<PathBuf>,
     /// `--snaplen`; `None`: whole frames.
     pub snaplen: Option<u32>,
+    /// `--mtu`; `None`: none stated.
+    pub mtu: Option<u32>,
+    /// `--offloads`.
+    pub offloads: Offloads,
+    /// `--gso`: a stream sends TCP GSO frames.
+    pub gso: bool,
 }
 
 /// Everything one launcher run needs.
@@ -301,6 +339,12 @@ pub struct RunConfig {
     /// `--dst`: where data frames go (`None`: broadcast, which on a
     /// direct link reaches exactly the peer).
     pub dst: Option<crate::guest::frame::Mac>,
+    /// `--mtu`: stated to the peer at link-up; `None`: none stated.
+    pub mtu: Option<u32>,
+    /// `--offloads`: what our synthetic guest takes on receive.
+    pub offloads: Offloads,
+    /// `--gso`: a stream sends TCP/IPv4 GSO frames of `size` payload bytes.
+    pub gso: bool,
 }
 
 impl RunConfig {
@@ -308,6 +352,13 @@ impl RunConfig {
     pub fn mac(&self) -> crate::guest::frame::Mac {
         self.mac
             .unwrap_or_else(|| crate::guest::frame::mac_from_name(&self.name))
+    }
+
+    /// A `--gso` stream's segment size: the MTU (`--mtu`, else 1500) less
+    /// 40 bytes of IPv4 and TCP headers. `None` without `--gso`.
+    pub fn gso_mss(&self) -> Option<u16> {
+        self.gso
+            .then(|| (self.mtu.unwrap_or(DEFAULT_GSO_MTU) - 40) as u16)
     }
 
     /// The bound on the whole run: `--timeout`, except that a reconnecting

@@ -184,3 +184,20 @@ pub fn check_snaplen(n: i128) -> Result<u32, ValueError> {
 pub fn parse_snaplen(s: &str) -> Result<u32, ValueError> {
     check_snaplen(int(s, SNAPLEN_RANGE)?)
 }
+
+/// `--mtu` in words.
+pub(super) const MTU_RANGE: &str = "68..=65535 bytes (IPv4's minimum to the largest IP packet)";
+
+/// `--mtu` (`[net] mtu`): the link's MTU, 68..=65535 bytes.
+pub fn check_mtu(n: i128) -> Result<u32, ValueError> {
+    if (68..=65535).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(out_of_range(n, MTU_RANGE))
+    }
+}
+
+/// `--mtu`.
+pub fn parse_mtu(s: &str) -> Result<u32, ValueError> {
+    check_mtu(int(s, MTU_RANGE)?)
+}

@@ -56,6 +56,9 @@ impl Guest {
     }
 
     pub(super) fn send_seq(&mut self, seq: u64) -> Result<bool, RingError> {
+        if let Some(mss) = self.gso_mss {
+            return self.send_gso(seq, mss);
+        }
         let size = self.pattern.size() as u32;
         if self.payload == Payload::Stamp {
             // Header only: the rest of the buffer was filled at start.
@@ -122,6 +125,9 @@ impl Guest {
         match u16::from_be_bytes([eth[12], eth[13]]) {
             ETH_P_SHARENET => {}
             ETH_P_HELLO => return Ok(()),
+            t @ (tcp::ETH_P_IP | tcp::ETH_P_IPV6) if self.workload != Workload::Echo => {
+                return self.receive_tcp(id, len, t, stats);
+            }
             _ => {
                 stats.foreign += 1;
                 return Ok(());
@@ -171,6 +177,12 @@ impl Guest {
                 verify(&self.frame[..flen])
             }
         };
+        self.account_verdict(verdict, flen, stats);
+        Ok(())
+    }
+
+    /// Count a received data frame of `flen` bytes by its verdict.
+    pub(super) fn account_verdict(&mut self, verdict: Verdict, flen: usize, stats: &mut Stats) {
         match verdict {
             Verdict::Corrupt => stats.corrupted += 1,
             Verdict::End(sent) => {
@@ -196,7 +208,6 @@ impl Guest {
                 }
             }
         }
-        Ok(())
     }
 }
 

@@ -35,6 +35,7 @@ pub mod plan;
 mod ending;
 mod io;
 mod senders;
+mod tcp;
 
 use io::send_frame;
 
@@ -141,6 +142,14 @@ pub struct Guest {
     /// Hellos on our TX ring not yet completed: their completions are not
     /// data frames consumed.
     hello_out: u64,
+    /// `--gso`: a stream's TCP segment size (its frames are TCP GSO frames).
+    gso_mss: Option<u16>,
+    /// The receive offloads we accepted (virtio-net feature bits).
+    offloads: u64,
+    /// The headers of the next `--gso` frame (reused).
+    tcp_head: Vec<u8>,
+    /// A sink's TCP stream, rebuilt by sequence number.
+    tcp: tcp::Reassembly,
 }
 
 /// What a synthetic guest is asked to do.
@@ -162,6 +171,10 @@ pub struct Work {
     pub mac: Mac,
     /// Where data frames go.
     pub dst: Mac,
+    /// `--gso`: a stream sends TCP GSO frames with segments of this size.
+    pub gso_mss: Option<u16>,
+    /// The receive offloads our guest accepts (`--offloads`).
+    pub offloads: u64,
 }
 
 /// A sink that learned, from the sender's end-of-stream frame, that fewer
@@ -205,6 +218,8 @@ impl Guest {
             rate,
             mac,
             dst,
+            gso_mss,
+            offloads,
         } = work;
         let tx = DriverQueue::new(tx_mem.clone(), &layout.tx);
         let rx = DriverQueue::new(mem.clone(), &layout.rx);
@@ -213,7 +228,12 @@ impl Guest {
                 let longest = (size as u64)
                     .max(frame::END_FRAME as u64)
                     .max(io::HELLO_LEN as u64);
-                (NET_HDR_LEN + ETH_HDR as u64 + longest).div_ceil(64) * 64
+                let tcp = if gso_mss.is_some() {
+                    tcp::IP_TCP_HDR
+                } else {
+                    0
+                };
+                (NET_HDR_LEN + ETH_HDR as u64 + tcp + longest).div_ceil(64) * 64
             }
             _ => BUF_SIZE,
         };
@@ -252,6 +272,10 @@ impl Guest {
             hello_due: false,
             on_switch: false,
             hello_out: 0,
+            gso_mss,
+            offloads,
+            tcp_head: Vec::with_capacity(128),
+            tcp: tcp::Reassembly::default(),
         };
         while g.rx.num_free() > 0 {
             g.post_rx()?;

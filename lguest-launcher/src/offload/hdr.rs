@@ -102,6 +102,10 @@ pub enum OffloadError {
         /// Frame bytes after the header.
         len: u32,
     },
+    /// A frame to fix longer than any IP packet (see
+    /// `copier::fallback::MAX_FIX`).
+    #[error("{0}-byte chain with an offload header: longer than any IP packet")]
+    TooLong(u32),
     /// The chain is shorter than a `virtio_net_hdr`.
     #[error("chain of {0} bytes holds no virtio_net_hdr")]
     NoHeader(u32),
@@ -244,39 +248,95 @@ mod tests {
             Ok(1 << F_GUEST_CSUM | 1 << F_GUEST_TSO6 | 1 << F_GUEST_ECN)
         );
         assert_eq!(NetHdr::default().check(60), Ok(0));
-        assert_eq!(SYNTHETIC_OFFLOADS & ecn.check(65000).unwrap(), ecn.check(65000).unwrap());
+        assert_eq!(
+            SYNTHETIC_OFFLOADS & ecn.check(65000).unwrap(),
+            ecn.check(65000).unwrap()
+        );
     }
 
     #[test]
     fn hostile_headers_are_refused_by_name() {
         let bad = |h: NetHdr, len| h.check(len).unwrap_err();
         assert_eq!(
-            bad(NetHdr { flags: 0x40, ..tso4() }, 100),
+            bad(
+                NetHdr {
+                    flags: 0x40,
+                    ..tso4()
+                },
+                100
+            ),
             OffloadError::UnknownFlags(0x40)
         );
         assert_eq!(
-            bad(NetHdr { gso_type: 2, ..tso4() }, 100),
+            bad(
+                NetHdr {
+                    gso_type: 2,
+                    ..tso4()
+                },
+                100
+            ),
             OffloadError::UnknownGsoType(2)
         );
         assert_eq!(
-            bad(NetHdr { gso_type: GSO_ECN, ..NetHdr::default() }, 100),
+            bad(
+                NetHdr {
+                    gso_type: GSO_ECN,
+                    ..NetHdr::default()
+                },
+                100
+            ),
             OffloadError::EcnWithoutGso
         );
         assert_eq!(
-            bad(NetHdr { gso_size: 0, ..tso4() }, 100),
+            bad(
+                NetHdr {
+                    gso_size: 0,
+                    ..tso4()
+                },
+                100
+            ),
             OffloadError::GsoSizeZero
         );
         assert!(matches!(
-            bad(NetHdr { csum_start: 90, ..tso4() }, 100),
-            OffloadError::CsumOutside { start: 90, offset: 16, len: 100 }
+            bad(
+                NetHdr {
+                    csum_start: 90,
+                    ..tso4()
+                },
+                100
+            ),
+            OffloadError::CsumOutside {
+                start: 90,
+                offset: 16,
+                len: 100
+            }
         ));
         assert!(matches!(
-            bad(NetHdr { hdr_len: 200, ..tso4() }, 100),
-            OffloadError::HdrLenBeyond { hdr_len: 200, len: 100 }
+            bad(
+                NetHdr {
+                    hdr_len: 200,
+                    ..tso4()
+                },
+                100
+            ),
+            OffloadError::HdrLenBeyond {
+                hdr_len: 200,
+                len: 100
+            }
         ));
         // The checksum field's last byte is the frame's last: fine.
-        assert!(NetHdr { csum_start: 82, ..tso4() }.check(100).is_ok());
-        assert!(NetHdr { csum_start: 83, ..tso4() }.check(100).is_err());
+        assert!(NetHdr {
+            csum_start: 82,
+            ..tso4()
+        }
+        .check(100)
+        .is_ok());
+        assert!(NetHdr {
+            csum_start: 83,
+            ..tso4()
+        }
+        .check(100)
+        .is_err());
     }
 
     proptest! {

@@ -33,6 +33,7 @@
 
 pub mod csum;
 pub mod hdr;
+pub mod mtu;
 pub mod tso;
 
 pub use hdr::{NetHdr, OffloadError, NET_HDR, SYNTHETIC_OFFLOADS};

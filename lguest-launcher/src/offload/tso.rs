@@ -132,9 +132,19 @@ pub fn tcp_layout(f: &[u8], gso: u8) -> Result<TcpLayout, OffloadError> {
 /// The pseudo-header sum of the TCP segment of `len` bytes in frame `f`.
 pub fn pseudo(f: &[u8], t: &TcpLayout, len: u32) -> u64 {
     if t.v6 {
-        csum::pseudo_v6(&f[t.l3 + 8..t.l3 + 24], &f[t.l3 + 24..t.l3 + 40], IPPROTO_TCP, len)
+        csum::pseudo_v6(
+            &f[t.l3 + 8..t.l3 + 24],
+            &f[t.l3 + 24..t.l3 + 40],
+            IPPROTO_TCP,
+            len,
+        )
     } else {
-        csum::pseudo_v4(&f[t.l3 + 12..t.l3 + 16], &f[t.l3 + 16..t.l3 + 20], IPPROTO_TCP, len)
+        csum::pseudo_v4(
+            &f[t.l3 + 12..t.l3 + 16],
+            &f[t.l3 + 16..t.l3 + 20],
+            IPPROTO_TCP,
+            len,
+        )
     }
 }
 

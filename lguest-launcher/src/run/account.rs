@@ -54,6 +54,7 @@ pub fn account<T: Transport>(
                     DropReason::Malformed(ChainError::Indirect { .. }) => stats.peer_indirect += 1,
                     DropReason::Malformed(ChainError::BadLength { .. })
                     | DropReason::Oversized { .. } => stats.peer_bad_length += 1,
+                    DropReason::BadOffload(_) => stats.peer_bad_offload += 1,
                 }
             }
         }
@@ -61,6 +62,7 @@ pub fn account<T: Transport>(
     if out.rx_full {
         stats.rx_ring_full += 1;
     }
+    stats.add_offloads(copier.take_offload_counts());
     if let Some(tap) = tap {
         tap.poll_done(out.rx_full, stats);
     }

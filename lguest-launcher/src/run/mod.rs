@@ -88,6 +88,14 @@ pub enum RunError {
         /// The pair's pids.
         b: u32,
     },
+    /// The peer stated another MTU than ours (`--mtu`).
+    #[error("refused peer {pid}: {err}")]
+    Mtu {
+        /// The peer's pid.
+        pid: u32,
+        /// Both MTUs.
+        err: crate::offload::mtu::MtuMismatch,
+    },
     /// SIGINT, SIGTERM or SIGHUP: stopped cleanly (exit 128 + signal).
     #[error("interrupted by {}", signal_name(*.0))]
     Interrupted(i32),

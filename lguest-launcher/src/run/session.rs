@@ -56,6 +56,8 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
         wait: cfg.wait.name().into(),
         payload: cfg.payload.name().into(),
         size: cfg.size,
+        offloads: cfg.offloads.synthetic_features(),
+        mtu: cfg.mtu.unwrap_or(0),
         ..Stats::default()
     };
     let stats = Stats {
@@ -300,12 +302,32 @@ impl Session<'_> {
                 layout.tx,
                 layout.rx,
             )
-            .with_generation(self.generation + 1);
+            .with_generation(self.generation + 1)
+            .with_mtu(cfg.mtu.unwrap_or(0))
+            .with_offloads(cfg.offloads.synthetic_features() as u32);
             let (t, peer) =
                 connect::<T>(cfg, offered, &local, self.deadline, self.guest.is_none())?;
             let up_at = Instant::now();
             let hs = peer.handshake;
             let peer_pid = hs.pid;
+            if let Err(err) = crate::offload::mtu::check_pair(cfg.mtu.unwrap_or(0), hs.mtu) {
+                if self.terms.is_none() {
+                    // The first peer: the pair is misconfigured, say so and stop.
+                    return Err(RunError::Mtu { pid: peer_pid, err });
+                }
+                eprintln!(
+                    "[{}] refused peer {peer_pid}: {err}; still waiting on {}",
+                    cfg.name, cfg.spec
+                );
+                self.stats.refused += 1;
+                drop((t, peer));
+                wait_gone(peer_pid, REFUSED_GRACE);
+                if let Some(g) = self.guest.as_mut() {
+                    g.reap()
+                        .map_err(|err| RunError::Ring { pid: peer_pid, err })?;
+                }
+                continue;
+            }
             if let Some(terms) = self.terms {
                 if let Err(why) = terms.check(&hs) {
                     eprintln!(
@@ -333,6 +355,7 @@ impl Session<'_> {
             };
             let peer_mem = GuestMap::new(map_peer(peer.memory, hs.mem_size)?, hs.regions());
             self.stats.peer_pid = peer_pid;
+            self.stats.peer_offloads = u64::from(hs.offloads);
             self.stats.notify_effective = mode.name().into();
             self.stats.generation = generation;
             if !cfg.quiet {
@@ -373,6 +396,8 @@ impl Session<'_> {
                         rate: cfg.rate,
                         mac: cfg.mac(),
                         dst: cfg.dst.unwrap_or(crate::guest::frame::BROADCAST),
+                        gso_mss: cfg.gso_mss(),
+                        offloads: cfg.offloads.synthetic_features(),
                     },
                 )
                 .map_err(ring_err)?
@@ -390,7 +415,10 @@ impl Session<'_> {
                 .and_then(Copier::resume_peer_tx)
                 .map(|c| c.with_rx_state(self.rx_state.0, self.rx_state.1));
             let copier = match copier {
-                Ok(c) => c,
+                Ok(mut c) => {
+                    c.set_guest_features(cfg.offloads.synthetic_features());
+                    c
+                }
                 Err(e) => {
                     self.guest = Some(guest);
                     return Err(ring_err(e));

@@ -75,11 +75,22 @@ pub fn merge(flags: &RunArgs, profile: Option<(&Path, &Profile)>) -> Merged {
     take!("net", "share", share, p.net.share);
     take!("net", "capture", capture, p.net.capture.clone());
     take!("net", "snaplen", snaplen, p.net.snaplen);
+    take!("net", "mtu", mtu, p.net.mtu);
+    take!("net", "offloads", offloads, p.net.offloads);
     take!("workload", "kind", workload, p.workload.kind);
     take!("workload", "count", count, p.workload.count);
     take!("workload", "size", size, p.workload.size);
     take!("workload", "payload", payload, p.workload.payload);
     take!("workload", "timeout", timeout, p.workload.timeout);
+    let src = match (a.gso, p.workload.gso) {
+        (true, _) => Source::Flag,
+        (false, Some(on)) => {
+            a.gso = on;
+            Source::Profile
+        }
+        (false, None) => Source::Default,
+    };
+    sources.push(("workload", "gso", src));
     Merged {
         args: a,
         sources,
@@ -94,7 +105,7 @@ impl Merged {
     /// output is itself a valid profile that freezes nothing by accident.
     pub fn to_toml(&self, s: &Settings) -> String {
         let q = |s: &str| Some(Value::String(s.to_string()).to_string());
-        let rows: [(&str, &str, Option<String>); 17] = [
+        let rows: [(&str, &str, Option<String>); 20] = [
             ("guest", "name", s.name.as_deref().and_then(q)),
             ("guest", "memory_mib", Some(s.memory_mib.to_string())),
             ("guest", "queue_size", Some(s.queue_size.to_string())),
@@ -115,6 +126,8 @@ impl Merged {
                 s.capture.as_ref().and_then(|p| q(&p.display().to_string())),
             ),
             ("net", "snaplen", s.snaplen.map(|n| n.to_string())),
+            ("net", "mtu", s.mtu.map(|n| n.to_string())),
+            ("net", "offloads", q(s.offloads.name())),
             ("workload", "kind", q(s.workload.name())),
             ("workload", "count", Some(s.count.to_string())),
             ("workload", "size", Some(s.size.to_string())),
@@ -124,6 +137,7 @@ impl Merged {
                 "timeout",
                 Some(format!("{:?}", s.timeout.as_secs_f64())),
             ),
+            ("workload", "gso", Some(s.gso.to_string())),
         ];
         let mut text = String::new();
         let mut current = "";
@@ -141,6 +155,7 @@ impl Merged {
                     "cpu" => "(default: not pinned)",
                     "capture" => "(default: no capture)",
                     "snaplen" => "(default: 65535 with a capture)",
+                    "mtu" => "(default: none stated)",
                     _ => "(unset: give --sharenet KIND:PATH, or set it here)",
                 };
                 text += &format!("# {key} = {unset}\n");

@@ -14,9 +14,11 @@
 //! profiles/left.toml:5:2: unknown section `nett`; expected one of guest, net, workload
 //! ```
 
-use crate::cli::config::{Payload, Settings, Share, Spec, SpecError, Wait, Workload, Writes};
+use crate::cli::config::{
+    Offloads, Payload, Settings, Share, Spec, SpecError, Wait, Workload, Writes,
+};
 use crate::cli::{
-    check_cpu, check_memory, check_queue_size, check_run_count, check_secs, check_size,
+    check_cpu, check_memory, check_mtu, check_queue_size, check_run_count, check_secs, check_size,
     check_snaplen, RunArgs, ValueError,
 };
 use crate::virtq::NotifyMode;
@@ -40,9 +42,14 @@ const SECTIONS: [(&str, &[&str]); 3] = [
             "share",
             "capture",
             "snaplen",
+            "mtu",
+            "offloads",
         ],
     ),
-    ("workload", &["kind", "count", "size", "payload", "timeout"]),
+    (
+        "workload",
+        &["kind", "count", "size", "payload", "timeout", "gso"],
+    ),
 ];
 
 fn section_names() -> String {
@@ -96,6 +103,10 @@ pub struct NetSection {
     pub capture: Option<PathBuf>,
     /// `--snaplen BYTES`.
     pub snaplen: Option<u32>,
+    /// `--mtu BYTES`.
+    pub mtu: Option<u32>,
+    /// `--offloads on|off`.
+    pub offloads: Option<Offloads>,
 }
 
 /// `[workload]`
@@ -111,6 +122,8 @@ pub struct WorkloadSection {
     pub payload: Option<Payload>,
     /// Seconds.
     pub timeout: Option<f64>,
+    /// `--gso`.
+    pub gso: Option<bool>,
 }
 
 /// A whole profile file, every value checked.
@@ -260,11 +273,14 @@ impl Profile {
             ("net", "share") => n.share = Some(choice(v)?),
             ("net", "capture") => n.capture = Some(PathBuf::from(string(v, "a FILE.pcapng path")?)),
             ("net", "snaplen") => n.snaplen = Some(check_snaplen(integer(v, "bytes")?)?),
+            ("net", "mtu") => n.mtu = Some(check_mtu(integer(v, "bytes")?)?),
+            ("net", "offloads") => n.offloads = Some(choice(v)?),
             ("workload", "kind") => w.kind = Some(choice(v)?),
             ("workload", "count") => w.count = Some(check_run_count(integer(v, "packets")?)?),
             ("workload", "size") => w.size = Some(check_size(integer(v, "bytes")?)?),
             ("workload", "payload") => w.payload = Some(choice(v)?),
             ("workload", "timeout") => w.timeout = Some(check_secs(seconds(v)?)?),
+            ("workload", "gso") => w.gso = Some(boolean(v)?),
             _ => return Ok(false),
         }
         Ok(true)

@@ -34,7 +34,11 @@ fn check_segment(frame: &[u8], v6: bool) -> (u32, u8, u16, Vec<u8>) {
     if v6 {
         assert_eq!(be16(f, t.l3 + 4) as usize, f.len() - t.l3 - 40);
     } else {
-        assert_eq!(be16(f, t.l3 + 2) as usize, f.len() - t.l3, "IPv4 total length");
+        assert_eq!(
+            be16(f, t.l3 + 2) as usize,
+            f.len() - t.l3,
+            "IPv4 total length"
+        );
         assert!(csum::verifies(&f[t.l3..t.l4], 0), "IPv4 header checksum");
     }
     assert!(
@@ -70,7 +74,10 @@ fn segment_and_check(v6: bool, payload: usize, mss: u16, flags: u8) {
             assert_eq!(id, t.id.wrapping_add(i as u16));
         }
         let last = i + 1 == out.len();
-        assert_eq!(fl & (TCP_FIN | TCP_PSH), if last { flags & (TCP_FIN | TCP_PSH) } else { 0 });
+        assert_eq!(
+            fl & (TCP_FIN | TCP_PSH),
+            if last { flags & (TCP_FIN | TCP_PSH) } else { 0 }
+        );
         assert_eq!(fl & TCP_CWR, if i == 0 { flags & TCP_CWR } else { 0 });
         assert_eq!(fl & 0x10, flags & 0x10, "ACK kept");
         data.extend_from_slice(&p);
@@ -115,8 +122,14 @@ fn completed_checksum_verifies() {
 #[test]
 fn headers_that_do_not_match_the_gso_type_are_refused() {
     let (f, _) = gso_frame(&tcp(false, 0x10), 3000, 1000);
-    assert!(matches!(tcp_layout(&f, GSO_TCPV6), Err(OffloadError::Headers(_))));
-    assert!(matches!(tcp_layout(&f, GSO_UDP), Err(OffloadError::Headers(_))));
+    assert!(matches!(
+        tcp_layout(&f, GSO_TCPV6),
+        Err(OffloadError::Headers(_))
+    ));
+    assert!(matches!(
+        tcp_layout(&f, GSO_UDP),
+        Err(OffloadError::Headers(_))
+    ));
     let mut udp = f.clone();
     udp[14 + 9] = 17;
     assert!(tcp_layout(&udp, GSO_TCPV4).is_err());
