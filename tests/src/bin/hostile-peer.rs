@@ -9,6 +9,11 @@
 //!   queue's worth at a time, with a kick after each batch;
 //! * `loop`: chains whose `next` links point back into themselves;
 //! * `jump`: an avail index that jumps by more than the queue size;
+//! * `bad-offload`: well-formed chains whose `virtio_net_hdr` asks for an
+//!   offload no honest driver asks for (unknown GSO type, checksum outside
+//!   the frame, GSO size 0, `hdr_len` beyond the frame, unknown flags, ECN
+//!   without GSO; in turn), every other chain an honest 64-byte data frame
+//!   (sequence 0, 1, ...), so a sink of ROUNDS × 32 frames can finish;
 //! * `flood`: a 32768-entry queue whose every chain loops through the whole
 //!   descriptor table, republished as soon as the honest side took it, with
 //!   a kick every millisecond, for ROUNDS tenths of a second; meanwhile it
@@ -230,7 +235,7 @@ fn run<T: Transport>(path: &Path, mode: &str, rounds: u32) -> anyhow::Result<()>
         return Ok(());
     }
     match mode {
-        "garbage" | "loop" | "jump" => ring_attack(&t, &mem, &tx, mode, rounds),
+        "garbage" | "loop" | "jump" | "bad-offload" => ring_attack(&t, &mem, &tx, mode, rounds),
         "flood" => flood(&t, &mem, &tx, &peer, rounds),
         "fill-eventfd" => fill_eventfd(&t, &peer, rounds),
         "steal-eventfd" => steal_eventfd(&t, peer.handshake.pid, rounds),
@@ -313,6 +318,21 @@ fn ring_attack<T: Transport>(
                 }
                 avail = avail.wrapping_add(q);
             }
+            "bad-offload" => {
+                for i in 0..q {
+                    let seq = (avail.wrapping_add(i) / 2) as u64;
+                    let chain = offload_chain(i, seq);
+                    let at = OFFLOAD_BUFS + i as u64 * 128;
+                    put(mem, at, &chain);
+                    desc(mem, tx, i, at, chain.len() as u32, 0, 0);
+                    put(
+                        mem,
+                        tx.avail + 4 + 2 * ((avail.wrapping_add(i)) % q) as u64,
+                        &i.to_le_bytes(),
+                    );
+                }
+                avail = avail.wrapping_add(q);
+            }
             _ => avail = avail.wrapping_add(q * 3 + 7), // jump
         }
         put(mem, tx.avail + 2, &avail.to_le_bytes());
@@ -334,6 +354,59 @@ fn ring_attack<T: Transport>(
     }
     std::thread::sleep(Duration::from_millis(300));
     Ok(())
+}
+
+/// `bad-offload`: where the chains' buffers are (after the rings).
+const OFFLOAD_BUFS: u64 = 256 << 10;
+
+/// `bad-offload`: chain `i` of a round: odd ones an honest 64-byte data
+/// frame `seq`, even ones a frame whose header is bad in one of six ways.
+fn offload_chain(i: u16, seq: u64) -> Vec<u8> {
+    use lguest_launcher::guest::frame::{eth_header, Pattern, BROADCAST, ETH_P_SHARENET};
+    use lguest_launcher::offload::NetHdr;
+    let mut hdr = NetHdr::default();
+    if i % 2 == 0 {
+        hdr = match (i / 2) % 6 {
+            0 => NetHdr {
+                gso_type: 2,
+                gso_size: 1000,
+                ..hdr
+            },
+            1 => NetHdr {
+                flags: 1,
+                csum_start: 70,
+                csum_offset: 16,
+                ..hdr
+            },
+            2 => NetHdr {
+                gso_type: 1,
+                gso_size: 0,
+                ..hdr
+            },
+            3 => NetHdr {
+                gso_type: 1,
+                gso_size: 1000,
+                hdr_len: 5000,
+                ..hdr
+            },
+            4 => NetHdr { flags: 0x40, ..hdr },
+            _ => NetHdr {
+                gso_type: 0x80,
+                ..hdr
+            },
+        };
+    }
+    let mut c = hdr.encode().to_vec();
+    c.extend_from_slice(&eth_header(
+        BROADCAST,
+        [2, 0x66, 0, 0, 0, 1],
+        ETH_P_SHARENET,
+    ));
+    let pattern = Pattern::new(64);
+    let (h, payload) = pattern.frame(seq);
+    c.extend_from_slice(&h);
+    c.extend_from_slice(payload);
+    c
 }
 
 /// The honest side's TX ring, served the way an honest peer's copier
