@@ -36,6 +36,8 @@
 //! statically dispatched: the transport kind is chosen once, at
 //! [`crate::link::dispatch`], never per packet.
 
+mod mergeable;
+
 use crate::garbage::{GarbageBudget, POLL_CHAINS, POLL_DESCRIPTORS};
 use crate::memory::{GuestMap, OutOfBounds, Region};
 use crate::virtq::{ChainError, DeviceQueue, NotifyMode, RingError, Seg};
@@ -154,6 +156,13 @@ pub struct Copier<T: Transport> {
     events: Vec<Event>,
     garbage: GarbageBudget,
     guest_features: u64,
+    /// RX chains the frame at the head of the peer's ring needs (more
+    /// than 1 only while a mergeable-buffer frame waits for our guest to
+    /// post enough: see `mergeable.rs`); [`Copier::has_work`] waits for
+    /// that many.
+    rx_wanted: u16,
+    /// Scratch for the further RX chains of a mergeable-buffer frame.
+    merge: mergeable::Scratch,
 }
 
 /// Copy the bytes of `src` pieces (in `src_mem`) into `dst` pieces (in
@@ -223,6 +232,8 @@ impl<T: Transport> Copier<T> {
             events: Vec::with_capacity(256),
             garbage: GarbageBudget::default(),
             guest_features: 0,
+            rx_wanted: 1,
+            merge: mergeable::Scratch::default(),
         })
     }
 
@@ -294,7 +305,7 @@ impl<T: Transport> Copier<T> {
     /// Ask our guest to kick us when it posts RX buffers (or not).
     pub fn set_rx_notifications(&self, enable: bool) -> Result<(), CopyError> {
         self.own_rx
-            .set_notifications(self.mode, enable)
+            .set_notifications_for(self.mode, enable, self.rx_wanted)
             .map_err(CopyError::OwnRing)
     }
 
@@ -302,6 +313,7 @@ impl<T: Transport> Copier<T> {
     /// here: the caller acts on the [`Outcome`].
     pub fn poll(&mut self) -> Result<Outcome, CopyError> {
         self.events.clear();
+        self.rx_wanted = 1;
         let mut out = Outcome::default();
         if self.garbage.paused() {
             out.throttled = true;
@@ -411,6 +423,10 @@ impl<T: Transport> Copier<T> {
             .read_chain(rx_head, true, &mut self.dst)
             .map_err(|e| CopyError::OwnRing(RingError::OwnChain(e)))?;
         if len > room {
+            if self.mergeable() {
+                // MRG_RXBUF: the frame spans this chain and the next ones.
+                return self.deliver_merged(head, len, rx_head, room, rx_room);
+            }
             // A frame larger than any buffer we post: drop it.
             return dropped(DropReason::Oversized { len, room });
         }
@@ -420,6 +436,10 @@ impl<T: Transport> Copier<T> {
                 len,
                 mem: self.peer_mem.len(),
             }));
+        }
+        if self.mergeable() {
+            self.write_num_buffers(len, 1)
+                .map_err(|e| CopyError::OwnRing(RingError::Memory(e)))?;
         }
         self.own_rx.advance();
         *rx_room -= 1;
@@ -444,7 +464,7 @@ impl<T: Transport> Copier<T> {
             return Ok(false);
         }
         let room = self.own_rx.pending().map_err(CopyError::OwnRing)?;
-        Ok(room > 0)
+        Ok(room >= self.rx_wanted.max(1))
     }
 
     /// For a capture tap ([`crate::capture`]): the bytes of the frame
