@@ -514,3 +514,20 @@ fn establish_once<T: Transport + 'static>(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtu_mismatch_names_both_values_and_the_fix() {
+        let e = EstablishError::MtuMismatch {
+            pid: 42,
+            peer: 9000,
+            ours: 1500,
+        }
+        .to_string();
+        assert!(e.contains("MTU 9000") && e.contains("MTU 1500"), "{e}");
+        assert!(e.contains("--mtu"), "{e}");
+    }
+}
