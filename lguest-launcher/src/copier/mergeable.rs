@@ -25,7 +25,7 @@
 //! instead of waking per buffer. A frame larger than every buffer the ring
 //! can hold at once is dropped as `oversized`.
 
-use super::{gather_scatter, ChainError, CopyError, Copier, DropReason, Event, RingError, Seg};
+use super::{gather_scatter, ChainError, Copier, CopyError, DropReason, Event, RingError, Seg};
 use crate::memory::{OutOfBounds, Region};
 use transport::Transport;
 
@@ -308,7 +308,10 @@ mod tests {
         let got = p.received();
         assert_eq!(got.len(), 43);
         assert_eq!(num_buffers(&got[0]), 43);
-        assert!(got[..42].iter().all(|b| b.len() == 1536), "full but the last");
+        assert!(
+            got[..42].iter().all(|b| b.len() == 1536),
+            "full but the last"
+        );
         check_frame(&got, &sent);
         // The next, small frame takes one buffer and says so.
         let small = p.send(200);
@@ -380,7 +383,10 @@ mod tests {
         // buffer and 17 pages per frame ("big packets").
         let mut p = pair(1 << 7);
         let base = p.layout.rx_bufs;
-        let mut segs = vec![Seg { addr: base, len: 12 }];
+        let mut segs = vec![Seg {
+            addr: base,
+            len: 12,
+        }];
         for i in 0..17u64 {
             segs.push(Seg {
                 addr: base + 4096 * (1 + i),

@@ -3,8 +3,8 @@
 //! back when it stops the device.
 
 use super::exchange::{Exchange, PumpError};
-use super::link::{exit_with, Carry, Link, LinkError, VmDevice};
 use super::features;
+use super::link::{exit_with, Carry, Link, LinkError, VmDevice};
 use super::{Carrier, Offloads, VhostArgs};
 use crate::cli::config::Wait;
 use crate::run::notify;

@@ -76,7 +76,8 @@ pub(super) const OFFLOADS: u64 = CSUM
 
 /// The bits of a VM's negotiated features that say what it accepts on
 /// receive: what the handshake tells the peer (`Handshake::offloads`).
-pub(super) const RECEIVE: u64 = GUEST_CSUM | GUEST_TSO4 | GUEST_TSO6 | GUEST_ECN | GUEST_UFO | MRG_RXBUF;
+pub(super) const RECEIVE: u64 =
+    GUEST_CSUM | GUEST_TSO4 | GUEST_TSO6 | GUEST_ECN | GUEST_UFO | MRG_RXBUF;
 
 /// The virtio-net feature bits the backend offers on top of the transport
 /// ones (`VERSION_1`, `EVENT_IDX`, protocol features).
@@ -145,7 +146,10 @@ mod tests {
     fn the_peer_is_told_only_what_the_vm_takes_on_receive() {
         let acked = net_offer(true, 1500) | (1 << 32) | (1 << 29);
         let r = receive_offloads(acked);
-        assert_eq!(r as u64, GUEST_CSUM | GUEST_TSO4 | GUEST_TSO6 | GUEST_ECN | MRG_RXBUF);
+        assert_eq!(
+            r as u64,
+            GUEST_CSUM | GUEST_TSO4 | GUEST_TSO6 | GUEST_ECN | MRG_RXBUF
+        );
         assert_eq!(receive_offloads(1 << 32), 0);
         assert_eq!(describe(0), "none");
         assert_eq!(describe(CSUM | MRG_RXBUF), "csum,mrg_rxbuf");

@@ -567,3 +567,42 @@ fn parse_user(s: &str) -> Result<u32, String> {
 pub fn run(args: &VhostArgs) -> ExitCode {
     dispatch(args.sharenet.kind, Serve(args))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: VhostArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<VhostArgs, clap::Error> {
+        let base = ["x", "--socket", "/tmp/s", "--sharenet", "unix:/tmp/l"];
+        Cli::try_parse_from(base.iter().chain(extra)).map(|c| c.args)
+    }
+
+    #[test]
+    fn offloads_default_on_and_mtu_unstated() {
+        let a = parse(&[]).unwrap();
+        assert_eq!((a.offloads, a.mtu), (Offloads::On, None));
+        let a = parse(&["--offloads", "off", "--mtu", "9000"]).unwrap();
+        assert_eq!((a.offloads, a.mtu), (Offloads::Off, Some(9000)));
+    }
+
+    #[test]
+    fn a_bad_mtu_is_a_usage_error_naming_the_flag_and_the_range() {
+        for bad in ["10", "70000", "nine"] {
+            let e = parse(&["--mtu", bad]).err().expect(bad);
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            let text = e.to_string();
+            assert!(text.contains("--mtu"), "{text}");
+        }
+        let text = parse(&["--mtu", "10"]).err().unwrap().to_string();
+        assert!(text.contains("68..=65535"), "{text}");
+        let e = parse(&["--offloads", "maybe"]).err().unwrap();
+        assert!(e.to_string().contains("--offloads"), "{e}");
+    }
+}
