@@ -37,6 +37,7 @@
 //! [`crate::link::dispatch`], never per packet.
 
 mod fallback;
+mod mergeable;
 
 use crate::garbage::{GarbageBudget, POLL_CHAINS, POLL_DESCRIPTORS};
 use crate::memory::{GuestMap, OutOfBounds, Region};
@@ -164,6 +165,13 @@ pub struct Copier<T: Transport> {
     offload: fallback::OffloadState,
     /// Our RX ring's size (how many frames one segmented frame may become).
     rx_size: u16,
+    /// RX chains the frame at the head of the peer's ring needs (more
+    /// than 1 only while a mergeable-buffer frame waits for our guest to
+    /// post enough: see `mergeable.rs`); [`Copier::has_work`] waits for
+    /// that many.
+    rx_wanted: u16,
+    /// Scratch for the further RX chains of a mergeable-buffer frame.
+    merge: mergeable::Scratch,
 }
 
 /// Copy the bytes of `src` pieces (in `src_mem`) into `dst` pieces (in
@@ -235,6 +243,8 @@ impl<T: Transport> Copier<T> {
             guest_features: 0,
             offload: fallback::OffloadState::default(),
             rx_size: own_rx.size.min(u16::MAX as u32) as u16,
+            rx_wanted: 1,
+            merge: mergeable::Scratch::default(),
         })
     }
 
@@ -313,7 +323,7 @@ impl<T: Transport> Copier<T> {
     /// Ask our guest to kick us when it posts RX buffers (or not).
     pub fn set_rx_notifications(&self, enable: bool) -> Result<(), CopyError> {
         self.own_rx
-            .set_notifications(self.mode, enable)
+            .set_notifications_for(self.mode, enable, self.rx_wanted)
             .map_err(CopyError::OwnRing)
     }
 
@@ -321,6 +331,7 @@ impl<T: Transport> Copier<T> {
     /// here: the caller acts on the [`Outcome`].
     pub fn poll(&mut self) -> Result<Outcome, CopyError> {
         self.events.clear();
+        self.rx_wanted = 1;
         let mut out = Outcome::default();
         if self.garbage.paused() {
             out.throttled = true;
@@ -435,8 +446,15 @@ impl<T: Transport> Copier<T> {
             .map_err(|e| CopyError::OwnRing(RingError::OwnChain(e)))?;
         if len > room {
             if self.offload.on {
-                // A GSO frame may fit once segmented (crate::offload).
-                return self.offload_oversized(head, len, room, rx_room);
+                // A GSO frame our guest does not take may fit once
+                // segmented (crate::offload); a bad header is dropped.
+                if let Some(r) = self.offload_oversized(head, len, rx_room) {
+                    return r;
+                }
+            }
+            if self.mergeable() {
+                // MRG_RXBUF: the frame spans this chain and the next ones.
+                return self.deliver_merged(head, len, rx_head, room, rx_room);
             }
             // A frame larger than any buffer we post: drop it.
             return dropped(DropReason::Oversized { len, room });
@@ -464,6 +482,10 @@ impl<T: Transport> Copier<T> {
         len: u32,
         rx_room: &mut u16,
     ) -> Result<Event, CopyError> {
+        if self.mergeable() {
+            self.write_num_buffers(len, 1)
+                .map_err(|e| CopyError::OwnRing(RingError::Memory(e)))?;
+        }
         self.own_rx.advance();
         *rx_room -= 1;
         self.own_rx
@@ -487,7 +509,7 @@ impl<T: Transport> Copier<T> {
             return Ok(false);
         }
         let room = self.own_rx.pending().map_err(CopyError::OwnRing)?;
-        Ok(room > 0)
+        Ok(room >= self.rx_wanted.max(1))
     }
 
     /// For a capture tap ([`crate::capture`]): the bytes of the frame

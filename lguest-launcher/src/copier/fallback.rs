@@ -117,22 +117,20 @@ impl<T: Transport> Copier<T> {
     }
 
     /// The frame of `len` bytes from the peer's chain `head` (in
-    /// `self.src`) is larger than our next RX buffer (`room`): a GSO frame
-    /// our guest does not take may still fit once segmented. Anything else
-    /// is dropped as oversized.
+    /// `self.src`) is larger than our next RX buffer: a GSO frame our guest
+    /// does not take may still fit once segmented. `Some` when this path
+    /// took the frame (fixed and delivered, left for more RX buffers, or a
+    /// bad header dropped); `None` for a plain frame or one our guest takes
+    /// as it is (the caller spreads it over mergeable buffers or drops it
+    /// as oversized).
     pub(super) fn offload_oversized(
         &mut self,
         head: u16,
         len: u32,
-        room: u32,
         rx_room: &mut u16,
-    ) -> Result<Option<Event>, CopyError> {
-        let oversized = Ok(Some(Event::Dropped {
-            peer_head: head,
-            reason: DropReason::Oversized { len, room },
-        }));
+    ) -> Option<Result<Option<Event>, CopyError>> {
         if len > MAX_FIX {
-            return oversized;
+            return None;
         }
         let mut scratch = std::mem::take(&mut self.offload.scratch);
         scratch.resize(len as usize, 0);
@@ -143,13 +141,13 @@ impl<T: Transport> Copier<T> {
                 .unwrap_or(&[0; NET_HDR]),
         );
         let ev = if got < len as usize || NetHdr::is_plain(hdr.flags, hdr.gso_type) {
-            oversized
+            None
         } else {
             match hdr.check(len - NET_HDR as u32) {
-                Err(e) => Ok(Some(bad_offload(head, e))),
-                // Our guest takes it whole, but it does not fit.
-                Ok(needs) if needs & !self.guest_features == 0 => oversized,
-                Ok(_) => self.fix_and_deliver(head, &mut scratch, &hdr, rx_room),
+                Err(e) => Some(Ok(Some(bad_offload(head, e)))),
+                // Our guest takes it whole (mergeable buffers may hold it).
+                Ok(needs) if needs & !self.guest_features == 0 => None,
+                Ok(_) => Some(self.fix_and_deliver(head, &mut scratch, &hdr, rx_room)),
             }
         };
         self.offload.scratch = scratch;

@@ -3,8 +3,9 @@
 //! back when it stops the device.
 
 use super::exchange::{Exchange, PumpError};
+use super::features;
 use super::link::{exit_with, Carry, Link, LinkError, VmDevice};
-use super::{Carrier, VhostArgs};
+use super::{Carrier, Offloads, VhostArgs};
 use crate::cli::config::Wait;
 use crate::run::notify;
 use crate::stats::Stats;
@@ -70,6 +71,10 @@ pub(super) struct NetBackend<T: Transport> {
     pub(super) args: VhostArgs,
     pub(super) mem: Option<Mem>,
     pub(super) event_idx: bool,
+    /// The features QEMU acked for the VM (`SET_FEATURES`, again on every
+    /// device start: a reboot renegotiates): what our copier delivers into
+    /// and what the handshake tells the peer (see `features.rs`).
+    pub(super) acked: u64,
     pub(super) vrings: Vec<VringRwLock>,
     pub(super) link: Option<Link<T>>,
     /// QEMU stopped a ring (`GET_VRING_BASE`): the VM is shutting down or
@@ -119,6 +124,7 @@ impl<T: Transport> NetBackend<T> {
             args,
             mem: None,
             event_idx: false,
+            acked: 0,
             vrings: Vec::new(),
             link: None,
             stopped: false,
@@ -461,7 +467,20 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
         if self.args.notify == NotifyMode::EventIdx {
             f |= VIRTIO_RING_F_EVENT_IDX;
         }
-        f
+        f | features::net_offer(
+            self.args.offloads == Offloads::On,
+            self.args.mtu.unwrap_or(0),
+        )
+    }
+
+    /// `SET_FEATURES`: what the VM's driver accepted. A live link's copier
+    /// delivers by them at once (a renegotiation without new rings); a new
+    /// link reads them in `establish`.
+    fn acked_features(&mut self, features: u64) {
+        self.acked = features;
+        if let Some(link) = self.link.as_mut() {
+            link.copier.set_guest_features(features);
+        }
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {

@@ -3,7 +3,7 @@
 
 use super::backend::{ready, ring_info, Mem, NetBackend, RX, TX};
 use super::link::Link;
-use super::VhostArgs;
+use super::{features, VhostArgs};
 use crate::cli::config::Share;
 use crate::cli::config::Writes;
 use crate::copier::Copier;
@@ -59,6 +59,17 @@ pub(super) enum EstablishError {
         peer: &'static str,
         /// The VM's.
         vm: &'static str,
+    },
+    /// Both sides stated an MTU, and they differ: frames one VM may send
+    /// would be too large for the other.
+    #[error("peer {pid} states MTU {peer} but this VM has MTU {ours} (--mtu); start both launchers (and both VMs' host_mtu) with the same --mtu")]
+    MtuMismatch {
+        /// The peer's pid.
+        pid: u32,
+        /// The peer's MTU.
+        peer: u32,
+        /// Ours.
+        ours: u32,
     },
     /// Mapping the peer's memory, or (multi-region VMs) the VM's, failed.
     #[error("{whose} memory: {err}")]
@@ -213,7 +224,7 @@ fn establish_once<T: Transport + 'static>(
     // While QEMU is away (`--carrier follow`) the VM keeps its memory and
     // rings: we describe those (`Parked`), and take QEMU back once the
     // peer has linked.
-    let (mem, file, size, regions, tx, rx, rx_state, mode, generation, parked) = loop {
+    let (mem, file, size, regions, tx, rx, rx_state, mode, generation, parked, acked) = loop {
         {
             let b = backend.read().map_err(|_| EstablishError::Poisoned)?;
             if let (Some(mem), Some(p)) = (&b.mem, b.away.as_ref()) {
@@ -229,6 +240,7 @@ fn establish_once<T: Transport + 'static>(
                     b.mode(),
                     b.generation,
                     true,
+                    b.acked,
                 );
             }
             if let Some(mem) = &b.mem {
@@ -252,6 +264,7 @@ fn establish_once<T: Transport + 'static>(
                         b.mode(),
                         b.generation,
                         false,
+                        b.acked,
                     );
                 }
             }
@@ -294,7 +307,9 @@ fn establish_once<T: Transport + 'static>(
         None => Handshake::new(std::process::id(), features, size, file.as_raw_fd(), tx, rx)
             .with_regions(&regions),
     }
-    .with_generation(generation + 1);
+    .with_generation(generation + 1)
+    .with_mtu(args.mtu.unwrap_or(0))
+    .with_offloads(features::receive_offloads(acked));
     local
         .validate()
         .map_err(EstablishError::RingsOutsideMemory)?;
@@ -320,13 +335,24 @@ fn establish_once<T: Transport + 'static>(
     let peer_pid = peer.handshake.pid;
     let peer_mode = NotifyMode::from_features(peer.handshake.features);
     // The VM reads the suppression fields of its negotiated mode: a peer
-    // that maintains less would miss kicks.
-    if peer_mode < mode {
-        let err = EstablishError::NotifyMode {
+    // that maintains less would miss kicks. Two stated MTUs must agree.
+    let ours = args.mtu.unwrap_or(0);
+    let refusal = if peer_mode < mode {
+        Some(EstablishError::NotifyMode {
             pid: peer_pid,
             peer: peer_mode.name(),
             vm: mode.name(),
-        };
+        })
+    } else if crate::offload::mtu::check_pair(ours, peer.handshake.mtu).is_err() {
+        Some(EstablishError::MtuMismatch {
+            pid: peer_pid,
+            peer: peer.handshake.mtu,
+            ours,
+        })
+    } else {
+        None
+    };
+    if let Some(err) = refusal {
         if first || !args.reconnect {
             return Err(err);
         }
@@ -353,6 +379,8 @@ fn establish_once<T: Transport + 'static>(
         })?
         .with_rx_state(rx_state.0, rx_state.1)
         .with_guest_interrupts();
+    let mut copier = copier;
+    copier.set_guest_features(acked);
     let vm_tx = DeviceQueue::new(&vm, &tx).map_err(|err| EstablishError::Ring {
         whose: "VM TX",
         err,
@@ -441,12 +469,16 @@ fn establish_once<T: Transport + 'static>(
                     rx_state.0, rx_state.1
                 ),
                 None => eprintln!(
-                    "connected to peer pid {peer_pid} over {}: peer memory {} MiB; notify {}; VM RX ring at {}/{}; link generation {generation}",
+                    "connected to peer pid {peer_pid} over {}: peer memory {} MiB; notify {}; VM RX ring at {}/{}; link generation {generation}; VM offloads {}; mtu {}; peer accepts offloads {:#x}, mtu {}",
                     args.sharenet.kind.name(),
                     peer.handshake.mem_size >> 20,
                     mode.name(),
                     rx_state.0,
-                    rx_state.1
+                    rx_state.1,
+                    features::describe(acked),
+                    args.mtu.map_or("none".to_string(), |m| m.to_string()),
+                    peer.handshake.offloads,
+                    match peer.handshake.mtu { 0 => "none".to_string(), m => m.to_string() },
                 ),
             }
         }
@@ -481,4 +513,21 @@ fn establish_once<T: Transport + 'static>(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtu_mismatch_names_both_values_and_the_fix() {
+        let e = EstablishError::MtuMismatch {
+            pid: 42,
+            peer: 9000,
+            ours: 1500,
+        }
+        .to_string();
+        assert!(e.contains("MTU 9000") && e.contains("MTU 1500"), "{e}");
+        assert!(e.contains("--mtu"), "{e}");
+    }
 }

@@ -193,6 +193,7 @@
 mod backend;
 mod establish;
 mod exchange;
+mod features;
 mod link;
 mod qemu72_relay;
 mod sockets;
@@ -263,6 +264,26 @@ pub struct VhostArgs {
     /// per frame) or `guest` (all of the VM's RAM, read-write).
     #[arg(long, value_enum, default_value = "exchange")]
     pub share: Share,
+    /// Checksum and segmentation offloads offered to the VM: `on` offers
+    /// CSUM, GUEST_CSUM, HOST/GUEST_TSO4/6, HOST/GUEST_ECN and MRG_RXBUF
+    /// (the virtio-net header travels with each frame to the peer); `off`
+    /// offers only VERSION_1 and EVENT_IDX, as before.
+    #[arg(long, value_enum, default_value = "on")]
+    pub offloads: Offloads,
+    /// The MTU this VM's NIC has (QEMU's `-device virtio-net-pci,host_mtu=N`,
+    /// which the guest reads): offered as VIRTIO_NET_F_MTU and stated to the
+    /// peer launcher, which refuses a different one. Default: none stated.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(68..=65535))]
+    pub mtu: Option<u32>,
+}
+
+/// `--offloads`: offer the VM checksum and segmentation offloads or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Offloads {
+    /// Offer them (the header passes through to the peer).
+    On,
+    /// Offer only what the backend offered before offloads existed.
+    Off,
 }
 
 /// `--carrier`: what the VM's link state (carrier) follows.
@@ -545,4 +566,43 @@ fn parse_user(s: &str) -> Result<u32, String> {
 
 pub fn run(args: &VhostArgs) -> ExitCode {
     dispatch(args.sharenet.kind, Serve(args))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: VhostArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<VhostArgs, clap::Error> {
+        let base = ["x", "--socket", "/tmp/s", "--sharenet", "unix:/tmp/l"];
+        Cli::try_parse_from(base.iter().chain(extra)).map(|c| c.args)
+    }
+
+    #[test]
+    fn offloads_default_on_and_mtu_unstated() {
+        let a = parse(&[]).unwrap();
+        assert_eq!((a.offloads, a.mtu), (Offloads::On, None));
+        let a = parse(&["--offloads", "off", "--mtu", "9000"]).unwrap();
+        assert_eq!((a.offloads, a.mtu), (Offloads::Off, Some(9000)));
+    }
+
+    #[test]
+    fn a_bad_mtu_is_a_usage_error_naming_the_flag_and_the_range() {
+        for bad in ["10", "70000", "nine"] {
+            let e = parse(&["--mtu", bad]).err().expect(bad);
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            let text = e.to_string();
+            assert!(text.contains("--mtu"), "{text}");
+        }
+        let text = parse(&["--mtu", "10"]).err().unwrap().to_string();
+        assert!(text.contains("68..=65535"), "{text}");
+        let e = parse(&["--offloads", "maybe"]).err().unwrap();
+        assert!(e.to_string().contains("--offloads"), "{e}");
+    }
 }

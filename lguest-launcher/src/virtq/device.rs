@@ -112,6 +112,23 @@ impl DeviceQueue {
         )?)
     }
 
+    /// The head of the available chain `n` places after the next one
+    /// (`peek_head_at(0)` is [`DeviceQueue::peek_head`]); the caller checked
+    /// with [`DeviceQueue::pending`] that the driver made it available.
+    /// Mergeable RX buffers: one frame takes several chains.
+    pub fn peek_head_at(&self, n: u16) -> Result<u16, RingError> {
+        Ok(self.mem.load_u16(
+            "avail ring",
+            self.off.avail_ring(self.last_avail.wrapping_add(n)),
+            Ordering::Relaxed,
+        )?)
+    }
+
+    /// The number of descriptors (and so of chains the ring can hold).
+    pub fn size(&self) -> u16 {
+        self.off.size
+    }
+
     /// Walk the chain at `head` into `segs`, checking every descriptor: index
     /// in range, direction as expected, buffer inside memory, no indirect, no
     /// loop. Returns the chain's total length.
@@ -261,6 +278,21 @@ impl DeviceQueue {
     /// writes `avail_event = last_avail` ("kick me when you pass what I've
     /// seen") on enable and leaves it stale on disable, which suppresses.
     pub fn set_notifications(&self, mode: NotifyMode, enable: bool) -> Result<(), RingError> {
+        self.set_notifications_for(mode, enable, 1)
+    }
+
+    /// [`DeviceQueue::set_notifications`], but in event-idx mode kick us
+    /// only once `wanted` chains (at least 1) are available past the ones
+    /// we took: `avail_event = last_avail + wanted - 1`. A mergeable-buffer
+    /// frame that needs several RX chains waits for all of them, not for a
+    /// kick per buffer (the caller's re-check covers a driver that got
+    /// there first).
+    pub fn set_notifications_for(
+        &self,
+        mode: NotifyMode,
+        enable: bool,
+        wanted: u16,
+    ) -> Result<(), RingError> {
         match mode {
             NotifyMode::Always => {}
             NotifyMode::Flags => {
@@ -273,7 +305,7 @@ impl DeviceQueue {
                     self.mem.store_u16(
                         "avail_event",
                         self.off.avail_event(),
-                        self.last_avail,
+                        self.last_avail.wrapping_add(wanted.max(1) - 1),
                         Ordering::Relaxed,
                     )?;
                 }
