@@ -38,6 +38,7 @@ pub mod advice;
 pub mod baselines;
 pub mod child;
 pub mod devq;
+pub mod gso;
 mod error;
 pub mod json;
 pub mod machine;
