@@ -54,14 +54,19 @@ pub fn section(s: &mut String, doc: &Document) {
             "| {} | {} | {} | {} | {} |",
             r.key.workload,
             two(r.metrics.gbps),
-            r.metrics.mpps.map_or("–".into(), |m| format!("{:.0}", m * 1e6)),
+            r.metrics
+                .mpps
+                .map_or("–".into(), |m| format!("{:.0}", m * 1e6)),
             two(cpu_ns_per_byte(r)),
             r.runs
         );
     }
     if let (Some(a), Some(b)) = (on.metrics.gbps, off.metrics.gbps) {
         let extra = match (cpu_ns_per_byte(on), cpu_ns_per_byte(off)) {
-            (Some(x), Some(y)) => format!("; software segmentation adds {:.2} ns of CPU per byte", y - x),
+            (Some(x), Some(y)) => format!(
+                "; software segmentation adds {:.2} ns of CPU per byte",
+                y - x
+            ),
             _ => String::new(),
         };
         let _ = writeln!(s, "\nSegmented / whole throughput: {:.2}×{extra}.", b / a);

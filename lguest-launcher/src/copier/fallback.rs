@@ -78,8 +78,11 @@ impl<T: Transport> Copier<T> {
             // Relaxed: our own memory, which only our guest and we write,
             // and we wrote these bytes ourselves in this thread.
             return matches!(
-                self.own_mem
-                    .load_u16("offload header", d.addr, std::sync::atomic::Ordering::Relaxed),
+                self.own_mem.load_u16(
+                    "offload header",
+                    d.addr,
+                    std::sync::atomic::Ordering::Relaxed
+                ),
                 Ok(0)
             );
         }
