@@ -216,6 +216,7 @@ pub fn markdown(doc: &Document) -> String {
     }
 
     link_cost(&mut s, doc);
+    super::gso::section(&mut s, doc);
 
     let _ = writeln!(s, "\n## Ping-pong latency (64 B)\n");
     let _ = writeln!(

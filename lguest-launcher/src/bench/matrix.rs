@@ -48,6 +48,12 @@ pub enum CellWorkload {
     Paced,
     /// `ping` ↔ `echo`, 64 B.
     Ping,
+    /// `sink --offloads on|off` ← `stream --gso`: 64 KiB TCP GSO frames
+    /// delivered whole or segmented in software (see [`super::gso`]).
+    Gso {
+        /// The sink's `--offloads on`.
+        offloads: bool,
+    },
 }
 
 impl CellWorkload {
@@ -59,6 +65,8 @@ impl CellWorkload {
             CellWorkload::ExchangeStream => "stream-stamp-exchange",
             CellWorkload::Paced => "stream-10kpps",
             CellWorkload::Ping => "ping",
+            CellWorkload::Gso { offloads: true } => super::gso::ON,
+            CellWorkload::Gso { offloads: false } => super::gso::OFF,
         }
     }
 }
@@ -95,7 +103,7 @@ impl Cell {
             CellWorkload::StampStream | CellWorkload::ExchangeStream | CellWorkload::Paced => {
                 "stamp"
             }
-            CellWorkload::Stream | CellWorkload::Ping => "verify",
+            CellWorkload::Stream | CellWorkload::Ping | CellWorkload::Gso { .. } => "verify",
         }
     }
 
@@ -295,6 +303,11 @@ pub fn plan(args: &BenchArgs) -> Plan {
         for wait in [Wait::Sleep, Wait::Adaptive] {
             cells.push(cell(CellWorkload::Paced, wait, 64, paced_n));
         }
+        let gso_n = scaled(pick(super::gso::FRAMES), scale, 10);
+        for offloads in [true, false] {
+            let w = CellWorkload::Gso { offloads };
+            cells.push(cell(w, Wait::Spin, super::gso::SIZE, gso_n));
+        }
     }
 
     let baselines = super::baselines::plan(quick, scale);
@@ -380,7 +393,10 @@ pub fn measure(
     tick: impl FnMut(),
 ) -> Row {
     let headline = match cell.workload {
-        CellWorkload::Stream | CellWorkload::StampStream | CellWorkload::ExchangeStream => "mpps",
+        CellWorkload::Stream
+        | CellWorkload::StampStream
+        | CellWorkload::ExchangeStream
+        | CellWorkload::Gso { .. } => "mpps",
         CellWorkload::Paced => "cpu_s_per_mpkt",
         CellWorkload::Ping => "p50_us",
     };
@@ -461,16 +477,21 @@ pub fn run_cell(cell: &Cell, path: &Path, timeout: Duration) -> Result<Measureme
         CellWorkload::Stream
         | CellWorkload::StampStream
         | CellWorkload::ExchangeStream
-        | CellWorkload::Paced => ("sink", "stream"),
+        | CellWorkload::Paced
+        | CellWorkload::Gso { .. } => ("sink", "stream"),
         CellWorkload::Ping => ("ping", "echo"),
     };
     // The two sides on different CPUs when there are two: a spinning pair
     // then never shares a core, and runs compare like with like.
     let (cpu_a, cpu_b) = pair_cpus();
-    let a = launcher(cell, &spec, wa, &json_a, timeout, cpu_a);
+    let mut a = launcher(cell, &spec, wa, &json_a, timeout, cpu_a);
     let mut b = launcher(cell, &spec, wb, &json_b, timeout, cpu_b);
     if cell.workload == CellWorkload::Paced {
         b.args(["--rate", &PACED_RATE.to_string()]);
+    }
+    if let CellWorkload::Gso { offloads } = cell.workload {
+        a.args(["--offloads", if offloads { "on" } else { "off" }]);
+        b.arg("--gso");
     }
     // The launchers' own --timeout ends them; the pair deadline is the
     // backstop (their watchdog allows two more seconds).
@@ -525,7 +546,8 @@ fn measurement(cell: &Cell, a: &Stats, b: &Stats) -> Result<Measurement, BenchEr
         CellWorkload::Stream
         | CellWorkload::StampStream
         | CellWorkload::ExchangeStream
-        | CellWorkload::Paced => {
+        | CellWorkload::Paced
+        | CellWorkload::Gso { .. } => {
             let elapsed = a.elapsed_s.max(b.elapsed_s);
             if elapsed <= 0.0 {
                 return Err(BenchError::NoElapsed);

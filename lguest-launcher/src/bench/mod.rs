@@ -39,6 +39,7 @@ pub mod baselines;
 pub mod child;
 pub mod devq;
 mod error;
+pub mod gso;
 pub mod json;
 pub mod machine;
 pub mod markdown;

@@ -12,12 +12,13 @@ pub(super) fn drop_counter(reason: &DropReason) -> &'static str {
         "loop" => "peer_loop",
         "wrong_direction" => "peer_wrong_direction",
         "indirect" => "peer_indirect",
+        "bad_offload" => "peer_bad_offload",
         _ => "peer_bad_length", // bad_length and oversized
     }
 }
 
 /// The counters [`replay`] checks, by stats field name.
-pub(super) fn counters(s: &Stats) -> [(&'static str, u64); 10] {
+pub(super) fn counters(s: &Stats) -> [(&'static str, u64); 11] {
     [
         ("packets_copied", s.packets_copied),
         ("bytes_copied", s.bytes_copied),
@@ -29,6 +30,7 @@ pub(super) fn counters(s: &Stats) -> [(&'static str, u64); 10] {
         ("peer_wrong_direction", s.peer_wrong_direction),
         ("peer_indirect", s.peer_indirect),
         ("peer_bad_length", s.peer_bad_length),
+        ("peer_bad_offload", s.peer_bad_offload),
     ]
 }
 

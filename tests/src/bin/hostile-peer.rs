@@ -365,7 +365,7 @@ fn offload_chain(i: u16, seq: u64) -> Vec<u8> {
     use lguest_launcher::guest::frame::{eth_header, Pattern, BROADCAST, ETH_P_SHARENET};
     use lguest_launcher::offload::NetHdr;
     let mut hdr = NetHdr::default();
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         hdr = match (i / 2) % 6 {
             0 => NetHdr {
                 gso_type: 2,
