@@ -595,7 +595,7 @@ mod tests {
     #[test]
     fn a_bad_mtu_is_a_usage_error_naming_the_flag_and_the_range() {
         for bad in ["10", "70000", "nine"] {
-            let e = parse(&["--mtu", bad]).err().expect(bad);
+            let e = parse(&["--mtu", bad]).expect_err(bad);
             assert_eq!(e.exit_code(), 2, "{bad}");
             let text = e.to_string();
             assert!(text.contains("--mtu"), "{text}");
