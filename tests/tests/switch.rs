@@ -593,8 +593,16 @@ fn member_that_comes_back_gets_its_old_port(kind: &str) {
     b.signal(Signal::SIGKILL);
     let b = b.finish(Duration::from_secs(5));
     let end = Instant::now() + Duration::from_secs(10);
-    while !sw.proc.stderr().contains(&format!("member pid {} left", b.pid)) {
-        assert!(Instant::now() < end, "B's leaving not seen:\n{}", sw.proc.stderr());
+    while !sw
+        .proc
+        .stderr()
+        .contains(&format!("member pid {} left", b.pid))
+    {
+        assert!(
+            Instant::now() < end,
+            "B's leaving not seen:\n{}",
+            sw.proc.stderr()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // A newcomer does not take the port B is remembered on.
@@ -605,7 +613,11 @@ fn member_that_comes_back_gets_its_old_port(kind: &str) {
     let end = Instant::now() + Duration::from_secs(10);
     let back = format!("port 1: member pid {} ", b2.pid());
     while !sw.proc.stderr().contains(&back) {
-        assert!(Instant::now() < end, "B is not back on port 1:\n{}", sw.proc.stderr());
+        assert!(
+            Instant::now() < end,
+            "B is not back on port 1:\n{}",
+            sw.proc.stderr()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // Frames for B's address reach the member that came back.
@@ -648,11 +660,19 @@ fn member_that_comes_back_gets_its_old_port(kind: &str) {
     let port = |n: usize| st.ports.get(n).cloned().unwrap_or_default();
     c.that(
         port(1).pid == b2.pid && port(1).joins == 2,
-        format!("port 1 should be B's again (pid {}, 2 joins): {:?}", b2.pid, port(1)),
+        format!(
+            "port 1 should be B's again (pid {}, 2 joins): {:?}",
+            b2.pid,
+            port(1)
+        ),
     );
     c.that(
         port(3).pid == d.pid,
-        format!("the newcomer should be on port 3 (pid {}): {:?}", d.pid, port(3)),
+        format!(
+            "the newcomer should be on port 3 (pid {}): {:?}",
+            d.pid,
+            port(3)
+        ),
     );
     c.that(
         port(1).tx_packets >= 1000,

@@ -19,6 +19,9 @@
 //!   1.5.
 //!
 //! The processes are not pinned: 2N + 1 of them share the machine's CPUs.
+//! The switch runs with `--hold-ms 5000`: on a loaded machine a sink may
+//! be off the CPU for longer than the default 250 ms hold, and the row
+//! measures cost, not flow control.
 
 use super::error::BenchError;
 use super::measure::measure as measure_runs;
@@ -243,6 +246,10 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
             "--ports",
             &(2 * n).to_string(),
             "--quiet",
+            // A member starved of CPU for a moment on a loaded machine must
+            // not be taken for a stalled one (frames dropped, run short).
+            "--hold-ms",
+            "5000",
             "--stats-json",
             &sw_json.display().to_string(),
         ]
