@@ -15,7 +15,8 @@
 //! * a member killed mid-stream frees its port without disturbing the
 //!   others, and a member that joins later is served;
 //! * a member that stops reading costs the others nothing: frames for it
-//!   are dropped at its port and counted, everyone else finishes.
+//!   are dropped at its port and counted, everyone else finishes;
+//! * a member that comes back (same MAC) gets its old port number.
 
 mod common;
 
@@ -556,10 +557,136 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
     c.done();
 }
 
+/// A member killed and started again with the same MAC address gets its
+/// old port number back, even though another member joined meanwhile and
+/// (unix/eventfd) it is first given another free port; frames for its MAC
+/// reach it there.
+fn member_that_comes_back_gets_its_old_port(kind: &str) {
+    let _g = serial();
+    let dir = TestDir::new(&format!("switchback-{kind}"));
+    let mut sw = Switch::start(&dir, kind, 5, &[]);
+    let specs: Vec<String> = (0..5).map(|n| sw.spec(n)).collect();
+    let sink = |name: &str, port: usize, m: u8| {
+        dir.spawn(
+            name,
+            &specs[port],
+            &[
+                "--workload",
+                "sink",
+                "--count",
+                "0",
+                "--mac",
+                &mac(m),
+                "--name",
+                name,
+            ],
+        )
+    };
+    let mut a = sink("a", 0, 0xa);
+    sw.wait_joined(1);
+    let mut b = sink("b", 1, 0xb);
+    sw.wait_joined(2);
+    let mut c_ = sink("c", 2, 0xc);
+    sw.wait_joined(3);
+    // Their hellos learned before B goes.
+    std::thread::sleep(Duration::from_millis(300));
+    b.signal(Signal::SIGKILL);
+    let b = b.finish(Duration::from_secs(5));
+    let end = Instant::now() + Duration::from_secs(10);
+    while !sw
+        .proc
+        .stderr()
+        .contains(&format!("member pid {} left", b.pid))
+    {
+        assert!(
+            Instant::now() < end,
+            "B's leaving not seen:\n{}",
+            sw.proc.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A newcomer does not take the port B is remembered on.
+    let mut d = sink("d", 3, 0xd);
+    sw.wait_joined(4);
+    let mut b2 = sink("b2", 1, 0xb);
+    sw.wait_joined(5);
+    let end = Instant::now() + Duration::from_secs(10);
+    let back = format!("port 1: member pid {} ", b2.pid());
+    while !sw.proc.stderr().contains(&back) {
+        assert!(
+            Instant::now() < end,
+            "B is not back on port 1:\n{}",
+            sw.proc.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Frames for B's address reach the member that came back.
+    let mut e = dir.spawn(
+        "e",
+        &specs[4],
+        &[
+            "--workload",
+            "stream",
+            "--count",
+            "1000",
+            "--mac",
+            &mac(0xe),
+            "--dst",
+            &mac(0xb),
+            "--name",
+            "e",
+        ],
+    );
+    let e = e.finish(EXIT_LIMIT);
+    let b2 = b2.finish(EXIT_LIMIT);
+    for p in [&mut a, &mut c_, &mut d] {
+        p.signal(Signal::SIGINT);
+    }
+    let (a, c_out, d) = (
+        a.finish(EXIT_LIMIT),
+        c_.finish(EXIT_LIMIT),
+        d.finish(EXIT_LIMIT),
+    );
+    let (swo, st) = sw.stop();
+    let mut c = Checks::new(
+        format!("member comes back over {kind}"),
+        &[&a, &b, &b2, &c_out, &d, &e, &swo],
+    );
+    c.exit(&swo, 0)
+        .exit(&e, 0)
+        .exit(&b2, 0)
+        .eq(&b2, field!(packets_received), 1000)
+        .eq(&b2, field!(corrupted), 0);
+    let port = |n: usize| st.ports.get(n).cloned().unwrap_or_default();
+    c.that(
+        port(1).pid == b2.pid && port(1).joins == 2,
+        format!(
+            "port 1 should be B's again (pid {}, 2 joins): {:?}",
+            b2.pid,
+            port(1)
+        ),
+    );
+    c.that(
+        port(3).pid == d.pid,
+        format!(
+            "the newcomer should be on port 3 (pid {}): {:?}",
+            d.pid,
+            port(3)
+        ),
+    );
+    c.that(
+        port(1).tx_packets >= 1000,
+        format!("E's frames should go out of port 1: {:?}", port(1)),
+    );
+    check_counters_add_up(&mut c, &st);
+    c.done();
+}
+
 crate::transport_suite!(
     eight_members_four_streams_and_a_broadcast,
     member_killed_mid_stream_does_not_disturb_the_others,
     slow_member_does_not_stall_the_others,
+    member_that_comes_back_gets_its_old_port,
 );
 
 #[test]

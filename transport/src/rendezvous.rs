@@ -91,7 +91,16 @@ pub fn rendezvous(path: &Path, timeout: Option<Duration>) -> Result<Rendezvous> 
     };
     if let Some(listener) = served(path) {
         // A switch holds `path` open: take the next member, nobody decides.
-        return accept_served(path, &listener, &deadline, timeout).map(done);
+        // The timeout bounded the wait for a member; its handshake gets a
+        // whole one of its own (one that arrived just before the wait ran
+        // out would otherwise be dropped mid-handshake: EPIPE on its side).
+        let socket = accept_served(path, &listener, &deadline, timeout)?;
+        return Ok(Rendezvous {
+            socket,
+            path: path.to_path_buf(),
+            timeout,
+            deadline: Deadline::after(timeout),
+        });
     }
     for round in 0..MAX_ROUNDS {
         match inspect(path)? {

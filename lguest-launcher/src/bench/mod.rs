@@ -51,6 +51,7 @@ pub mod ratios;
 pub mod row;
 pub mod spsc;
 pub mod summary;
+pub mod switch;
 pub mod targets;
 
 pub use child::ChildArgs;
@@ -113,6 +114,14 @@ pub struct BenchArgs {
     /// No progress bar or progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Only the switch rows (N stream/sink pairs through one `switch`
+    /// against the same pairs on direct links): no other cell, no baseline.
+    #[arg(long)]
+    pub switch: bool,
+    /// Pair counts of the switch rows, comma-separated (0: none)
+    /// [default: 2,4].
+    #[arg(long, value_delimiter = ',', value_name = "N,...", value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub switch_pairs: Vec<u32>,
 }
 
 fn parse_scale(s: &str) -> anyhow::Result<f64> {
@@ -159,12 +168,13 @@ impl Drop for ScratchDir {
 
 fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let plan = matrix::plan(args);
+    let mut plan = matrix::plan(args);
+    let switch_cells = switch_plan(args, &mut plan);
     let scratch = ScratchDir::new()?;
     let timeout = Duration::from_secs_f64(args.cell_timeout);
 
     let total =
-        plan.baselines.len() as u64 * plan.runs as u64 + plan.cells.len() as u64 * plan.runs as u64;
+        (plan.baselines.len() + plan.cells.len() + switch_cells.len()) as u64 * plan.runs as u64;
     let progress = progress_bar(total, args.quiet);
     if !args.quiet && progress.is_hidden() {
         eprintln!(
@@ -188,9 +198,21 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         });
         rows.push(row);
     }
+    for (i, cell) in switch_cells.iter().enumerate() {
+        progress.set_message(cell.label());
+        rows.push(switch::measure(
+            cell,
+            i,
+            plan.runs,
+            scratch.path(),
+            timeout,
+            || progress.inc(1),
+        ));
+    }
     progress.finish_and_clear();
 
     ratios::add_ratios(&mut rows);
+    switch::add_ratios(&mut rows);
     let mut doc = json::Document {
         machine: machine::Machine::probe(),
         mode: if args.quick { "quick" } else { "full" }.into(),
@@ -204,7 +226,7 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     };
     doc.targets = targets::targets(&doc.results);
     doc.advice = advice::advise(&doc.results);
-    let markdown = markdown::markdown(&doc);
+    let markdown = markdown::markdown(&doc) + &switch::markdown(&doc.results);
     print!("{markdown}");
 
     let mut failed_output = false;
@@ -242,6 +264,30 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         },
     )
+}
+
+/// The switch rows of this run (`--switch`: nothing else runs).
+fn switch_plan(args: &BenchArgs, plan: &mut matrix::Plan) -> Vec<switch::SwitchCell> {
+    if args.switch {
+        plan.cells.clear();
+        plan.baselines.clear();
+        plan.pruning.push("--switch: only the switch rows.".into());
+    }
+    let pairs: Vec<u32> = if args.switch_pairs.is_empty() {
+        switch::PAIRS.to_vec()
+    } else {
+        args.switch_pairs
+            .iter()
+            .copied()
+            .filter(|&n| n > 0)
+            .collect()
+    };
+    let kinds: Vec<Kind> = if args.transports.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        args.transports.clone()
+    };
+    switch::plan(&kinds, &pairs, args.quick, args.count_scale)
 }
 
 /// A bar on stderr, hidden when stderr is not a terminal or with `--quiet`.

@@ -40,6 +40,12 @@ pub struct Port<T: Transport> {
     pub mode: NotifyMode,
     /// Since when the port's TX ring has been full (`None`: it has room).
     pub full_since: Option<Instant>,
+    /// The offloads the member's guest accepts on receive (virtio-net
+    /// feature bits, from its handshake).
+    pub offloads: u32,
+    /// The member has sent its first frame (or its port is fixed by its
+    /// path): it will not move to a departed member's port.
+    pub settled: bool,
     _mem: GuestMemory,
     own: Region,
     layout: Layout,
@@ -75,6 +81,8 @@ impl<T: Transport> Port<T> {
             link,
             mode,
             full_since: None,
+            offloads: hs.offloads,
+            settled: false,
             _mem: mem,
             own,
             layout,
@@ -93,6 +101,11 @@ impl<T: Transport> Port<T> {
 
     /// Take back the port's TX chains the member's copier completed.
     pub fn reap(&mut self) -> Result<usize, RingError> {
+        if self.tx.in_flight() == 0 {
+            // Nothing to take back: do not touch the member's cache line.
+            self.full_since = None;
+            return Ok(0);
+        }
         let mut n = 0;
         while self.tx.pop_used()?.is_some() {
             n += 1;

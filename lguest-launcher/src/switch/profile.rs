@@ -15,16 +15,17 @@
 //! hold_ms = 250
 //! mac_table = 4096
 //! aging = 300
+//! wait = "adaptive"
 //! spin_us = 0
 //! ```
 
-use crate::cli::config::Spec;
+use crate::cli::config::{Spec, Wait};
 use crate::virtq::NotifyMode;
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 
 /// The keys of `[switch]`.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "sharenet",
     "ports",
     "tap",
@@ -34,6 +35,7 @@ pub const KEYS: [&str; 10] = [
     "hold_ms",
     "mac_table",
     "aging",
+    "wait",
     "spin_us",
 ];
 
@@ -58,6 +60,8 @@ pub struct SwitchProfile {
     pub mac_table: Option<usize>,
     /// `aging`.
     pub aging: Option<u64>,
+    /// `wait`.
+    pub wait: Option<Wait>,
     /// `spin_us`.
     pub spin_us: Option<u64>,
 }
@@ -133,6 +137,12 @@ pub fn read(file: &Path) -> Result<SwitchProfile, String> {
                 "hold_ms" => p.hold_ms = Some(int()? as u64),
                 "mac_table" => p.mac_table = Some(int()? as usize),
                 "aging" => p.aging = Some(int()? as u64),
+                "wait" => {
+                    p.wait = Some(
+                        Wait::from_str(string()?, true)
+                            .map_err(|_| bad("sleep, spin or adaptive"))?,
+                    )
+                }
                 "spin_us" => p.spin_us = Some(int()? as u64),
                 _ => {
                     return Err(format!(

@@ -85,6 +85,20 @@ pub struct SwitchStats {
     pub leaves: u64,
     /// Members refused (a broken ring at join, a handshake that failed).
     pub refused: u64,
+    /// `--wait`: `sleep`, `spin` or `adaptive`.
+    pub wait: String,
+    /// Idle periods that ended in work while spinning (or at the re-check
+    /// before a sleep).
+    pub spin_hits: u64,
+    /// Times the switch went to sleep in `poll`.
+    pub sleeps: u64,
+    /// Times it woke from that sleep.
+    pub wakeups: u64,
+    /// The adaptive spin budget at exit, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spin_budget_us: Option<f64>,
+    /// CPU seconds the switch used (user + system).
+    pub cpu_s: f64,
     /// Seconds the switch ran.
     pub elapsed_s: f64,
     /// `running`, `ok`, or what ended the switch.

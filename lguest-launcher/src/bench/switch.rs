@@ -1,0 +1,527 @@
+//! The switch rows: N stream/sink pairs through one `lguest-launcher
+//! switch` against the same N pairs on direct links, in the same run.
+//!
+//! A row is N sinks and N streams (`--payload stamp`, 1500 B, so what is
+//! measured is the links, not the synthetic guests' checksumming), either
+//! pair by pair on their own `--sharenet` paths (`pairs-N-direct`) or all
+//! 2N joined to one switch (`pairs-N-switch`), each stream sending to its
+//! own sink's MAC. The sinks join first, and the streams start only once
+//! the switch has learned every sink's address (its stats file says so),
+//! so no frame is flooded. Figures:
+//!
+//! * aggregate Mpps: frames every sink received over the longest stream's
+//!   elapsed time (from its connect to its last frame consumed);
+//! * CPU s/Mpkt: the CPU time of *every* process (all members, and the
+//!   switch) per million frames delivered;
+//! * for a `switch` row, `ratio`: its CPU per frame over the direct row's
+//!   of the same N, and the hop's cost per frame (the difference), in the
+//!   report's "Switch" section. The issue's target is a ratio of at most
+//!   1.5.
+//!
+//! The processes are not pinned: 2N + 1 of them share the machine's CPUs.
+//! The switch runs with `--hold-ms 5000`: on a loaded machine a sink may
+//! be off the CPU for longer than the default 250 ms hold, and the row
+//! measures cost, not flow control.
+
+use super::error::BenchError;
+use super::measure::measure as measure_runs;
+use super::row::{Row, RowKey};
+use super::summary::Measurement;
+use crate::cli::config::{Kind, Wait};
+use crate::stats::Stats;
+use crate::switch::stats::SwitchStats;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Frame size of the switch rows.
+pub const SIZE: u32 = 1500;
+/// Frames per stream per run (before `--count-scale`): (quick, full).
+const FRAMES: (u64, u64) = (200_000, 500_000);
+/// Pair counts measured by default.
+pub const PAIRS: [u32; 2] = [2, 4];
+
+/// How the pairs of a row are linked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Each pair on its own link.
+    Direct,
+    /// Every member joined to one switch.
+    Switch,
+}
+
+/// One switch row to measure.
+#[derive(Clone, Debug)]
+pub struct SwitchCell {
+    /// Transport of every link (and of the switch).
+    pub kind: Kind,
+    /// Stream/sink pairs.
+    pub pairs: u32,
+    /// Direct links or one switch.
+    pub via: Via,
+    /// The members' `--wait`.
+    pub wait: Wait,
+    /// Frames per stream.
+    pub count: u64,
+}
+
+impl SwitchCell {
+    /// The row's `workload`: `pairs-N-direct` or `pairs-N-switch`.
+    pub fn workload(&self) -> String {
+        let via = match self.via {
+            Via::Direct => "direct",
+            Via::Switch => "switch",
+        };
+        format!("pairs-{}-{via}", self.pairs)
+    }
+
+    /// A label for the progress bar.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.kind.name(),
+            self.workload(),
+            self.wait.name()
+        )
+    }
+
+    fn key(&self) -> RowKey {
+        RowKey {
+            transport: self.kind.name().into(),
+            notify: Some("event-idx".into()),
+            writes: Some("nonblocking".into()),
+            wait: Some(self.wait.name().into()),
+            size: SIZE,
+            workload: self.workload(),
+        }
+    }
+}
+
+/// The switch rows of a run: for each of `pairs`, direct then switch, on
+/// eventfd (or the first of `kinds`), members `--wait adaptive` (the
+/// default) and `sleep`.
+pub fn plan(kinds: &[Kind], pairs: &[u32], quick: bool, scale: f64) -> Vec<SwitchCell> {
+    let Some(&kind) = kinds
+        .iter()
+        .find(|&&k| k == Kind::Eventfd)
+        .or(kinds.first())
+    else {
+        return Vec::new();
+    };
+    let count = ((if quick { FRAMES.0 } else { FRAMES.1 }) as f64 * scale)
+        .round()
+        .max(1.0) as u64;
+    let mut cells = Vec::new();
+    for wait in [Wait::Adaptive, Wait::Sleep] {
+        for &n in pairs {
+            for via in [Via::Direct, Via::Switch] {
+                cells.push(SwitchCell {
+                    kind,
+                    pairs: n,
+                    via,
+                    wait,
+                    count,
+                });
+            }
+        }
+    }
+    cells
+}
+
+/// Run one switch row `runs` times into a row.
+pub fn measure(
+    cell: &SwitchCell,
+    index: usize,
+    runs: u32,
+    dir: &Path,
+    timeout: Duration,
+    tick: impl FnMut(),
+) -> Row {
+    let once = |run: u32| {
+        let d = dir.join(format!("sw{index}-r{run}"));
+        let _ = std::fs::create_dir_all(&d);
+        let result = run_once(cell, &d, timeout);
+        let _ = std::fs::remove_dir_all(&d);
+        result
+    };
+    measure_runs(cell.key(), runs, "mpps", once, tick)
+}
+
+/// A process we started and must not leave behind.
+struct Proc {
+    who: String,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn spawn(who: String, args: &[String]) -> Result<Proc, BenchError> {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "lguest-launcher".into());
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().map_err(|source| BenchError::Start {
+        program: who.clone(),
+        source,
+    })?;
+    Ok(Proc { who, child })
+}
+
+/// Wait for `p` until `end`; its failure, if it failed.
+fn finish(p: &mut Proc, end: Instant) -> Result<(), BenchError> {
+    loop {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            if status.success() {
+                return Ok(());
+            }
+            return Err(BenchError::Exited {
+                who: p.who.clone(),
+                status,
+                last_line: None,
+            });
+        }
+        if Instant::now() >= end {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+            return Err(BenchError::Killed { who: p.who.clone() });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BenchError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BenchError::ReadStats {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| BenchError::ParseStats {
+        path: path.into(),
+        source,
+    })
+}
+
+fn member_args(cell: &SwitchCell, spec: &str, json: &Path, timeout: Duration) -> Vec<String> {
+    [
+        "--sharenet",
+        spec,
+        "--payload",
+        "stamp",
+        "--wait",
+        cell.wait.name(),
+        "--notify",
+        "event-idx",
+        "--quiet",
+        "--timeout",
+        &format!("{:.1}", timeout.as_secs_f64()),
+        "--stats-json",
+        &json.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Run the pairs of `cell` once in `dir`.
+fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurement, BenchError> {
+    let kind = cell.kind.name();
+    let n = cell.pairs as usize;
+    let end = Instant::now() + timeout + Duration::from_secs(5);
+    let sw_json = dir.join("switch.json");
+    let mut switch = None;
+    if cell.via == Via::Switch {
+        let args: Vec<String> = [
+            "switch",
+            "--sharenet",
+            &format!("{kind}:{}", dir.join("sw").display()),
+            "--ports",
+            &(2 * n).to_string(),
+            "--quiet",
+            // A member starved of CPU for a moment on a loaded machine must
+            // not be taken for a stalled one (frames dropped, run short).
+            "--hold-ms",
+            "5000",
+            "--stats-json",
+            &sw_json.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        switch = Some(spawn("switch".into(), &args)?);
+    }
+    // Where member `k` (sinks even, streams odd) joins.
+    let spec = |k: usize| match (cell.via, cell.kind) {
+        (Via::Direct, _) => format!("{kind}:{}", dir.join(format!("link{}", k / 2)).display()),
+        (Via::Switch, Kind::Fifo) => format!("fifo:{}.{k}", dir.join("sw").display()),
+        (Via::Switch, _) => format!("{kind}:{}", dir.join("sw").display()),
+    };
+    let mac = |side: u8, i: usize| format!("02:00:00:00:{side:02x}:{i:02x}");
+    if cell.via == Via::Switch && cell.kind != Kind::Fifo {
+        // The members connect to the switch's listener: it must be there.
+        let sw = dir.join("sw");
+        while !sw.exists() {
+            if Instant::now() >= end {
+                return Err(BenchError::Killed {
+                    who: "switch (never listened)".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let mut sinks = Vec::new();
+    for i in 0..n {
+        let json = dir.join(format!("sink{i}.json"));
+        let mut a = member_args(cell, &spec(2 * i), &json, timeout);
+        a.extend(
+            ["--workload", "sink", "--count", &cell.count.to_string()]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        a.extend(["--mac".to_string(), mac(1, i)]);
+        sinks.push((spawn(format!("sink {i}"), &a)?, json));
+    }
+    if cell.via == Via::Switch {
+        // Every sink's hello learned: no stream frame will be flooded.
+        loop {
+            let learned = read::<SwitchStats>(&sw_json)
+                .map(|s| s.learned)
+                .unwrap_or(0);
+            if learned >= n as u64 {
+                break;
+            }
+            if Instant::now() >= end {
+                return Err(BenchError::Killed {
+                    who: "switch (sinks never joined)".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut streams = Vec::new();
+    for i in 0..n {
+        let json = dir.join(format!("stream{i}.json"));
+        let mut a = member_args(cell, &spec(2 * i + 1), &json, timeout);
+        a.extend(
+            [
+                "--workload",
+                "stream",
+                "--count",
+                &cell.count.to_string(),
+                "--size",
+                &SIZE.to_string(),
+                "--mac",
+                &mac(2, i),
+                "--dst",
+                &mac(1, i),
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        streams.push((spawn(format!("stream {i}"), &a)?, json));
+    }
+    for (p, _) in streams.iter_mut().chain(sinks.iter_mut()) {
+        finish(p, end)?;
+    }
+    let mut m = Measurement::default();
+    let (mut frames, mut span, mut cpu) = (0u64, 0f64, 0f64);
+    let (mut notes, mut wakes, mut hits, mut sleeps) = (0u64, 0u64, 0u64, 0u64);
+    for (_, json) in &sinks {
+        let s: Stats = read(json)?;
+        if s.lost + s.corrupted > 0 || s.packets_received < cell.count {
+            return Err(BenchError::Short {
+                received: s.packets_received,
+                expected: cell.count,
+            });
+        }
+        frames += s.packets_received;
+        cpu += s.cpu_s;
+        (notes, wakes) = (notes + s.notifications_sent, wakes + s.wakeups);
+        (hits, sleeps) = (hits + s.spin_hits, sleeps + s.sleeps);
+    }
+    for (_, json) in &streams {
+        let s: Stats = read(json)?;
+        span = span.max(s.elapsed_s);
+        cpu += s.cpu_s;
+        (notes, wakes) = (notes + s.notifications_sent, wakes + s.wakeups);
+        (hits, sleeps) = (hits + s.spin_hits, sleeps + s.sleeps);
+    }
+    if let Some(mut p) = switch.take() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        finish(&mut p, end)?;
+        let s: SwitchStats = read(&sw_json)?;
+        cpu += s.cpu_s;
+        notes += s.ports.iter().map(|p| p.notifications_sent).sum::<u64>();
+        (wakes, hits, sleeps) = (wakes + s.wakeups, hits + s.spin_hits, sleeps + s.sleeps);
+    }
+    if span <= 0.0 || frames == 0 {
+        return Err(BenchError::NoElapsed);
+    }
+    let per = |v: u64| Some(v as f64 / frames as f64);
+    m.packets = frames;
+    m.mpps = Some(frames as f64 / span / 1e6);
+    m.gbps = Some(frames as f64 / span * SIZE as f64 * 8.0 / 1e9);
+    m.cpu_s_per_mpkt = Some(cpu / (frames as f64 / 1e6));
+    m.notifications_per_packet = per(notes);
+    m.wakeups_per_packet = per(wakes);
+    m.spin_hits_per_packet = per(hits);
+    m.sleeps_per_packet = per(sleeps);
+    Ok(m)
+}
+
+/// The direct row a switch row is compared with.
+fn direct_of<'a>(rows: &'a [Row], r: &Row) -> Option<&'a Row> {
+    let want = r.key.workload.replace("-switch", "-direct");
+    rows.iter()
+        .find(|d| d.key.workload == want && d.key.wait == r.key.wait && d.ok())
+}
+
+/// `ratio` of every switch row: its CPU per frame over the direct row's.
+pub fn add_ratios(rows: &mut [Row]) {
+    let direct: Vec<Row> = rows
+        .iter()
+        .filter(|r| is_switch_row(r) && r.key.workload.ends_with("-direct"))
+        .cloned()
+        .collect();
+    for r in rows
+        .iter_mut()
+        .filter(|r| is_switch_row(r) && r.key.workload.ends_with("-switch") && r.ok())
+    {
+        let d = direct_of(&direct, r).and_then(|d| d.metrics.cpu_s_per_mpkt);
+        if let (Some(s), Some(d)) = (r.metrics.cpu_s_per_mpkt, d) {
+            if d > 0.0 {
+                r.ratio = Some(s / d);
+                r.ratio_to = Some(r.key.workload.replace("-switch", "-direct") + " (CPU/frame)");
+            }
+        }
+    }
+}
+
+/// A `pairs-N-direct|switch` row.
+pub fn is_switch_row(r: &Row) -> bool {
+    r.key.workload.starts_with("pairs-")
+}
+
+/// The report's "Switch" section (empty when no switch row ran).
+pub fn markdown(rows: &[Row]) -> String {
+    let mine: Vec<&Row> = rows.iter().filter(|r| is_switch_row(r)).collect();
+    let mut s = String::new();
+    if mine.is_empty() {
+        return s;
+    }
+    let num = |v: Option<f64>, p: usize| v.map_or("–".into(), |v| format!("{v:.p$}"));
+    let _ = writeln!(
+        s,
+        "\n## Switch: N pairs through one switch vs direct links\n"
+    );
+    let _ = writeln!(
+        s,
+        "N stream/sink pairs (`--payload stamp`, {SIZE} B) on their own links, then all 2N \
+         joined to one `switch`, same run. Mpps: all sinks' frames over the longest stream's \
+         time. CPU: every process (members and switch) per frame. The hop's cost is the \
+         difference per frame; the target is a CPU ratio of at most 1.5.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| workload | transport | members' wait | aggregate Mpps | CPU µs/frame | hop µs/frame | × direct CPU | notif/frame | wake/frame | runs |"
+    );
+    let _ = writeln!(s, "|---|---|---|--:|--:|--:|--:|--:|--:|--:|");
+    for r in &mine {
+        let cpu_us = r.metrics.cpu_s_per_mpkt;
+        let hop = if r.key.workload.ends_with("-switch") {
+            match (
+                cpu_us,
+                direct_of(rows, r).and_then(|d| d.metrics.cpu_s_per_mpkt),
+            ) {
+                (Some(a), Some(b)) => Some(a - b),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if !r.ok() {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | **failed** | | | | | | {} |",
+                r.key.workload,
+                r.key.transport,
+                r.key.wait.as_deref().unwrap_or("-"),
+                r.failed_runs
+            );
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.key.workload,
+            r.key.transport,
+            r.key.wait.as_deref().unwrap_or("-"),
+            num(r.metrics.mpps, 2),
+            num(cpu_us, 3),
+            num(hop, 3),
+            num(r.ratio, 2),
+            num(r.metrics.notifications_per_packet, 4),
+            num(r.metrics.wakeups_per_packet, 4),
+            r.runs
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_pairs_every_switch_row_with_a_direct_one() {
+        let cells = plan(&Kind::ALL, &PAIRS, true, 1.0);
+        assert_eq!(cells.len(), 8);
+        assert!(cells.iter().all(|c| c.kind == Kind::Eventfd));
+        for c in cells.iter().filter(|c| c.via == Via::Switch) {
+            assert!(cells
+                .iter()
+                .any(|d| d.via == Via::Direct && d.pairs == c.pairs && d.wait == c.wait));
+        }
+        assert!(plan(&[], &PAIRS, true, 1.0).is_empty());
+    }
+
+    #[test]
+    fn switch_rows_get_their_cpu_ratio_over_the_direct_row() {
+        let row = |cell: &SwitchCell, cpu: f64| {
+            let m = Measurement {
+                packets: 10,
+                mpps: Some(1.0),
+                cpu_s_per_mpkt: Some(cpu),
+                ..Default::default()
+            };
+            Row::from_runs(cell.key(), &[m], &[], "mpps")
+        };
+        let cells = plan(&[Kind::Unix], &[2], true, 1.0);
+        let mut rows: Vec<Row> = cells
+            .iter()
+            .map(|c| row(c, if c.via == Via::Switch { 0.6 } else { 0.4 }))
+            .collect();
+        add_ratios(&mut rows);
+        let sw = rows
+            .iter()
+            .find(|r| r.key.workload == "pairs-2-switch")
+            .unwrap();
+        assert!((sw.ratio.unwrap() - 1.5).abs() < 1e-9);
+        let md = markdown(&rows);
+        assert!(
+            md.contains("| pairs-2-switch | unix | adaptive | 1.00 | 0.600 | 0.200 | 1.50 |"),
+            "{md}"
+        );
+    }
+}
