@@ -97,6 +97,10 @@ pub enum Event {
         rx_head: u16,
         /// Frame bytes.
         len: u32,
+        /// The first piece of our RX chain (an offset in our memory), so
+        /// a capture tap reads the frame's start without walking the
+        /// chain again.
+        rx_first: Seg,
     },
     /// The peer's chain `peer_head` was dropped and returned with length 0.
     Dropped {
@@ -276,6 +280,11 @@ impl<T: Transport> Copier<T> {
         self.own_rx.state()
     }
 
+    /// Our guest's memory, where [`Event::Delivered`]'s `rx_first` lies.
+    pub fn own_memory(&self) -> &Region {
+        &self.own_mem
+    }
+
     /// The transport to the peer this copier serves.
     pub fn link(&self) -> &T {
         &self.link
@@ -430,6 +439,7 @@ impl<T: Transport> Copier<T> {
             peer_head: head,
             rx_head,
             len,
+            rx_first: self.dst.first().copied().unwrap_or(Seg { addr: 0, len: 0 }),
         }))
     }
 
