@@ -196,12 +196,21 @@ mod tests {
             let data: Vec<u8> = (0..len as u8).collect();
             let ts = Duration::from_nanos(1_700_000_000_123_456_789);
             let mut ours = Vec::new();
-            epb_plain(&mut ours, 1, ts, 1514, &data);
+            epb_plain(&mut ours, 0, ts, 1514, &data);
             let mut theirs = PcapNgWriter::new(Vec::new()).unwrap();
+            theirs
+                .write_pcapng_block(
+                    pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock {
+                        linktype: pcap_file::DataLink::ETHERNET,
+                        snaplen: 0,
+                        options: vec![],
+                    },
+                )
+                .unwrap();
             let start = theirs.get_ref().len();
             theirs
                 .write_pcapng_block(EnhancedPacketBlock {
-                    interface_id: 1,
+                    interface_id: 0,
                     timestamp: ts,
                     original_len: 1514,
                     data: Cow::Borrowed(&data),
