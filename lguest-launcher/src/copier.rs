@@ -144,6 +144,30 @@ impl Outcome {
     }
 }
 
+/// Ring occupancy at one look ([`Copier::occupancy`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Our RX ring's size.
+    pub rx_size: u16,
+    /// RX buffers posted by our guest and not yet filled.
+    pub rx_posted: u16,
+    /// The peer's TX ring's size.
+    pub peer_tx_size: u16,
+    /// Chains on the peer's TX ring not yet taken.
+    pub peer_tx_pending: u16,
+}
+
+impl Occupancy {
+    /// Put these into the stats' live fields.
+    pub fn record(&self, stats: &mut crate::stats::Stats) {
+        stats.rx_ring_size = self.rx_size.into();
+        stats.rx_ring_posted = self.rx_posted.into();
+        stats.rx_ring_in_use = self.rx_size.saturating_sub(self.rx_posted).into();
+        stats.peer_tx_size = self.peer_tx_size.into();
+        stats.peer_tx_pending = self.peer_tx_pending.into();
+    }
+}
+
 /// Pulls packets from the peer's TX ring into our RX ring.
 pub struct Copier<T: Transport> {
     link: T,
@@ -509,6 +533,19 @@ impl<T: Transport> Copier<T> {
             }
         }
         len
+    }
+
+    /// How full both rings are now, for live status: our RX ring's size
+    /// and the buffers our guest posted that no frame filled yet, the
+    /// peer's TX ring's size and the chains waiting on it. Two acquire
+    /// loads of avail indexes; call it now and then, not per packet.
+    pub fn occupancy(&self) -> Result<Occupancy, CopyError> {
+        Ok(Occupancy {
+            rx_size: self.own_rx.size(),
+            rx_posted: self.own_rx.pending().map_err(CopyError::OwnRing)?,
+            peer_tx_size: self.peer_tx.size(),
+            peer_tx_pending: self.peer_tx.pending().map_err(CopyError::PeerRing)?,
+        })
     }
 
     /// Ask the peer to kick us (before sleeping) or not (while busy).
