@@ -33,6 +33,7 @@ mod table;
 
 pub use client::{run, StatusArgs};
 pub use server::{serve, Server};
+pub use table::histogram as histogram_line;
 
 use crate::stats::Stats;
 use serde::{Deserialize, Serialize};
