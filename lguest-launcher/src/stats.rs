@@ -54,6 +54,9 @@ pub struct Stats {
     pub packets_sent: u64,
     /// Of those, packets the peer has consumed.
     pub packets_consumed: u64,
+    /// Bytes of those packets where they vary (a switch port's frames);
+    /// 0 where every packet is `size` bytes (a synthetic stream).
+    pub bytes_sent: u64,
     /// Intact packets our guest received.
     pub packets_received: u64,
     /// Frame bytes our guest received.

@@ -46,8 +46,10 @@
 //!   of each such stall is written as an empty EPB with the comment
 //!   `stall reason=rx_ring_full: ...` (the stats field that counts it).
 
+mod args;
 mod writer;
 
+pub use args::CaptureArgs;
 pub use writer::{FLUSH_EVERY, WRITER_NAP};
 
 use crate::copier::{Copier, DropReason, Event};

@@ -32,7 +32,7 @@ mod server;
 mod table;
 
 pub use client::{run, StatusArgs};
-pub use server::{serve, Server};
+pub use server::{launcher_snapshot, serve, serve_with, PortState, Server, Snapshot};
 pub use table::histogram as histogram_line;
 
 use crate::stats::Stats;
