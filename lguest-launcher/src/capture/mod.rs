@@ -363,6 +363,7 @@ impl Tap {
                     0,
                     copier.own_memory(),
                     rx_first.addr,
+                    rx_first.len,
                     len,
                     None,
                     FLAG_INBOUND_DELIVERED,
@@ -397,24 +398,28 @@ impl Tap {
         });
     }
 
-    /// One frame of `len` bytes (its `virtio_net_hdr` included) at `addr`
-    /// in `mem`, on interface `iface`: the header is read for its offload
-    /// note and stripped, at most `--snaplen` bytes of the rest are kept.
-    /// `comment` (a drop's) replaces the offload note. The bytes
-    /// `addr..addr + len` must be inside `mem`; a read that is not keeps
-    /// an empty record.
+    /// One frame of `len` bytes (its `virtio_net_hdr` included) whose
+    /// first `avail` bytes lie at `addr` in `mem`, on interface `iface`:
+    /// the header is read for its offload note and stripped, at most
+    /// `--snaplen` bytes of the rest (and of what is available) are kept.
+    /// `comment` (a drop's) replaces the offload note. A read outside
+    /// `mem` keeps an empty record.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn frame(
         &self,
         iface: u32,
         mem: &Region,
         addr: u64,
+        avail: u32,
         len: u32,
         comment: Option<String>,
         flags: u32,
     ) {
         let hdr_len = NET_HDR_LEN as usize;
-        let n = (len as usize).saturating_sub(hdr_len).min(self.snaplen);
+        let n = (len.min(avail) as usize)
+            .saturating_sub(hdr_len)
+            .min(self.snaplen);
         let mut hdr = [0u8; NET_HDR_LEN as usize];
         let comment = match comment {
             Some(c) => Some(c),
@@ -439,6 +444,29 @@ impl Tap {
                 orig_len: (len as usize).saturating_sub(hdr_len) as u32,
                 off,
                 len: b.data.len() - off,
+                comment,
+                flags,
+            });
+        });
+    }
+
+    /// A frame in a buffer of ours, `virtio_net_hdr` first (a switch's
+    /// TAP port): as [`Tap::frame`].
+    pub fn bytes(&self, iface: u32, frame: &[u8], comment: Option<String>, flags: u32) {
+        let hdr_len = NET_HDR_LEN as usize;
+        let n = frame.len().saturating_sub(hdr_len).min(self.snaplen);
+        BATCH.with(|b| {
+            let b = &mut *b.borrow_mut();
+            let off = b.data.len();
+            if n > 0 {
+                b.data.extend_from_slice(&frame[hdr_len..hdr_len + n]);
+            }
+            b.recs.push(Rec {
+                iface,
+                ts: Duration::ZERO,
+                orig_len: frame.len().saturating_sub(hdr_len) as u32,
+                off,
+                len: n,
                 comment,
                 flags,
             });

@@ -44,10 +44,12 @@
 //! path names it).
 
 mod accept;
+mod capture;
 pub mod port;
 pub mod profile;
 pub mod stats;
 pub mod table;
+mod status;
 
 use crate::cli::config::{Kind, Spec};
 use crate::guest::frame::{is_group, Mac, ETH_HDR};
@@ -138,6 +140,11 @@ pub struct SwitchArgs {
     /// nothing moves (0: sleep at once) [default: 0].
     #[arg(long, value_name = "US")]
     pub spin_us: Option<u64>,
+    /// `--capture FILE.pcapng [--snaplen BYTES]`: one interface per port
+    /// (`port-N`), frames in and out, drops with their reason (see
+    /// `switch/capture.rs`).
+    #[command(flatten)]
+    pub capture: crate::capture::CaptureArgs,
 }
 
 fn parse_ports(s: &str) -> Result<usize, String> {
@@ -235,6 +242,12 @@ pub fn run(args: &SwitchArgs) -> ExitCode {
         tap: args.tap.clone().or(prof.tap),
         spin: Duration::from_micros(args.spin_us.or(prof.spin_us).unwrap_or(0)),
     };
+    if let Some(c) = args.capture.config() {
+        if let Err(e) = capture::start(&c, &cfg) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     crate::run::install_signal_handlers();
     match dispatch(cfg.spec.kind, Serve { cfg: &cfg }) {
         Ok(stats) => {
@@ -288,6 +301,8 @@ struct Switch<'a, T: Transport> {
     tap: Option<transport::tap::Tap>,
     tap_buf: Vec<u8>,
     scratch: Vec<u8>,
+    /// The control socket (`status`).
+    status: status::Status,
 }
 
 impl<'a, T: Transport + 'static> Switch<'a, T> {
@@ -379,6 +394,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             tap,
             tap_buf: Vec::new(),
             scratch: Vec::new(),
+            status: status::serve(cfg),
         })
     }
 
@@ -435,6 +451,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         };
         self.stop.store(true, Ordering::Relaxed);
         self.write_stats(&result);
+        capture::finish(&self.stats);
         Ok(self.stats)
     }
 
@@ -445,6 +462,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         self.stats.aged_out = self.table.aged_out;
         self.stats.table_full = self.table.full;
         self.stats.table_entries = self.table.len();
+        self.status.publish(&self.stats);
         if let Some(p) = &self.cfg.stats_json {
             if let Err(e) = self.stats.write_json(p) {
                 eprintln!(
@@ -493,6 +511,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
                 self.busy[n].store(true, Ordering::Relaxed);
                 self.ports[n] = Some(port);
                 self.stats.joins += 1;
+                capture::note(n, format!("member pid {pid} joined port {n}"));
                 let s = self.stats.port(n);
                 s.joins += 1;
                 s.pid = pid;
@@ -522,6 +541,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         if !self.cfg.quiet {
             eprintln!("[switch] port {n}: member pid {} left: {why}", port.pid);
         }
+        capture::note(n, format!("member pid {} left port {n}: {why}", port.pid));
         drop(port);
         self.table.forget_port(n);
         self.busy[n].store(false, Ordering::Relaxed);
@@ -548,6 +568,8 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
 
     /// Publish both rings of every port and kick the members that asked.
     fn flush(&mut self) {
+        capture::turn_done(&mut self.stats);
+        self.status.tick(&self.stats);
         for n in 0..self.ports.len() {
             let Some(p) = self.ports[n].as_mut() else {
                 continue;
@@ -686,6 +708,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             }
             _ => {
                 self.stats.port(i).drops.malformed += 1;
+                capture::malformed(i, chain);
                 return Route::Done;
             }
         };
@@ -707,6 +730,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
                     s.rx_packets += 1;
                     s.rx_bytes += bytes;
                     s.drops.same_port += 1;
+                    capture::inbound(i, src, &self.segs, len, Some("same_port"));
                     self.table.learn(srcmac, i, now);
                     return Route::Done;
                 }
@@ -748,8 +772,10 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         }
         if self.targets.is_empty() {
             self.stats.port(i).drops.unknown_port += 1;
+            capture::inbound(i, src, &self.segs, len, Some("unknown_port"));
             return Route::Done;
         }
+        capture::inbound(i, src, &self.segs, len, None);
         self.stats.copies += self.targets.len() as u64;
         if flood {
             self.stats.flooded += 1;
@@ -773,16 +799,23 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
                     let s = self.stats.port(j);
                     s.tx_packets += 1;
                     s.tx_bytes += bytes;
+                    capture::outbound(j, src, &self.segs, len, false);
                 }
-                Ok(false) => self.stats.port(j).drops.no_room += 1,
+                Ok(false) => {
+                    self.stats.port(j).drops.no_room += 1;
+                    capture::outbound(j, src, &self.segs, len, true);
+                }
                 Err(port::PutError::Memory(_) | port::PutError::TooLong(_)) => {
                     // The frame, not the destination, is at fault.
                     self.stats.port(j).drops.no_room += 1;
+                    capture::outbound(j, src, &self.segs, len, true);
                     self.stats.port(i).drops.malformed += 1;
+                    capture::malformed(i, Ok(len));
                 }
                 Err(e) => {
                     // Our own ring or the TAP failed: that port goes.
                     self.stats.port(j).drops.no_room += 1;
+                    capture::outbound(j, src, &self.segs, len, true);
                     self.leave(j, &format!("cannot forward to it: {e}"));
                 }
             }

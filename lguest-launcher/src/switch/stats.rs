@@ -85,6 +85,10 @@ pub struct SwitchStats {
     pub leaves: u64,
     /// Members refused (a broken ring at join, a handshake that failed).
     pub refused: u64,
+    /// `--capture`: records handed to the capture writer.
+    pub capture_records: u64,
+    /// `--capture`: records skipped because the writer was behind.
+    pub capture_skipped: u64,
     /// Seconds the switch ran.
     pub elapsed_s: f64,
     /// `running`, `ok`, or what ended the switch.
