@@ -105,6 +105,10 @@ pub enum Event {
         rx_head: u16,
         /// Frame bytes.
         len: u32,
+        /// The first piece of our RX chain (an offset in our memory), so
+        /// a capture tap reads the frame's start without walking the
+        /// chain again.
+        rx_first: Seg,
     },
     /// The peer's chain `peer_head` was dropped and returned with length 0.
     Dropped {
@@ -145,6 +149,30 @@ impl Outcome {
     /// Peer chains finished, delivered or dropped.
     pub fn finished(&self) -> usize {
         self.moved + self.dropped
+    }
+}
+
+/// Ring occupancy at one look ([`Copier::occupancy`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Our RX ring's size.
+    pub rx_size: u16,
+    /// RX buffers posted by our guest and not yet filled.
+    pub rx_posted: u16,
+    /// The peer's TX ring's size.
+    pub peer_tx_size: u16,
+    /// Chains on the peer's TX ring not yet taken.
+    pub peer_tx_pending: u16,
+}
+
+impl Occupancy {
+    /// Put these into the stats' live fields.
+    pub fn record(&self, stats: &mut crate::stats::Stats) {
+        stats.rx_ring_size = self.rx_size.into();
+        stats.rx_ring_posted = self.rx_posted.into();
+        stats.rx_ring_in_use = self.rx_size.saturating_sub(self.rx_posted).into();
+        stats.peer_tx_size = self.peer_tx_size.into();
+        stats.peer_tx_pending = self.peer_tx_pending.into();
     }
 }
 
@@ -303,6 +331,11 @@ impl<T: Transport> Copier<T> {
     /// [`Copier::poll`] returns.
     pub fn rx_state(&self) -> (u16, u16) {
         self.own_rx.state()
+    }
+
+    /// Our guest's memory, where [`Event::Delivered`]'s `rx_first` lies.
+    pub fn own_memory(&self) -> &Region {
+        &self.own_mem
     }
 
     /// The transport to the peer this copier serves.
@@ -495,6 +528,7 @@ impl<T: Transport> Copier<T> {
             peer_head: head,
             rx_head,
             len,
+            rx_first: self.dst.first().copied().unwrap_or(Seg { addr: 0, len: 0 }),
         })
     }
 
@@ -564,6 +598,19 @@ impl<T: Transport> Copier<T> {
             }
         }
         len
+    }
+
+    /// How full both rings are now, for live status: our RX ring's size
+    /// and the buffers our guest posted that no frame filled yet, the
+    /// peer's TX ring's size and the chains waiting on it. Two acquire
+    /// loads of avail indexes; call it now and then, not per packet.
+    pub fn occupancy(&self) -> Result<Occupancy, CopyError> {
+        Ok(Occupancy {
+            rx_size: self.own_rx.size(),
+            rx_posted: self.own_rx.pending().map_err(CopyError::OwnRing)?,
+            peer_tx_size: self.peer_tx.size(),
+            peer_tx_pending: self.peer_tx.pending().map_err(CopyError::PeerRing)?,
+        })
     }
 
     /// Ask the peer to kick us (before sleeping) or not (while busy).

@@ -54,6 +54,9 @@ pub struct Stats {
     pub packets_sent: u64,
     /// Of those, packets the peer has consumed.
     pub packets_consumed: u64,
+    /// Bytes of those packets where they vary (a switch port's frames);
+    /// 0 where every packet is `size` bytes (a synthetic stream).
+    pub bytes_sent: u64,
     /// Intact packets our guest received.
     pub packets_received: u64,
     /// Frame bytes our guest received.
@@ -114,6 +117,38 @@ pub struct Stats {
     /// The same, 99th percentile, microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wakeup_p99_us: Option<f64>,
+    /// Wake-up latency measured during the run, log2 buckets: entry *i*
+    /// counts notified wake-ups that came `[2^i, 2^(i+1))` ns after the
+    /// peer's kick (or after our sleep began, if the kick came first; see
+    /// `lguest_launcher::wait::latency`). Empty when there was none.
+    /// Its counts plus `wakeup_latency_unstamped` equal `wakeups`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wakeup_latency_log2_ns: Vec<u64>,
+    /// Notified wake-ups with no usable kick stamp from the peer (a switch
+    /// or an older build has none; a kick already counted, or stale).
+    pub wakeup_latency_unstamped: u64,
+    /// Median of `wakeup_latency_log2_ns`, the upper bound of its bucket, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wakeup_latency_p50_us: Option<f64>,
+    /// 99th percentile of `wakeup_latency_log2_ns`, upper bound, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wakeup_latency_p99_us: Option<f64>,
+    /// `spin_hits` of the current (at exit: the last) link generation.
+    pub link_spin_hits: u64,
+    /// `sleeps` of the current (at exit: the last) link generation.
+    pub link_sleeps: u64,
+    /// Our RX ring's size (0 before the first link).
+    pub rx_ring_size: u32,
+    /// RX buffers our guest has posted that no frame has filled yet, at the
+    /// last look (live; at exit, the last value).
+    pub rx_ring_posted: u32,
+    /// RX buffers holding frames our guest has not taken back, or not
+    /// posted: `rx_ring_size - rx_ring_posted`.
+    pub rx_ring_in_use: u32,
+    /// The peer's TX ring size (0 before the first link).
+    pub peer_tx_size: u32,
+    /// Chains on the peer's TX ring waiting for our copier, at the last look.
+    pub peer_tx_pending: u32,
     /// The adaptive spin budget at the end of the run, microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spin_budget_us: Option<f64>,
@@ -267,6 +302,8 @@ impl Stats {
             self.gbps = bytes * 8.0 / elapsed_s / 1e9;
         }
         self.cpu_s = cpu_seconds();
+        let q = |q| crate::wait::latency::quantile_us(&self.wakeup_latency_log2_ns, q);
+        (self.wakeup_latency_p50_us, self.wakeup_latency_p99_us) = (q(0.5), q(0.99));
     }
 
     /// Fill in the round-trip percentiles from a histogram of round trips

@@ -28,6 +28,8 @@ pub struct Document {
     pub advice: Advice,
     /// One row per cell and baseline.
     pub results: Vec<Row>,
+    /// Capture cost, drops by reason, wake-up latency ([`super::capture`]).
+    pub capture: super::capture::CaptureCost,
 }
 
 /// Write the document as pretty JSON.

@@ -299,6 +299,7 @@ pub fn markdown(doc: &Document) -> String {
         }
     }
 
+    let _ = write!(s, "\n{}", doc.capture.markdown());
     let _ = writeln!(s, "\n## What the plan leaves out\n");
     for p in &doc.pruning {
         let _ = writeln!(s, "- {p}");
@@ -334,7 +335,10 @@ fn link_cost(s: &mut String, doc: &Document) {
          the stream is paced (`--rate`); its headline is CPU of both processes per million \
          packets. Spin hits and sleeps are both sides' idle periods per packet; wake-up p50/p99 \
          is the one-way blocking wake-up `adaptive` measures at connect (an HDR histogram of a \
-         few dozen round trips over a channel of the transport's kind) to calibrate its spin. \
+         few dozen round trips over a channel of the transport's kind) to calibrate its spin; \
+         in-run p50/p99 is the measuring side's wake-up latency from the peer's kick, \
+         measured during the run (`wakeup_latency_log2_ns`, the upper bound of a log2 \
+         bucket). \
          `stream-stamp-exchange`: the stamped spin stream with `--share exchange` on both sides \
          (the peer maps only a sealed area with the TX ring and buffers); its ratio column is \
          over `stream-stamp` (`--share guest`) of the same configuration: the cost of \
@@ -342,11 +346,11 @@ fn link_cost(s: &mut String, doc: &Document) {
     );
     let _ = writeln!(
         s,
-        "| workload | transport | notify | wait | size B | Mpps | CPU s/Mpkt | spread | spin hits/pkt | sleeps/pkt | wake/pkt | wake-up p50/p99 µs | × batched SPSC (exchange: × guest) | runs |"
+        "| workload | transport | notify | wait | size B | Mpps | CPU s/Mpkt | spread | spin hits/pkt | sleeps/pkt | wake/pkt | wake-up p50/p99 µs | in-run p50/p99 µs | × batched SPSC (exchange: × guest) | runs |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     );
     for r in &rows {
         let lead = format!(
@@ -358,16 +362,23 @@ fn link_cost(s: &mut String, doc: &Document) {
             r.key.size
         );
         if !r.ok() {
-            let _ = writeln!(s, "{lead}| **failed** | | | | | | | | {} |", runs_text(r));
+            let _ = writeln!(s, "{lead}| **failed** | | | | | | | | | {} |", runs_text(r));
             continue;
         }
         let wake = match (r.metrics.wakeup_p50_us, r.metrics.wakeup_p99_us) {
             (None, None) => "–".to_string(),
             (p50, p99) => format!("{}/{}", g(p50), g(p99)),
         };
+        let in_run = match (
+            r.metrics.wakeup_latency_p50_us,
+            r.metrics.wakeup_latency_p99_us,
+        ) {
+            (None, None) => "–".to_string(),
+            (p50, p99) => format!("{}/{}", g(p50), g(p99)),
+        };
         let _ = writeln!(
             s,
-            "{lead}| {} | {} | {} | {} | {} | {} | {wake} | {} | {} |",
+            "{lead}| {} | {} | {} | {} | {} | {} | {wake} | {in_run} | {} | {} |",
             figure(r, "mpps", r.metrics.mpps),
             figure(r, "cpu_s_per_mpkt", r.metrics.cpu_s_per_mpkt),
             spread_text(r),

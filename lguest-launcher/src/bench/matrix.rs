@@ -145,6 +145,8 @@ pub struct Plan {
     pub counts: Vec<(String, u64)>,
     /// What was left out of the full cross product, and why.
     pub pruning: Vec<String>,
+    /// Packets per run of the capture-cost pairs ([`super::capture`]).
+    pub capture_packets: u64,
 }
 
 /// Stream packets per run (before `--count-scale`): (quick, full).
@@ -379,6 +381,7 @@ pub fn plan(args: &BenchArgs) -> Plan {
         runs,
         counts,
         pruning,
+        capture_packets: stream_n,
     }
 }
 
@@ -540,6 +543,8 @@ fn measurement(cell: &Cell, a: &Stats, b: &Stats) -> Result<Measurement, BenchEr
         sleeps_per_packet: per(|s| s.sleeps),
         wakeup_p50_us: a.wakeup_p50_us,
         wakeup_p99_us: a.wakeup_p99_us,
+        wakeup_latency_p50_us: a.wakeup_latency_p50_us,
+        wakeup_latency_p99_us: a.wakeup_latency_p99_us,
         ..Default::default()
     };
     match cell.workload {

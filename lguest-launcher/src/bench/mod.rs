@@ -36,6 +36,7 @@
 
 pub mod advice;
 pub mod baselines;
+pub mod capture;
 pub mod child;
 pub mod devq;
 mod error;
@@ -173,8 +174,9 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let scratch = ScratchDir::new()?;
     let timeout = Duration::from_secs_f64(args.cell_timeout);
 
-    let total =
-        (plan.baselines.len() + plan.cells.len() + switch_cells.len()) as u64 * plan.runs as u64;
+    let total = (plan.baselines.len() + plan.cells.len() + switch_cells.len()) as u64
+        * plan.runs as u64
+        + 2 * plan.runs as u64;
     let progress = progress_bar(total, args.quiet);
     if !args.quiet && progress.is_hidden() {
         eprintln!(
@@ -209,6 +211,10 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             || progress.inc(1),
         ));
     }
+    progress.set_message("capture cost");
+    let seen = capture::measure(plan.runs, plan.capture_packets, scratch.path(), timeout, || {
+        progress.inc(1)
+    });
     progress.finish_and_clear();
 
     ratios::add_ratios(&mut rows);
@@ -223,8 +229,10 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         targets: Vec::new(),
         advice: advice::Advice::default(),
         results: rows,
+        capture: seen,
     };
     doc.targets = targets::targets(&doc.results);
+    doc.targets.push(doc.capture.target());
     doc.advice = advice::advise(&doc.results);
     let markdown = markdown::markdown(&doc) + &switch::markdown(&doc.results);
     print!("{markdown}");

@@ -36,6 +36,12 @@ pub struct Measurement {
     pub wakeup_p50_us: Option<f64>,
     /// See `wakeup_p50_us`.
     pub wakeup_p99_us: Option<f64>,
+    /// Wake-up latency measured during the run on the measuring side, from
+    /// the peer's kick to running (`wakeup_latency_p50_us` of its stats:
+    /// the upper bound of the log2 bucket), µs; none when it never slept.
+    pub wakeup_latency_p50_us: Option<f64>,
+    /// See `wakeup_latency_p50_us`, 99th percentile.
+    pub wakeup_latency_p99_us: Option<f64>,
     /// Round trip, median, µs.
     pub p50_us: Option<f64>,
     /// Round trip, 99th percentile, µs.
@@ -140,6 +146,8 @@ pub fn combine(runs: &[Measurement]) -> Measurement {
         sleeps_per_packet: med!(sleeps_per_packet),
         wakeup_p50_us: med!(wakeup_p50_us),
         wakeup_p99_us: med!(wakeup_p99_us),
+        wakeup_latency_p50_us: med!(wakeup_latency_p50_us),
+        wakeup_latency_p99_us: med!(wakeup_latency_p99_us),
         p50_us: med!(p50_us),
         p99_us: med!(p99_us),
         p999_us: med!(p999_us),

@@ -154,6 +154,7 @@ impl<T: Transport> Copier<T> {
             peer_head: head,
             rx_head,
             len,
+            rx_first: self.dst.first().copied().unwrap_or(Seg { addr: 0, len: 0 }),
         }))
     }
 }

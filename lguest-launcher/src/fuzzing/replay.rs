@@ -250,6 +250,7 @@ fn poll(
                 peer_head,
                 rx_head,
                 len,
+                ..
             } => Some((peer_head, rx_head, len)),
             Event::Dropped { .. } => None,
         })

@@ -7,6 +7,8 @@ use transport::{Notify, Transport};
 
 /// Send one notification to the peer and count what happened.
 pub fn notify<T: Transport>(t: &T, stats: &mut Stats) -> Result<(), transport::Error> {
+    // Stamped before the write: the peer may run before `notify` returns.
+    crate::wait::latency::mark();
     match t.notify()? {
         Notify::Sent => stats.notifications_sent += 1,
         Notify::AlreadyPending => stats.notifications_pending += 1,

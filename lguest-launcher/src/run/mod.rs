@@ -120,6 +120,7 @@ pub fn main(cfg: &RunConfig) -> ExitCode {
         }
     }
     let control = crate::status::serve(cfg, shared.clone());
+    crate::wait::latency::publish(&cfg.spec.path);
     install_signal_handlers();
     let bar = spawn_helpers(|| {
         start_watchdog(cfg, shared.clone());
@@ -145,6 +146,7 @@ pub fn main(cfg: &RunConfig) -> ExitCode {
         }
     };
     crate::capture::finish(&mut stats);
+    crate::wait::latency::unpublish();
     drop(control);
     write_stats(cfg, &stats);
     let name = &cfg.name;

@@ -441,6 +441,7 @@ impl Session<'_> {
                     .take()
                     .map(|down| Outage { down, up: up_at }),
                 consumed_at_up,
+                peer_stamp: crate::wait::latency::PeerStamp::open(&cfg.spec.path, peer_pid),
             };
             let result = dev.drive(cfg.wait, self.wake);
             let (guest, copier, stats, result) = dev.end(result);

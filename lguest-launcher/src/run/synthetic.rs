@@ -33,6 +33,8 @@ pub(super) struct Synthetic<'a, T: Transport> {
     pub(super) outage: Option<Outage>,
     /// TX chains completed when this link came up.
     pub(super) consumed_at_up: u64,
+    /// The peer's kick stamp, for the wake-up latency histogram.
+    pub(super) peer_stamp: Option<crate::wait::latency::PeerStamp>,
 }
 
 impl<'a, T: Transport> Synthetic<'a, T> {
@@ -76,6 +78,7 @@ impl<'a, T: Transport> Synthetic<'a, T> {
         let result = waiter.run(self).map(|_| ());
         // Counters add up across link generations.
         let counters = waiter.counters();
+        self.counters(counters);
         self.stats.spin_hits += counters.spin_hits;
         self.stats.sleeps += counters.sleeps;
         if wait == Wait::Adaptive {
@@ -241,12 +244,20 @@ impl<T: Transport> Device for Synthetic<'_, T> {
         self.print_notes();
         // Non-blocking look: drains kicks and notices a dead peer.
         self.copier.link().wait(Some(Duration::ZERO))?;
+        if let Ok(o) = self.copier.occupancy() {
+            o.record(&mut self.stats);
+        }
         publish(self.shared, &self.stats, self.started);
         Ok(())
     }
 
     fn next_work_in(&self) -> Option<Duration> {
         self.guest.next_send_in()
+    }
+
+    fn counters(&mut self, c: crate::wait::WaitCounters) {
+        self.stats.link_spin_hits = c.spin_hits;
+        self.stats.link_sleeps = c.sleeps;
     }
 
     fn sleep(&mut self, max: Duration) -> Result<Slept, RunError> {
@@ -266,13 +277,22 @@ impl<T: Transport> Device for Synthetic<'_, T> {
                 std::thread::sleep(next);
                 return Ok(Slept::Woke);
             }
-            if self.copier.link().wait(Some(next))? == Wakeup::Notified {
-                self.stats.wakeups += 1;
-            }
-            return Ok(Slept::Woke);
+            return self.wait(next);
         }
-        if self.copier.link().wait(Some(left.min(max)))? == Wakeup::Notified {
+        self.wait(left.min(max))
+    }
+}
+
+impl<T: Transport> Synthetic<'_, T> {
+    /// Sleep in the transport for at most `max`; a notified wake-up is
+    /// counted, with its latency (`wait::latency`).
+    fn wait(&mut self, max: Duration) -> Result<Slept, RunError> {
+        use crate::wait::latency::{monotonic_ns, record};
+        let slept = monotonic_ns();
+        if self.copier.link().wait(Some(max))? == Wakeup::Notified {
+            let woke = monotonic_ns();
             self.stats.wakeups += 1;
+            record(&mut self.stats, self.peer_stamp.as_mut(), slept, woke);
         }
         Ok(Slept::Woke)
     }

@@ -18,13 +18,22 @@
 //! or down, rates over the last second, uptime.
 //!
 //! `server.rs` is the launcher's side (a thread that samples the shared
-//! stats and answers), `client.rs` the `status` subcommand.
+//! stats and answers), `client.rs` the `status` subcommand, `table.rs` its
+//! human table.
+//!
+//! The live state beyond counters: ring occupancy (`rx_ring_posted`,
+//! `rx_ring_in_use`, `peer_tx_pending`, sampled by the copier's thread
+//! every millisecond it is busy and before each sleep), the current
+//! link's `link_spin_hits`/`link_sleeps`, and the wake-up latency
+//! histogram `wakeup_latency_log2_ns` (see [`crate::wait::latency`]).
 
 mod client;
 mod server;
+mod table;
 
 pub use client::{run, StatusArgs};
-pub use server::{serve, Server};
+pub use server::{launcher_snapshot, serve, serve_with, PortState, Server, Snapshot};
+pub use table::histogram as histogram_line;
 
 use crate::stats::Stats;
 use serde::{Deserialize, Serialize};

@@ -42,15 +42,56 @@ impl Drop for Server {
 /// warning) when the socket cannot be made: status is a convenience, the
 /// run goes on without it.
 pub fn serve(cfg: &crate::cli::config::RunConfig, shared: SharedStats) -> Option<Server> {
+    serve_with(&cfg.spec, &cfg.name, "launcher", launcher_snapshot(shared))
+}
+
+/// What one port says at one look: its name, whether its link is up, its
+/// stats (the stats JSON's keys).
+#[derive(Clone, Debug, Default)]
+pub struct PortState {
+    /// `link` for a launcher, `port-N` (or the member's name) on a switch.
+    pub port: String,
+    /// The peer is there and the run goes on.
+    pub link_up: bool,
+    /// The counters.
+    pub stats: Stats,
+}
+
+/// Something that can say what every port looks like now (called by the
+/// status thread every [`SAMPLE_EVERY`] and for each caller).
+pub type Snapshot = Box<dyn Fn() -> Vec<PortState> + Send>;
+
+/// A launcher's one port, `link`, from the stats its run publishes.
+pub fn launcher_snapshot(shared: SharedStats) -> Snapshot {
+    Box::new(move || {
+        let stats = shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let peer_alive = stats.peer_pid != 0
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(stats.peer_pid as i32), None)
+                .is_ok();
+        vec![PortState {
+            port: "link".into(),
+            link_up: peer_alive && stats.result.is_empty(),
+            stats,
+        }]
+    })
+}
+
+/// [`serve`] for any process: `role` (`launcher`, `vhost-user`, `switch`)
+/// named `name` on rendezvous `spec`, its ports from `snapshot`.
+pub fn serve_with(
+    spec: &crate::cli::config::Spec,
+    name: &str,
+    role: &str,
+    snapshot: Snapshot,
+) -> Option<Server> {
     let pid = std::process::id();
-    let path = socket_path(&cfg.spec.path, pid);
+    let path = socket_path(&spec.path, pid);
     let _ = std::fs::remove_file(&path); // a dead launcher's, same pid
     let listener = match UnixListener::bind(&path) {
         Ok(l) => l,
         Err(e) => {
             eprintln!(
-                "warning: [{}] no control socket {} ({e}); `lguest-launcher status` will not see this launcher",
-                cfg.name,
+                "warning: [{name}] no control socket {} ({e}); `lguest-launcher status` will not see this {role}",
                 path.display()
             );
             return None;
@@ -60,11 +101,12 @@ pub fn serve(cfg: &crate::cli::config::RunConfig, shared: SharedStats) -> Option
     let _ = listener.set_nonblocking(true);
     let stop = Arc::new(AtomicBool::new(false));
     let state = State {
-        name: cfg.name.clone(),
-        sharenet: cfg.spec.to_string(),
-        shared,
+        name: name.to_string(),
+        role: role.to_string(),
+        sharenet: spec.to_string(),
+        snapshot,
         started: Instant::now(),
-        samples: VecDeque::new(),
+        samples: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("status".into())
@@ -80,25 +122,37 @@ pub fn serve(cfg: &crate::cli::config::RunConfig, shared: SharedStats) -> Option
     })
 }
 
+impl Server {
+    /// Remove the socket now (a process that ends with `exit` never drops
+    /// its server).
+    pub fn remove_socket(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 struct Sample {
     at: Instant,
     rx: u64,
     rx_bytes: u64,
     tx: u64,
+    tx_bytes: u64,
 }
 
 struct State {
     name: String,
+    role: String,
     sharenet: String,
-    shared: SharedStats,
+    snapshot: Snapshot,
     started: Instant,
-    samples: VecDeque<Sample>,
+    /// Per port (by index), the last second of samples.
+    samples: Vec<VecDeque<Sample>>,
 }
 
 impl State {
     fn run(mut self, listener: UnixListener, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
-            self.sample();
+            let ports = (self.snapshot)();
+            self.sample(&ports);
             // Nonblocking: stops at WouldBlock, when nobody is waiting.
             while let Ok((conn, _)) = listener.accept() {
                 self.answer(conn);
@@ -107,24 +161,21 @@ impl State {
         }
     }
 
-    fn stats(&self) -> Stats {
-        self.shared
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn sample(&mut self) {
-        let s = self.stats();
+    fn sample(&mut self, ports: &[PortState]) {
         let now = Instant::now();
-        self.samples.push_back(Sample {
-            at: now,
-            rx: s.packets_copied,
-            rx_bytes: s.bytes_copied,
-            tx: s.packets_sent,
-        });
-        while self.samples.len() > 2 && now.duration_since(self.samples[1].at) >= RATE_WINDOW {
-            self.samples.pop_front();
+        self.samples.resize_with(ports.len(), VecDeque::new);
+        for (p, q) in ports.iter().zip(&mut self.samples) {
+            let s = &p.stats;
+            q.push_back(Sample {
+                at: now,
+                rx: s.packets_copied,
+                rx_bytes: s.bytes_copied,
+                tx: s.packets_sent,
+                tx_bytes: s.bytes_sent,
+            });
+            while q.len() > 2 && now.duration_since(q[1].at) >= RATE_WINDOW {
+                q.pop_front();
+            }
         }
     }
 
@@ -145,45 +196,55 @@ impl State {
             }
             Err(_) => return,
         }
-        self.sample();
-        let reply = self.reply();
+        let ports = (self.snapshot)();
+        self.sample(&ports);
+        let reply = self.reply(ports);
         if let Ok(line) = serde_json::to_string(&reply) {
             let _ = writeln!(conn, "{line}");
         }
     }
 
-    fn reply(&self) -> Reply {
-        let stats = self.stats();
-        let (first, last) = (self.samples.front(), self.samples.back());
-        let (mut rx_pps, mut rx_bps, mut tx_pps) = (0.0, 0.0, 0.0);
-        if let (Some(a), Some(b)) = (first, last) {
-            let dt = b.at.duration_since(a.at).as_secs_f64();
-            if dt > 0.0 {
-                rx_pps = (b.rx - a.rx.min(b.rx)) as f64 / dt;
-                rx_bps = (b.rx_bytes - a.rx_bytes.min(b.rx_bytes)) as f64 * 8.0 / dt;
-                tx_pps = (b.tx - a.tx.min(b.tx)) as f64 / dt;
-            }
-        }
-        let peer_alive = stats.peer_pid != 0
-            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(stats.peer_pid as i32), None)
-                .is_ok();
+    fn reply(&self, ports: Vec<PortState>) -> Reply {
+        let ports = ports
+            .into_iter()
+            .zip(&self.samples)
+            .map(|(p, q)| {
+                let (mut rx_pps, mut rx_bps, mut tx_pps, mut tx_bps) = (0.0, 0.0, 0.0, 0.0);
+                if let (Some(a), Some(b)) = (q.front(), q.back()) {
+                    let dt = b.at.duration_since(a.at).as_secs_f64();
+                    let d = |x: u64, y: u64| y.saturating_sub(x) as f64 / dt;
+                    if dt > 0.0 {
+                        rx_pps = d(a.rx, b.rx);
+                        rx_bps = d(a.rx_bytes, b.rx_bytes) * 8.0;
+                        tx_pps = d(a.tx, b.tx);
+                        tx_bps = if b.tx_bytes > 0 {
+                            d(a.tx_bytes, b.tx_bytes) * 8.0
+                        } else {
+                            // A synthetic guest counts packets of --size.
+                            tx_pps * p.stats.size as f64 * 8.0
+                        };
+                    }
+                }
+                Port {
+                    port: p.port,
+                    link_up: p.link_up,
+                    uptime_s: self.started.elapsed().as_secs_f64(),
+                    rx_pps,
+                    rx_bps,
+                    tx_pps,
+                    tx_bps,
+                    stats: p.stats,
+                }
+            })
+            .collect();
         Reply {
             version: VERSION,
-            role: "launcher".into(),
+            role: self.role.clone(),
             name: self.name.clone(),
             pid: std::process::id(),
             sharenet: self.sharenet.clone(),
             socket: String::new(),
-            ports: vec![Port {
-                port: "link".into(),
-                link_up: peer_alive && stats.result.is_empty(),
-                uptime_s: self.started.elapsed().as_secs_f64(),
-                rx_pps,
-                rx_bps,
-                tx_pps,
-                tx_bps: tx_pps * stats.size as f64 * 8.0,
-                stats,
-            }],
+            ports,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! The `virtio_net_hdr` travels unchanged with the frame (GSO and checksum
 //! flags included), to members and to the TAP alike.
 
+use super::capture;
 use super::port::{read_prefix, PutError};
 use super::serve::Switch;
 use super::table::Burst;
@@ -174,6 +175,7 @@ impl<T: Transport + 'static> Switch<'_, T> {
             }
             _ => {
                 self.stats.port(i).drops.malformed += 1;
+                capture::malformed(i, chain);
                 return Route::Done;
             }
         };
@@ -194,6 +196,7 @@ impl<T: Transport + 'static> Switch<'_, T> {
                     burst.rx_packets += 1;
                     burst.rx_bytes += bytes;
                     self.stats.port(i).drops.same_port += 1;
+                    capture::inbound(i, src, &self.segs, len, Some("same_port"));
                     self.table.learn_in(&mut burst.table, srcmac, i, now);
                     return Route::Done;
                 }
@@ -232,8 +235,10 @@ impl<T: Transport + 'static> Switch<'_, T> {
         burst.rx_bytes += bytes;
         if self.targets.is_empty() {
             self.stats.port(i).drops.unknown_port += 1;
+            capture::inbound(i, src, &self.segs, len, Some("unknown_port"));
             return Route::Done;
         }
+        capture::inbound(i, src, &self.segs, len, None);
         self.stats.copies += self.targets.len() as u64;
         if flood {
             self.stats.flooded += 1;
@@ -257,16 +262,23 @@ impl<T: Transport + 'static> Switch<'_, T> {
                     let s = self.stats.port(j);
                     s.tx_packets += 1;
                     s.tx_bytes += bytes;
+                    capture::outbound(j, src, &self.segs, len, false);
                 }
-                Ok(false) => self.stats.port(j).drops.no_room += 1,
+                Ok(false) => {
+                    self.stats.port(j).drops.no_room += 1;
+                    capture::outbound(j, src, &self.segs, len, true);
+                }
                 Err(PutError::Memory(_) | PutError::TooLong(_)) => {
                     // The frame, not the destination, is at fault.
                     self.stats.port(j).drops.no_room += 1;
+                    capture::outbound(j, src, &self.segs, len, true);
                     self.stats.port(i).drops.malformed += 1;
+                    capture::malformed(i, Ok(len));
                 }
                 Err(e) => {
                     // Our own ring or the TAP failed: that port goes.
                     self.stats.port(j).drops.no_room += 1;
+                    capture::outbound(j, src, &self.segs, len, true);
                     self.leave(j, &format!("cannot forward to it: {e}"));
                 }
             }

@@ -73,12 +73,14 @@
 //! is the same port number in the stats and to `status`.
 
 mod accept;
+mod capture;
 mod forward;
 pub mod port;
 pub mod profile;
 mod serve;
 pub mod stats;
 pub mod table;
+mod status;
 
 use crate::cli::config::{Spec, Wait};
 use crate::link::{dispatch, WithTransport};
@@ -173,6 +175,11 @@ pub struct SwitchArgs {
     /// there.
     #[arg(long, value_name = "US")]
     pub spin_us: Option<u64>,
+    /// `--capture FILE.pcapng [--snaplen BYTES]`: one interface per port
+    /// (`port-N`), frames in and out, drops with their reason (see
+    /// `switch/capture.rs`).
+    #[command(flatten)]
+    pub capture: crate::capture::CaptureArgs,
 }
 
 fn parse_ports(s: &str) -> Result<usize, String> {
@@ -280,6 +287,12 @@ pub fn run(args: &SwitchArgs) -> ExitCode {
         wait,
         spin: spin_us.filter(|&us| us > 0).map(Duration::from_micros),
     };
+    if let Some(c) = args.capture.config() {
+        if let Err(e) = capture::start(&c, &cfg) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     crate::run::install_signal_handlers();
     match dispatch(cfg.spec.kind, Serve { cfg: &cfg }) {
         Ok(stats) => {

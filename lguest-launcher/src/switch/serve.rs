@@ -70,6 +70,8 @@ pub(super) struct Switch<'a, T: Transport> {
     tap_offloads: Option<u32>,
     pub(super) tap_buf: Vec<u8>,
     pub(super) scratch: Vec<u8>,
+    /// The control socket (`status`).
+    status: super::status::Status,
 }
 
 impl<'a, T: Transport + 'static> Switch<'a, T> {
@@ -170,6 +172,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             tap_offloads: None,
             tap_buf: Vec::new(),
             scratch: Vec::new(),
+            status: super::status::serve(cfg),
         };
         sw.set_tap_offloads();
         Ok(sw)
@@ -197,6 +200,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         self.stop.store(true, Ordering::Relaxed);
         let result = self.done.take().unwrap_or_else(|| "ok".into());
         self.write_stats(&result);
+        super::capture::finish(&self.stats);
         Ok(self.stats)
     }
 
@@ -208,6 +212,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         self.stats.aged_out = self.table.aged_out;
         self.stats.table_full = self.table.full;
         self.stats.table_entries = self.table.len();
+        self.status.publish(&self.stats);
         if let Some(p) = &self.cfg.stats_json {
             if let Err(e) = self.stats.write_json(p) {
                 eprintln!(
@@ -282,6 +287,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
                 self.busy[n].store(true, Ordering::Relaxed);
                 self.ports[n] = Some(port);
                 self.stats.joins += 1;
+                super::capture::note(n, format!("member pid {pid} joined port {n}"));
                 let s = self.stats.port(n);
                 s.joins += 1;
                 s.pid = pid;
@@ -346,6 +352,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         if !self.cfg.quiet {
             eprintln!("[switch] port {n}: member pid {} left: {why}", port.pid);
         }
+        super::capture::note(n, format!("member pid {} left port {n}: {why}", port.pid));
         drop(port);
         if self.cfg.spec.kind != Kind::Fifo {
             let macs = self.table.macs_on(n);
@@ -376,6 +383,8 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
 
     /// Publish both rings of every port and kick the members that asked.
     fn flush(&mut self) {
+        super::capture::turn_done(&mut self.stats);
+        self.status.tick(&self.stats);
         for n in 0..self.ports.len() {
             let Some(p) = self.ports[n].as_mut() else {
                 continue;

@@ -99,6 +99,10 @@ pub struct SwitchStats {
     pub spin_budget_us: Option<f64>,
     /// CPU seconds the switch used (user + system).
     pub cpu_s: f64,
+    /// `--capture`: records handed to the capture writer.
+    pub capture_records: u64,
+    /// `--capture`: records skipped because the writer was behind.
+    pub capture_skipped: u64,
     /// Seconds the switch ran.
     pub elapsed_s: f64,
     /// `running`, `ok`, or what ended the switch.

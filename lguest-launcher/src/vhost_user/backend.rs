@@ -570,7 +570,10 @@ impl<T: Transport + 'static> VhostUserBackendMut for NetBackend<T> {
             _ if device_event == super::LINK_EVENT => {
                 if let Some(link) = self.link.as_mut() {
                     match link.copier.link().wait(Some(Duration::ZERO)) {
-                        Ok(transport::Wakeup::Notified) => link.stats.wakeups += 1,
+                        Ok(transport::Wakeup::Notified) => {
+                            link.stats.wakeups += 1;
+                            super::seen::woke(&mut link.stats);
+                        }
                         Ok(transport::Wakeup::Timeout) => {}
                         Err(e) => self.link_failed(LinkError::Transport(e)),
                     }

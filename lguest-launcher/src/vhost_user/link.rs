@@ -292,6 +292,7 @@ static EXITING: Mutex<()> = Mutex::new(());
 /// caller blocks here until the first has exited the process.
 pub(super) fn exit_with(args: &VhostArgs, stats: &Stats, line: &str, code: u8) -> ! {
     let _once = EXITING.lock().unwrap_or_else(|p| p.into_inner());
+    super::seen::finish(stats);
     if let Some(p) = &args.stats_json {
         if let Err(e) = stats.write_json(p) {
             eprintln!("warning: cannot write stats to {}: {e}", p.display());
@@ -310,6 +311,7 @@ pub(super) fn watch<T: Transport + 'static>(backend: &Arc<RwLock<NetBackend<T>>>
     loop {
         std::thread::sleep(WATCH_EVERY);
         let mut b = backend.write().unwrap_or_else(|p| p.into_inner());
+        super::seen::publish(b.link.as_ref());
         let Some(link) = b.link.as_mut() else {
             return;
         };

@@ -196,6 +196,7 @@ mod exchange;
 mod features;
 mod link;
 mod qemu72_relay;
+mod seen;
 mod sockets;
 
 use crate::cli::config::{Share, Spec, Writes};
@@ -237,6 +238,11 @@ pub struct VhostArgs {
     /// Write stats JSON here when the VM or the peer leaves.
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
+    /// `--capture FILE.pcapng [--snaplen BYTES]`: what the peer sends our
+    /// VM (interface `vhost-PID-rx`); a frame whose virtio_net_hdr asks
+    /// for GSO or a partial checksum says so in its comment.
+    #[command(flatten)]
+    pub capture: crate::capture::CaptureArgs,
     /// No connection lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -389,6 +395,12 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Capture, control socket (`status`) and kick stamp: `seen.rs`.
+    if let Err(line) = seen::start(args) {
+        eprintln!("error: {line}");
+        let _ = std::fs::remove_file(&args.socket);
+        return ExitCode::from(2);
+    }
     let mut net = NetBackend::<T>::new(args.clone());
     if args.share == Share::Exchange {
         match exchange::Exchange::create() {

@@ -64,6 +64,11 @@ impl DeviceQueue {
         self
     }
 
+    /// The queue's size (entries).
+    pub fn size(&self) -> u16 {
+        self.off.size
+    }
+
     /// Where we are: `(last_avail, next_used)` — the next chain we will
     /// take and the next used slot we will fill (what vhost-user's
     /// `GET_VRING_BASE` reports).
@@ -122,11 +127,6 @@ impl DeviceQueue {
             self.off.avail_ring(self.last_avail.wrapping_add(n)),
             Ordering::Relaxed,
         )?)
-    }
-
-    /// The number of descriptors (and so of chains the ring can hold).
-    pub fn size(&self) -> u16 {
-        self.off.size
     }
 
     /// Walk the chain at `head` into `segs`, checking every descriptor: index

@@ -28,6 +28,7 @@
 //! notifications armed, and the next event calls it again.
 
 mod budget;
+pub mod latency;
 
 pub use budget::{SpinBudget, MAX_SPIN, MIN_SPIN};
 
@@ -102,6 +103,9 @@ pub trait Device {
     fn next_work_in(&self) -> Option<Duration> {
         None
     }
+    /// The loop's counters so far, handed over just before each
+    /// [`Device::tick`] (live status). Default: not wanted.
+    fn counters(&mut self, _: WaitCounters) {}
 }
 
 /// What the wait loop did, for the stats.
@@ -182,6 +186,7 @@ impl WaitLoop {
             let last = *self.last_tick.get_or_insert(now);
             if now.duration_since(last) >= TICK_EVERY {
                 self.last_tick = Some(now);
+                dev.counters(self.counters);
                 dev.tick(now)?;
             }
             if busy {
