@@ -7,6 +7,42 @@ use crate::memory::{GuestMap, Region};
 use std::sync::atomic::{fence, Ordering};
 use transport::RingInfo;
 
+/// A chain [`DeviceQueue::walk_chain`] read and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chain {
+    /// One descriptor (every frame of a synthetic guest, most of a VM's):
+    /// its buffer, as an offset in the mapping.
+    One(Seg),
+    /// Several: their buffers are in the `segs` the walk was given; the
+    /// chain's total length.
+    Many(u32),
+}
+
+impl Chain {
+    /// Bytes in the chain.
+    #[inline]
+    pub fn len(&self) -> u32 {
+        match *self {
+            Chain::One(s) => s.len,
+            Chain::Many(total) => total,
+        }
+    }
+
+    /// Never true: a chain of no bytes is refused as [`ChainError::BadLength`].
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Descriptors the walk kept (`segs.len()` for [`Chain::Many`]).
+    #[inline]
+    pub fn descriptors(&self, segs: &[Seg]) -> usize {
+        match self {
+            Chain::One(_) => 1,
+            Chain::Many(_) => segs.len(),
+        }
+    }
+}
+
 /// The device side of a ring: the peer's TX ring (in the peer's memory) or
 /// our own RX ring. Nothing read here is trusted. Ring and buffer addresses
 /// are guest-physical and go through the memory's [`GuestMap`].
@@ -132,13 +168,41 @@ impl DeviceQueue {
         writable: bool,
         segs: &mut Vec<Seg>,
     ) -> Result<u32, ChainError> {
+        match self.walk_chain(head, writable, segs)? {
+            Chain::One(seg) => {
+                segs.push(seg);
+                Ok(seg.len)
+            }
+            Chain::Many(total) => Ok(total),
+        }
+    }
+
+    /// [`DeviceQueue::read_chain`] for the per-packet path: a chain of one
+    /// descriptor comes back as [`Chain::One`] and `segs` stays empty (no
+    /// vector traffic per packet); a longer chain is walked into `segs` as
+    /// `read_chain` does and comes back as [`Chain::Many`]. The checks are
+    /// the same, and on failure `segs` holds the descriptors read before
+    /// the failing one, as with `read_chain`.
+    #[inline(always)]
+    pub fn walk_chain(
+        &mut self,
+        head: u16,
+        writable: bool,
+        segs: &mut Vec<Seg>,
+    ) -> Result<Chain, ChainError> {
         segs.clear();
         let (seg, next) = self.read_desc(head, writable)?;
-        segs.push(seg);
         match next {
-            None if seg.len == 0 => Err(ChainError::BadLength { total: 0 }),
-            None => Ok(seg.len),
-            Some(next) => self.read_rest(next, writable, segs, seg.len as u64),
+            None if seg.len == 0 => {
+                segs.push(seg); // read and kept, as for a longer chain
+                Err(ChainError::BadLength { total: 0 })
+            }
+            None => Ok(Chain::One(seg)),
+            Some(next) => {
+                segs.push(seg);
+                self.read_rest(next, writable, segs, seg.len as u64)
+                    .map(Chain::Many)
+            }
         }
     }
 
@@ -222,6 +286,23 @@ impl DeviceQueue {
                 *slot = Some((addr, len, offset));
                 Some(offset)
             }
+        }
+    }
+
+    /// Start fetching the first cache line of the buffer of the chain
+    /// `ahead` places after the next one; the caller knows it is available
+    /// (`ahead < pending`). The buffer is found through the translation
+    /// cache of the chain's head descriptor, as last checked: nothing is
+    /// read from the descriptor here, nothing is trusted, and a stale or
+    /// hostile entry only prefetches a line of our mapping in vain.
+    #[inline]
+    pub fn prefetch_ahead(&self, ahead: u16) {
+        let at = self.off.avail_ring(self.last_avail.wrapping_add(ahead));
+        let Ok(head) = self.mem.load_u16("avail ring", at, Ordering::Relaxed) else {
+            return;
+        };
+        if let Some(&Some((_, _, offset))) = self.xlat.get(head as usize) {
+            self.mem.prefetch(offset);
         }
     }
 

@@ -160,6 +160,32 @@ impl DriverQueue {
         Ok(Some((id, addr)))
     }
 
+    /// Post again, unchanged, the one-descriptor chain `id` that
+    /// [`DriverQueue::pop_used`] just returned: one avail entry, no
+    /// descriptor store and no comparison (its descriptor is what
+    /// [`DriverQueue::add_slot`] last wrote, as `written` records). For a
+    /// buffer tied to its slot whose descriptor never changes, as every RX
+    /// buffer of the synthetic guest. False, with nothing posted, when `id`
+    /// is not the chain freed last.
+    #[inline]
+    pub fn repost(&mut self, id: u16) -> Result<bool, RingError> {
+        if self.free.last() != Some(&id) {
+            return Ok(false);
+        }
+        self.mem.store_u16(
+            "avail ring",
+            self.off.avail_ring(self.next_avail),
+            id,
+            Ordering::Relaxed,
+        )?;
+        self.free.pop();
+        self.next[id as usize] = 0;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        self.chain_len[id as usize] = 1;
+        self.in_flight += 1;
+        Ok(true)
+    }
+
     /// Make everything added since the last publish visible to the device.
     /// Returns `(old, new)` avail indexes for the kick decision.
     pub fn publish(&mut self) -> Result<(u16, u16), RingError> {
