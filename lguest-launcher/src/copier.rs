@@ -41,9 +41,16 @@ use crate::memory::{GuestMap, OutOfBounds, Region};
 use crate::virtq::{Chain, ChainError, DeviceQueue, NotifyMode, RingError, Seg};
 use transport::{RingInfo, Transport};
 
-/// How many chains ahead [`Copier::poll`] prefetches the peer's frame:
-/// about one cross-core miss (~100 ns here) of copying ahead.
-const PREFETCH_AHEAD: u16 = 4;
+/// Chains one [`Copier::poll`] takes at most (below the garbage bound
+/// [`POLL_CHAINS`]): both used indexes are published per burst, so the peer
+/// gets its TX buffers back and refills them while we copy the next
+/// burst. Taking everything per poll made the two sides take turns (the
+/// stats showed ~257 chains per poll: the sender idle while we copied a
+/// whole ring, then we idle while it refilled). Pinned spinning stamped
+/// streams, same session, alternating: 64 per burst moved 1.3–1.4x the
+/// packets of no cap (32: 1.15–1.2x; 128 like 64). The wait loop polls
+/// again at once after a busy turn, so nothing waits for a kick.
+pub const POLL_BURST: u16 = 64;
 
 /// Why the copier stopped the link.
 #[derive(Debug, thiserror::Error)]
@@ -326,18 +333,10 @@ impl<T: Transport> Copier<T> {
         let mut rx_room = 0u16;
         // Descriptors read this poll (both rings), against POLL_DESCRIPTORS.
         let mut read = 0usize;
-        let chains = pending.min(POLL_CHAINS);
-        for k in 1..PREFETCH_AHEAD.min(chains) {
-            self.peer_tx.prefetch_ahead(k);
-        }
-        for i in 0..chains {
+        let chains = pending.min(POLL_CHAINS).min(POLL_BURST);
+        for _ in 0..chains {
             if read >= POLL_DESCRIPTORS {
                 break;
-            }
-            // The frame the peer wrote a few chains ahead is in its CPU's
-            // cache: ask for it now, so that miss overlaps this copy.
-            if i + PREFETCH_AHEAD < chains {
-                self.peer_tx.prefetch_ahead(PREFETCH_AHEAD);
             }
             let head = self.peer_tx.peek_head().map_err(CopyError::PeerRing)?;
             let ev = self.copy_one(head, &mut rx_room)?;

@@ -224,28 +224,6 @@ impl Region {
         Ok(())
     }
 
-    /// Hint the CPU to start loading the cache line at `offset` (ignored
-    /// outside the mapping). A prefetch reads no value into the program and
-    /// cannot fault: it only moves a line closer, so a cross-core miss on a
-    /// frame the peer just wrote overlaps the work on the frames before it.
-    #[inline(always)]
-    pub fn prefetch(&self, offset: u64) {
-        if offset < self.len {
-            let p = self.ptr(offset as usize);
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `p` is inside the mapping (checked above); PREFETCHT0
-            // is a hint that reads nothing into the program and never
-            // faults, so neither bounds nor a racing peer write matter.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    p as *const i8,
-                )
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = p;
-        }
-    }
-
     /// Copy `len` bytes from `src` at `src_off` to `self` at `dst_off`. Both
     /// ranges are checked; the two mappings are distinct (ours and the
     /// peer's), or the ranges are buffers of one mapping, which a hostile

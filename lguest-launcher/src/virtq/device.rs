@@ -60,6 +60,11 @@ pub struct DeviceQueue {
     /// Every descriptor is still read once and every field checked; this
     /// only remembers the result of a pure function of two of them.
     xlat: Vec<Option<(u64, u32, u64)>>,
+    /// The used index we last published (`None` until our first
+    /// publication, which reads it from the ring once). We are its only
+    /// writer, so the old value for the suppression check comes from here,
+    /// not from whatever a peer may have scribbled on the shared field.
+    used_published: Option<u16>,
 }
 
 impl DeviceQueue {
@@ -88,6 +93,7 @@ impl DeviceQueue {
             last_avail: 0,
             next_used: 0,
             xlat: vec![None; info.size as usize],
+            used_published: None,
         })
     }
 
@@ -97,6 +103,7 @@ impl DeviceQueue {
     pub fn with_state(mut self, last_avail: u16, next_used: u16) -> Self {
         self.last_avail = last_avail;
         self.next_used = next_used;
+        self.used_published = None;
         self
     }
 
@@ -289,23 +296,6 @@ impl DeviceQueue {
         }
     }
 
-    /// Start fetching the first cache line of the buffer of the chain
-    /// `ahead` places after the next one; the caller knows it is available
-    /// (`ahead < pending`). The buffer is found through the translation
-    /// cache of the chain's head descriptor, as last checked: nothing is
-    /// read from the descriptor here, nothing is trusted, and a stale or
-    /// hostile entry only prefetches a line of our mapping in vain.
-    #[inline]
-    pub fn prefetch_ahead(&self, ahead: u16) {
-        let at = self.off.avail_ring(self.last_avail.wrapping_add(ahead));
-        let Ok(head) = self.mem.load_u16("avail ring", at, Ordering::Relaxed) else {
-            return;
-        };
-        if let Some(&Some((_, _, offset))) = self.xlat.get(head as usize) {
-            self.mem.prefetch(offset);
-        }
-    }
-
     /// We are done with the chain we peeked: move past it.
     pub fn advance(&mut self) {
         self.last_avail = self.last_avail.wrapping_add(1);
@@ -323,9 +313,12 @@ impl DeviceQueue {
 
     /// Publish the used entries added so far. Returns `(old, new)`.
     pub fn publish_used(&mut self) -> Result<(u16, u16), RingError> {
-        let old = self
-            .mem
-            .load_u16("used idx", self.off.used_idx(), Ordering::Relaxed)?;
+        let old = match self.used_published {
+            Some(old) => old,
+            None => self
+                .mem
+                .load_u16("used idx", self.off.used_idx(), Ordering::Relaxed)?,
+        };
         // Release: the packet bytes we copied and the used entries are
         // visible before the driver can see the new index.
         self.mem.store_u16(
@@ -334,6 +327,7 @@ impl DeviceQueue {
             self.next_used,
             Ordering::Release,
         )?;
+        self.used_published = Some(self.next_used);
         Ok((old, self.next_used))
     }
 

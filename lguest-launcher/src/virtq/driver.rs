@@ -36,6 +36,12 @@ pub struct DriverQueue {
     /// it are popped without loading the shared index again, so a batch
     /// costs one acquire load, not one per entry.
     used_seen: u16,
+    /// The avail index we last published (`None` until our first
+    /// publication reads it from the ring): we are its only writer, so
+    /// [`DriverQueue::publish`] takes the old value from here rather than
+    /// from the shared field, which a peer mapping our memory could have
+    /// scribbled on.
+    avail_published: Option<u16>,
 }
 
 impl DriverQueue {
@@ -53,6 +59,7 @@ impl DriverQueue {
             next_avail: 0,
             last_used: 0,
             used_seen: 0,
+            avail_published: None,
         }
     }
 
@@ -189,9 +196,12 @@ impl DriverQueue {
     /// Make everything added since the last publish visible to the device.
     /// Returns `(old, new)` avail indexes for the kick decision.
     pub fn publish(&mut self) -> Result<(u16, u16), RingError> {
-        let old = self
-            .mem
-            .load_u16("avail idx", self.off.avail_idx(), Ordering::Relaxed)?;
+        let old = match self.avail_published {
+            Some(old) => old,
+            None => self
+                .mem
+                .load_u16("avail idx", self.off.avail_idx(), Ordering::Relaxed)?,
+        };
         // Release: descriptors and ring entries written above are visible
         // before the device can see the new index.
         self.mem.store_u16(
@@ -200,6 +210,7 @@ impl DriverQueue {
             self.next_avail,
             Ordering::Release,
         )?;
+        self.avail_published = Some(self.next_avail);
         Ok((old, self.next_avail))
     }
 
