@@ -41,8 +41,19 @@ mod mergeable;
 
 use crate::garbage::{GarbageBudget, POLL_CHAINS, POLL_DESCRIPTORS};
 use crate::memory::{GuestMap, OutOfBounds, Region};
-use crate::virtq::{ChainError, DeviceQueue, NotifyMode, RingError, Seg};
+use crate::virtq::{Chain, ChainError, DeviceQueue, NotifyMode, RingError, Seg};
 use transport::{RingInfo, Transport};
+
+/// Chains one [`Copier::poll`] takes at most (below the garbage bound
+/// [`POLL_CHAINS`]): both used indexes are published per burst, so the peer
+/// gets its TX buffers back and refills them while we copy the next
+/// burst. Taking everything per poll made the two sides take turns (the
+/// stats showed ~257 chains per poll: the sender idle while we copied a
+/// whole ring, then we idle while it refilled). Pinned spinning stamped
+/// streams, same session, alternating: 64 per burst moved 1.3–1.4x the
+/// packets of no cap (32: 1.15–1.2x; 128 like 64). The wait loop polls
+/// again at once after a busy turn, so nothing waits for a kick.
+pub const POLL_BURST: u16 = 64;
 
 /// Why the copier stopped the link.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +136,9 @@ pub enum Event {
 pub struct Outcome {
     /// Frames delivered into our RX ring.
     pub moved: usize,
+    /// Their bytes, counted per poll so the caller need not walk
+    /// [`Copier::events`] for them.
+    pub bytes: u64,
     /// Peer chains dropped.
     pub dropped: usize,
     /// The peer had a chain but our guest had posted no RX buffer: it was
@@ -188,6 +202,9 @@ pub struct Copier<T: Transport> {
     src: Vec<Seg>,
     dst: Vec<Seg>,
     events: Vec<Event>,
+    /// Descriptors the last [`Copier::copy_one`] read (both chains, plus
+    /// the one each walk stopped at): what the poll charges its budgets.
+    walked: usize,
     garbage: GarbageBudget,
     guest_features: u64,
     offload: fallback::OffloadState,
@@ -267,6 +284,7 @@ impl<T: Transport> Copier<T> {
             src: Vec::with_capacity(8),
             dst: Vec::with_capacity(8),
             events: Vec::with_capacity(256),
+            walked: 0,
             garbage: GarbageBudget::default(),
             guest_features: 0,
             offload: fallback::OffloadState::default(),
@@ -378,25 +396,31 @@ impl<T: Transport> Copier<T> {
         let mut rx_room = 0u16;
         // Descriptors read this poll (both rings), against POLL_DESCRIPTORS.
         let mut read = 0usize;
-        for _ in 0..pending.min(POLL_CHAINS) {
+        let chains = pending.min(POLL_CHAINS).min(POLL_BURST);
+        for _ in 0..chains {
             if read >= POLL_DESCRIPTORS {
                 break;
             }
             let head = self.peer_tx.peek_head().map_err(CopyError::PeerRing)?;
-            self.dst.clear();
             // A segmented frame's deliveries but the last are pushed by
             // `copy_one` itself.
             let before = self.events.len();
             let ev = self.copy_one(head, &mut rx_room)?;
-            // What walking the chains cost: every descriptor `read_chain`
-            // kept, plus the one each walk stopped at.
-            let cost = self.src.len() + self.dst.len() + 2;
+            let cost = self.walked;
             read += cost;
             match ev {
                 Some(ev) => {
-                    out.moved += self.events.len() - before;
+                    for e in &self.events[before..] {
+                        if let Event::Delivered { len, .. } = e {
+                            out.moved += 1;
+                            out.bytes += u64::from(*len);
+                        }
+                    }
                     match ev {
-                        Event::Delivered { .. } => out.moved += 1,
+                        Event::Delivered { len, .. } => {
+                            out.moved += 1;
+                            out.bytes += len as u64;
+                        }
                         Event::Dropped { .. } => {
                             out.dropped += 1;
                             out.throttled = self.garbage.charge(cost);
@@ -454,18 +478,28 @@ impl<T: Transport> Copier<T> {
     /// guest has no RX buffer posted (nothing consumed). `rx_room` is how
     /// many RX chains our guest had posted at the last look at its avail
     /// index, less those used since; we look again only when it is 0.
+    ///
+    /// Sets `walked`: every descriptor the two walks kept, plus
+    /// the one each walk stopped at. Chains of one descriptor on both sides
+    /// (every synthetic frame, most of a VM's) are copied straight from
+    /// the two checked descriptors, without filling `src`/`dst`.
     #[inline]
     fn copy_one(&mut self, head: u16, rx_room: &mut u16) -> Result<Option<Event>, CopyError> {
+        self.dst.clear();
         let dropped = |reason| {
             Ok(Some(Event::Dropped {
                 peer_head: head,
                 reason,
             }))
         };
-        let len = match self.peer_tx.read_chain(head, false, &mut self.src) {
-            Ok(len) => len,
+        let src = self.peer_tx.walk_chain(head, false, &mut self.src);
+        self.walked = self.src.len() + 2;
+        let src = match src {
+            Ok(chain) => chain,
             Err(e) => return dropped(DropReason::Malformed(e)),
         };
+        self.walked = src.descriptors(&self.src) + 2;
+        let len = src.len();
         if *rx_room == 0 {
             *rx_room = self.own_rx.pending().map_err(CopyError::OwnRing)?;
             if *rx_room == 0 {
@@ -473,11 +507,15 @@ impl<T: Transport> Copier<T> {
             }
         }
         let rx_head = self.own_rx.peek_head().map_err(CopyError::OwnRing)?;
-        let room = self
+        let dst = self
             .own_rx
-            .read_chain(rx_head, true, &mut self.dst)
+            .walk_chain(rx_head, true, &mut self.dst)
             .map_err(|e| CopyError::OwnRing(RingError::OwnChain(e)))?;
+        self.walked += dst.descriptors(&self.dst);
+        let room = dst.len();
         if len > room {
+            // The slower paths below read the pieces from `src`/`dst`.
+            self.spill(src, dst);
             if self.offload.on {
                 // A GSO frame our guest does not take may fit once
                 // segmented (crate::offload); a bad header is dropped.
@@ -492,7 +530,20 @@ impl<T: Transport> Copier<T> {
             // A frame larger than any buffer we post: drop it.
             return dropped(DropReason::Oversized { len, room });
         }
-        if gather_scatter(&self.own_mem, &self.dst, &self.peer_mem, &self.src).is_err() {
+        let copied = match (src, dst) {
+            (Chain::One(s), Chain::One(d)) => {
+                // `dst` names our buffer for the header checks, the
+                // num_buffers store and the capture tap.
+                self.dst.push(d);
+                self.own_mem
+                    .copy_from(d.addr, &self.peer_mem, s.addr, len as u64)
+            }
+            _ => {
+                self.spill(src, dst);
+                gather_scatter(&self.own_mem, &self.dst, &self.peer_mem, &self.src).map(|_| ())
+            }
+        };
+        if copied.is_err() {
             return dropped(DropReason::Malformed(ChainError::OutOfBounds {
                 addr: 0,
                 len,
@@ -503,6 +554,17 @@ impl<T: Transport> Copier<T> {
             return self.offload_copied(head, rx_head, len, rx_room);
         }
         self.deliver_copied(head, rx_head, len, rx_room).map(Some)
+    }
+
+    /// Put a one-descriptor chain's buffer into `src`/`dst` as a walk of
+    /// several leaves them there.
+    fn spill(&mut self, src: Chain, dst: Chain) {
+        if let Chain::One(s) = src {
+            self.src.push(s);
+        }
+        if let Chain::One(d) = dst {
+            self.dst.push(d);
+        }
     }
 
     /// The frame of `len` bytes is in our RX chain `rx_head`: take the

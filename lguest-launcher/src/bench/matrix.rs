@@ -95,7 +95,24 @@ pub struct Cell {
     pub count: u64,
 }
 
+/// Runs of a stamped spin cell (`stream-stamp`, `--wait spin`) whenever
+/// the bench repeats cells at all (`--runs` above 1): the check that the
+/// slowest of 5 back-to-back runs is at least 0.7× the fastest (no slow
+/// mode, issue 13) needs 5 of them.
+pub const STABILITY_RUNS: u32 = 5;
+
 impl Cell {
+    /// How many times to run this cell when the bench asks for `runs`:
+    /// [`STABILITY_RUNS`] at least for a stamped spin cell, unless a single
+    /// run was asked for (the CI smoke test).
+    pub fn runs(&self, runs: u32) -> u32 {
+        if runs > 1 && self.workload == CellWorkload::StampStream && self.wait == Wait::Spin {
+            runs.max(STABILITY_RUNS)
+        } else {
+            runs
+        }
+    }
+
     /// `--payload` for both sides: stamps for the link-cost and paced
     /// cells, full verification for the matrix.
     fn payload(&self) -> &'static str {

@@ -174,9 +174,12 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let scratch = ScratchDir::new()?;
     let timeout = Duration::from_secs_f64(args.cell_timeout);
 
-    let total = (plan.baselines.len() + plan.cells.len() + switch_cells.len()) as u64
-        * plan.runs as u64
-        + 2 * plan.runs as u64;
+    let total = (plan.baselines.len() + switch_cells.len() + 2) as u64 * plan.runs as u64
+        + plan
+            .cells
+            .iter()
+            .map(|c| c.runs(plan.runs) as u64)
+            .sum::<u64>();
     let progress = progress_bar(total, args.quiet);
     if !args.quiet && progress.is_hidden() {
         eprintln!(
@@ -195,9 +198,8 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     for (i, cell) in plan.cells.iter().enumerate() {
         progress.set_message(cell.label());
-        let row = matrix::measure(cell, i, plan.runs, scratch.path(), timeout, || {
-            progress.inc(1)
-        });
+        let runs = cell.runs(plan.runs);
+        let row = matrix::measure(cell, i, runs, scratch.path(), timeout, || progress.inc(1));
         rows.push(row);
     }
     for (i, cell) in switch_cells.iter().enumerate() {

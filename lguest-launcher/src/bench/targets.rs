@@ -14,6 +14,8 @@
 //! * a stamped stream (`--payload stamp`, the link's own cost) spinning
 //!   moves at least half the packets of `baseline-spsc-batched`, at 64 and
 //!   1500 B;
+//! * over [`STABILITY_RUNS`] back-to-back runs of each stamped spin cell,
+//!   the slowest is at least 0.7× the fastest (no slow mode);
 //! * `adaptive` costs at most 1.2× the CPU per packet of `sleep` on a
 //!   stream paced at 10 kpps, and moves at least 0.9× the packets of
 //!   `spin` at full rate (stamped, 64 and 1500 B).
@@ -21,6 +23,7 @@
 //! A target without a successful cell to judge by is reported as "no
 //! data", never as met.
 
+use super::matrix::STABILITY_RUNS;
 use super::row::{find, highest, lowest, Row};
 use serde::Serialize;
 
@@ -174,6 +177,15 @@ fn link_targets(rows: &[Row], out: &mut Vec<Target>) {
             },
         );
     }
+    for size in [64, 1500] {
+        let label = format!(
+            "stream spin, --payload stamp, {size} B: slowest of {STABILITY_RUNS} runs ≥ 0.7× the fastest"
+        );
+        out.push(match cell("stream-stamp", "spin", size) {
+            Some(r) => stability(r, label),
+            None => no_data(&label),
+        });
+    }
     let label = "adaptive at 10 kpps (64 B, stamp): CPU per packet ≤ 1.2× sleep".to_string();
     let cpu = |wait| cell("stream-10kpps", wait, 64).and_then(|r| r.metrics.cpu_s_per_mpkt);
     out.push(match (cpu("adaptive"), cpu("sleep")) {
@@ -195,6 +207,31 @@ fn link_targets(rows: &[Row], out: &mut Vec<Target>) {
             },
             _ => no_data(&label),
         });
+    }
+}
+
+/// No slow mode: the slowest run of a cell at least 0.7× its fastest,
+/// over at least [`STABILITY_RUNS`] runs, none failed.
+fn stability(r: &Row, target: String) -> Target {
+    let Some(s) = r.spread.as_ref().filter(|s| s.max > 0.0) else {
+        return no_data(&target);
+    };
+    let enough = r.runs + r.failed_runs >= STABILITY_RUNS;
+    let ratio = s.min / s.max;
+    Target {
+        measured: format!(
+            "{ratio:.2}× ({:.2}–{:.2} {} over {} runs{})",
+            s.min,
+            s.max,
+            s.unit,
+            r.runs,
+            match r.failed_runs {
+                0 => String::new(),
+                n => format!(", {n} failed"),
+            }
+        ),
+        met: enough.then_some(ratio >= 0.7 && r.failed_runs == 0),
+        target,
     }
 }
 

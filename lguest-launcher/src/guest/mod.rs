@@ -336,7 +336,7 @@ impl Guest {
             };
             step.progress = true;
             self.receive(id, len, stats)?;
-            self.post_rx()?;
+            self.repost_rx(id)?;
             reposted = true;
             if !self.rx_delay.is_zero() {
                 std::thread::sleep(self.rx_delay);

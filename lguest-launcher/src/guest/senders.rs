@@ -47,7 +47,24 @@ impl Guest {
 
     /// Account one intact data frame `seq` to the current sender; false
     /// when it is out of sequence.
+    #[inline]
     pub(super) fn account_seq(&mut self, seq: u64) -> bool {
+        // Every frame but a sender's first and those out of sequence: the
+        // next of the sender we have a record for.
+        let pid = self.sender.map_or(0, |(p, _)| p);
+        if let Some(s) = self.senders.last_mut() {
+            if s.pid == pid && seq == s.last_seq.wrapping_add(1) && seq > s.last_seq {
+                s.received += 1;
+                s.last_seq = seq;
+                return true;
+            }
+        }
+        self.account_seq_slow(seq)
+    }
+
+    /// [`Guest::account_seq`] for a new sender or a frame out of sequence.
+    #[inline(never)]
+    fn account_seq_slow(&mut self, seq: u64) -> bool {
         let pid = self.sender.map_or(0, |(p, _)| p);
         let fresh = self.senders.last().is_none_or(|s| s.pid != pid);
         if fresh {

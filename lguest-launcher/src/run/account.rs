@@ -25,6 +25,17 @@ pub fn account<T: Transport>(
     stats: &mut Stats,
 ) -> Result<(), transport::Error> {
     let tap = crate::capture::tap();
+    // Deliveries are counted per poll; the events are walked only when
+    // something needs each one (a capture tap, a drop to classify).
+    stats.packets_copied += out.moved as u64;
+    stats.bytes_copied += out.bytes;
+    if out.rx_full {
+        stats.rx_ring_full += 1;
+    }
+    stats.add_offloads(copier.take_offload_counts());
+    if tap.is_none() && out.dropped == 0 {
+        return finish(copier, out, stats);
+    }
     // By index: the capture tap reads frames back through the copier.
     for i in 0..copier.events().len() {
         let ev = copier.events()[i];
@@ -32,10 +43,7 @@ pub fn account<T: Transport>(
             tap.event(copier, &ev);
         }
         match ev {
-            Event::Delivered { len, .. } => {
-                stats.packets_copied += 1;
-                stats.bytes_copied += len as u64;
-            }
+            Event::Delivered { .. } => {}
             Event::Dropped { reason, .. } => {
                 stats.peer_errors += 1;
                 match stats.drops_by_reason.get_mut(reason.name()) {
@@ -61,13 +69,18 @@ pub fn account<T: Transport>(
             }
         }
     }
-    if out.rx_full {
-        stats.rx_ring_full += 1;
-    }
-    stats.add_offloads(copier.take_offload_counts());
     if let Some(tap) = tap {
         tap.poll_done(out.rx_full, stats);
     }
+    finish(copier, out, stats)
+}
+
+/// The rest of the per-poll counters, and the peer's kick if it asked for one.
+fn finish<T: Transport>(
+    copier: &mut Copier<T>,
+    out: &Outcome,
+    stats: &mut Stats,
+) -> Result<(), transport::Error> {
     if out.throttled {
         stats.peer_throttled += 1;
     }

@@ -7,6 +7,42 @@ use crate::memory::{GuestMap, Region};
 use std::sync::atomic::{fence, Ordering};
 use transport::RingInfo;
 
+/// A chain [`DeviceQueue::walk_chain`] read and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chain {
+    /// One descriptor (every frame of a synthetic guest, most of a VM's):
+    /// its buffer, as an offset in the mapping.
+    One(Seg),
+    /// Several: their buffers are in the `segs` the walk was given; the
+    /// chain's total length.
+    Many(u32),
+}
+
+impl Chain {
+    /// Bytes in the chain.
+    #[inline]
+    pub fn len(&self) -> u32 {
+        match *self {
+            Chain::One(s) => s.len,
+            Chain::Many(total) => total,
+        }
+    }
+
+    /// Never true: a chain of no bytes is refused as [`ChainError::BadLength`].
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Descriptors the walk kept (`segs.len()` for [`Chain::Many`]).
+    #[inline]
+    pub fn descriptors(&self, segs: &[Seg]) -> usize {
+        match self {
+            Chain::One(_) => 1,
+            Chain::Many(_) => segs.len(),
+        }
+    }
+}
+
 /// The device side of a ring: the peer's TX ring (in the peer's memory) or
 /// our own RX ring. Nothing read here is trusted. Ring and buffer addresses
 /// are guest-physical and go through the memory's [`GuestMap`].
@@ -24,6 +60,11 @@ pub struct DeviceQueue {
     /// Every descriptor is still read once and every field checked; this
     /// only remembers the result of a pure function of two of them.
     xlat: Vec<Option<(u64, u32, u64)>>,
+    /// The used index we last published (`None` until our first
+    /// publication, which reads it from the ring once). We are its only
+    /// writer, so the old value for the suppression check comes from here,
+    /// not from whatever a peer may have scribbled on the shared field.
+    used_published: Option<u16>,
 }
 
 impl DeviceQueue {
@@ -52,6 +93,7 @@ impl DeviceQueue {
             last_avail: 0,
             next_used: 0,
             xlat: vec![None; info.size as usize],
+            used_published: None,
         })
     }
 
@@ -61,6 +103,7 @@ impl DeviceQueue {
     pub fn with_state(mut self, last_avail: u16, next_used: u16) -> Self {
         self.last_avail = last_avail;
         self.next_used = next_used;
+        self.used_published = None;
         self
     }
 
@@ -149,13 +192,41 @@ impl DeviceQueue {
         writable: bool,
         segs: &mut Vec<Seg>,
     ) -> Result<u32, ChainError> {
+        match self.walk_chain(head, writable, segs)? {
+            Chain::One(seg) => {
+                segs.push(seg);
+                Ok(seg.len)
+            }
+            Chain::Many(total) => Ok(total),
+        }
+    }
+
+    /// [`DeviceQueue::read_chain`] for the per-packet path: a chain of one
+    /// descriptor comes back as [`Chain::One`] and `segs` stays empty (no
+    /// vector traffic per packet); a longer chain is walked into `segs` as
+    /// `read_chain` does and comes back as [`Chain::Many`]. The checks are
+    /// the same, and on failure `segs` holds the descriptors read before
+    /// the failing one, as with `read_chain`.
+    #[inline(always)]
+    pub fn walk_chain(
+        &mut self,
+        head: u16,
+        writable: bool,
+        segs: &mut Vec<Seg>,
+    ) -> Result<Chain, ChainError> {
         segs.clear();
         let (seg, next) = self.read_desc(head, writable)?;
-        segs.push(seg);
         match next {
-            None if seg.len == 0 => Err(ChainError::BadLength { total: 0 }),
-            None => Ok(seg.len),
-            Some(next) => self.read_rest(next, writable, segs, seg.len as u64),
+            None if seg.len == 0 => {
+                segs.push(seg); // read and kept, as for a longer chain
+                Err(ChainError::BadLength { total: 0 })
+            }
+            None => Ok(Chain::One(seg)),
+            Some(next) => {
+                segs.push(seg);
+                self.read_rest(next, writable, segs, seg.len as u64)
+                    .map(Chain::Many)
+            }
         }
     }
 
@@ -259,9 +330,12 @@ impl DeviceQueue {
 
     /// Publish the used entries added so far. Returns `(old, new)`.
     pub fn publish_used(&mut self) -> Result<(u16, u16), RingError> {
-        let old = self
-            .mem
-            .load_u16("used idx", self.off.used_idx(), Ordering::Relaxed)?;
+        let old = match self.used_published {
+            Some(old) => old,
+            None => self
+                .mem
+                .load_u16("used idx", self.off.used_idx(), Ordering::Relaxed)?,
+        };
         // Release: the packet bytes we copied and the used entries are
         // visible before the driver can see the new index.
         self.mem.store_u16(
@@ -270,6 +344,7 @@ impl DeviceQueue {
             self.next_used,
             Ordering::Release,
         )?;
+        self.used_published = Some(self.next_used);
         Ok((old, self.next_used))
     }
 

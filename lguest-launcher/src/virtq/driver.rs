@@ -36,6 +36,12 @@ pub struct DriverQueue {
     /// it are popped without loading the shared index again, so a batch
     /// costs one acquire load, not one per entry.
     used_seen: u16,
+    /// The avail index we last published (`None` until our first
+    /// publication reads it from the ring): we are its only writer, so
+    /// [`DriverQueue::publish`] takes the old value from here rather than
+    /// from the shared field, which a peer mapping our memory could have
+    /// scribbled on.
+    avail_published: Option<u16>,
 }
 
 impl DriverQueue {
@@ -53,6 +59,7 @@ impl DriverQueue {
             next_avail: 0,
             last_used: 0,
             used_seen: 0,
+            avail_published: None,
         }
     }
 
@@ -160,12 +167,41 @@ impl DriverQueue {
         Ok(Some((id, addr)))
     }
 
+    /// Post again, unchanged, the one-descriptor chain `id` that
+    /// [`DriverQueue::pop_used`] just returned: one avail entry, no
+    /// descriptor store and no comparison (its descriptor is what
+    /// [`DriverQueue::add_slot`] last wrote, as `written` records). For a
+    /// buffer tied to its slot whose descriptor never changes, as every RX
+    /// buffer of the synthetic guest. False, with nothing posted, when `id`
+    /// is not the chain freed last.
+    #[inline]
+    pub fn repost(&mut self, id: u16) -> Result<bool, RingError> {
+        if self.free.last() != Some(&id) {
+            return Ok(false);
+        }
+        self.mem.store_u16(
+            "avail ring",
+            self.off.avail_ring(self.next_avail),
+            id,
+            Ordering::Relaxed,
+        )?;
+        self.free.pop();
+        self.next[id as usize] = 0;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        self.chain_len[id as usize] = 1;
+        self.in_flight += 1;
+        Ok(true)
+    }
+
     /// Make everything added since the last publish visible to the device.
     /// Returns `(old, new)` avail indexes for the kick decision.
     pub fn publish(&mut self) -> Result<(u16, u16), RingError> {
-        let old = self
-            .mem
-            .load_u16("avail idx", self.off.avail_idx(), Ordering::Relaxed)?;
+        let old = match self.avail_published {
+            Some(old) => old,
+            None => self
+                .mem
+                .load_u16("avail idx", self.off.avail_idx(), Ordering::Relaxed)?,
+        };
         // Release: descriptors and ring entries written above are visible
         // before the device can see the new index.
         self.mem.store_u16(
@@ -174,6 +210,7 @@ impl DriverQueue {
             self.next_avail,
             Ordering::Release,
         )?;
+        self.avail_published = Some(self.next_avail);
         Ok((old, self.next_avail))
     }
 
