@@ -457,6 +457,9 @@ fn establish_once<T: Transport + 'static>(
         };
         stats.peer_pid = peer_pid;
         stats.generation = generation;
+        stats.offloads = features::receive_offloads(acked).into();
+        stats.peer_offloads = peer.handshake.offloads.into();
+        stats.mtu = args.mtu.unwrap_or(0);
         if let Some(ms) = down_ms {
             stats.reconnects += 1;
             stats.link_down_ms += ms;
