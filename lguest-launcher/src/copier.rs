@@ -12,8 +12,9 @@
 //! 3. gathers the peer's pieces into our RX pieces, never past either;
 //! 4. marks both used.
 //!
-//! After a batch (everything available per wake-up, within the per-poll
-//! budgets of [`crate::garbage`]) it publishes both used indexes. It does **not** notify anyone: [`Copier::poll`] returns an
+//! After a batch (what is available, at most [`POLL_BURST`] chains, within
+//! the per-poll budgets of [`crate::garbage`]) it publishes both used
+//! indexes. It does **not** notify anyone: [`Copier::poll`] returns an
 //! [`Outcome`] saying what moved, what was dropped and why (each as an
 //! [`Event`]), whether the peer asked to be told that its TX buffers are
 //! free, and whether our guest asked for an RX interrupt. The caller acts
@@ -378,8 +379,9 @@ impl<T: Transport> Copier<T> {
             .map_err(CopyError::OwnRing)
     }
 
-    /// Move every packet we can, and say what happened. Nobody is notified
-    /// here: the caller acts on the [`Outcome`].
+    /// Move what we can, up to [`POLL_BURST`] packets, and say what
+    /// happened. Nobody is notified here: the caller acts on the
+    /// [`Outcome`] (and polls again after a busy turn).
     pub fn poll(&mut self) -> Result<Outcome, CopyError> {
         self.events.clear();
         self.rx_wanted = 1;

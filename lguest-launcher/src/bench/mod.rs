@@ -90,7 +90,9 @@ pub struct BenchArgs {
     /// Write the charts (throughput by size, latency per transport) here.
     #[arg(long, value_name = "PATH")]
     pub svg: Option<PathBuf>,
-    /// Repeats per cell, with or without --quick [default: 3].
+    /// Repeats per cell, with or without --quick [default: 3]; the stamped
+    /// spin cells run at least 5 times unless N is 1 (their slowest run is
+    /// checked against their fastest).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub runs: Option<u32>,
     /// Multiply every packet, ping and copy count by this (0.01 for a
