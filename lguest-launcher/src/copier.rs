@@ -436,7 +436,9 @@ impl<T: Transport> Copier<T> {
         if len > room {
             if self.offload.on {
                 // A GSO frame may fit once segmented (crate::offload).
-                return self.offload_oversized(head, len, room, rx_room);
+                if let Some(ev) = self.offload_oversized(head, len, rx_room)? {
+                    return Ok(ev);
+                }
             }
             // A frame larger than any buffer we post: drop it.
             return dropped(DropReason::Oversized { len, room });

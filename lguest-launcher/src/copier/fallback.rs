@@ -14,6 +14,9 @@
 use super::*;
 use crate::offload::{self, NetHdr, OffloadError, NET_HDR};
 
+/// `VIRTIO_NET_F_MRG_RXBUF`: our guest reads `num_buffers`.
+const F_MRG_RXBUF: u32 = 15;
+
 /// Longest chain the fallback copies out to fix: a `virtio_net_hdr`, a
 /// VLAN-tagged Ethernet header and the largest IP packet. A longer chain
 /// is no frame a guest could have built with offloads.
@@ -131,21 +134,18 @@ impl<T: Transport> Copier<T> {
 
     /// The frame of `len` bytes from the peer's chain `head` (in
     /// `self.src`) is larger than our next RX buffer (`room`): a GSO frame
-    /// our guest does not take may still fit once segmented. Anything else
-    /// is dropped as oversized.
+    /// our guest does not take may still fit once segmented. `None` when
+    /// there is nothing to fix (a plain header, or one our guest takes
+    /// whole): the caller treats it as any frame too large for one buffer
+    /// (oversized, or spread over several with mergeable RX buffers).
     pub(super) fn offload_oversized(
         &mut self,
         head: u16,
         len: u32,
-        room: u32,
         rx_room: &mut u16,
-    ) -> Result<Option<Event>, CopyError> {
-        let oversized = Ok(Some(Event::Dropped {
-            peer_head: head,
-            reason: DropReason::Oversized { len, room },
-        }));
+    ) -> Result<Option<Option<Event>>, CopyError> {
         if len > MAX_FIX {
-            return oversized;
+            return Ok(None);
         }
         let mut scratch = std::mem::take(&mut self.offload.scratch);
         scratch.resize(len as usize, 0);
@@ -156,13 +156,15 @@ impl<T: Transport> Copier<T> {
                 .unwrap_or(&[0; NET_HDR]),
         );
         let ev = if got < len as usize || NetHdr::is_plain(hdr.flags, hdr.gso_type) {
-            oversized
+            Ok(None)
         } else {
             match hdr.check(len - NET_HDR as u32) {
-                Err(e) => Ok(Some(bad_offload(head, e))),
-                // Our guest takes it whole, but it does not fit.
-                Ok(needs) if needs & !self.guest_features == 0 => oversized,
-                Ok(_) => self.fix_and_deliver(head, &mut scratch, &hdr, rx_room),
+                Err(e) => Ok(Some(Some(bad_offload(head, e)))),
+                // Our guest takes it whole: nothing to fix here.
+                Ok(needs) if needs & !self.guest_features == 0 => Ok(None),
+                Ok(_) => self
+                    .fix_and_deliver(head, &mut scratch, &hdr, rx_room)
+                    .map(Some),
             }
         };
         self.offload.scratch = scratch;
@@ -181,7 +183,13 @@ impl<T: Transport> Copier<T> {
         rx_room: &mut u16,
     ) -> Result<Option<Event>, CopyError> {
         let mut frames = std::mem::take(&mut self.offload.frames);
-        let ev = match offload::fix(chain, hdr, &mut frames) {
+        let fixed = offload::fix(chain, hdr, &mut frames);
+        if self.guest_features & 1 << F_MRG_RXBUF != 0 {
+            // Each frame fits one RX buffer: a guest with mergeable RX
+            // buffers reads `num_buffers` 1.
+            frames.set_num_buffers(1);
+        }
+        let ev = match fixed {
             Err(e) => Ok(Some(bad_offload(head, e))),
             Ok(fixed) => self.deliver_frames(head, &frames, rx_room).inspect(|ev| {
                 if matches!(ev, Some(Event::Delivered { .. })) {
