@@ -521,8 +521,8 @@ impl<T: Transport> Copier<T> {
             if self.offload.on {
                 // A GSO frame our guest does not take may fit once
                 // segmented (crate::offload); a bad header is dropped.
-                if let Some(r) = self.offload_oversized(head, len, rx_room) {
-                    return r;
+                if let Some(ev) = self.offload_oversized(head, len, rx_room)? {
+                    return Ok(ev);
                 }
             }
             if self.mergeable() {

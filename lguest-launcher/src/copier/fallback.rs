@@ -14,6 +14,9 @@
 use super::*;
 use crate::offload::{self, NetHdr, OffloadError, NET_HDR};
 
+/// `VIRTIO_NET_F_MRG_RXBUF`: our guest reads `num_buffers`.
+const F_MRG_RXBUF: u32 = 15;
+
 /// Longest chain the fallback copies out to fix: a `virtio_net_hdr`, a
 /// VLAN-tagged Ethernet header and the largest IP packet. A longer chain
 /// is no frame a guest could have built with offloads.
@@ -130,20 +133,19 @@ impl<T: Transport> Copier<T> {
     }
 
     /// The frame of `len` bytes from the peer's chain `head` (in
-    /// `self.src`) is larger than our next RX buffer: a GSO frame our guest
-    /// does not take may still fit once segmented. `Some` when this path
-    /// took the frame (fixed and delivered, left for more RX buffers, or a
-    /// bad header dropped); `None` for a plain frame or one our guest takes
-    /// as it is (the caller spreads it over mergeable buffers or drops it
-    /// as oversized).
+    /// `self.src`) is larger than our next RX buffer (`room`): a GSO frame
+    /// our guest does not take may still fit once segmented. `None` when
+    /// there is nothing to fix (a plain header, or one our guest takes
+    /// whole): the caller treats it as any frame too large for one buffer
+    /// (oversized, or spread over several with mergeable RX buffers).
     pub(super) fn offload_oversized(
         &mut self,
         head: u16,
         len: u32,
         rx_room: &mut u16,
-    ) -> Option<Result<Option<Event>, CopyError>> {
+    ) -> Result<Option<Option<Event>>, CopyError> {
         if len > MAX_FIX {
-            return None;
+            return Ok(None);
         }
         let mut scratch = std::mem::take(&mut self.offload.scratch);
         scratch.resize(len as usize, 0);
@@ -154,13 +156,15 @@ impl<T: Transport> Copier<T> {
                 .unwrap_or(&[0; NET_HDR]),
         );
         let ev = if got < len as usize || NetHdr::is_plain(hdr.flags, hdr.gso_type) {
-            None
+            Ok(None)
         } else {
             match hdr.check(len - NET_HDR as u32) {
-                Err(e) => Some(Ok(Some(bad_offload(head, e)))),
-                // Our guest takes it whole (mergeable buffers may hold it).
-                Ok(needs) if needs & !self.guest_features == 0 => None,
-                Ok(_) => Some(self.fix_and_deliver(head, &mut scratch, &hdr, rx_room)),
+                Err(e) => Ok(Some(Some(bad_offload(head, e)))),
+                // Our guest takes it whole: nothing to fix here.
+                Ok(needs) if needs & !self.guest_features == 0 => Ok(None),
+                Ok(_) => self
+                    .fix_and_deliver(head, &mut scratch, &hdr, rx_room)
+                    .map(Some),
             }
         };
         self.offload.scratch = scratch;
@@ -179,7 +183,13 @@ impl<T: Transport> Copier<T> {
         rx_room: &mut u16,
     ) -> Result<Option<Event>, CopyError> {
         let mut frames = std::mem::take(&mut self.offload.frames);
-        let ev = match offload::fix(chain, hdr, &mut frames) {
+        let fixed = offload::fix(chain, hdr, &mut frames);
+        if self.guest_features & 1 << F_MRG_RXBUF != 0 {
+            // Each frame fits one RX buffer: a guest with mergeable RX
+            // buffers reads `num_buffers` 1.
+            frames.set_num_buffers(1);
+        }
+        let ev = match fixed {
             Err(e) => Ok(Some(bad_offload(head, e))),
             Ok(fixed) => self.deliver_frames(head, &frames, rx_room).inspect(|ev| {
                 if matches!(ev, Some(Event::Delivered { .. })) {
@@ -210,6 +220,8 @@ impl<T: Transport> Copier<T> {
                     };
                     return Ok(Some(bad_offload(head, e)));
                 }
+                // Wait (re-check and RX kicks) until our guest posted all n.
+                self.rx_wanted = n as u16;
                 return Ok(None);
             }
         }

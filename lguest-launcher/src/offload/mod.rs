@@ -136,6 +136,9 @@ mod tests {
                 let len = (f.len() - tl.l4) as u32;
                 assert!(csum::verifies(&f[tl.l4..], tso::pseudo(f, &tl, len)));
             }
+            // For a guest with mergeable RX buffers: each frame is one buffer.
+            out.set_num_buffers(1);
+            assert!((0..out.len()).all(|i| out.get(i)[10..12] == [1, 0]));
         }
         let ufo = NetHdr {
             gso_type: GSO_UDP,

@@ -52,6 +52,13 @@ impl Frames {
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
+
+    /// Set every frame's `num_buffers` (the last word of its header).
+    pub fn set_num_buffers(&mut self, n: u16) {
+        for &(at, _) in &self.frames {
+            self.bytes[at + NET_HDR - 2..at + NET_HDR].copy_from_slice(&n.to_le_bytes());
+        }
+    }
 }
 
 /// Where a TCP frame's headers are.
