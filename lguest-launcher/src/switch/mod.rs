@@ -79,6 +79,7 @@ pub mod profile;
 mod serve;
 pub mod stats;
 pub mod table;
+mod turn;
 
 use crate::cli::config::{Spec, Wait};
 use crate::link::{dispatch, WithTransport};
