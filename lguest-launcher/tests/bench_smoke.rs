@@ -122,6 +122,25 @@ fn bench_quick_with_tiny_counts_writes_json_markdown_and_svg() {
             assert!(!r[metric].is_null(), "a spread with no figure: {r}");
         }
     }
+    // The switch rows: each pair count direct and through a switch, the
+    // switch row's ratio its CPU per frame over the direct row's.
+    for w in [
+        "pairs-2-direct",
+        "pairs-2-switch",
+        "pairs-4-direct",
+        "pairs-4-switch",
+    ] {
+        assert!(rows.iter().any(|r| r["workload"] == w), "no {w} row");
+    }
+    for r in rows
+        .iter()
+        .filter(|r| r["workload"] == "pairs-2-switch" && r["status"] == "ok")
+    {
+        assert!(
+            r["ratio"].as_f64().unwrap_or(0.0) > 0.0,
+            "switch row without its ratio: {r}"
+        );
+    }
     let has = |t: &str| rows.iter().any(|r| r["transport"] == t);
     for t in [
         "fifo",

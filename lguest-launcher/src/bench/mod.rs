@@ -238,7 +238,11 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     doc.targets = targets::targets(&doc.results);
     doc.targets.push(doc.capture.target());
     doc.advice = advice::advise(&doc.results);
-    let markdown = markdown::markdown(&doc) + &switch::markdown(&doc.results);
+    let markdown = if args.switch {
+        switch::markdown(&doc.results)
+    } else {
+        markdown::markdown(&doc) + &switch::markdown(&doc.results)
+    };
     print!("{markdown}");
 
     let mut failed_output = false;

@@ -81,6 +81,7 @@ mod serve;
 pub mod stats;
 pub mod table;
 mod status;
+mod turn;
 
 use crate::cli::config::{Spec, Wait};
 use crate::link::{dispatch, WithTransport};

@@ -1,8 +1,8 @@
 //! The forwarding thread: its state, members joining and leaving, and the
 //! wait loop around the forwarding turns ([`super::forward`]).
 //!
-//! The switch is a [`Device`] of the launcher's one [`WaitLoop`]: a turn
-//! reaps every port's TX ring, forwards what every member (and the TAP)
+//! The switch is a [`crate::wait::Device`] ([`super::turn`]) of the
+//! launcher's one [`WaitLoop`]: a turn reaps every port's TX ring, forwards what every member (and the TAP)
 //! sent, and publishes both rings of every port, kicking each member at
 //! most once. When a turn moved nothing the loop spins (`--wait spin`,
 //! `adaptive` within its budget) or re-arms every member's notifications,
@@ -11,8 +11,8 @@
 //!
 //! Housekeeping that costs a system call is kept off the per-turn path:
 //! joins, signals, the deadline and the stats file are looked at in
-//! [`Device::tick`] (every millisecond while busy) and after each sleep;
-//! a link is asked whether its member is still there only when `poll`
+//! [`crate::wait::Device::tick`] (every millisecond while busy) and after
+//! each sleep; a link is asked whether its member is still there only when `poll`
 //! said its fd is readable, and every 20 ms while busy.
 
 use super::accept::{Acceptor, Event, Joined};
@@ -23,8 +23,7 @@ use super::{SwitchConfig, SwitchError};
 use crate::cli::config::{Kind, Wait};
 use crate::guest::plan::Layout;
 use crate::virtq::Seg;
-use crate::wait::{Device, Slept, Turn, WaitLoop};
-use std::os::fd::AsFd;
+use crate::wait::WaitLoop;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -32,38 +31,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use transport::Transport;
 
-/// How often a busy switch asks every link whether its member is there.
-const CHECK_LINKS_EVERY: Duration = Duration::from_millis(20);
-/// How often the stats file is rewritten while running.
-const WRITE_STATS_EVERY: Duration = Duration::from_millis(500);
-
 /// The forwarding thread's state.
 pub(super) struct Switch<'a, T: Transport> {
     pub(super) cfg: &'a SwitchConfig,
-    layout: Layout,
+    pub(super) layout: Layout,
     pub(super) ports: Vec<Option<Port<T>>>,
     /// Shared with the acceptors: which ports are taken.
-    busy: Arc<Vec<AtomicBool>>,
+    pub(super) busy: Arc<Vec<AtomicBool>>,
     pub(super) table: Table,
     /// Per port (the TAP's last): the table's last answers for it.
     pub(super) caches: Vec<super::table::Burst>,
     /// Where members that left were (unix/eventfd: see the module docs).
     pub(super) departed: Departed,
     pub(super) stats: SwitchStats,
-    events: mpsc::Receiver<Event<T>>,
-    wake: std::os::unix::net::UnixDatagram,
+    pub(super) events: mpsc::Receiver<Event<T>>,
+    pub(super) wake: std::os::unix::net::UnixDatagram,
     stop: Arc<AtomicBool>,
     _served: Option<transport::Served>,
     pub(super) segs: Vec<Seg>,
     pub(super) targets: Vec<usize>,
-    started: Instant,
+    pub(super) started: Instant,
     /// The clock as of the last tick or wake-up: good to a millisecond,
     /// which is all aging and holds need.
     pub(super) now: Instant,
-    last_check: Instant,
-    last_write: Instant,
+    pub(super) last_check: Instant,
+    pub(super) last_write: Instant,
     /// Why the switch stops, once it must.
-    done: Option<String>,
+    pub(super) done: Option<String>,
     /// `--tap NAME`: the port to the host's own stack.
     pub(super) tap: Option<transport::tap::Tap>,
     /// The offloads the TAP device was last set to.
@@ -204,7 +198,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         Ok(self.stats)
     }
 
-    fn write_stats(&mut self, result: &str) {
+    pub(super) fn write_stats(&mut self, result: &str) {
         self.stats.result = result.into();
         self.stats.elapsed_s = self.started.elapsed().as_secs_f64();
         self.stats.cpu_s = crate::stats::cpu_seconds();
@@ -224,7 +218,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
     }
 
     /// Signals and the deadline: set `done` when the switch must stop.
-    fn check_stop(&mut self) {
+    pub(super) fn check_stop(&mut self) {
         if self.done.is_some() {
             return;
         }
@@ -240,7 +234,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
     }
 
     /// Install members the acceptors handed over.
-    fn take_events(&mut self) {
+    pub(super) fn take_events(&mut self) {
         while let Ok(ev) = self.events.try_recv() {
             match ev {
                 Event::Refused(why) => {
@@ -367,7 +361,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
 
     /// Ask link `n` (without blocking) whether its member is still there;
     /// drains its kicks.
-    fn check_link(&mut self, n: usize) {
+    pub(super) fn check_link(&mut self, n: usize) {
         let gone = match self.ports[n].as_ref() {
             Some(p) => p
                 .link
@@ -382,7 +376,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
     }
 
     /// Publish both rings of every port and kick the members that asked.
-    fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         super::capture::turn_done(&mut self.stats);
         self.status.tick(&self.stats);
         for n in 0..self.ports.len() {
@@ -426,121 +420,5 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             Ok(()) => self.tap_offloads = Some(flags),
             Err(e) => eprintln!("warning: [switch] tap: {e}"),
         }
-    }
-}
-
-impl<T: Transport + 'static> Device for Switch<'_, T> {
-    type Error = std::convert::Infallible;
-
-    fn turn(&mut self) -> Result<Turn, Self::Error> {
-        if self.done.is_some() {
-            return Ok(Turn::Done);
-        }
-        let now = self.now;
-        for j in 0..self.ports.len() {
-            if let Some(p) = self.ports[j].as_mut() {
-                if let Err(e) = p.reap() {
-                    self.leave(j, &format!("broke the port's TX ring: {e}"));
-                }
-            }
-        }
-        let mut moved = 0usize;
-        for i in 0..self.ports.len() {
-            moved += self.forward_from(i, now);
-        }
-        moved += self.forward_from_tap(now);
-        self.flush();
-        Ok(if moved > 0 { Turn::Busy } else { Turn::Idle })
-    }
-
-    fn arm(&mut self, on: bool) -> Result<(), Self::Error> {
-        for n in 0..self.ports.len() {
-            if let Some(p) = self.ports[n].as_ref() {
-                if let Err(e) = p.arm(on) {
-                    self.leave(n, &format!("broke a ring: {e}"));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn has_work(&mut self) -> Result<bool, Self::Error> {
-        // A frame the TAP holds wakes the poll in `sleep` (level-triggered).
-        Ok(self
-            .ports
-            .iter()
-            .flatten()
-            .any(|p| p.has_work().unwrap_or(true))
-            || self.done.is_some())
-    }
-
-    fn tick(&mut self, now: Instant) -> Result<(), Self::Error> {
-        self.now = now;
-        self.check_stop();
-        self.take_events();
-        if now.duration_since(self.last_check) >= CHECK_LINKS_EVERY {
-            self.last_check = now;
-            for n in 0..self.ports.len() {
-                self.check_link(n);
-            }
-        }
-        if now.duration_since(self.last_write) >= WRITE_STATS_EVERY {
-            self.last_write = now;
-            self.write_stats("running");
-        }
-        Ok(())
-    }
-
-    /// Wait on every member's link, the TAP and the acceptors' wake-up
-    /// socket, at most until the earliest hold ends.
-    fn sleep(&mut self, max: Duration) -> Result<Slept, Self::Error> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut max = max;
-        for p in self.ports.iter().flatten() {
-            if let Some(since) = p.full_since {
-                let end = since + self.cfg.hold;
-                max = max.min(end.saturating_duration_since(self.now));
-            }
-        }
-        if let Some(t) = self.cfg.timeout {
-            max = max.min((self.started + t).saturating_duration_since(self.now));
-        }
-        let max = max.max(Duration::from_millis(1));
-        let members: Vec<usize> = (0..self.ports.len())
-            .filter(|&n| self.ports[n].is_some())
-            .collect();
-        let ready: Vec<usize> = {
-            let mut fds: Vec<PollFd> = members
-                .iter()
-                .filter_map(|&n| self.ports[n].as_ref())
-                .map(|p| PollFd::new(p.link.as_fd(), PollFlags::POLLIN))
-                .collect();
-            fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
-            if let Some(t) = &self.tap {
-                fds.push(PollFd::new(t.as_fd(), PollFlags::POLLIN));
-            }
-            let ms = u16::try_from(max.as_millis()).unwrap_or(u16::MAX);
-            let _ = poll(&mut fds, PollTimeout::from(ms));
-            members
-                .iter()
-                .zip(&fds)
-                .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
-                .map(|(&n, _)| n)
-                .collect()
-        };
-        self.stats.wakeups += 1;
-        // The acceptors' wake-ups: drained here only, never per turn (a
-        // system call per turn costs more than the frames it would move).
-        let mut buf = [0u8; 16];
-        while self.wake.recv(&mut buf).is_ok() {}
-        self.now = Instant::now();
-        // Only the links poll named: a kick to drain, or a member gone.
-        for n in ready {
-            self.check_link(n);
-        }
-        self.last_check = self.now;
-        self.take_events();
-        self.check_stop();
-        Ok(Slept::Woke)
     }
 }

@@ -98,9 +98,11 @@ impl Table {
         Some(port)
     }
 
-    /// Is an answer remembered at `gen`, `at`, still good at `now`?
-    fn fresh(&self, gen: u64, at: Instant, now: Instant) -> bool {
-        gen == self.generation && now.saturating_duration_since(at) < REFRESH
+    /// Is an answer remembered at `gen`, good `until`, still good at
+    /// `now`? (A comparison of instants, not a subtraction: this runs for
+    /// every frame.)
+    fn fresh(&self, gen: u64, until: Instant, now: Instant) -> bool {
+        gen == self.generation && now < until
     }
 
     /// [`Table::learn`] `src` on `port`, unless `cache` (that port's)
@@ -112,7 +114,7 @@ impl Table {
             }
         }
         self.learn(src, port, now);
-        cache.learned = Some((src, self.generation, now));
+        cache.learned = Some((src, self.generation, now + REFRESH));
     }
 
     /// [`Table::lookup`] `dst`, or the answer `cache` remembers for it.
@@ -123,7 +125,7 @@ impl Table {
             }
         }
         let port = self.lookup(dst, now);
-        cache.looked_up = Some((*dst, port, self.generation, now));
+        cache.looked_up = Some((*dst, port, self.generation, now + REFRESH));
         port
     }
 
@@ -166,7 +168,7 @@ impl Table {
 
 /// The last answers the table gave one port (see the module docs): the
 /// source it learned, and the destination it looked up, each with the
-/// table's generation and the time.
+/// table's generation and the time it stops being good.
 #[derive(Clone, Debug, Default)]
 pub struct Burst {
     learned: Option<(Mac, u64, Instant)>,
