@@ -48,8 +48,8 @@ mod capture;
 pub mod port;
 pub mod profile;
 pub mod stats;
-pub mod table;
 mod status;
+pub mod table;
 
 use crate::cli::config::{Kind, Spec};
 use crate::guest::frame::{is_group, Mac, ETH_HDR};

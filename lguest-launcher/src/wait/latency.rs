@@ -207,14 +207,14 @@ mod tests {
         // Kicked after we slept: counts from the kick.
         record(&mut s, Some(&mut peer), t0 - 10_000, t0 + 5_000);
         assert_eq!(s.wakeup_latency_log2_ns[12], 1); // 5000 ns
-        // The same stamp again: consumed, unstamped.
+                                                     // The same stamp again: consumed, unstamped.
         record(&mut s, Some(&mut peer), t0, t0 + 9_000);
         assert_eq!(s.wakeup_latency_unstamped, 1);
         // Kicked before we slept: counts from the sleep.
         write_stamp(OURS.get().unwrap().mem.region(), t0 + 10).unwrap();
         record(&mut s, Some(&mut peer), t0 + 1_000_000, t0 + 1_000_100);
         assert_eq!(s.wakeup_latency_log2_ns[6], 1); // 100 ns
-        // No peer stamp at all.
+                                                    // No peer stamp at all.
         record(&mut s, None, t0, t0 + 1);
         assert_eq!(s.wakeup_latency_unstamped, 2);
         unpublish();
