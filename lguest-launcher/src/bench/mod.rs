@@ -216,9 +216,13 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     progress.set_message("capture cost");
-    let seen = capture::measure(plan.runs, plan.capture_packets, scratch.path(), timeout, || {
-        progress.inc(1)
-    });
+    let seen = capture::measure(
+        plan.runs,
+        plan.capture_packets,
+        scratch.path(),
+        timeout,
+        || progress.inc(1),
+    );
     progress.finish_and_clear();
 
     ratios::add_ratios(&mut rows);

@@ -72,16 +72,19 @@ pub fn table(spec: &Spec, replies: &[Reply]) -> String {
             p.stats.link_sleeps
         )
     });
-    row("wake-up latency", &|_, p| {
-        match (p.stats.wakeup_latency_p50_us, p.stats.wakeup_latency_p99_us) {
-            (Some(a), Some(b)) => format!(
-                "p50 <= {a:.1} us, p99 <= {b:.1} us ({} unstamped)",
-                p.stats.wakeup_latency_unstamped
-            ),
-            _ => format!("- ({} unstamped)", p.stats.wakeup_latency_unstamped),
-        }
+    row("wake-up latency", &|_, p| match (
+        p.stats.wakeup_latency_p50_us,
+        p.stats.wakeup_latency_p99_us,
+    ) {
+        (Some(a), Some(b)) => format!(
+            "p50 <= {a:.1} us, p99 <= {b:.1} us ({} unstamped)",
+            p.stats.wakeup_latency_unstamped
+        ),
+        _ => format!("- ({} unstamped)", p.stats.wakeup_latency_unstamped),
     });
-    row("  histogram", &|_, p| histogram(&p.stats.wakeup_latency_log2_ns));
+    row("  histogram", &|_, p| {
+        histogram(&p.stats.wakeup_latency_log2_ns)
+    });
     row(
         "wake-up probe",
         &|_, p| match (p.stats.wakeup_p50_us, p.stats.wakeup_p99_us) {

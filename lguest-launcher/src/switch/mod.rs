@@ -79,8 +79,8 @@ pub mod port;
 pub mod profile;
 mod serve;
 pub mod stats;
-pub mod table;
 mod status;
+pub mod table;
 mod turn;
 
 use crate::cli::config::{Spec, Wait};

@@ -114,8 +114,19 @@ pub struct PeerStamp {
 impl PeerStamp {
     /// Open launcher `pid`'s stamp beside rendezvous `path`; `None` when it
     /// has none (a switch, an older build).
+    /// Opened without blocking and without taking a terminal, and only a
+    /// regular file (a memfd is one) is kept: a hostile peer that points
+    /// its link at a FIFO or a tty gets no stamps, and no hang.
     pub fn open(path: &Path, pid: u32) -> Option<Self> {
-        let file = File::open(stamp_link(path, pid)).ok()?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(stamp_link(path, pid))
+            .ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
         Some(PeerStamp { file, last: 0 })
     }
 
@@ -207,16 +218,22 @@ mod tests {
         // Kicked after we slept: counts from the kick.
         record(&mut s, Some(&mut peer), t0 - 10_000, t0 + 5_000);
         assert_eq!(s.wakeup_latency_log2_ns[12], 1); // 5000 ns
-        // The same stamp again: consumed, unstamped.
+                                                     // The same stamp again: consumed, unstamped.
         record(&mut s, Some(&mut peer), t0, t0 + 9_000);
         assert_eq!(s.wakeup_latency_unstamped, 1);
         // Kicked before we slept: counts from the sleep.
         write_stamp(OURS.get().unwrap().mem.region(), t0 + 10).unwrap();
         record(&mut s, Some(&mut peer), t0 + 1_000_000, t0 + 1_000_100);
         assert_eq!(s.wakeup_latency_log2_ns[6], 1); // 100 ns
-        // No peer stamp at all.
+                                                    // No peer stamp at all.
         record(&mut s, None, t0, t0 + 1);
         assert_eq!(s.wakeup_latency_unstamped, 2);
+        // A link to something other than a regular file is refused.
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let fake = stamp_link(&path, 1);
+        std::os::unix::fs::symlink(&fifo, &fake).unwrap();
+        assert!(PeerStamp::open(&path, 1).is_none(), "a FIFO is no stamp");
         unpublish();
         assert!(!stamp_link(&path, std::process::id()).exists());
         let _ = std::fs::remove_dir_all(dir);

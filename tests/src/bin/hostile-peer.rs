@@ -252,8 +252,11 @@ fn run<T: Transport>(path: &Path, mode: &str, rounds: u32) -> anyhow::Result<()>
     }
 }
 
-/// `mirror`: the honest launcher `pid`'s own memfd, as `(pid, fd, size)`.
+/// `mirror`: the honest launcher `pid`'s own guest memory, as `(pid, fd,
+/// size)`: the largest of its sharenet memfds (it also keeps small ones,
+/// such as the kick stamps of `wait::latency`).
 fn their_memfd(pid: u32) -> anyhow::Result<(u32, i32, u64)> {
+    let mut best: Option<(u32, i32, u64)> = None;
     for e in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
         let Ok(link) = std::fs::read_link(e.path()) else {
             continue;
@@ -261,8 +264,13 @@ fn their_memfd(pid: u32) -> anyhow::Result<(u32, i32, u64)> {
         if link.to_string_lossy().starts_with("/memfd:sharenet-") {
             let fd: i32 = e.file_name().to_string_lossy().parse()?;
             let size = std::fs::metadata(e.path())?.len();
-            return Ok((pid, fd, size));
+            if best.is_none_or(|(_, _, s)| size > s) {
+                best = Some((pid, fd, size));
+            }
         }
+    }
+    if let Some(found) = best {
+        return Ok(found);
     }
     bail!("no sharenet memfd in /proc/{pid}/fd")
 }
