@@ -23,8 +23,8 @@
 //! member's MAC is not known when the file starts: its first frame (a
 //! synthetic guest's hello) shows it.
 
-use super::stats::SwitchStats;
 use super::forward::Src;
+use super::stats::SwitchStats;
 use super::SwitchConfig;
 use crate::capture::{CaptureConfig, Iface, Tap, FLAG_IN, FLAG_OUT};
 use crate::stats::Stats;
