@@ -409,8 +409,10 @@ fn wakeup_histogram_counts_every_wakeup(kind: &str) {
             counted + s.wakeup_latency_unstamped,
             s.wakeups,
         );
+        // Most wake-ups follow a stamped kick; under load some do not (two
+        // kicks before one wake-up leave one stamp; a tick wakes us too).
         c.that(
-            s.wakeup_latency_unstamped * 20 <= s.wakeups,
+            s.wakeup_latency_unstamped * 4 <= s.wakeups,
             format!(
                 "{}: {} of {} wake-ups unstamped",
                 o.role, s.wakeup_latency_unstamped, s.wakeups
