@@ -22,6 +22,7 @@
 //! `wakeup_latency_unstamped` equal.
 
 use super::error::BenchError;
+use super::json::read_stats;
 use super::matrix::pair_cpus;
 use super::pair::run_pair;
 use super::targets::Target;
@@ -97,17 +98,6 @@ fn launcher(
     c
 }
 
-fn read(path: &Path) -> Result<Stats, BenchError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BenchError::ReadStats {
-        path: path.into(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| BenchError::ParseStats {
-        path: path.into(),
-        source,
-    })
-}
-
 /// One pair; the sink's and the stream's stats.
 fn once(
     dir: &Path,
@@ -132,7 +122,7 @@ fn once(
         if let Some(e) = fa.failure("sink").or_else(|| fb.failure("stream")) {
             return Err(e);
         }
-        Ok((read(&ja)?, read(&jb)?))
+        Ok((read_stats(&ja)?, read_stats(&jb)?))
     });
     for p in [&ja, &jb, &pcap, &path] {
         let _ = std::fs::remove_file(p);

@@ -37,3 +37,18 @@ pub fn write_json(doc: &Document, path: &Path) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(doc).map_err(std::io::Error::other)?;
     std::fs::write(path, text + "\n")
 }
+
+/// Read a stats JSON file a launcher or switch of the bench wrote.
+pub fn read_stats<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<T, super::error::BenchError> {
+    use super::error::BenchError;
+    let text = std::fs::read_to_string(path).map_err(|source| BenchError::ReadStats {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| BenchError::ParseStats {
+        path: path.into(),
+        source,
+    })
+}

@@ -19,6 +19,7 @@
 
 use super::baselines::{Baseline, BaselineKind};
 use super::error::BenchError;
+use super::json::read_stats;
 use super::measure::measure as measure_runs;
 use super::pair::run_pair;
 use super::row::{Row, RowKey};
@@ -475,17 +476,6 @@ fn launcher(
         .arg("--stats-json")
         .arg(json);
     c
-}
-
-fn read_stats(path: &Path) -> Result<Stats, BenchError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BenchError::ReadStats {
-        path: path.into(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| BenchError::ParseStats {
-        path: path.into(),
-        source,
-    })
 }
 
 /// Run one pair of launchers for `cell`, meeting at `path`.

@@ -24,6 +24,7 @@
 //! measures cost, not flow control.
 
 use super::error::BenchError;
+use super::json::read_stats;
 use super::measure::measure as measure_runs;
 use super::row::{Row, RowKey};
 use super::summary::Measurement;
@@ -199,17 +200,6 @@ fn finish(p: &mut Proc, end: Instant) -> Result<(), BenchError> {
     }
 }
 
-fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BenchError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BenchError::ReadStats {
-        path: path.into(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| BenchError::ParseStats {
-        path: path.into(),
-        source,
-    })
-}
-
 fn member_args(cell: &SwitchCell, spec: &str, json: &Path, timeout: Duration) -> Vec<String> {
     [
         "--sharenet",
@@ -292,7 +282,7 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
     if cell.via == Via::Switch {
         // Every sink's hello learned: no stream frame will be flooded.
         loop {
-            let learned = read::<SwitchStats>(&sw_json)
+            let learned = read_stats::<SwitchStats>(&sw_json)
                 .map(|s| s.learned)
                 .unwrap_or(0);
             if learned >= n as u64 {
@@ -335,7 +325,7 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
     let (mut frames, mut span, mut cpu) = (0u64, 0f64, 0f64);
     let (mut notes, mut wakes, mut hits, mut sleeps) = (0u64, 0u64, 0u64, 0u64);
     for (_, json) in &sinks {
-        let s: Stats = read(json)?;
+        let s: Stats = read_stats(json)?;
         if s.lost + s.corrupted > 0 || s.packets_received < cell.count {
             return Err(BenchError::Short {
                 received: s.packets_received,
@@ -348,7 +338,7 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
         (hits, sleeps) = (hits + s.spin_hits, sleeps + s.sleeps);
     }
     for (_, json) in &streams {
-        let s: Stats = read(json)?;
+        let s: Stats = read_stats(json)?;
         span = span.max(s.elapsed_s);
         cpu += s.cpu_s;
         (notes, wakes) = (notes + s.notifications_sent, wakes + s.wakeups);
@@ -360,7 +350,7 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
             nix::sys::signal::Signal::SIGINT,
         );
         finish(&mut p, end)?;
-        let s: SwitchStats = read(&sw_json)?;
+        let s: SwitchStats = read_stats(&sw_json)?;
         cpu += s.cpu_s;
         notes += s.ports.iter().map(|p| p.notifications_sent).sum::<u64>();
         (wakes, hits, sleeps) = (wakes + s.wakeups, hits + s.spin_hits, sleeps + s.sleeps);

@@ -310,13 +310,20 @@ impl Session<'_> {
             let up_at = Instant::now();
             let hs = peer.handshake;
             let peer_pid = hs.pid;
-            if let Err(err) = crate::offload::mtu::check_pair(cfg.mtu.unwrap_or(0), hs.mtu) {
-                if self.terms.is_none() {
-                    // The first peer: the pair is misconfigured, say so and stop.
-                    return Err(RunError::Mtu { pid: peer_pid, err });
+            let refusal = match crate::offload::mtu::check_pair(cfg.mtu.unwrap_or(0), hs.mtu) {
+                // The first peer: the pair is misconfigured, say so and stop.
+                Err(err) if self.terms.is_none() => {
+                    return Err(RunError::Mtu { pid: peer_pid, err })
                 }
+                Err(err) => Some(err.to_string()),
+                Ok(()) => self
+                    .terms
+                    .and_then(|terms| terms.check(&hs).err())
+                    .map(|m| m.to_string()),
+            };
+            if let Some(why) = refusal {
                 eprintln!(
-                    "[{}] refused peer {peer_pid}: {err}; still waiting on {}",
+                    "[{}] refused peer {peer_pid}: {why}; still waiting on {}",
                     cfg.name, cfg.spec
                 );
                 self.stats.refused += 1;
@@ -327,22 +334,6 @@ impl Session<'_> {
                         .map_err(|err| RunError::Ring { pid: peer_pid, err })?;
                 }
                 continue;
-            }
-            if let Some(terms) = self.terms {
-                if let Err(why) = terms.check(&hs) {
-                    eprintln!(
-                        "[{}] refused peer {peer_pid}: {why}; still waiting on {}",
-                        cfg.name, cfg.spec
-                    );
-                    self.stats.refused += 1;
-                    drop((t, peer));
-                    wait_gone(peer_pid, REFUSED_GRACE);
-                    if let Some(g) = self.guest.as_mut() {
-                        g.reap()
-                            .map_err(|err| RunError::Ring { pid: peer_pid, err })?;
-                    }
-                    continue;
-                }
             }
             let generation = crate::link::next_generation(self.generation, hs.generation);
             let _mark = PairMark::claim(&cfg.spec.path, std::process::id(), peer_pid);
