@@ -185,13 +185,16 @@ impl Payload {
     }
 }
 
-/// `--offloads`: does our guest take offloaded frames on receive?
+/// `--offloads`: does our guest take offloaded frames on receive (and a
+/// VM send them)? One type for synthetic runs and `vhost-user`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Offloads {
-    /// Partial checksums and TCP GSO frames arrive as the peer sent them.
+    /// Partial checksums and TCP GSO frames arrive as the peer sent them (a
+    /// VM is offered CSUM, TSO4/6, ECN and mergeable RX buffers).
     On,
-    /// Our copier completes checksums and segments GSO frames in software.
+    /// Our copier completes checksums and segments GSO frames in software
+    /// (a VM is offered only what was offered before offloads existed).
     Off,
 }
 

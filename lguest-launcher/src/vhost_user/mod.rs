@@ -283,14 +283,8 @@ pub struct VhostArgs {
     pub mtu: Option<u32>,
 }
 
-/// `--offloads`: offer the VM checksum and segmentation offloads or not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Offloads {
-    /// Offer them (the header passes through to the peer).
-    On,
-    /// Offer only what the backend offered before offloads existed.
-    Off,
-}
+/// `--offloads`: the same values as a synthetic run's.
+pub use crate::cli::config::Offloads;
 
 /// `--carrier`: what the VM's link state (carrier) follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
