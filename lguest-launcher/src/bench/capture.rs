@@ -24,7 +24,7 @@
 use super::error::BenchError;
 use super::json::read_stats;
 use super::matrix::pair_cpus;
-use super::pair::run_pair;
+use super::pair::{launcher_command, run_pair};
 use super::targets::Target;
 use crate::stats::Stats;
 use serde::Serialize;
@@ -81,15 +81,8 @@ fn launcher(
     cpu: Option<usize>,
     timeout: Duration,
 ) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap_or_else(|_| "lguest-launcher".into()));
-    if let Some(cpu) = cpu {
-        c.args(["--cpu", &cpu.to_string()]);
-    }
-    c.arg("--sharenet")
-        .arg(spec)
-        .args(["--workload", workload])
-        .args(["--count", &count.to_string()])
-        .args(["--size", &SIZE.to_string()])
+    let mut c = launcher_command(spec, workload, count, cpu);
+    c.args(["--size", &SIZE.to_string()])
         .args(["--notify", "event-idx", "--wait", "sleep"])
         .args(["--payload", "verify", "--quiet"])
         .args(["--timeout", &format!("{:.1}", timeout.as_secs_f64())])

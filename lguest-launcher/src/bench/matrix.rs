@@ -21,7 +21,7 @@ use super::baselines::{Baseline, BaselineKind};
 use super::error::BenchError;
 use super::json::read_stats;
 use super::measure::measure as measure_runs;
-use super::pair::run_pair;
+use super::pair::{launcher_command, run_pair};
 use super::row::{Row, RowKey};
 use super::summary::Measurement;
 use super::BenchArgs;
@@ -450,15 +450,8 @@ fn launcher(
     timeout: Duration,
     cpu: Option<usize>,
 ) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap_or_else(|_| "lguest-launcher".into()));
-    if let Some(cpu) = cpu {
-        c.args(["--cpu", &cpu.to_string()]);
-    }
-    c.arg("--sharenet")
-        .arg(spec)
-        .args(["--workload", workload])
-        .args(["--count", &cell.count.to_string()])
-        .args(["--size", &cell.size.to_string()])
+    let mut c = launcher_command(spec, workload, cell.count, cpu);
+    c.args(["--size", &cell.size.to_string()])
         .args(["--notify", cell.notify.name()])
         .args(["--writes", cell.writes.name()])
         .args(["--wait", cell.wait.name()])

@@ -147,3 +147,18 @@ pub fn run_pair(
     }
     Ok((ra.finish(), rb.finish()))
 }
+
+/// The start of a launcher command for one side of a pair: this binary,
+/// pinned to `cpu` when given, on `spec`, running `workload` for `count`
+/// packets. The caller adds the cell's own flags.
+pub fn launcher_command(spec: &str, workload: &str, count: u64, cpu: Option<usize>) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap_or_else(|_| "lguest-launcher".into()));
+    if let Some(cpu) = cpu {
+        c.args(["--cpu", &cpu.to_string()]);
+    }
+    c.arg("--sharenet")
+        .arg(spec)
+        .args(["--workload", workload])
+        .args(["--count", &count.to_string()]);
+    c
+}

@@ -154,6 +154,14 @@ impl DriverQueue {
             }
             self.written[id as usize] = d;
         }
+        self.post_one(id)?;
+        Ok(Some((id, addr)))
+    }
+
+    /// Put the one-descriptor chain `id` (taken off `free`) on the avail
+    /// ring and count it in flight; published by [`DriverQueue::publish`].
+    #[inline]
+    fn post_one(&mut self, id: u16) -> Result<(), RingError> {
         self.mem.store_u16(
             "avail ring",
             self.off.avail_ring(self.next_avail),
@@ -164,7 +172,7 @@ impl DriverQueue {
         self.next_avail = self.next_avail.wrapping_add(1);
         self.chain_len[id as usize] = 1;
         self.in_flight += 1;
-        Ok(Some((id, addr)))
+        Ok(())
     }
 
     /// Post again, unchanged, the one-descriptor chain `id` that
@@ -179,17 +187,8 @@ impl DriverQueue {
         if self.free.last() != Some(&id) {
             return Ok(false);
         }
-        self.mem.store_u16(
-            "avail ring",
-            self.off.avail_ring(self.next_avail),
-            id,
-            Ordering::Relaxed,
-        )?;
+        self.post_one(id)?;
         self.free.pop();
-        self.next[id as usize] = 0;
-        self.next_avail = self.next_avail.wrapping_add(1);
-        self.chain_len[id as usize] = 1;
-        self.in_flight += 1;
         Ok(true)
     }
 
