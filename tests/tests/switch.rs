@@ -33,6 +33,31 @@ fn mac(n: u8) -> String {
 
 const BROADCAST: &str = "ff:ff:ff:ff:ff:ff";
 
+/// A synthetic member on `spec`: `workload` for `count` packets, role and
+/// `--name` `name`, MAC `mac`; `extra` follows (`--dst`, `--size`, ...).
+fn member(
+    dir: &TestDir,
+    name: &str,
+    spec: &str,
+    mac: &str,
+    workload: &str,
+    count: &str,
+    extra: &[&str],
+) -> Proc {
+    let mut args = vec![
+        "--workload",
+        workload,
+        "--count",
+        count,
+        "--mac",
+        mac,
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    dir.spawn(name, spec, &args)
+}
+
 /// A running switch.
 struct Switch {
     proc: Proc,
@@ -153,22 +178,14 @@ fn eight_members_four_streams_and_a_broadcast(kind: &str) {
     let mut sinks: Vec<Proc> = (0..4)
         .map(|k| {
             let m = mac(0x10 + k as u8);
-            dir.spawn(
+            member(
+                &dir,
                 &format!("sink{k}"),
                 &sw.spec(k),
-                &[
-                    "--workload",
-                    "sink",
-                    "--count",
-                    &per_sink,
-                    "--reconnect",
-                    "--mac",
-                    &m,
-                    "--name",
-                    &format!("sink{k}"),
-                    "--timeout",
-                    "60",
-                ],
+                &m,
+                "sink",
+                &per_sink,
+                &["--reconnect", "--timeout", "60"],
             )
         })
         .collect();
@@ -177,47 +194,25 @@ fn eight_members_four_streams_and_a_broadcast(kind: &str) {
     let mut streams: Vec<Proc> = (0..4)
         .map(|k| {
             let (m, d) = (mac(0x20 + k as u8), mac(0x10 + k as u8));
-            dir.spawn(
+            member(
+                &dir,
                 &format!("stream{k}"),
                 &sw.spec(4 + k),
-                &[
-                    "--workload",
-                    "stream",
-                    "--count",
-                    &n,
-                    "--size",
-                    &size,
-                    "--mac",
-                    &m,
-                    "--dst",
-                    &d,
-                    "--name",
-                    &format!("stream{k}"),
-                    "--timeout",
-                    "60",
-                ],
+                &m,
+                "stream",
+                &n,
+                &["--size", &size, "--dst", &d, "--timeout", "60"],
             )
         })
         .collect();
-    let mut bcast = dir.spawn(
+    let mut bcast = member(
+        &dir,
         "bcast",
         &sw.spec(8),
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            &b,
-            "--size",
-            &size,
-            "--mac",
-            &mac(0x30),
-            "--dst",
-            BROADCAST,
-            "--name",
-            "bcast",
-            "--timeout",
-            "60",
-        ],
+        &mac(0x30),
+        "stream",
+        &b,
+        &["--size", &size, "--dst", BROADCAST, "--timeout", "60"],
     );
     let streams: Vec<Outcome> = streams.iter_mut().map(|p| p.finish(EXIT_LIMIT)).collect();
     let bcast = bcast.finish(EXIT_LIMIT);
@@ -309,68 +304,28 @@ fn member_killed_mid_stream_does_not_disturb_the_others(kind: &str) {
     let dir = TestDir::new(&format!("switchkill-{kind}"));
     let mut sw = Switch::start(&dir, kind, 6, &[]);
     let n = STREAM.to_string();
-    let mut a = dir.spawn(
-        "sinkA",
-        &sw.spec(0),
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            &n,
-            "--mac",
-            &mac(0xa),
-            "--name",
-            "sinkA",
-        ],
-    );
-    let mut c_sink = dir.spawn(
-        "sinkC",
-        &sw.spec(1),
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            "0",
-            "--mac",
-            &mac(0xc),
-            "--name",
-            "sinkC",
-        ],
-    );
+    let mut a = member(&dir, "sinkA", &sw.spec(0), &mac(0xa), "sink", &n, &[]);
+    let mut c_sink = member(&dir, "sinkC", &sw.spec(1), &mac(0xc), "sink", "0", &[]);
     sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
     // D streams to C far longer than the test lasts; it is killed.
-    let mut d = dir.spawn(
+    let mut d = member(
+        &dir,
         "streamD",
         &sw.spec(3),
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "100000000",
-            "--mac",
-            &mac(0xd),
-            "--dst",
-            &mac(0xc),
-            "--name",
-            "streamD",
-        ],
+        &mac(0xd),
+        "stream",
+        "100000000",
+        &["--dst", &mac(0xc)],
     );
-    let mut b = dir.spawn(
+    let mut b = member(
+        &dir,
         "streamB",
         &sw.spec(2),
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            &n,
-            "--mac",
-            &mac(0xb),
-            "--dst",
-            &mac(0xa),
-            "--name",
-            "streamB",
-        ],
+        &mac(0xb),
+        "stream",
+        &n,
+        &["--dst", &mac(0xa)],
     );
     assert!(
         c_sink.wait_for_stderr("first frame from", Duration::from_secs(20)),
@@ -383,21 +338,14 @@ fn member_killed_mid_stream_does_not_disturb_the_others(kind: &str) {
     let b = b.finish(EXIT_LIMIT);
     let a = a.finish(EXIT_LIMIT);
     // A latecomer on D's port finishes what C waits for.
-    let mut e = dir.spawn(
+    let mut e = member(
+        &dir,
         "streamE",
         &sw.spec(3),
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "5000",
-            "--mac",
-            &mac(0xe),
-            "--dst",
-            &mac(0xc),
-            "--name",
-            "streamE",
-        ],
+        &mac(0xe),
+        "stream",
+        "5000",
+        &["--dst", &mac(0xc)],
     );
     let e = e.finish(EXIT_LIMIT);
     let c_out = c_sink.finish(EXIT_LIMIT);
@@ -445,71 +393,35 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
     // that stopped reading costs its sender one hold, then drops.
     let mut sw = Switch::start(&dir, kind, 4, &["--hold-ms", "200"]);
     let n = STREAM.to_string();
-    let mut fast = dir.spawn(
-        "fast",
-        &sw.spec(0),
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            &n,
-            "--mac",
-            &mac(0xf),
-            "--name",
-            "fast",
-        ],
-    );
-    let mut slow = dir.spawn(
+    let mut fast = member(&dir, "fast", &sw.spec(0), &mac(0xf), "sink", &n, &[]);
+    let mut slow = member(
+        &dir,
         "slow",
         &sw.spec(1),
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            "0",
-            "--mac",
-            &mac(0x5),
-            "--name",
-            "slow",
-            "--rx-delay-us",
-            "1000000",
-            "--timeout",
-            "60",
-        ],
+        &mac(0x5),
+        "sink",
+        "0",
+        &["--rx-delay-us", "1000000", "--timeout", "60"],
     );
     sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
-    let mut to_slow = dir.spawn(
+    let mut to_slow = member(
+        &dir,
         "to_slow",
         &sw.spec(2),
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "5000",
-            "--mac",
-            &mac(0x55),
-            "--dst",
-            &mac(0x5),
-            "--name",
-            "to_slow",
-        ],
+        &mac(0x55),
+        "stream",
+        "5000",
+        &["--dst", &mac(0x5)],
     );
-    let mut to_fast = dir.spawn(
+    let mut to_fast = member(
+        &dir,
         "to_fast",
         &sw.spec(3),
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            &n,
-            "--mac",
-            &mac(0xff),
-            "--dst",
-            &mac(0xf),
-            "--name",
-            "to_fast",
-        ],
+        &mac(0xff),
+        "stream",
+        &n,
+        &["--dst", &mac(0xf)],
     );
     let to_slow = to_slow.finish(EXIT_LIMIT);
     let to_fast = to_fast.finish(EXIT_LIMIT);
@@ -567,20 +479,7 @@ fn member_that_comes_back_gets_its_old_port(kind: &str) {
     let mut sw = Switch::start(&dir, kind, 5, &[]);
     let specs: Vec<String> = (0..5).map(|n| sw.spec(n)).collect();
     let sink = |name: &str, port: usize, m: u8| {
-        dir.spawn(
-            name,
-            &specs[port],
-            &[
-                "--workload",
-                "sink",
-                "--count",
-                "0",
-                "--mac",
-                &mac(m),
-                "--name",
-                name,
-            ],
-        )
+        member(&dir, name, &specs[port], &mac(m), "sink", "0", &[])
     };
     let mut a = sink("a", 0, 0xa);
     sw.wait_joined(1);
@@ -621,21 +520,14 @@ fn member_that_comes_back_gets_its_old_port(kind: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Frames for B's address reach the member that came back.
-    let mut e = dir.spawn(
+    let mut e = member(
+        &dir,
         "e",
         &specs[4],
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "1000",
-            "--mac",
-            &mac(0xe),
-            "--dst",
-            &mac(0xb),
-            "--name",
-            "e",
-        ],
+        &mac(0xe),
+        "stream",
+        "1000",
+        &["--dst", &mac(0xb)],
     );
     let e = e.finish(EXIT_LIMIT);
     let b2 = b2.finish(EXIT_LIMIT);
@@ -835,20 +727,7 @@ fn tap_port_carries_frames_between_host_and_members() {
     const TAP_SIZE: u64 = 200;
     let (k, size) = (K.to_string(), TAP_SIZE.to_string());
     let (sink_mac, stream_mac) = (mac(0x5a), mac(0x7a));
-    let mut sink = dir.spawn(
-        "sink",
-        &spec,
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            &k,
-            "--mac",
-            &sink_mac,
-            "--name",
-            "sink",
-        ],
-    );
+    let mut sink = member(&dir, "sink", &spec, &sink_mac, "sink", &k, &[]);
     assert!(
         sw.wait_for_stderr(" joined", Duration::from_secs(20)),
         "sink did not join:\n{}",
@@ -885,23 +764,14 @@ fn tap_port_carries_frames_between_host_and_members() {
     }
     // To an address nobody has: flooded to the TAP (and to the sink,
     // whose address filter drops it).
-    let mut stream = dir.spawn(
+    let mut stream = member(
+        &dir,
         "stream",
         &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            &k,
-            "--size",
-            &size,
-            "--mac",
-            &stream_mac,
-            "--dst",
-            "02:00:00:00:00:ee",
-            "--name",
-            "stream",
-        ],
+        &stream_mac,
+        "stream",
+        &k,
+        &["--size", &size, "--dst", "02:00:00:00:00:ee"],
     );
     let stream = stream.finish(EXIT_LIMIT);
     let host = host.finish(Duration::from_secs(60));
