@@ -36,11 +36,14 @@ pub fn account<T: Transport>(
     if tap.is_none() && out.dropped == 0 {
         return finish(copier, out, stats);
     }
+    // The capture's encoder, held for the poll (none for a poll with
+    // nothing to record).
+    let mut cap = tap.and_then(|t| t.poll(copier.events().len(), out.rx_full));
     // By index: the capture tap reads frames back through the copier.
     for i in 0..copier.events().len() {
         let ev = copier.events()[i];
-        if let Some(tap) = tap {
-            tap.event(copier, &ev);
+        if let Some(cap) = &mut cap {
+            cap.event(copier, &ev);
         }
         match ev {
             Event::Delivered { .. } => {}
@@ -69,8 +72,8 @@ pub fn account<T: Transport>(
             }
         }
     }
-    if let Some(tap) = tap {
-        tap.poll_done(out.rx_full, stats);
+    if let Some(cap) = cap {
+        cap.done(out.rx_full, stats);
     }
     finish(copier, out, stats)
 }
