@@ -7,6 +7,13 @@
 //! the destination port's TX ring, or every other port's when it floods.
 //! The `virtio_net_hdr` travels unchanged with the frame (GSO and checksum
 //! flags included), to members and to the TAP alike.
+//!
+//! A frame from a member to one learned member port (every frame of a
+//! stream) takes the fast path, [`Switch::unicast_to_member`]: no target
+//! list, and its counters are added up in the [`BurstState`] and written
+//! to the stats once per burst. The per-frame steps are inlined into one
+//! loop (callgrind, one pair: 986 instructions per forwarded 1500 B frame
+//! before, about 800 after, of which the copy is 175).
 
 use super::capture;
 use super::port::{read_prefix, PutError};
@@ -29,6 +36,7 @@ pub(super) enum Src<'a> {
 }
 
 impl Src<'_> {
+    #[inline(always)]
     fn read_prefix(&self, segs: &[Seg], out: &mut [u8]) -> bool {
         match self {
             Src::Member(mem) => read_prefix(mem, segs, out),
@@ -62,6 +70,39 @@ pub(super) struct BurstState {
     table: Burst,
     rx_packets: u64,
     rx_bytes: u64,
+    /// The fast path's destination so far this burst, and what it was
+    /// given: added to its stats when the destination changes or the
+    /// burst ends.
+    to: Option<usize>,
+    tx_packets: u64,
+    tx_bytes: u64,
+    unicast: u64,
+}
+
+impl BurstState {
+    /// A unicast frame of `bytes` went onto port `j`'s ring.
+    #[inline]
+    fn sent<T: Transport>(&mut self, sw: &mut Switch<'_, T>, j: usize, bytes: u64) {
+        if self.to != Some(j) {
+            self.add_sent(sw);
+            self.to = Some(j);
+        }
+        self.tx_packets += 1;
+        self.tx_bytes += bytes;
+        self.unicast += 1;
+    }
+
+    /// The fast path's counters to the stats.
+    fn add_sent<T: Transport>(&mut self, sw: &mut Switch<'_, T>) {
+        if let Some(j) = self.to.take() {
+            let s = sw.stats.port(j);
+            s.tx_packets += std::mem::take(&mut self.tx_packets);
+            s.tx_bytes += std::mem::take(&mut self.tx_bytes);
+        }
+        let n = std::mem::take(&mut self.unicast);
+        sw.stats.unicast += n;
+        sw.stats.copies += n;
+    }
 }
 
 impl BurstState {
@@ -69,13 +110,13 @@ impl BurstState {
     fn of<T: Transport>(sw: &mut Switch<'_, T>, i: usize) -> Self {
         BurstState {
             table: sw.caches.get_mut(i).map(std::mem::take).unwrap_or_default(),
-            rx_packets: 0,
-            rx_bytes: 0,
+            ..BurstState::default()
         }
     }
 
     /// End it: counters to the stats, answers back to the port.
-    fn end<T: Transport>(self, sw: &mut Switch<'_, T>, i: usize) {
+    fn end<T: Transport>(mut self, sw: &mut Switch<'_, T>, i: usize) {
+        self.add_sent(sw);
         let s = sw.stats.port(i);
         s.rx_packets += self.rx_packets;
         s.rx_bytes += self.rx_bytes;
@@ -156,6 +197,7 @@ impl<T: Transport + 'static> Switch<'_, T> {
     }
 
     /// Decide where one frame from port `i` goes and copy it there.
+    #[inline(always)]
     pub(super) fn route(
         &mut self,
         i: usize,
@@ -201,6 +243,10 @@ impl<T: Transport + 'static> Switch<'_, T> {
                     return Route::Done;
                 }
                 Some(j) if up(&self.ports, j) => {
+                    if let (Src::Member(mem), false) = (src, Some(j) == tap_ix) {
+                        // Member to member: the fast path.
+                        return self.unicast_to_member(i, j, mem, len, srcmac, now, burst);
+                    }
                     self.targets.push(j);
                     false
                 }
@@ -283,6 +329,77 @@ impl<T: Transport + 'static> Switch<'_, T> {
                 }
             }
         }
+        Route::Done
+    }
+
+    /// The fast path of [`Switch::route`]: a frame of `len` bytes from
+    /// member `i` (its pieces in `segs`, in `mem`) to the one member port
+    /// `j` its destination was learned on. The same steps as the general
+    /// path — hold while `j` is full and may make room, learn, count,
+    /// capture, copy — without a target list, counters added per burst.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn unicast_to_member(
+        &mut self,
+        i: usize,
+        j: usize,
+        mem: &crate::memory::Region,
+        len: u32,
+        srcmac: Mac,
+        now: Instant,
+        burst: &mut BurstState,
+    ) -> Route {
+        let hold = self.cfg.hold;
+        let Some(Some(q)) = self.ports.get_mut(j) else {
+            // Not reached (the caller saw a member on `j`); counted as
+            // the general path counts a frame with nowhere to go.
+            burst.rx_packets += 1;
+            burst.rx_bytes += u64::from(len) - NET_HDR_LEN;
+            self.stats.port(i).drops.unknown_port += 1;
+            return Route::Done;
+        };
+        if !q.has_room() {
+            let since = *q.full_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < hold {
+                return Route::Hold;
+            }
+        }
+        self.table.learn_in(&mut burst.table, srcmac, i, now);
+        let bytes = u64::from(len) - NET_HDR_LEN;
+        burst.rx_packets += 1;
+        burst.rx_bytes += bytes;
+        let src = Src::Member(mem);
+        capture::inbound(i, src, &self.segs, len, None);
+        let put = match self.ports.get_mut(j) {
+            Some(Some(q)) => q.put(mem, &self.segs, len),
+            _ => Ok(false),
+        };
+        match put {
+            Ok(true) => {
+                burst.sent(self, j, bytes);
+                capture::outbound(j, src, &self.segs, len, false);
+                return Route::Done;
+            }
+            Ok(false) => {
+                self.stats.port(j).drops.no_room += 1;
+                capture::outbound(j, src, &self.segs, len, true);
+            }
+            Err(PutError::Memory(_) | PutError::TooLong(_)) => {
+                // The frame, not the destination, is at fault.
+                self.stats.port(j).drops.no_room += 1;
+                capture::outbound(j, src, &self.segs, len, true);
+                self.stats.port(i).drops.malformed += 1;
+                capture::malformed(i, Ok(len));
+            }
+            Err(e) => {
+                // Our own ring failed: that port goes.
+                self.stats.port(j).drops.no_room += 1;
+                capture::outbound(j, src, &self.segs, len, true);
+                self.leave(j, &format!("cannot forward to it: {e}"));
+            }
+        }
+        self.stats.copies += 1;
+        self.stats.unicast += 1;
         Route::Done
     }
 

@@ -117,6 +117,7 @@ impl<T: Transport> Port<T> {
     }
 
     /// Is there a free slot on the port's TX ring?
+    #[inline]
     pub fn has_room(&self) -> bool {
         self.tx.num_free() > 0
     }
@@ -128,6 +129,7 @@ impl<T: Transport> Port<T> {
 
     /// The member's next TX chain: its head, and its pieces in `segs` with
     /// its length, or why it is malformed.
+    #[inline]
     pub fn peek(
         &mut self,
         segs: &mut Vec<Seg>,
@@ -138,6 +140,7 @@ impl<T: Transport> Port<T> {
 
     /// We are done with the member's chain `head` (forwarded or dropped):
     /// it goes back as used, published by [`Port::flush`].
+    #[inline]
     pub fn complete(&mut self, head: u16) -> Result<(), RingError> {
         self.member_tx.advance();
         self.member_tx.add_used(head, 0)?;
@@ -147,6 +150,7 @@ impl<T: Transport> Port<T> {
 
     /// The TX slot for a frame of `len` bytes, its descriptor added (not yet
     /// published); `None` when the ring is full.
+    #[inline]
     fn slot(&mut self, len: u32) -> Result<Option<u64>, PutError> {
         if u64::from(len) > BUF_SIZE {
             return Err(PutError::TooLong(len));
@@ -161,12 +165,17 @@ impl<T: Transport> Port<T> {
     /// Copy a frame of `len` bytes (pieces `segs` in `src`) onto the
     /// port's TX ring: one slot, one descriptor. False when the ring is
     /// full; the caller checked [`Port::has_room`].
+    #[inline]
     pub fn put(&mut self, src: &Region, segs: &[Seg], len: u32) -> Result<bool, PutError> {
         let Some(slot) = self.slot(len)? else {
             return Ok(false);
         };
-        gather_scatter(&self.own, &[Seg { addr: slot, len }], src, segs)
-            .map_err(PutError::Memory)?;
+        match segs {
+            // One piece (every frame of ours, most of a VM's): one copy.
+            [s] if s.len == len => self.own.copy_from(slot, src, s.addr, u64::from(len)),
+            _ => gather_scatter(&self.own, &[Seg { addr: slot, len }], src, segs).map(|_| ()),
+        }
+        .map_err(PutError::Memory)?;
         self.avail_added = true;
         Ok(true)
     }
@@ -235,7 +244,15 @@ pub enum PutError {
 
 /// Read the first `out.len()` bytes of a chain (pieces `segs` in `mem`);
 /// false when the chain is shorter or a piece is out of bounds.
+#[inline]
 pub fn read_prefix(mem: &Region, segs: &[Seg], out: &mut [u8]) -> bool {
+    if let Some(s) = segs.first() {
+        if s.len as usize >= out.len() {
+            // The whole prefix in the first piece (every frame of ours,
+            // most of a VM's): one read.
+            return mem.read("frame header", s.addr, out).is_ok();
+        }
+    }
     let mut got = 0usize;
     for s in segs {
         if got == out.len() {

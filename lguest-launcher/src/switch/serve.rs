@@ -375,10 +375,26 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         }
     }
 
-    /// Publish both rings of every port and kick the members that asked.
+    /// The end of a turn: the capture records to the writer, and
+    /// whatever the TAP's frames added published.
     pub(super) fn flush(&mut self) {
         super::capture::turn_done(&mut self.stats);
-        self.status.tick(&self.stats);
+        self.publish();
+    }
+
+    /// The live counters for `status`, if their time has come (called
+    /// from [`crate::wait::Device::tick`], which has the clock: not per
+    /// turn).
+    pub(super) fn status_tick(&mut self, now: Instant) {
+        self.status.tick(&self.stats, now);
+    }
+
+    /// Publish what was added to both rings of every port (a flag per
+    /// ring: nothing is touched on a port that got nothing) and kick the
+    /// members that asked. Called after every burst, so a member gets its
+    /// TX buffers back, and a destination its frames, while the switch
+    /// goes on with the next burst.
+    pub(super) fn publish(&mut self) {
         for n in 0..self.ports.len() {
             let Some(p) = self.ports[n].as_mut() else {
                 continue;

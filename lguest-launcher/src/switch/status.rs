@@ -45,10 +45,10 @@ pub(super) fn serve(cfg: &SwitchConfig) -> Status {
 }
 
 impl Status {
-    /// Publish if [`PUBLISH_EVERY`] has passed (called every forwarding
-    /// turn: one clock read).
-    pub(super) fn tick(&mut self, sw: &SwitchStats) {
-        if self.last.elapsed() >= PUBLISH_EVERY {
+    /// Publish if [`PUBLISH_EVERY`] has passed by `now` (called from the
+    /// wait loop's tick, which read the clock anyway).
+    pub(super) fn tick(&mut self, sw: &SwitchStats, now: Instant) {
+        if now.saturating_duration_since(self.last) >= PUBLISH_EVERY {
             self.publish(sw);
         }
     }

@@ -101,12 +101,14 @@ impl Table {
     /// Is an answer remembered at `gen`, good `until`, still good at
     /// `now`? (A comparison of instants, not a subtraction: this runs for
     /// every frame.)
+    #[inline]
     fn fresh(&self, gen: u64, until: Instant, now: Instant) -> bool {
         gen == self.generation && now < until
     }
 
     /// [`Table::learn`] `src` on `port`, unless `cache` (that port's)
     /// says it was just learned there and nothing changed since.
+    #[inline]
     pub fn learn_in(&mut self, cache: &mut Burst, src: Mac, port: usize, now: Instant) {
         if let Some((m, gen, at)) = cache.learned {
             if m == src && self.fresh(gen, at, now) {
@@ -118,6 +120,7 @@ impl Table {
     }
 
     /// [`Table::lookup`] `dst`, or the answer `cache` remembers for it.
+    #[inline]
     pub fn lookup_in(&mut self, cache: &mut Burst, dst: &Mac, now: Instant) -> Option<usize> {
         if let Some((m, port, gen, at)) = cache.looked_up {
             if m == *dst && self.fresh(gen, at, now) {

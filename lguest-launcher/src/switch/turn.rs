@@ -59,6 +59,7 @@ impl<T: Transport + 'static> Device for Switch<'_, T> {
 
     fn tick(&mut self, now: Instant) -> Result<(), Self::Error> {
         self.now = now;
+        self.status_tick(now);
         self.check_stop();
         self.take_events();
         if now.duration_since(self.last_check) >= CHECK_LINKS_EVERY {
