@@ -6,6 +6,7 @@ impl Guest {
     /// Put our end-of-stream frame on the TX ring (not published); false
     /// when the ring is full.
     pub(super) fn put_end(&mut self) -> Result<bool, RingError> {
+        self.tx_only_stamps = false;
         let end = end_frame(self.sent);
         let eth = self.eth();
         let put = send_frame(

@@ -160,11 +160,13 @@ const STAMP_SEED: (u64, u64) = (0x5354_414D_5053_4E31, 0xC2B2_AE3D_27D4_EB4F);
 /// The 16-byte header of a stamped frame `seq` of `size` bytes: its
 /// checksum covers the header alone.
 pub fn stamp(seq: u64, size: u32) -> [u8; FRAME_HDR] {
-    let mut h = [0u8; FRAME_HDR];
-    h[0..8].copy_from_slice(&seq.to_le_bytes());
-    h[8..12].copy_from_slice(&size.to_le_bytes());
-    h[12..16].copy_from_slice(&mix(STAMP_SEED, seq, size).to_le_bytes());
-    h
+    stamp_word(seq, size).to_le_bytes()
+}
+
+/// [`stamp`] as one little-endian value (built in registers, stored at once).
+#[inline]
+pub fn stamp_word(seq: u64, size: u32) -> u128 {
+    u128::from(seq) | u128::from(size) << 64 | u128::from(mix(STAMP_SEED, seq, size)) << 96
 }
 
 /// Check the header of a stamped frame of `len` bytes (header stripped of

@@ -14,6 +14,7 @@ impl Guest {
     /// The hello a guest sends once when it joins a switch (see
     /// [`frame`]); false when the TX ring is full.
     pub(super) fn send_hello(&mut self) -> Result<bool, RingError> {
+        self.tx_only_stamps = false;
         let eth = eth_header(BROADCAST, self.mac, ETH_P_HELLO);
         // Padded to the Ethernet minimum of 60 bytes.
         send_frame(
@@ -37,14 +38,63 @@ impl Guest {
         Ok(())
     }
 
-    /// Give RX buffer `id`, just popped, back to the ring: its descriptor
-    /// is unchanged (a slot tied to its id), so only the avail entry.
-    #[inline]
-    pub(super) fn repost_rx(&mut self, id: u16) -> Result<(), RingError> {
-        if !self.rx.repost(id)? {
-            self.post_rx()?;
-        }
-        Ok(())
+    /// Take every RX completion there is (a sink: up to its count), read
+    /// each frame and post its buffer again, unpublished (the caller
+    /// publishes after the turn). True when anything arrived.
+    ///
+    /// Completions are taken in batches ([`DriverQueue::recycle_used`]):
+    /// one call per batch, not a pop, a receive and a repost per frame.
+    /// With `rx_delay` (a slow sink, for tests) one frame per turn.
+    pub(super) fn receive_all(&mut self, stats: &mut Stats) -> Result<bool, RingError> {
+        let mut any = false;
+        let mut batch = std::mem::take(&mut self.rx_batch);
+        let result = loop {
+            // A sink takes exactly COUNT: what arrives after stays in the
+            // ring (`--count 0`: everything, until the end of stream).
+            let max = match self.workload {
+                Workload::Sink if self.count > 0 => self.count.saturating_sub(self.received),
+                _ => u64::MAX,
+            };
+            let max = if self.rx_delay.is_zero() {
+                max
+            } else {
+                max.min(1)
+            };
+            if max == 0 {
+                break Ok(());
+            }
+            let first = self.rx.last_used();
+            batch.clear();
+            let max = usize::try_from(max)
+                .unwrap_or(usize::MAX)
+                .min(batch.capacity().max(1));
+            let freed = match self.rx.recycle_used(max, &mut batch) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            if batch.is_empty() {
+                break Ok(());
+            }
+            any = true;
+            let mut failed = None;
+            for (i, &(id, len)) in batch.iter().enumerate() {
+                self.switch_sender(first.wrapping_add(i as u16));
+                if let Err(e) = self.receive(id, len, stats) {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            // Chains of several descriptors were freed, not reposted.
+            if let Some(e) = failed.or_else(|| (0..freed).find_map(|_| self.post_rx().err())) {
+                break Err(e);
+            }
+            if !self.rx_delay.is_zero() {
+                std::thread::sleep(self.rx_delay);
+                break Ok(());
+            }
+        };
+        self.rx_batch = batch;
+        result.map(|()| any)
     }
 
     /// `--payload stamp`: write every TX buffer's `virtio_net_hdr` and
@@ -62,6 +112,7 @@ impl Guest {
                 self.pattern.filler(),
             )?;
         }
+        self.tx_only_stamps = true;
         Ok(())
     }
 
@@ -81,6 +132,13 @@ impl Guest {
             else {
                 return Ok(false);
             };
+            if self.tx_only_stamps {
+                // The slot holds what `prefill_tx` wrote: one 16-byte store.
+                let at = slot + NET_HDR_LEN + ETH_HDR as u64;
+                self.tx_mem
+                    .store_u128("tx stamp", at, stamp_word(seq, size))?;
+                return Ok(true);
+            }
             // The Ethernet header too: a hello or end-of-stream frame may
             // have used this slot since it was prefilled.
             let mut head = [0u8; ETH_HDR + FRAME_HDR];
@@ -105,7 +163,9 @@ impl Guest {
         )
     }
 
-    /// Handle one received buffer (the caller re-posts it afterwards).
+    /// Handle one received buffer (its caller has posted it again, to be
+    /// published once it is read).
+    #[inline]
     pub(super) fn receive(
         &mut self,
         id: u16,
@@ -121,12 +181,12 @@ impl Guest {
         // The Ethernet header and the two bytes after it, in one 16-byte
         // load (still inside the slot, which is BUF_SIZE long): one vector
         // move instead of a 14-byte copy in pieces.
-        let mut eth = [0u8; 16];
-        self.mem.read(
-            "rx ethernet header",
-            self.rx_slot(id) + NET_HDR_LEN,
-            &mut eth,
-        )?;
+        // Loaded into a register (a byte array filled by a 16-byte load is
+        // stored and read back in pieces).
+        let eth = self
+            .mem
+            .load_u128("rx ethernet header", self.rx_slot(id) + NET_HDR_LEN)?
+            .to_le_bytes();
         let dst: Mac = eth[0..6].try_into().unwrap_or_default();
         let src: Mac = eth[6..12].try_into().unwrap_or_default();
         // A NIC's address filter: unicast for another guest (a switch
@@ -174,8 +234,7 @@ impl Guest {
         }
         let verdict = match self.payload {
             Payload::Stamp if flen >= FRAME_HDR => {
-                let mut h = [0u8; FRAME_HDR];
-                self.mem.read("rx stamp", at, &mut h)?;
+                let h = self.mem.load_u128("rx stamp", at)?.to_le_bytes();
                 if header_seq(&h) == END_SEQ {
                     // End-of-stream frames carry the full checksum.
                     self.mem.read("rx frame", at, &mut self.frame[..flen])?;
@@ -195,6 +254,7 @@ impl Guest {
     }
 
     /// Count a received data frame of `flen` bytes by its verdict.
+    #[inline]
     pub(super) fn account_verdict(&mut self, verdict: Verdict, flen: usize, stats: &mut Stats) {
         match verdict {
             Verdict::Corrupt => stats.corrupted += 1,

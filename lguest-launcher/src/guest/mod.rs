@@ -41,8 +41,8 @@ use io::send_frame;
 
 use crate::cli::config::{Payload, Workload};
 use crate::guest::frame::{
-    check_stamp, end_frame, eth_header, header_seq, is_group, stamp, verify, Mac, Pattern, Verdict,
-    BROADCAST, END_SEQ, ETH_HDR, ETH_P_HELLO, ETH_P_SHARENET, FRAME_HDR,
+    check_stamp, end_frame, eth_header, header_seq, is_group, stamp, stamp_word, verify, Mac,
+    Pattern, Verdict, BROADCAST, END_SEQ, ETH_HDR, ETH_P_HELLO, ETH_P_SHARENET, FRAME_HDR,
 };
 use crate::guest::plan::{Layout, BUF_SIZE, NET_HDR_LEN};
 use crate::memory::Region;
@@ -150,6 +150,12 @@ pub struct Guest {
     tcp_head: Vec<u8>,
     /// A sink's TCP stream, rebuilt by sequence number.
     tcp: tcp::Reassembly,
+    /// RX completions taken in one go (`(id, len)`; reused).
+    rx_batch: Vec<(u16, u32)>,
+    /// Only `stamp` data frames have gone out on TX so far: every slot
+    /// still holds the Ethernet header `prefill_tx` wrote, so a stamp is
+    /// the 16-byte frame header alone. Cleared by any other frame.
+    tx_only_stamps: bool,
 }
 
 /// What a synthetic guest is asked to do.
@@ -276,6 +282,8 @@ impl Guest {
             offloads,
             tcp_head: Vec::with_capacity(128),
             tcp: tcp::Reassembly::default(),
+            rx_batch: Vec::with_capacity(layout.rx.size as usize),
+            tx_only_stamps: false,
         };
         while g.rx.num_free() > 0 {
             g.post_rx()?;
@@ -304,19 +312,24 @@ impl Guest {
 
     /// One TX chain came back: a data frame consumed, or a hello.
     pub(super) fn completed(&mut self) {
-        if self.hello_out > 0 {
-            self.hello_out -= 1;
-        } else {
-            self.consumed += 1;
-        }
+        self.completed_n(1);
+    }
+
+    /// `n` TX chains came back, in ring order: hellos (sent before any
+    /// data frame still out) first, then data frames consumed.
+    pub(super) fn completed_n(&mut self, n: u64) {
+        let hellos = self.hello_out.min(n);
+        self.hello_out -= hellos;
+        self.consumed += n - hellos;
     }
 
     /// Do everything possible without waiting.
     pub fn step(&mut self, stats: &mut Stats) -> Result<Step, RingError> {
         let mut step = Step::default();
         // Reap TX buffers the peer has consumed.
-        while self.tx.pop_used()?.is_some() {
-            self.completed();
+        let done = self.tx.reap_used()?;
+        if done > 0 {
+            self.completed_n(u64::from(done));
             step.progress = true;
         }
         let mut hello_sent = false;
@@ -326,23 +339,8 @@ impl Guest {
             hello_sent = true;
         }
         // Receive.
-        let mut reposted = false;
-        // A sink takes exactly COUNT: what arrives after stays in the ring
-        // (`--count 0`: everything, until the end of stream).
-        while !(self.workload == Workload::Sink && self.count > 0 && self.received >= self.count) {
-            self.switch_sender();
-            let Some((id, len)) = self.rx.pop_used()? else {
-                break;
-            };
-            step.progress = true;
-            self.receive(id, len, stats)?;
-            self.repost_rx(id)?;
-            reposted = true;
-            if !self.rx_delay.is_zero() {
-                std::thread::sleep(self.rx_delay);
-                break;
-            }
-        }
+        let reposted = self.receive_all(stats)?;
+        step.progress |= reposted;
         // Produce.
         let before = self.sent;
         match self.workload {

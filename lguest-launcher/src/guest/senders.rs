@@ -17,9 +17,8 @@ impl Guest {
     /// Pop every TX completion the peer has published (the link went down:
     /// what it completed is final).
     pub fn reap(&mut self) -> Result<(), RingError> {
-        while self.tx.pop_used()?.is_some() {
-            self.completed();
-        }
+        let done = self.tx.reap_used()?;
+        self.completed_n(u64::from(done));
         Ok(())
     }
 
@@ -33,9 +32,10 @@ impl Guest {
         &self.senders
     }
 
-    /// Frames at our RX used index `at` and on come from the next peer.
-    pub(super) fn switch_sender(&mut self) {
-        let at = self.rx.last_used();
+    /// Frames at our RX used index `at` and on come from the next peer;
+    /// call it with the used index of each frame before reading it.
+    #[inline]
+    pub(super) fn switch_sender(&mut self, at: u16) {
         while let Some(&(from, pid)) = self.switches.front() {
             if from != at {
                 break;

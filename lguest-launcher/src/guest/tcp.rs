@@ -91,6 +91,7 @@ impl Guest {
     /// `--gso`: put data frame `seq` on the TX ring inside a TCP GSO frame;
     /// false when the ring is full.
     pub(super) fn send_gso(&mut self, seq: u64, mss: u16) -> Result<bool, RingError> {
+        self.tx_only_stamps = false;
         let size = self.pattern.size();
         let t = build::Tcp {
             dst_mac: self.dst,

@@ -183,6 +183,52 @@ impl Region {
         Ok(u32::from_le(a.load(Ordering::Relaxed)))
     }
 
+    /// Load two consecutive little-endian u32s (4-byte aligned), relaxed,
+    /// with one bounds check: a used-ring entry (`id`, `len`).
+    #[inline]
+    pub fn load_u32_pair(
+        &self,
+        what: &'static str,
+        offset: u64,
+    ) -> Result<(u32, u32), OutOfBounds> {
+        let off = self.check(what, offset, 8, 4)?;
+        // SAFETY: `[off, off + 8)` is in bounds and 4-byte aligned (checked
+        // above), so both words are; each load is atomic, so a concurrent
+        // peer write only changes the values returned, which the caller
+        // checks (see `atomic_u16`).
+        let (a, b) = unsafe {
+            (
+                AtomicU32::from_ptr(self.ptr(off) as *mut u32),
+                AtomicU32::from_ptr(self.ptr(off + 4) as *mut u32),
+            )
+        };
+        Ok((
+            u32::from_le(a.load(Ordering::Relaxed)),
+            u32::from_le(b.load(Ordering::Relaxed)),
+        ))
+    }
+
+    /// Store two consecutive little-endian u32s (4-byte aligned), relaxed,
+    /// with one bounds check: a used-ring entry (`id`, `len`).
+    #[inline]
+    pub fn store_u32_pair(
+        &self,
+        what: &'static str,
+        offset: u64,
+        (first, second): (u32, u32),
+    ) -> Result<(), OutOfBounds> {
+        let off = self.check(what, offset, 8, 4)?;
+        // SAFETY: `[off, off + 8)` is in bounds and 4-byte aligned (checked
+        // above), so both words are; the stores are atomic, so a concurrent
+        // peer access races with nothing undefined (see `atomic_u16`).
+        unsafe {
+            AtomicU32::from_ptr(self.ptr(off) as *mut u32).store(first.to_le(), Ordering::Relaxed);
+            AtomicU32::from_ptr(self.ptr(off + 4) as *mut u32)
+                .store(second.to_le(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// Store a little-endian u32 (4-byte aligned), relaxed.
     #[inline]
     pub fn store_u32(&self, what: &'static str, offset: u64, v: u32) -> Result<(), OutOfBounds> {
@@ -221,6 +267,32 @@ impl Region {
         // (`volatile::copy`); a peer writing the same bytes meanwhile leaves
         // a mix in guest memory, which the guest treats as packet data.
         unsafe { volatile::copy(self.ptr(off), data.as_ptr(), data.len()) };
+        Ok(())
+    }
+
+    /// Load 16 little-endian bytes at `offset` (any alignment) as one
+    /// volatile load into a value: a descriptor, read once and parsed from
+    /// the value (see `volatile::load_u128`).
+    #[inline]
+    pub fn load_u128(&self, what: &'static str, offset: u64) -> Result<u128, OutOfBounds> {
+        let off = self.check(what, offset, 16, 1)?;
+        // SAFETY: bounds: the 16 bytes were checked above. Race: read once
+        // into a register; a concurrent peer write yields a torn value,
+        // which the caller checks field by field.
+        Ok(unsafe { volatile::load_u128(self.ptr(off)) })
+    }
+
+    /// Store `v` as 16 little-endian bytes at `offset` (any alignment):
+    /// one volatile store of a value built in registers, for a descriptor
+    /// or a frame stamp (see `volatile::store_u128`).
+    #[inline]
+    pub fn store_u128(&self, what: &'static str, offset: u64, v: u128) -> Result<(), OutOfBounds> {
+        let off = self.check(what, offset, 16, 1)?;
+        // SAFETY: bounds: the 16 bytes were checked above. Race: written
+        // once; a peer writing the same bytes meanwhile leaves a mix,
+        // which whoever reads them checks (a descriptor) or treats as
+        // packet data (a stamp).
+        unsafe { volatile::store_u128(self.ptr(off), v) };
         Ok(())
     }
 

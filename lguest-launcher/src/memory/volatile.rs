@@ -105,6 +105,37 @@ pub(super) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
     }
 }
 
+/// Store the 16 bytes of `v` (little-endian) at `dst`, any alignment, as
+/// one volatile store of a value built in registers (a descriptor, a frame
+/// stamp): a 16-byte load of bytes just stored in smaller pieces cannot be
+/// forwarded from the store buffer and stalls.
+///
+/// # Safety
+/// `dst` must be valid for 16 bytes of writes inside one mapping that
+/// outlives the call; nothing may hold a Rust reference into the range.
+#[inline(always)]
+pub(super) unsafe fn store_u128(dst: *mut u8, v: u128) {
+    // SAFETY: the caller's contract; `Unaligned` has alignment 1. Race: one
+    // volatile store of a value in registers; a peer writing meanwhile
+    // leaves a mix at these same 16 bytes.
+    unsafe { write_volatile(dst as *mut Unaligned<u128>, Unaligned(v.to_le())) }
+}
+
+/// Load 16 bytes at `src`, any alignment, as one volatile load into a
+/// little-endian value in registers (a descriptor: parsed from the value,
+/// never read again).
+///
+/// # Safety
+/// `src` must be valid for 16 bytes of reads inside one mapping that
+/// outlives the call.
+#[inline(always)]
+pub(super) unsafe fn load_u128(src: *const u8) -> u128 {
+    // SAFETY: the caller's contract; `Unaligned` has alignment 1. Race: one
+    // volatile load; a peer writing meanwhile gives a torn value, which the
+    // caller checks as it checks any value.
+    u128::from_le(unsafe { read_volatile(src as *const Unaligned<u128>) }.0)
+}
+
 /// The widest value moved at once: a 16-byte SSE2 register on x86_64 (part
 /// of its baseline), a `u64` elsewhere. Plain data: any bits are a value.
 #[cfg(target_arch = "x86_64")]

@@ -152,6 +152,7 @@ impl DeviceQueue {
     }
 
     /// The head of the next available chain (read once).
+    #[inline(always)]
     pub fn peek_head(&self) -> Result<u16, RingError> {
         Ok(self.mem.load_u16(
             "avail ring",
@@ -230,6 +231,19 @@ impl DeviceQueue {
         }
     }
 
+    /// The chain at `head` if it is a single descriptor of the expected
+    /// direction and a non-zero length inside memory: the per-packet fast
+    /// path. `None` for anything else (a longer chain, a malformed one),
+    /// which the caller then walks with [`DeviceQueue::walk_chain`]: the
+    /// same checks, with the error named.
+    #[inline(always)]
+    pub fn walk_one(&mut self, head: u16, writable: bool) -> Option<Seg> {
+        match self.read_desc(head, writable) {
+            Ok((seg, None)) if seg.len != 0 => Some(seg),
+            _ => None,
+        }
+    }
+
     /// The rest of a chain after its head (whose length is `total`): at
     /// most `limit - 1` more descriptors (the queue size or `MAX_CHAIN`),
     /// or it loops.
@@ -268,15 +282,16 @@ impl DeviceQueue {
         if idx >= size {
             return Err(ChainError::BadIndex { index: idx, size });
         }
-        // One fetch of the whole descriptor: what we check is what we use.
-        let mut d = [0u8; 16];
-        self.mem
-            .read("descriptor", self.off.desc(idx), &mut d)
+        // One fetch of the whole descriptor, into a register: what we check
+        // is what we use.
+        let d = self
+            .mem
+            .load_u128("descriptor", self.off.desc(idx))
             .map_err(|_| ChainError::BadIndex { index: idx, size })?;
-        let addr = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
-        let len = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
-        let flags = u16::from_le_bytes([d[12], d[13]]);
-        let next = u16::from_le_bytes([d[14], d[15]]);
+        let addr = d as u64;
+        let len = (d >> 64) as u32;
+        let flags = (d >> 96) as u16;
+        let next = (d >> 112) as u16;
         if flags & VRING_DESC_F_INDIRECT != 0 {
             return Err(ChainError::Indirect { index: idx });
         }
@@ -300,17 +315,22 @@ impl DeviceQueue {
 
     /// The offset of descriptor `idx`'s buffer `[addr, addr+len)`, through
     /// the per-descriptor cache (`xlat`) or the map.
-    #[inline]
+    #[inline(always)]
     fn translate(&mut self, idx: u16, addr: u64, len: u32) -> Option<u64> {
-        let slot = self.xlat.get_mut(idx as usize)?;
-        match *slot {
-            Some((a, l, offset)) if a == addr && l == len => Some(offset),
-            _ => {
-                let offset = self.map.translate(addr, len as u64)?;
-                *slot = Some((addr, len, offset));
-                Some(offset)
-            }
+        match self.xlat.get(idx as usize) {
+            Some(&Some((a, l, offset))) if a == addr && l == len => Some(offset),
+            _ => self.translate_miss(idx, addr, len),
         }
+    }
+
+    /// [`DeviceQueue::translate`] when the cache does not have it: the
+    /// map's answer, remembered.
+    #[inline(never)]
+    fn translate_miss(&mut self, idx: u16, addr: u64, len: u32) -> Option<u64> {
+        let slot = self.xlat.get_mut(idx as usize)?;
+        let offset = self.map.translate(addr, len as u64)?;
+        *slot = Some((addr, len, offset));
+        Some(offset)
     }
 
     /// We are done with the chain we peeked: move past it.
@@ -320,10 +340,11 @@ impl DeviceQueue {
 
     /// Record that chain `id` is done and `len` bytes were written to it
     /// (not yet visible: see [`DeviceQueue::publish_used`]).
+    #[inline(always)]
     pub fn add_used(&mut self, id: u16, len: u32) -> Result<(), RingError> {
         let at = self.off.used_ring(self.next_used);
-        self.mem.store_u32("used entry", at, id as u32)?;
-        self.mem.store_u32("used entry", at + 4, len)?;
+        self.mem
+            .store_u32_pair("used entry", at, (id as u32, len))?;
         self.next_used = self.next_used.wrapping_add(1);
         Ok(())
     }
