@@ -41,7 +41,7 @@ vm_accel_args() { # tcg | kvm | auto
   fi
   case "$accel" in
     kvm) ACCEL_ARGS=(-accel kvm -cpu host) ;;
-    tcg) ACCEL_ARGS=(-accel tcg -cpu max) ;;
+    tcg) ACCEL_ARGS=(-accel tcg -cpu "${SHARENET_TCG_CPU:-max}") ;;
     *) return 1 ;;
   esac
 }
