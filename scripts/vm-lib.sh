@@ -5,7 +5,8 @@
 #   vm_env                 load vm-setup's cache (SHARENET_KERNEL, _INITRD,
 #                          _BLOB_SHA256, _BLOB_BYTES) from $SHARENET_VM_DIR
 #                          (default /var/tmp/sharenet-vm); 1 if it is missing
-#   vm_accel_args ACCEL    ACCEL_ARGS for tcg | kvm | auto
+#   vm_accel_args ACCEL    ACCEL_ARGS for tcg | kvm | auto, and GUEST_APPEND
+#                          (extra kernel arguments; see below)
 #   vm_qemu_base NAME IP MAC CMD SERIAL MEM
 #                          Q=(qemu-system-x86_64 ...) booting vm-setup's kernel
 #                          and initramfs with guest address IP/24 and the
@@ -33,6 +34,17 @@ vm_env() {
   [ -r "$SHARENET_KERNEL" ] && [ -r "$SHARENET_INITRD" ]
 }
 
+# Under TCG the guest kernel is booted with clearcpuid=erms,rep_good
+# ($SHARENET_TCG_APPEND overrides; empty: nothing). With ERMS (which
+# "-cpu max" has) Linux copies user data and memcpy()s with "rep movsb",
+# with REP_GOOD "rep movsq"; TCG runs each iteration of a rep string
+# instruction as one trip through a translated block, so every byte (or 8)
+# costs a whole block's overhead, while the unrolled 8-byte-move loop the
+# kernel uses without both flags moves 32 or 64 bytes per trip. Measured with
+# iperf3 between two guests (scripts/vm-pair --test iperf): with "rep
+# movsb" the receiving guest spent its time copying to user space and hid
+# what the NIC's offloads save (README, "Real guests"); a real CPU copies
+# at memory speed. KVM guests run the host's CPU as it is.
 vm_accel_args() { # tcg | kvm | auto
   local accel=$1
   if [ "$accel" = auto ]; then
@@ -40,8 +52,9 @@ vm_accel_args() { # tcg | kvm | auto
     exec 9>&- 2>/dev/null || true
   fi
   case "$accel" in
-    kvm) ACCEL_ARGS=(-accel kvm -cpu host) ;;
-    tcg) ACCEL_ARGS=(-accel tcg -cpu max) ;;
+    kvm) ACCEL_ARGS=(-accel kvm -cpu host) GUEST_APPEND= ;;
+    tcg) ACCEL_ARGS=(-accel tcg -cpu max)
+         GUEST_APPEND=${SHARENET_TCG_APPEND-clearcpuid=erms,rep_good} ;;
     *) return 1 ;;
   esac
 }
@@ -59,7 +72,7 @@ vm_qemu_base() { # NAME IP MAC CMD SERIAL MEM
      -nodefaults -display none
      -serial "file:$serial"
      -kernel "$SHARENET_KERNEL" -initrd "$SHARENET_INITRD"
-     -append "console=ttyS0 quiet panic=-1 sharenet.ip=$ip/24 sharenet.cmd64=$(printf '%s' "$cmd" | base64 -w0)")
+     -append "console=ttyS0 quiet panic=-1${GUEST_APPEND:+ $GUEST_APPEND} sharenet.ip=$ip/24 sharenet.cmd64=$(printf '%s' "$cmd" | base64 -w0)")
 }
 
 vm_vhost_nic() { # SOCK MAC [MTU]
