@@ -11,7 +11,9 @@
 //! and the capture writer thread together, `getrusage`), the median of
 //! the runs of each; the target is with ≤ [`TARGET`] × without. The file
 //! lives in the run's scratch directory (the machine's temporary
-//! directory, a disk file system here).
+//! directory, a disk file system here). `bench --switch --switch-pairs 0
+//! --json FILE` runs this section alone (no matrix cell, baseline or
+//! switch row): its figures are the JSON's `capture` object.
 //!
 //! The same runs report, under the stats JSON's own names: the drops by
 //! reason of both sides (`drops_by_reason`; the capture's comments and

@@ -54,6 +54,7 @@
 //! [`DropReason::name`]: crate::copier::DropReason::name
 
 mod args;
+mod disk;
 mod notes;
 mod out;
 mod tap;
@@ -68,6 +69,7 @@ pub use tap::{Poll, Tap};
 pub use writer::FLUSH_EVERY;
 
 use crate::stats::Stats;
+use disk::Disk;
 use out::{Msg, Out, Spares};
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
@@ -189,8 +191,7 @@ pub fn start_with(cfg: &CaptureConfig, ifaces: &[Iface]) -> Result<(), CaptureEr
     // The header is on disk before the run starts: a launcher killed at
     // once still leaves a file readers open.
     std::io::Write::write_all(&mut file, w.get_ref()).map_err(create)?;
-    let header_len = w.get_ref().len() as u64;
-    w.get_mut().clear();
+    let header = std::mem::take(w.get_mut());
     // Every buffer can be queued at once, and the closing message after.
     let (tx, rx) = sync_channel(BUFFERS + 2);
     let spares = Spares::default();
@@ -198,11 +199,7 @@ pub fn start_with(cfg: &CaptureConfig, ifaces: &[Iface]) -> Result<(), CaptureEr
     let writer = Writer {
         out: out.clone(),
         spares,
-        file,
-        path: shown.clone(),
-        failed: false,
-        len: header_len,
-        reserved: Some(0),
+        disk: Disk::new(file, &cfg.path, &header),
     };
     let thread = std::thread::Builder::new()
         .name("capture".into())

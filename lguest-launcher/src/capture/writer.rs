@@ -1,7 +1,7 @@
-//! The capture's writer thread: owns the file and only calls `write(2)`.
+//! The capture's writer thread: owns the file and only writes.
 //!
 //! Buffers arrive whole (`out.rs` encodes the blocks on the copier's
-//! thread); each is written with one `write_all` and handed back for
+//! thread); each is appended to the file (`disk.rs`) and handed back for
 //! reuse. The hot path never wakes the writer (a futex wake would put it
 //! on the copier's CPU, and cost a system call): the writer naps, and
 //! writes everything queued when it wakes. Its nap is short while buffers
@@ -13,17 +13,10 @@
 //! that readers open up to its last write, never a block cut in half
 //! (unless the kill cuts that write short).
 //!
-//! The file grows into space reserved ahead ([`RESERVE`] at a time,
-//! `fallocate` with `FALLOC_FL_KEEP_SIZE`, so the size readers see is
-//! what was written): measured, it takes a fifth to a quarter off the
-//! kernel's cost of a write on ext4. What is reserved past the end is
-//! given back when the capture finishes.
+//! The file side (the page cache, space reserved ahead) is `disk.rs`.
 
+use super::disk::Disk;
 use super::out::{Msg, Out, Spares};
-use nix::fcntl::{fallocate, FallocateFlags};
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,21 +27,12 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// frames cut to 128 bytes fills in about 2 ms; [`super::BUFFERS`] of them
 /// last 100 ms).
 pub const NAP_BUSY: Duration = Duration::from_millis(5);
-/// Bytes reserved ahead of the file's end.
-pub const RESERVE: u64 = 8 << 20;
 
 /// The writer thread's state: see the module docs.
 pub(super) struct Writer {
     pub(super) out: Arc<Mutex<Out>>,
     pub(super) spares: Spares,
-    pub(super) file: File,
-    pub(super) path: String,
-    /// A write failed: the rest is dropped.
-    pub(super) failed: bool,
-    /// The file's length (what was written).
-    pub(super) len: u64,
-    /// Reserved up to here; `None` once the file system refused.
-    pub(super) reserved: Option<u64>,
+    pub(super) disk: Disk,
 }
 
 impl Writer {
@@ -65,10 +49,7 @@ impl Writer {
                     nap = NAP_BUSY;
                 }
                 Ok(Msg::Finish(ack)) => {
-                    if self.reserved.is_some() {
-                        let _ = self.file.set_len(self.len);
-                    }
-                    let _ = self.file.sync_data();
+                    self.disk.finish();
                     let _ = ack.send(());
                 }
                 Err(TryRecvError::Empty) => {
@@ -93,39 +74,9 @@ impl Writer {
 
     /// Hand the file `buf[..n]` (whole blocks), then keep `buf` for reuse.
     fn write(&mut self, buf: Vec<u8>, n: usize) {
-        if !self.failed {
-            self.reserve(n as u64);
-            match self.file.write_all(&buf[..n]) {
-                Ok(()) => self.len += n as u64,
-                Err(e) => {
-                    eprintln!(
-                        "warning: --capture {}: write failed ({e}); capture stopped here",
-                        self.path
-                    );
-                    self.failed = true;
-                }
-            }
-        }
+        self.disk.append(&buf[..n]);
         if let Ok(mut s) = self.spares.lock() {
             s.push(buf);
         }
-    }
-
-    /// Reserve [`RESERVE`] more bytes when the next `n` would pass the
-    /// reserved end (once the file system refuses, no more is asked).
-    fn reserve(&mut self, n: u64) {
-        let Some(end) = self.reserved else { return };
-        if self.len + n <= end {
-            return;
-        }
-        let from = end.max(self.len);
-        self.reserved = fallocate(
-            self.file.as_raw_fd(),
-            FallocateFlags::FALLOC_FL_KEEP_SIZE,
-            from as i64,
-            RESERVE.max(n) as i64,
-        )
-        .ok()
-        .map(|()| from + RESERVE.max(n));
     }
 }
