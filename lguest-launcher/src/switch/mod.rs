@@ -115,10 +115,11 @@ pub const MAX_PORTS: usize = 64;
 /// larger the burst the fewer wake-ups each member pays per frame
 /// (measured: 64 gave a kick per ~70 frames, 256 one per ~200); every
 /// other member still gets its turn after at most one such burst.
-/// Publishing after every burst of 64 instead (so a member gets its TX
-/// buffers back while the switch serves the others) was measured too:
-/// 2.4x the kicks and sleeps per frame at 64 and no gain at 256 (same-run
-/// A/B, 2 pairs, medians of 6: 2.17x the direct CPU against 2.05x).
+/// Publishing after every burst instead (so a member gets its TX buffers
+/// back while the switch serves the others) was measured too: 2.4x the
+/// kicks and sleeps per frame in bursts of 64, and no consistent gain in
+/// bursts of 256 (same-run A/B, medians of 5–6 rounds: 2 pairs 2.17x the
+/// direct CPU against 2.05x, 4 pairs 2.19x against 2.95x).
 const BATCH: u16 = 256;
 
 /// `switch` flags.
