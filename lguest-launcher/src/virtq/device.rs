@@ -69,8 +69,18 @@ pub struct DeviceQueue {
 
 impl DeviceQueue {
     /// Serve the ring at guest addresses `info` in `map`. Each part of the
-    /// ring must lie inside one memory region.
+    /// ring must lie inside one memory region, aligned as virtio requires
+    /// (the avail ring to 2 bytes, the used ring to 4), and the size must
+    /// be a power of two up to 32768.
+    ///
+    /// This is the one bounds check of the ring's fixed parts: every
+    /// descriptor, avail entry and used entry the per-packet accessors
+    /// touch is at an index below `size` (checked, or masked by the
+    /// power-of-two size), so inside the parts proved here.
     pub fn new(map: &GuestMap, info: &RingInfo) -> Result<Self, RingError> {
+        if !info.size.is_power_of_two() || info.size > 32768 {
+            return Err(RingError::BadSize { size: info.size });
+        }
         let t = |what, gpa: u64, len: u64| {
             map.translate(gpa, len)
                 .ok_or(RingError::Memory(OutOfBounds {
@@ -86,6 +96,10 @@ impl DeviceQueue {
             used: t("used ring", info.used, info.used_bytes())?,
             size: info.size,
         };
+        let mem = map.region();
+        mem.check("descriptor table", local.desc, info.desc_bytes(), 1)?;
+        mem.check("avail ring", local.avail, info.avail_bytes(), 2)?;
+        mem.check("used ring", local.used, info.used_bytes(), 4)?;
         Ok(DeviceQueue {
             mem: map.region().clone(),
             map: map.clone(),
@@ -154,11 +168,19 @@ impl DeviceQueue {
     /// The head of the next available chain (read once).
     #[inline(always)]
     pub fn peek_head(&self) -> Result<u16, RingError> {
-        Ok(self.mem.load_u16(
-            "avail ring",
-            self.off.avail_ring(self.last_avail),
-            Ordering::Relaxed,
-        )?)
+        Ok(self.avail_entry(self.last_avail))
+    }
+
+    /// Avail ring entry `i` (masked by the size), read once.
+    #[inline(always)]
+    fn avail_entry(&self, i: u16) -> u16 {
+        let at = self.off.avail_ring(i);
+        // SAFETY: `at` is `avail + 4 + 2 * (i & (size - 1))`: below
+        // `avail + 4 + 2 * size`, so its two bytes lie inside the avail
+        // ring, which `new` checked is inside the mapping and 2-aligned
+        // (the size a power of two, so the mask keeps the index below it).
+        // Race: an atomic load, its value checked by the caller.
+        unsafe { self.mem.load_u16_in_bounds(at, Ordering::Relaxed) }
     }
 
     /// The head of the available chain `n` places after the next one
@@ -166,11 +188,7 @@ impl DeviceQueue {
     /// with [`DeviceQueue::pending`] that the driver made it available.
     /// Mergeable RX buffers: one frame takes several chains.
     pub fn peek_head_at(&self, n: u16) -> Result<u16, RingError> {
-        Ok(self.mem.load_u16(
-            "avail ring",
-            self.off.avail_ring(self.last_avail.wrapping_add(n)),
-            Ordering::Relaxed,
-        )?)
+        Ok(self.avail_entry(self.last_avail.wrapping_add(n)))
     }
 
     /// Walk the chain at `head` into `segs`, checking every descriptor: index
@@ -284,10 +302,11 @@ impl DeviceQueue {
         }
         // One fetch of the whole descriptor, into a register: what we check
         // is what we use.
-        let d = self
-            .mem
-            .load_u128("descriptor", self.off.desc(idx))
-            .map_err(|_| ChainError::BadIndex { index: idx, size })?;
+        // SAFETY: `idx < size` (checked above), so the descriptor's 16 bytes
+        // at `desc + 16 * idx` lie inside the descriptor table, which `new`
+        // checked is inside the mapping. Race: read once into a register;
+        // a torn value is checked field by field below.
+        let d = unsafe { self.mem.load_u128_in_bounds(self.off.desc(idx)) };
         let addr = d as u64;
         let len = (d >> 64) as u32;
         let flags = (d >> 96) as u16;
@@ -343,8 +362,11 @@ impl DeviceQueue {
     #[inline(always)]
     pub fn add_used(&mut self, id: u16, len: u32) -> Result<(), RingError> {
         let at = self.off.used_ring(self.next_used);
-        self.mem
-            .store_u32_pair("used entry", at, (id as u32, len))?;
+        // SAFETY: `at` is `used + 4 + 8 * (next_used & (size - 1))`: its 8
+        // bytes lie below `used + 4 + 8 * size`, inside the used ring,
+        // which `new` checked is inside the mapping and 4-aligned. Race:
+        // atomic stores (see `Region::store_u32_pair`).
+        unsafe { self.mem.store_u32_pair_in_bounds(at, (id as u32, len)) };
         self.next_used = self.next_used.wrapping_add(1);
         Ok(())
     }

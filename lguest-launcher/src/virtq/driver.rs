@@ -6,8 +6,11 @@ use super::{
     VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
 };
 use crate::memory::Region;
+use parts::RingParts;
 use std::sync::atomic::{fence, Ordering};
 use transport::RingInfo;
+
+mod parts;
 
 /// The driver side of a ring in our own memory (our synthetic guest).
 pub struct DriverQueue {
@@ -42,12 +45,21 @@ pub struct DriverQueue {
     /// from the shared field, which a peer mapping our memory could have
     /// scribbled on.
     avail_published: Option<u16>,
+    /// `new` found the ring's avail and used parts inside `mem`, aligned,
+    /// with a power-of-two size: their entries are then accessed without a
+    /// bounds check per access ([`RingParts`]). Always the case for the
+    /// layouts we make; a ring given otherwise is served with the checks.
+    in_bounds: bool,
 }
 
 impl DriverQueue {
     /// Take over a zeroed ring at `info` in `mem`.
     pub fn new(mem: Region, info: &RingInfo) -> Self {
         let off = Offsets::new(info);
+        let in_bounds = info.size.is_power_of_two()
+            && info.size <= 32768
+            && mem.contains(info.avail, info.avail_bytes(), 2)
+            && mem.contains(info.used, info.used_bytes(), 4);
         DriverQueue {
             mem,
             off,
@@ -60,6 +72,17 @@ impl DriverQueue {
             last_used: 0,
             used_seen: 0,
             avail_published: None,
+            in_bounds,
+        }
+    }
+
+    /// The ring's avail and used entries (see [`RingParts`]).
+    #[inline(always)]
+    fn parts(&self) -> RingParts<'_> {
+        RingParts {
+            mem: &self.mem,
+            off: &self.off,
+            in_bounds: self.in_bounds,
         }
     }
 
@@ -301,9 +324,7 @@ impl DriverQueue {
             // The entries up to the index loaded: popped without looking at
             // the shared index again.
             while self.last_used != self.used_seen {
-                let (id, _) = self
-                    .mem
-                    .load_u32_pair("used entry", self.off.used_ring(self.last_used))?;
+                let (id, _) = self.parts().used(self.last_used)?;
                 self.last_used = self.last_used.wrapping_add(1);
                 let id = self.in_flight_chain(id)?;
                 self.free_chain(id);
@@ -362,12 +383,16 @@ impl DriverQueue {
             // shared memory would make the compiler reload them from `self`
             // after each one), written back whatever happens.
             let (mut last_used, mut next_avail) = (self.last_used, self.next_avail);
-            let (mem, off) = (&self.mem, &self.off);
+            let parts = RingParts {
+                mem: &self.mem,
+                off: &self.off,
+                in_bounds: self.in_bounds,
+            };
             let (chain_len, free, next) = (&mut self.chain_len, &mut self.free, &self.next);
             let in_flight = &mut self.in_flight;
             let mut batch = || -> Result<(), RingError> {
                 for _ in 0..ready {
-                    let (id, len) = mem.load_u32_pair("used entry", off.used_ring(last_used))?;
+                    let (id, len) = parts.used(last_used)?;
                     last_used = last_used.wrapping_add(1);
                     let n = match chain_len.get(id as usize) {
                         Some(&n) if n != 0 => n,
@@ -377,12 +402,7 @@ impl DriverQueue {
                     out.push((id, len));
                     if n == 1 {
                         // In flight again: chain_len and in_flight stay.
-                        mem.store_u16(
-                            "avail ring",
-                            off.avail_ring(next_avail),
-                            id,
-                            Ordering::Relaxed,
-                        )?;
+                        parts.set_avail(next_avail, id)?;
                         next_avail = next_avail.wrapping_add(1);
                     } else {
                         // Freed as `free_chain` does; the caller posts anew.

@@ -86,6 +86,13 @@ pub enum RingError {
     /// memory scribbled on).
     #[error("own chain: {0}")]
     OwnChain(ChainError),
+    /// A queue size that is not a power of two from 1 to 32768 (the ring
+    /// is refused when it is set up).
+    #[error("queue size {size} is not a power of two from 1 to 32768")]
+    BadSize {
+        /// The size given.
+        size: u32,
+    },
     /// A ring field outside memory (our layout is checked, so this is a bug
     /// or a handshake that slipped through).
     #[error(transparent)]

@@ -157,6 +157,77 @@ fn rejects_descriptor_loop_and_bad_index_and_out_of_bounds() {
     ));
 }
 
+/// The ring's fixed parts are checked once, when the device side takes
+/// the ring (its per-packet accessors rely on it): a size that is not a
+/// power of two, a part outside memory or one misaligned is refused there.
+#[test]
+fn hostile_ring_address_or_size_is_refused_at_setup() {
+    let (m, good) = ring(256);
+    let map = GuestMap::identity(m.region().clone());
+    let len = m.region().len();
+    assert!(DeviceQueue::new(&map, &good).is_ok());
+    for size in [0, 3, 100, 65536, u32::MAX] {
+        let info = RingInfo { size, ..good };
+        assert!(
+            matches!(
+                DeviceQueue::new(&map, &info),
+                Err(RingError::BadSize { .. })
+            ),
+            "size {size}"
+        );
+    }
+    let bad = [
+        (
+            "desc past the end",
+            RingInfo {
+                desc: len - 16,
+                ..good
+            },
+        ),
+        (
+            "desc wraps",
+            RingInfo {
+                desc: u64::MAX - 8,
+                ..good
+            },
+        ),
+        (
+            "avail past the end",
+            RingInfo {
+                avail: len - 6,
+                ..good
+            },
+        ),
+        (
+            "avail misaligned",
+            RingInfo {
+                avail: good.avail + 1,
+                ..good
+            },
+        ),
+        (
+            "used past the end",
+            RingInfo {
+                used: len - 8 * 256,
+                ..good
+            },
+        ),
+        (
+            "used misaligned",
+            RingInfo {
+                used: good.used + 2,
+                ..good
+            },
+        ),
+    ];
+    for (what, info) in bad {
+        assert!(
+            matches!(DeviceQueue::new(&map, &info), Err(RingError::Memory(_))),
+            "{what}"
+        );
+    }
+}
+
 #[test]
 fn avail_index_jump_is_a_ring_error() {
     let (m, info) = ring(4);
@@ -219,4 +290,31 @@ fn flags_mode_suppresses_while_device_is_busy() {
     assert!(!drv.kick_needed(NotifyMode::Flags, o, n).unwrap());
     dev.set_notifications(NotifyMode::Flags, true).unwrap();
     assert!(drv.kick_needed(NotifyMode::Flags, o, n).unwrap());
+}
+
+/// A driver-side ring that does not lie wholly inside memory (never one of
+/// our layouts) is served with a bounds check per access: an entry past
+/// the end is an error, not an access outside the mapping.
+#[test]
+fn driver_ring_partly_outside_memory_is_checked_per_access() {
+    let (m, good) = ring(4);
+    let r = m.region();
+    let len = r.len();
+    // Used index and entry 0 inside, entry 1 past the end.
+    let info = RingInfo {
+        used: len - 12,
+        ..good
+    };
+    let mut drv = DriverQueue::new(r.clone(), &info);
+    drv.add_one(Seg { addr: 8192, len: 1 }, true).unwrap();
+    drv.add_one(Seg { addr: 8192, len: 1 }, true).unwrap();
+    drv.publish().unwrap();
+    r.store_u32_pair("t", len - 8, (0, 1)).unwrap(); // the first posted is 0
+    r.store_u16("t", len - 10, 2, Ordering::Release).unwrap();
+    let mut out = Vec::new();
+    assert!(matches!(
+        drv.recycle_used(8, &mut out),
+        Err(RingError::Memory(_))
+    ));
+    assert_eq!(out, [(0, 1)], "the entry inside memory was taken");
 }
