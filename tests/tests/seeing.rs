@@ -30,6 +30,8 @@ struct PerIface {
     drops: BTreeMap<(u32, String), u64>,
     /// Every block of an interface.
     all: BTreeMap<u32, u64>,
+    /// `address MAC learned on port N` comments: (interface, MAC).
+    learned: Vec<(u32, String)>,
 }
 
 fn read_per_iface(path: &Path) -> PerIface {
@@ -56,6 +58,11 @@ fn read_per_iface(path: &Path) -> PerIface {
                         EnhancedPacketOption::Comment(c) => {
                             if let Some(r) = c.strip_prefix("drop reason=") {
                                 reason = r.split(':').next().map(str::to_string);
+                            }
+                            if let Some(m) = c.strip_prefix("address ") {
+                                if let Some(m) = m.split(' ').next() {
+                                    out.learned.push((i, m.to_string()));
+                                }
                             }
                         }
                         _ => {}
@@ -220,6 +227,16 @@ fn switch_capture_has_one_interface_per_port_with_its_counts(kind: &str) {
         &["port-0", "port-1", "port-2"].map(String::from)[..],
     );
     c.that(st.ports.len() >= 2, format!("ports used: {:?}", st.ports));
+    // Each member's MAC is named on its port's interface.
+    for (port, mac) in [(0u32, a), (1, b)] {
+        c.that(
+            cap.learned.contains(&(port, mac.to_string())),
+            format!(
+                "port {port}: `address {mac} learned` record; got {:?}",
+                cap.learned
+            ),
+        );
+    }
     c.that(
         st.capture_skipped == 0,
         format!("capture skipped {}", st.capture_skipped),

@@ -873,4 +873,50 @@ fn switch_profile_sets_what_flags_set_and_refuses_unknown_keys() {
             "bad.toml:3: unknown key `portz` in [switch]; expected one of sharenet, ports",
         )
         .done();
+    // `capture` and `snaplen` in the profile start the per-port capture:
+    // the file exists and begins with a pcapng section header.
+    let pcap = dir.path().join("sw.pcapng");
+    let cap = dir.path().join("cap.toml");
+    std::fs::write(
+        &cap,
+        format!(
+            "[switch]\nsharenet = \"unix:{}/swc\"\nports = 2\ncapture = \"{}\"\nsnaplen = 128\n",
+            dir.path().display(),
+            pcap.display()
+        ),
+    )
+    .unwrap();
+    let cap_s = cap.display().to_string();
+    let o = dir
+        .spawn_raw(
+            "capture_profile",
+            &["switch", "--profile", &cap_s, "--timeout", "0.5"],
+        )
+        .finish(Duration::from_secs(10));
+    let head = std::fs::read(&pcap).unwrap_or_default();
+    Checks::new("switch profile capture", &[&o])
+        .exit(&o, 0)
+        .that(
+            head.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]),
+            format!(
+                "{} starts with a pcapng section header block",
+                pcap.display()
+            ),
+        )
+        .done();
+    // `snaplen` without any capture is a usage error naming the fix.
+    let nocap = dir.path().join("nocap.toml");
+    std::fs::write(
+        &nocap,
+        "[switch]\nsharenet = \"unix:/tmp/x\"\nsnaplen = 128\n",
+    )
+    .unwrap();
+    let nocap_s = nocap.display().to_string();
+    let o = dir
+        .spawn_raw("snaplen_alone", &["switch", "--profile", &nocap_s])
+        .finish(Duration::from_secs(10));
+    Checks::new("switch profile snaplen without capture", &[&o])
+        .exit(&o, 2)
+        .stderr_has(&o, "[switch] snaplen needs a capture")
+        .done();
 }

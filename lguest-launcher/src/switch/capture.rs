@@ -13,7 +13,10 @@
 //! * a malformed chain from its member as an empty inbound record with
 //!   `drop reason=malformed: DETAIL` (not in `rx_packets`, as in the
 //!   stats);
-//! * a member joining or leaving, as an empty record with a comment.
+//! * a member joining or leaving, as an empty record with a comment;
+//! * an address learned on the port (`address 02:..:.. learned on port
+//!   N`), as an empty record: the member's MAC, which the port's interface
+//!   block cannot carry (it is written before any member joins).
 //!
 //! So a reader's per-interface counts equal the port's counters in the
 //! switch's stats JSON, drop reasons under the same names. Frames are read
@@ -106,6 +109,22 @@ pub(super) fn malformed(port: usize, chain: Result<u32, ChainError>) {
             port as u32,
             format!("drop reason=malformed: {detail}"),
             FLAG_IN,
+        );
+    }
+}
+
+/// `mac` was learned on `port` (first seen there, or moved there): an
+/// empty record whose comment names the address, so a reader can tell
+/// which member the interface `port-N` is (its interface block is written
+/// before any member joins, so it cannot carry the MAC itself).
+#[cold]
+pub(super) fn learned(port: usize, mac: &[u8; 6]) {
+    if let Some(t) = tap() {
+        let m = mac.map(|b| format!("{b:02x}")).join(":");
+        t.note(
+            port as u32,
+            format!("address {m} learned on port {port}"),
+            0, // no direction: not a frame, as a join note
         );
     }
 }

@@ -239,7 +239,9 @@ impl<T: Transport + 'static> Switch<'_, T> {
                     burst.rx_bytes += bytes;
                     self.stats.port(i).drops.same_port += 1;
                     capture::inbound(i, src, &self.segs, len, Some("same_port"));
-                    self.table.learn_in(&mut burst.table, srcmac, i, now);
+                    if self.table.learn_in(&mut burst.table, srcmac, i, now) {
+                        capture::learned(i, &srcmac);
+                    }
                     return Route::Done;
                 }
                 Some(j) if up(&self.ports, j) => {
@@ -276,7 +278,9 @@ impl<T: Transport + 'static> Switch<'_, T> {
                 }
             }
         }
-        self.table.learn_in(&mut burst.table, srcmac, i, now);
+        if self.table.learn_in(&mut burst.table, srcmac, i, now) {
+            capture::learned(i, &srcmac);
+        }
         burst.rx_packets += 1;
         burst.rx_bytes += bytes;
         if self.targets.is_empty() {
@@ -364,7 +368,9 @@ impl<T: Transport + 'static> Switch<'_, T> {
                 return Route::Hold;
             }
         }
-        self.table.learn_in(&mut burst.table, srcmac, i, now);
+        if self.table.learn_in(&mut burst.table, srcmac, i, now) {
+            capture::learned(i, &srcmac);
+        }
         let bytes = u64::from(len) - NET_HDR_LEN;
         burst.rx_packets += 1;
         burst.rx_bytes += bytes;

@@ -293,7 +293,18 @@ pub fn run(args: &SwitchArgs) -> ExitCode {
         wait,
         spin: spin_us.filter(|&us| us > 0).map(Duration::from_micros),
     };
-    if let Some(c) = args.capture.config() {
+    // `--capture`/`--snaplen` win over the profile's `capture`/`snaplen`.
+    let capture = crate::capture::CaptureArgs {
+        capture: args.capture.capture.clone().or(prof.capture.clone()),
+        snaplen: args.capture.snaplen.or(prof.snaplen),
+    };
+    if capture.capture.is_none() && capture.snaplen.is_some() {
+        eprintln!(
+            "error: [switch] snaplen needs a capture: add `capture = \"FILE.pcapng\"` to [switch] or give --capture"
+        );
+        return ExitCode::from(2);
+    }
+    if let Some(c) = capture.config() {
         if let Err(e) = capture::start(&c, &cfg) {
             eprintln!("error: {e}");
             return ExitCode::from(2);

@@ -17,6 +17,8 @@
 //! aging = 300
 //! wait = "adaptive"
 //! spin_us = 0
+//! capture = "/var/lib/sharenet/switch.pcapng"
+//! snaplen = 128
 //! ```
 
 use crate::cli::config::{Spec, Wait};
@@ -25,7 +27,7 @@ use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 
 /// The keys of `[switch]`.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 13] = [
     "sharenet",
     "ports",
     "tap",
@@ -37,6 +39,8 @@ pub const KEYS: [&str; 11] = [
     "aging",
     "wait",
     "spin_us",
+    "capture",
+    "snaplen",
 ];
 
 /// What a `[switch]` section sets.
@@ -64,6 +68,10 @@ pub struct SwitchProfile {
     pub wait: Option<Wait>,
     /// `spin_us`.
     pub spin_us: Option<u64>,
+    /// `capture`: a pcapng file, one interface per port.
+    pub capture: Option<PathBuf>,
+    /// `snaplen` (needs `capture`, here or as `--capture`).
+    pub snaplen: Option<u32>,
 }
 
 /// `FILE:LINE:` of the first line that starts with `key`.
@@ -144,6 +152,13 @@ pub fn read(file: &Path) -> Result<SwitchProfile, String> {
                     )
                 }
                 "spin_us" => p.spin_us = Some(int()? as u64),
+                "capture" => p.capture = Some(PathBuf::from(string()?)),
+                "snaplen" => {
+                    p.snaplen = Some(
+                        crate::cli::parse_snaplen(&int()?.to_string())
+                            .map_err(|e| format!("{here}: [switch] snaplen: {e}"))?,
+                    )
+                }
                 _ => {
                     return Err(format!(
                         "{here}: unknown key `{key}` in [switch]; expected one of {}",

@@ -61,28 +61,31 @@ impl Table {
 
     /// `src` sent a frame on `port` at `now`. Group addresses are never
     /// learned (a forged broadcast source must not capture the broadcast).
-    pub fn learn(&mut self, src: Mac, port: usize, now: Instant) {
+    /// True when `src` is new on `port` (first seen, or moved there).
+    pub fn learn(&mut self, src: Mac, port: usize, now: Instant) -> bool {
         if is_group(&src) {
-            return;
+            return false;
         }
         if let Some(e) = self.entries.get_mut(&src) {
-            if e.0 != port {
+            let moved = e.0 != port;
+            if moved {
                 self.learned += 1;
                 self.generation += 1;
             }
             *e = (port, now);
-            return;
+            return moved;
         }
         if self.entries.len() >= self.capacity {
             self.expire(now);
             if self.entries.len() >= self.capacity {
                 self.full += 1;
-                return;
+                return false;
             }
         }
         self.learned += 1;
         self.generation += 1;
         self.entries.insert(src, (port, now));
+        true
     }
 
     /// The port `dst` was last seen on, unless that is older than the
@@ -107,16 +110,18 @@ impl Table {
     }
 
     /// [`Table::learn`] `src` on `port`, unless `cache` (that port's)
-    /// says it was just learned there and nothing changed since.
+    /// says it was just learned there and nothing changed since. True
+    /// when `src` is new on `port`.
     #[inline]
-    pub fn learn_in(&mut self, cache: &mut Burst, src: Mac, port: usize, now: Instant) {
+    pub fn learn_in(&mut self, cache: &mut Burst, src: Mac, port: usize, now: Instant) -> bool {
         if let Some((m, gen, at)) = cache.learned {
             if m == src && self.fresh(gen, at, now) {
-                return;
+                return false;
             }
         }
-        self.learn(src, port, now);
+        let new = self.learn(src, port, now);
         cache.learned = Some((src, self.generation, now + REFRESH));
+        new
     }
 
     /// [`Table::lookup`] `dst`, or the answer `cache` remembers for it.
