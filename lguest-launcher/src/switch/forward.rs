@@ -314,23 +314,8 @@ impl<T: Transport + 'static> Switch<'_, T> {
                     s.tx_bytes += bytes;
                     capture::outbound(j, src, &self.segs, len, false);
                 }
-                Ok(false) => {
-                    self.stats.port(j).drops.no_room += 1;
-                    capture::outbound(j, src, &self.segs, len, true);
-                }
-                Err(PutError::Memory(_) | PutError::TooLong(_)) => {
-                    // The frame, not the destination, is at fault.
-                    self.stats.port(j).drops.no_room += 1;
-                    capture::outbound(j, src, &self.segs, len, true);
-                    self.stats.port(i).drops.malformed += 1;
-                    capture::malformed(i, Ok(len));
-                }
-                Err(e) => {
-                    // Our own ring or the TAP failed: that port goes.
-                    self.stats.port(j).drops.no_room += 1;
-                    capture::outbound(j, src, &self.segs, len, true);
-                    self.leave(j, &format!("cannot forward to it: {e}"));
-                }
+                Ok(false) => self.not_put(i, j, src, len, None),
+                Err(e) => self.not_put(i, j, src, len, Some(e)),
             }
         }
         Route::Done
@@ -386,23 +371,8 @@ impl<T: Transport + 'static> Switch<'_, T> {
                 capture::outbound(j, src, &self.segs, len, false);
                 return Route::Done;
             }
-            Ok(false) => {
-                self.stats.port(j).drops.no_room += 1;
-                capture::outbound(j, src, &self.segs, len, true);
-            }
-            Err(PutError::Memory(_) | PutError::TooLong(_)) => {
-                // The frame, not the destination, is at fault.
-                self.stats.port(j).drops.no_room += 1;
-                capture::outbound(j, src, &self.segs, len, true);
-                self.stats.port(i).drops.malformed += 1;
-                capture::malformed(i, Ok(len));
-            }
-            Err(e) => {
-                // Our own ring failed: that port goes.
-                self.stats.port(j).drops.no_room += 1;
-                capture::outbound(j, src, &self.segs, len, true);
-                self.leave(j, &format!("cannot forward to it: {e}"));
-            }
+            Ok(false) => self.not_put(i, j, src, len, None),
+            Err(e) => self.not_put(i, j, src, len, Some(e)),
         }
         self.stats.copies += 1;
         self.stats.unicast += 1;
@@ -462,5 +432,23 @@ impl<T: Transport + 'static> Switch<'_, T> {
         }
         self.tap_buf = buf;
         done
+    }
+
+    /// A frame from port `i` that did not land on port `j`: a `no_room`
+    /// drop at `j` (`why` `None`: its ring was full). A frame at fault
+    /// (`PutError::Memory`, `TooLong`) is also `malformed` at `i`; any
+    /// other error is our own ring or the TAP failing: port `j` goes.
+    #[cold]
+    fn not_put(&mut self, i: usize, j: usize, src: Src<'_>, len: u32, why: Option<PutError>) {
+        self.stats.port(j).drops.no_room += 1;
+        capture::outbound(j, src, &self.segs, len, true);
+        match why {
+            None => {}
+            Some(PutError::Memory(_) | PutError::TooLong(_)) => {
+                self.stats.port(i).drops.malformed += 1;
+                capture::malformed(i, Ok(len));
+            }
+            Some(e) => self.leave(j, &format!("cannot forward to it: {e}")),
+        }
     }
 }
