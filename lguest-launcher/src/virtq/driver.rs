@@ -268,24 +268,8 @@ impl DriverQueue {
     /// been taken.
     #[inline(always)]
     fn next_used(&mut self) -> Result<Option<(u32, u32)>, RingError> {
-        if self.last_used == self.used_seen {
-            // Acquire: the entries (and the data in the buffers) written
-            // before the device published this index are visible to the
-            // reads below, and to those of later pops up to it.
-            let used = self
-                .mem
-                .load_u16("used idx", self.off.used_idx(), Ordering::Acquire)?;
-            if used == self.last_used {
-                return Ok(None);
-            }
-            if used.wrapping_sub(self.last_used) > self.in_flight {
-                return Err(RingError::UsedJump {
-                    from: self.last_used,
-                    to: used,
-                    in_flight: self.in_flight,
-                });
-            }
-            self.used_seen = used;
+        if self.used_ready()? == 0 {
+            return Ok(None);
         }
         // Both fields of the entry with one bounds check (`id`, then `len`).
         let (id, len) = self
@@ -340,7 +324,9 @@ impl DriverQueue {
     #[inline]
     fn used_ready(&mut self) -> Result<u16, RingError> {
         if self.last_used == self.used_seen {
-            // Acquire: as in `next_used`.
+            // Acquire: the entries (and the data in the buffers) written
+            // before the device published this index are visible to the
+            // reads that follow, and to those of later pops up to it.
             let used = self
                 .mem
                 .load_u16("used idx", self.off.used_idx(), Ordering::Acquire)?;
