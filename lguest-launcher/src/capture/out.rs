@@ -42,6 +42,21 @@ pub const BUFFERS: usize = 64;
 const EPB_TYPE: u32 = 6;
 /// An EPB without options and data: 28 bytes of header, 4 of trailer.
 const EPB_FIXED: usize = 32;
+
+/// Bytes of a plain EPB keeping `n` bytes: the fixed words and the data
+/// padded to 32 bits.
+#[inline]
+const fn epb_len(n: usize) -> usize {
+    (EPB_FIXED + n + 3) & !3
+}
+
+/// Bytes kept of a frame of `len` bytes (its `virtio_net_hdr` included)
+/// of which `avail` can be read: what follows the header, at most
+/// `snaplen`.
+#[inline]
+fn kept(len: u32, avail: u32, snaplen: usize) -> usize {
+    (len.min(avail) as usize).saturating_sub(HDR).min(snaplen)
+}
 /// Where the kept bytes start in an EPB.
 const EPB_DATA: usize = 28;
 /// `virtio_net_hdr` bytes before the frame.
@@ -258,8 +273,8 @@ impl Out {
         if self.detour {
             return self.frame_noted(iface, mem, addr, avail, len, snaplen, None, 0);
         }
-        let n = (len.min(avail) as usize).saturating_sub(HDR).min(snaplen);
-        let total = (EPB_FIXED + n + 3) & !3;
+        let n = kept(len, avail, snaplen);
+        let total = epb_len(n);
         if self.pos + total > self.buf.len() && !self.room(total) {
             return self.skip();
         }
@@ -286,7 +301,7 @@ impl Out {
     /// and padding already lie at `pos + EPB_DATA`.
     #[inline]
     fn put_plain(&mut self, iface: u32, ts: u64, orig: u32, n: usize) {
-        let total = (EPB_FIXED + n + 3) & !3;
+        let total = epb_len(n);
         let at = self.pos;
         let Some(b) = self.buf.get_mut(at..at + total) else {
             return;
@@ -326,7 +341,7 @@ impl Out {
         if self.closed {
             return;
         }
-        let n = (len.min(avail) as usize).saturating_sub(HDR).min(snaplen);
+        let n = kept(len, avail, snaplen);
         let mut hdr = [0u8; HDR];
         let comment = match comment {
             Some(c) => Some(c),
@@ -379,11 +394,11 @@ impl Out {
         let orig = orig.max(data.len() as u32);
         if comment.is_none() && flags == 0 && self.skip_pending == 0 {
             let n = data.len();
-            if !self.room((EPB_FIXED + n + 3) & !3) {
+            if !self.room(epb_len(n)) {
                 return self.skip();
             }
             let ts = self.ts();
-            let (at, total) = (self.pos, (EPB_FIXED + n + 3) & !3);
+            let (at, total) = (self.pos, epb_len(n));
             self.buf[at + total - 8..at + total - 4].copy_from_slice(&[0; 4]);
             self.buf[at + EPB_DATA..at + EPB_DATA + n].copy_from_slice(data);
             return self.put_plain(iface, ts, orig, n);
