@@ -37,7 +37,7 @@ const STREAM_COUNT: u64 = 4_000_000;
 /// Frames the sink whose sender restarts waits for: more than twenty
 /// senders can move in their [`FLOW`] even when the test kills late on a
 /// loaded machine; the last sender brings the rest.
-const SINK_COUNT: u64 = 12_000_000;
+const SINK_COUNT: u64 = 30_000_000;
 /// How long a restarted peer moves packets before it is killed.
 const FLOW: Duration = Duration::from_millis(50);
 /// How long a peer has to start, connect and move its first frame.
