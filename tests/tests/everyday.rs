@@ -265,6 +265,92 @@ fn idle_ends_ok_when_peer_leaves_cleanly(kind: &str) {
     c.done();
 }
 
+/// A `vhost-user` backend stopped by a signal before QEMU connects, and
+/// again with "QEMU" (this test, having asked for the features) connected:
+/// exit 128 + the signal, stats written with `result` = `interrupted by
+/// SIGNAL`, and nothing left behind — not the `--socket`, the control
+/// socket, the kick stamp — with the capture file closed and kept.
+#[test]
+fn vhost_user_backend_stops_cleanly_on_signals() {
+    use std::io::{Read, Write};
+    let _serial = serial();
+    for (kind, sig, code, connect) in [
+        ("unix", Signal::SIGTERM, 143, false),
+        ("eventfd", Signal::SIGINT, 130, false),
+        ("fifo", Signal::SIGHUP, 129, false),
+        ("unix", Signal::SIGTERM, 143, true),
+    ] {
+        let dir = TestDir::new("vhost_signal");
+        let socket = dir.path().join("vhost.sock");
+        let socket_s = socket.display().to_string();
+        let stats = dir.path().join("backend.json").display().to_string();
+        let capture = dir.path().join("vm.pcapng").display().to_string();
+        let link = dir.sharenet(kind, "link");
+        let mut backend = dir.spawn_raw_with_stats(
+            "backend",
+            &[
+                "vhost-user",
+                "--socket",
+                &socket_s,
+                "--sharenet",
+                &link,
+                "--stats-json",
+                &stats,
+                "--capture",
+                &capture,
+                "--timeout",
+                "30",
+            ],
+        );
+        let listening = backend.wait_for_stderr("waiting for QEMU", CONNECT_LIMIT);
+        let mut qemu = None;
+        let mut answered = true;
+        if connect {
+            // "QEMU" connects and asks for the features (answered: the
+            // backend is serving the connection when the signal comes).
+            let mut s = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut msg = [0u8; 12];
+            msg[0..4].copy_from_slice(&1u32.to_le_bytes()); // GET_FEATURES
+            msg[4..8].copy_from_slice(&1u32.to_le_bytes()); // version 1
+            s.write_all(&msg).unwrap();
+            let mut reply = [0u8; 20];
+            answered = s.read_exact(&mut reply).is_ok();
+            qemu = Some(s);
+        }
+        let present = dir.leftovers();
+        backend.signal(sig);
+        let backend = backend.finish(Duration::from_secs(10));
+        drop(qemu);
+        let name = format!("{sig:?}");
+        let mut c = Checks::new(
+            format!("vhost-user over {kind}, {name}, QEMU connected: {connect}"),
+            &[&backend],
+        );
+        c.that(listening, "it listened for QEMU")
+            .that(answered, "it answered GET_FEATURES")
+            .that(
+                present.iter().any(|f| f.starts_with("link.status.")),
+                format!("its control socket existed before: {present:?}"),
+            )
+            .exit(&backend, code)
+            .that(
+                backend.text(field!(result)) == format!("interrupted by {name}"),
+                "result says interrupted",
+            )
+            .stderr_has(&backend, &format!("interrupted by {name}"))
+            .that(
+                dir.leftovers() == ["vm.pcapng"],
+                format!("only the capture is left: {:?}", dir.leftovers()),
+            )
+            .that(
+                std::fs::metadata(&capture).is_ok_and(|m| m.len() > 0),
+                "the capture file was written",
+            );
+        c.done();
+    }
+}
+
 transport_suite!(
     idle_ends_ok_when_its_duration_is_up,
     idle_ends_ok_when_peer_leaves_cleanly,

@@ -198,6 +198,7 @@ mod link;
 mod qemu72_relay;
 mod seen;
 mod sockets;
+mod stop;
 
 use crate::cli::config::{Share, Spec, Writes};
 use crate::link::process_alive;
@@ -407,6 +408,7 @@ fn serve<T: Transport + 'static>(args: &VhostArgs) -> ExitCode {
         }
     }
     let backend = Arc::new(RwLock::new(net));
+    stop::on_stop_signals(&backend, args);
     if !args.quiet {
         eprintln!(
             "waiting for QEMU on vhost-user socket {} ...",

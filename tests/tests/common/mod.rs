@@ -184,6 +184,17 @@ impl TestDir {
         )
     }
 
+    /// Start the launcher with exactly `args`, reading its stats from
+    /// `<dir>/<role>.json` (the caller passes `--stats-json` there).
+    pub fn spawn_raw_with_stats(&self, role: &str, args: &[&str]) -> Proc {
+        Proc::start(
+            &self.path,
+            role,
+            args.iter().map(|a| a.to_string()).collect(),
+            Some(self.path.join(format!("{role}.json"))),
+        )
+    }
+
     /// Start another program (a test binary such as `hostile-peer`) with
     /// exactly `args`, stderr to `<dir>/<role>.log`.
     pub fn spawn_program(&self, role: &str, program: &Path, args: &[&str]) -> Proc {
