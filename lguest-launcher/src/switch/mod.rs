@@ -77,6 +77,7 @@ mod capture;
 mod forward;
 pub mod port;
 pub mod profile;
+pub mod push;
 mod serve;
 pub mod stats;
 mod status;
@@ -181,11 +182,27 @@ pub struct SwitchArgs {
     /// there.
     #[arg(long, value_name = "US")]
     pub spin_us: Option<u64>,
+    /// Serve the RX ring of every member that offers it (a synthetic
+    /// guest with `--share guest`): each frame is copied once, straight
+    /// into the destination member's RX buffer (`on`), instead of onto the
+    /// port's ring for the member's copier to copy again (`off`: every
+    /// port pulls) [default: on].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub push: Option<Push>,
     /// `--capture FILE.pcapng [--snaplen BYTES]`: one interface per port
     /// (`port-N`), frames in and out, drops with their reason (see
     /// `switch/capture.rs`).
     #[command(flatten)]
     pub capture: crate::capture::CaptureArgs,
+}
+
+/// `switch --push`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Push {
+    /// Push into the RX rings of members that offer it.
+    On,
+    /// Every port pulls (one more copy per hop).
+    Off,
 }
 
 fn parse_ports(s: &str) -> Result<usize, String> {
@@ -228,6 +245,8 @@ pub struct SwitchConfig {
     /// Where `adaptive`'s spin budget starts (`None`: the measured
     /// wake-up cost of this transport).
     pub spin: Option<Duration>,
+    /// `--push on`: offer [`transport::F_RX_PUSH`] (see [`push`]).
+    pub push: bool,
 }
 
 /// Why the switch stopped (exit 1).
@@ -292,6 +311,10 @@ pub fn run(args: &SwitchArgs) -> ExitCode {
         tap: args.tap.clone().or(prof.tap),
         wait,
         spin: spin_us.filter(|&us| us > 0).map(Duration::from_micros),
+        push: match args.push {
+            Some(p) => p == Push::On,
+            None => prof.push.unwrap_or(true),
+        },
     };
     // `--capture`/`--snaplen` win over the profile's `capture`/`snaplen`.
     let capture = crate::capture::CaptureArgs {
