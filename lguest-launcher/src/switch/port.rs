@@ -299,6 +299,10 @@ pub enum PutError {
     /// The TAP device failed.
     #[error("{0}")]
     Tap(transport::Error),
+    /// Push: the destination member's RX ring is impossible (an avail
+    /// index jump): its port goes.
+    #[error("member RX ring: {0}")]
+    MemberRing(RingError),
     /// Push: the RX chain the destination member posted was malformed or
     /// too small (returned to it unused; the frame is lost at its port).
     #[error("member RX chain: {0}")]
@@ -311,7 +315,7 @@ pub enum PutError {
 impl From<PushError> for PutError {
     fn from(e: PushError) -> Self {
         match e {
-            PushError::Ring(e) => PutError::Ring(e),
+            PushError::Ring(e) => PutError::MemberRing(e),
             PushError::Chain(e) => PutError::Dest(e),
             PushError::Source(e) => PutError::Memory(e),
             PushError::Offload(e) => PutError::Offload(e),
