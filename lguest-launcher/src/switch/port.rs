@@ -172,6 +172,14 @@ impl<T: Transport> Port<T> {
         segs: &mut Vec<Seg>,
     ) -> Result<(u16, Result<u32, ChainError>), RingError> {
         let head = self.member_tx.peek_head()?;
+        // A chain of one descriptor (every synthetic frame, most of a
+        // VM's): the copier's fast walk, the same checks without the
+        // general walk's plumbing; anything else is walked (and named).
+        if let Some(seg) = self.member_tx.walk_one(head, false) {
+            segs.clear();
+            segs.push(seg);
+            return Ok((head, Ok(seg.len)));
+        }
         Ok((head, self.member_tx.read_chain(head, false, segs)))
     }
 
