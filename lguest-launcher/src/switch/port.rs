@@ -213,6 +213,11 @@ impl<T: Transport> Port<T> {
     #[inline]
     pub fn put(&mut self, src: &Region, segs: &[Seg], len: u32) -> Result<bool, PutError> {
         if let Some(p) = self.push.as_mut() {
+            if let [s] = segs {
+                if let Some(put) = p.put_plain(&self.member, src, *s, len) {
+                    return Ok(put);
+                }
+            }
             return p
                 .put(&self.member, Frame::Chain(src, segs), len)
                 .map_err(PutError::from);

@@ -122,6 +122,47 @@ impl PushRx {
         Ok(self.room)
     }
 
+    /// The per-frame fast path of [`PushRx::put`], as the copier's
+    /// `copy_plain`: a frame in one piece (`s`, in `from`) into an RX
+    /// chain of one descriptor that holds it, with a plain header, for a
+    /// member without `MRG_RXBUF`: `Some(true)` delivered, `Some(false)`
+    /// no RX buffer posted. `None`: anything else, nothing consumed (the
+    /// RX buffer may hold a copy, which the general path overwrites);
+    /// [`PushRx::put`] takes the same frame and names what it finds. The
+    /// checks are the same (`walk_one`, [`Region::copy_from`]); what it
+    /// saves is moving a `Result` with its error through the stack per
+    /// frame.
+    #[inline(always)]
+    pub fn put_plain(&mut self, mem: &Region, from: &Region, s: Seg, len: u32) -> Option<bool> {
+        if self.mergeable || s.len != len {
+            return None;
+        }
+        if self.room == 0 {
+            self.room = self.rx.pending().ok()?;
+            if self.room == 0 {
+                return Some(false);
+            }
+        }
+        let head = self.rx.peek_head().ok()?;
+        let d = self.rx.walk_one(head, true)?;
+        if d.len < len || d.addr % 2 != 0 {
+            return None;
+        }
+        mem.copy_from(d.addr, from, s.addr, u64::from(len)).ok()?;
+        // Relaxed: we wrote these two bytes just now (see `plain`).
+        if !matches!(
+            mem.load_u16("offload header", d.addr, Ordering::Relaxed),
+            Ok(0)
+        ) {
+            return None;
+        }
+        self.rx.add_used(head, len).ok()?;
+        self.rx.advance();
+        self.room -= 1;
+        self.used_added = true;
+        Some(true)
+    }
+
     /// Copy a frame of `len` bytes into the member's next RX chain (the
     /// member's memory is `mem`). False when it posted none.
     #[inline]
