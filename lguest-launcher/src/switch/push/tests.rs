@@ -164,3 +164,21 @@ fn invalid_offload_header_is_the_sources_fault_and_keeps_the_buffer() {
     assert!(m.put(s).unwrap());
     assert_eq!(m.received().len(), 1);
 }
+
+#[test]
+fn next_switch_resumes_from_the_published_used_index() {
+    let mut m = member(0);
+    m.post(3);
+    let (sent, s) = m.frame(300, [0; 12]);
+    assert!(m.put(s).unwrap());
+    assert!(m.put(s).unwrap());
+    assert_eq!(m.received().len(), 2);
+    // The switch goes; the next one maps the same member and starts at
+    // the used index the last one published (2), not at 0.
+    let map = GuestMap::identity(m.mem.region().clone());
+    m.push = PushRx::new(&map, &m.layout.rx, 0, NotifyMode::EventIdx).unwrap();
+    assert!(m.put(s).unwrap(), "the third posted buffer");
+    assert!(!m.put(s).unwrap(), "and no more");
+    let got = m.received();
+    assert_eq!(got, vec![(300, sent)]);
+}
