@@ -43,6 +43,8 @@ mod mergeable;
 mod outcome;
 mod reread;
 
+pub(crate) use fallback::MAX_FIX;
+pub(crate) use mergeable::{put_num_buffers, MRG_RXBUF};
 pub use outcome::{CopyError, DropReason, Event, Occupancy, Outcome};
 
 use crate::garbage::{GarbageBudget, POLL_CHAINS, POLL_DESCRIPTORS};

@@ -79,8 +79,13 @@ pub struct Stats {
     /// Packets whose checksum, size or length did not match.
     pub corrupted: u64,
     /// Frames our copier moved from the peer's TX ring into our RX ring
-    /// (for a VM: what it received).
+    /// (for a VM: what it received). With `rx_push` our copier moves
+    /// nothing: the switch copied them into our RX ring, and counts them
+    /// as its port's `tx_packets`; this stays 0.
     pub packets_copied: u64,
+    /// The peer (a switch) serves our RX ring and copies frames straight
+    /// into it ([`transport::F_RX_PUSH`]); false: our copier pulls them.
+    pub rx_push: bool,
     /// Frame bytes of those.
     pub bytes_copied: u64,
     /// Packets that arrived with a sequence number other than the next one.

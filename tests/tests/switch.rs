@@ -165,11 +165,22 @@ const BCAST: u64 = 1_000;
 const SIZE: u64 = 1000;
 
 /// 8 members (4 sinks, 4 streams, each stream to its own sink) and a
-/// broadcaster on one switch, all at once.
+/// broadcaster on one switch, all at once; push ports (the default: the
+/// switch copies each frame straight into the sink's RX ring).
 fn eight_members_four_streams_and_a_broadcast(kind: &str) {
+    eight_members(kind, "on");
+}
+
+/// The same with `--push off`: every port pulls (the sink's copier takes
+/// each frame from the port's ring).
+fn eight_members_four_streams_and_a_broadcast_pull(kind: &str) {
+    eight_members(kind, "off");
+}
+
+fn eight_members(kind: &str, push: &str) {
     let _g = serial();
-    let dir = TestDir::new(&format!("switch8-{kind}"));
-    let mut sw = Switch::start(&dir, kind, 9, &[]);
+    let dir = TestDir::new(&format!("switch8-{kind}-push-{push}"));
+    let mut sw = Switch::start(&dir, kind, 9, &["--push", push]);
     let per_sink = (STREAM + BCAST).to_string();
     let (n, b, size) = (STREAM.to_string(), BCAST.to_string(), SIZE.to_string());
     // Sinks first, so the switch has learned them (their hellos) before
@@ -220,10 +231,29 @@ fn eight_members_four_streams_and_a_broadcast(kind: &str) {
     let (swo, st) = sw.stop();
     let mut ctx: Vec<&Outcome> = sinks.iter().chain(&streams).collect();
     ctx.extend([&bcast, &swo]);
-    let mut c = Checks::new(format!("8 members + broadcast over {kind}"), &ctx);
+    let mut c = Checks::new(
+        format!("8 members + broadcast over {kind}, --push {push}"),
+        &ctx,
+    );
     c.exit(&swo, 0).exit(&bcast, 0);
+    let pushed = push == "on";
+    for p in &st.ports {
+        c.that(
+            p.rx_push == pushed,
+            format!("port {} should be rx_push {pushed}", p.port),
+        );
+    }
     for (k, s) in sinks.iter().enumerate() {
+        // Who copied: the switch into the sink's ring (push), or the
+        // sink's copier (pull).
+        let copied = if pushed { 0 } else { STREAM + BCAST };
         c.exit(s, 0)
+            .eq(s, field!(rx_push), pushed)
+            .that(
+                s.u64(field!(packets_copied)) >= copied
+                    && (!pushed || s.u64(field!(packets_copied)) == 0),
+                format!("sink{k}: packets_copied should be {copied} (+ hellos/ends)"),
+            )
             .eq(s, field!(packets_received), STREAM + BCAST)
             .eq(s, field!(bytes_received), (STREAM + BCAST) * SIZE)
             .eq(s, field!(corrupted), 0)
@@ -456,6 +486,12 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
                 p.tx_packets + p.drops.no_room >= 5000,
                 format!("every frame for it is delivered or dropped: {p:?}"),
             );
+            // A push port (the default): its room is the RX buffers the
+            // slow member posts, and waiting for them stalls nobody else.
+            c.that(
+                p.rx_push,
+                format!("the slow member's port should push: {p:?}"),
+            );
         }
         None => {
             c.that(false, "the slow member has no port in the stats");
@@ -576,6 +612,7 @@ fn member_that_comes_back_gets_its_old_port(kind: &str) {
 
 crate::transport_suite!(
     eight_members_four_streams_and_a_broadcast,
+    eight_members_four_streams_and_a_broadcast_pull,
     member_killed_mid_stream_does_not_disturb_the_others,
     slow_member_does_not_stall_the_others,
     member_that_comes_back_gets_its_old_port,

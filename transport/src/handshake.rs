@@ -29,8 +29,18 @@ pub const F_EVENT_IDX: u64 = 1 << 1;
 /// told `--dst`. Older builds ignore the bit, so the wire format and
 /// [`VERSION`] are unchanged.
 pub const F_SWITCH: u64 = 1 << 2;
+/// Feature bit: "push" RX. From a member (a synthetic guest whose whole
+/// memory is shared, `--share guest`): my RX ring and its buffers are in
+/// the memory I share, so a peer may serve my RX ring as its device and
+/// write frames straight into it. From a switch ([`F_SWITCH`]): I will,
+/// unless told `--push off`. A port is in push mode only when both set
+/// it; otherwise each side's copier pulls as before. Two launchers never
+/// push to each other (push needs [`F_SWITCH`] on the other side), and
+/// older builds ignore the bit, so the wire format and [`VERSION`] are
+/// unchanged.
+pub const F_RX_PUSH: u64 = 1 << 3;
 /// Feature bits this build understands; others are ignored.
-pub const KNOWN_FEATURES: u64 = F_NOTIFY_FLAGS | F_EVENT_IDX | F_SWITCH;
+pub const KNOWN_FEATURES: u64 = F_NOTIFY_FLAGS | F_EVENT_IDX | F_SWITCH | F_RX_PUSH;
 
 /// Where one split virtqueue lives inside the sender's memory (offsets into
 /// the memory fd, not pointers).

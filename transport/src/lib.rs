@@ -63,7 +63,7 @@ pub mod test_utils;
 pub use error::{Error, Result};
 pub use fdpass::{recv_with_fds, send_with_fds, Received};
 pub use handshake::{
-    translate, Handshake, MemRegion, RingInfo, F_EVENT_IDX, F_NOTIFY_FLAGS, F_SWITCH,
+    translate, Handshake, MemRegion, RingInfo, F_EVENT_IDX, F_NOTIFY_FLAGS, F_RX_PUSH, F_SWITCH,
     HANDSHAKE_LEN, KNOWN_FEATURES, MAGIC, MAX_QUEUE_SIZE, MAX_REGIONS, VERSION,
 };
 pub use poll::{interrupt_flag, interrupted, poll_fds, set_nonblocking, Deadline, Ready, WaitSet};

@@ -5,7 +5,11 @@
 //! measured is the links, not the synthetic guests' checksumming), either
 //! pair by pair on their own `--sharenet` paths (`pairs-N-direct`) or all
 //! 2N joined to one switch (`pairs-N-switch`), each stream sending to its
-//! own sink's MAC. The sinks join first, and the streams start only once
+//! own sink's MAC; and the same 2N on a switch with `--push off`
+//! (`pairs-N-switch-pull`), where every port pulls: the frame is copied
+//! into the port's ring and the sink's copier copies it again, so the cost
+//! of that extra copy (what `vhost-user` and `--share exchange` members
+//! still pay) stays visible beside the push row. The sinks join first, and the streams start only once
 //! the switch has learned every sink's address (its stats file says so),
 //! so no frame is flooded. Figures:
 //!
@@ -48,8 +52,10 @@ pub const PAIRS: [u32; 2] = [2, 4];
 pub enum Via {
     /// Each pair on its own link.
     Direct,
-    /// Every member joined to one switch.
+    /// Every member joined to one switch (push ports, the default).
     Switch,
+    /// Every member joined to one switch with `--push off` (pull ports).
+    SwitchPull,
 }
 
 /// One switch row to measure.
@@ -73,6 +79,7 @@ impl SwitchCell {
         let via = match self.via {
             Via::Direct => "direct",
             Via::Switch => "switch",
+            Via::SwitchPull => "switch-pull",
         };
         format!("pairs-{}-{via}", self.pairs)
     }
@@ -99,7 +106,8 @@ impl SwitchCell {
     }
 }
 
-/// The switch rows of a run: for each of `pairs`, direct then switch, on
+/// The switch rows of a run: for each of `pairs`, direct, switch (push)
+/// and switch with `--push off`, on
 /// eventfd (or the first of `kinds`), members `--wait adaptive` (the
 /// default) and `sleep`.
 pub fn plan(kinds: &[Kind], pairs: &[u32], quick: bool, scale: f64) -> Vec<SwitchCell> {
@@ -116,7 +124,7 @@ pub fn plan(kinds: &[Kind], pairs: &[u32], quick: bool, scale: f64) -> Vec<Switc
     let mut cells = Vec::new();
     for wait in [Wait::Adaptive, Wait::Sleep] {
         for &n in pairs {
-            for via in [Via::Direct, Via::Switch] {
+            for via in [Via::Direct, Via::Switch, Via::SwitchPull] {
                 cells.push(SwitchCell {
                     kind,
                     pairs: n,
@@ -228,7 +236,13 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
     let end = Instant::now() + timeout + Duration::from_secs(5);
     let sw_json = dir.join("switch.json");
     let mut switch = None;
-    if cell.via == Via::Switch {
+    let via_switch = cell.via != Via::Direct;
+    if via_switch {
+        let push = if cell.via == Via::SwitchPull {
+            "off"
+        } else {
+            "on"
+        };
         let args: Vec<String> = [
             "switch",
             "--sharenet",
@@ -240,6 +254,8 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
             // not be taken for a stalled one (frames dropped, run short).
             "--hold-ms",
             "5000",
+            "--push",
+            push,
             "--stats-json",
             &sw_json.display().to_string(),
         ]
@@ -251,11 +267,11 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
     // Where member `k` (sinks even, streams odd) joins.
     let spec = |k: usize| match (cell.via, cell.kind) {
         (Via::Direct, _) => format!("{kind}:{}", dir.join(format!("link{}", k / 2)).display()),
-        (Via::Switch, Kind::Fifo) => format!("fifo:{}.{k}", dir.join("sw").display()),
-        (Via::Switch, _) => format!("{kind}:{}", dir.join("sw").display()),
+        (_, Kind::Fifo) => format!("fifo:{}.{k}", dir.join("sw").display()),
+        (_, _) => format!("{kind}:{}", dir.join("sw").display()),
     };
     let mac = |side: u8, i: usize| format!("02:00:00:00:{side:02x}:{i:02x}");
-    if cell.via == Via::Switch && cell.kind != Kind::Fifo {
+    if via_switch && cell.kind != Kind::Fifo {
         // The members connect to the switch's listener: it must be there.
         let sw = dir.join("sw");
         while !sw.exists() {
@@ -279,7 +295,7 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
         a.extend(["--mac".to_string(), mac(1, i)]);
         sinks.push((spawn(format!("sink {i}"), &a)?, json));
     }
-    if cell.via == Via::Switch {
+    if via_switch {
         // Every sink's hello learned: no stream frame will be flooded.
         loop {
             let learned = read_stats::<SwitchStats>(&sw_json)
@@ -370,9 +386,20 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
     Ok(m)
 }
 
+/// `pairs-N-direct` for a `pairs-N-…` row.
+fn direct_name(workload: &str) -> String {
+    let n = workload.split('-').nth(1).unwrap_or("");
+    format!("pairs-{n}-direct")
+}
+
+/// A `pairs-N-switch` or `pairs-N-switch-pull` row.
+fn is_via_switch(r: &Row) -> bool {
+    is_switch_row(r) && r.key.workload.contains("-switch")
+}
+
 /// The direct row a switch row is compared with.
 fn direct_of<'a>(rows: &'a [Row], r: &Row) -> Option<&'a Row> {
-    let want = r.key.workload.replace("-switch", "-direct");
+    let want = direct_name(&r.key.workload);
     rows.iter()
         .find(|d| d.key.workload == want && d.key.wait == r.key.wait && d.ok())
 }
@@ -384,15 +411,12 @@ pub fn add_ratios(rows: &mut [Row]) {
         .filter(|r| is_switch_row(r) && r.key.workload.ends_with("-direct"))
         .cloned()
         .collect();
-    for r in rows
-        .iter_mut()
-        .filter(|r| is_switch_row(r) && r.key.workload.ends_with("-switch") && r.ok())
-    {
+    for r in rows.iter_mut().filter(|r| is_via_switch(r) && r.ok()) {
         let d = direct_of(&direct, r).and_then(|d| d.metrics.cpu_s_per_mpkt);
         if let (Some(s), Some(d)) = (r.metrics.cpu_s_per_mpkt, d) {
             if d > 0.0 {
                 r.ratio = Some(s / d);
-                r.ratio_to = Some(r.key.workload.replace("-switch", "-direct") + " (CPU/frame)");
+                r.ratio_to = Some(direct_name(&r.key.workload) + " (CPU/frame)");
             }
         }
     }
@@ -418,9 +442,11 @@ pub fn markdown(rows: &[Row]) -> String {
     let _ = writeln!(
         s,
         "N stream/sink pairs (`--payload stamp`, {SIZE} B) on their own links, then all 2N \
-         joined to one `switch`, same run. Mpps: all sinks' frames over the longest stream's \
-         time. CPU: every process (members and switch) per frame. The hop's cost is the \
-         difference per frame; the target is a CPU ratio of at most 1.5.\n"
+         joined to one `switch` (push ports: one copy per hop), then to a `switch --push off` \
+         (`-switch-pull`: every port pulls, one extra copy per hop), same run. Mpps: all \
+         sinks' frames over the longest stream's time. CPU: every process (members and \
+         switch) per frame. The hop's cost is the difference per frame; the target is a \
+         CPU ratio of at most 1.5 (push).\n"
     );
     let _ = writeln!(
         s,
@@ -429,7 +455,7 @@ pub fn markdown(rows: &[Row]) -> String {
     let _ = writeln!(s, "|---|---|---|--:|--:|--:|--:|--:|--:|--:|");
     for r in &mine {
         let cpu_us = r.metrics.cpu_s_per_mpkt;
-        let hop = if r.key.workload.ends_with("-switch") {
+        let hop = if is_via_switch(r) {
             match (
                 cpu_us,
                 direct_of(rows, r).and_then(|d| d.metrics.cpu_s_per_mpkt),
@@ -470,48 +496,4 @@ pub fn markdown(rows: &[Row]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plan_pairs_every_switch_row_with_a_direct_one() {
-        let cells = plan(&Kind::ALL, &PAIRS, true, 1.0);
-        assert_eq!(cells.len(), 8);
-        assert!(cells.iter().all(|c| c.kind == Kind::Eventfd));
-        for c in cells.iter().filter(|c| c.via == Via::Switch) {
-            assert!(cells
-                .iter()
-                .any(|d| d.via == Via::Direct && d.pairs == c.pairs && d.wait == c.wait));
-        }
-        assert!(plan(&[], &PAIRS, true, 1.0).is_empty());
-    }
-
-    #[test]
-    fn switch_rows_get_their_cpu_ratio_over_the_direct_row() {
-        let row = |cell: &SwitchCell, cpu: f64| {
-            let m = Measurement {
-                packets: 10,
-                mpps: Some(1.0),
-                cpu_s_per_mpkt: Some(cpu),
-                ..Default::default()
-            };
-            Row::from_runs(cell.key(), &[m], &[], "mpps")
-        };
-        let cells = plan(&[Kind::Unix], &[2], true, 1.0);
-        let mut rows: Vec<Row> = cells
-            .iter()
-            .map(|c| row(c, if c.via == Via::Switch { 0.6 } else { 0.4 }))
-            .collect();
-        add_ratios(&mut rows);
-        let sw = rows
-            .iter()
-            .find(|r| r.key.workload == "pairs-2-switch")
-            .unwrap();
-        assert!((sw.ratio.unwrap() - 1.5).abs() < 1e-9);
-        let md = markdown(&rows);
-        assert!(
-            md.contains("| pairs-2-switch | unix | adaptive | 1.00 | 0.600 | 0.200 | 1.50 |"),
-            "{md}"
-        );
-    }
-}
+mod tests;

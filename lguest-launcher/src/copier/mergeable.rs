@@ -30,7 +30,7 @@ use crate::memory::{OutOfBounds, Region};
 use transport::Transport;
 
 /// `VIRTIO_NET_F_MRG_RXBUF`.
-const MRG_RXBUF: u64 = 1 << 15;
+pub(crate) const MRG_RXBUF: u64 = 1 << 15;
 /// Where `num_buffers` sits in the 12-byte `virtio_net_hdr_v1`.
 const NUM_BUFFERS_AT: u64 = 10;
 /// The header's length (VERSION_1: always 12 bytes).
@@ -43,6 +43,22 @@ pub(super) struct Scratch {
     more: Vec<Seg>,
     /// The chains of the frame being delivered: `(head, room)`.
     chains: Vec<(u16, u32)>,
+}
+
+/// Set `num_buffers` to `n` in the header of a frame of `len` bytes just
+/// written into the RX pieces `dst` (in `mem`); a frame shorter than the
+/// header has none. The copier's, and a switch's push port's
+/// (`switch/push.rs`), for a guest that accepted `MRG_RXBUF`.
+pub(crate) fn put_num_buffers(
+    mem: &Region,
+    dst: &[Seg],
+    len: u32,
+    n: u16,
+) -> Result<(), OutOfBounds> {
+    if len < HDR_LEN {
+        return Ok(());
+    }
+    write_at(mem, dst, NUM_BUFFERS_AT, &n.to_le_bytes())
 }
 
 /// Write `bytes` at byte `at` of the buffer made of `dst`'s pieces (the
@@ -76,10 +92,7 @@ impl<T: Transport> Copier<T> {
     /// Set `num_buffers` in the header of the frame (of `len` bytes) just
     /// copied into `self.dst`. A frame shorter than the header has none.
     pub(super) fn write_num_buffers(&self, len: u32, n: u16) -> Result<(), OutOfBounds> {
-        if len < HDR_LEN {
-            return Ok(());
-        }
-        write_at(&self.own_mem, &self.dst, NUM_BUFFERS_AT, &n.to_le_bytes())
+        put_num_buffers(&self.own_mem, &self.dst, len, n)
     }
 
     /// Deliver the peer's frame `head` (`len` bytes, in `self.src`) into the

@@ -73,6 +73,8 @@ pub struct Step {
     /// TX entries were published: `(old, new)` avail indexes, for the kick
     /// decision.
     pub tx_published: Option<(u16, u16)>,
+    /// RX buffers were posted again: the `(old, new)` avail indexes.
+    pub rx_published: Option<(u16, u16)>,
 }
 
 /// The synthetic guest.
@@ -388,7 +390,7 @@ impl Guest {
             Workload::Sink | Workload::Idle => {}
         }
         if reposted {
-            self.rx.publish()?;
+            step.rx_published = Some(self.rx.publish()?);
         }
         if self.sent != before || hello_sent {
             step.progress = true;
@@ -494,6 +496,22 @@ impl Guest {
             (true, Some(at)) => self.tx.set_interrupts(self.mode, true, at),
             _ => self.tx.set_interrupts(self.mode, false, 0),
         }
+    }
+
+    /// RX push (the peer serves our RX ring): before sleeping, ask it to
+    /// interrupt us when it fills a buffer past what we read; after
+    /// waking, stop asking. (Pulling, our own copier fills our RX ring in
+    /// this thread and no interrupt is needed.)
+    pub fn set_rx_interrupts(&self, sleeping: bool) -> Result<(), RingError> {
+        self.rx
+            .set_interrupts(self.mode, sleeping, self.rx.last_used())
+    }
+
+    /// RX push: after posting RX buffers `old..new`, does the peer (the
+    /// device of our RX ring) want a kick? It asks while frames for us wait
+    /// for room.
+    pub fn rx_kick_needed(&self, old: u16, new: u16) -> Result<bool, RingError> {
+        self.rx.kick_needed(self.mode, old, new)
     }
 
     /// Is there something to do right now (re-check before sleeping)?

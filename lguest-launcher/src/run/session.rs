@@ -9,7 +9,7 @@ use crate::guest::{Guest, Work};
 use crate::link::{PairMark, RefusalNote};
 use crate::memory::{map_peer, GuestMap, GuestMemory};
 use crate::stats::Stats;
-use crate::virtq::NotifyMode;
+use crate::virtq::{DeviceQueue, NotifyMode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use transport::{ConnectOptions, Handshake, Transport};
@@ -294,9 +294,17 @@ impl Session<'_> {
             // After the first link, offer the mode the guest runs, so the
             // new peer cannot settle on a higher one than ours.
             let offer = self.terms.map_or(cfg.notify, |t| t.mode);
+            // RX push (see `switch/push.rs`): our RX ring is in the memory
+            // we share, unless `--share exchange`; a member that captures
+            // keeps its copier, where its tap sees every frame.
+            let push_offer = if cfg.share == Share::Guest && cfg.capture.is_none() {
+                transport::F_RX_PUSH
+            } else {
+                0
+            };
             let local = Handshake::new(
                 std::process::id(),
-                offer.features(),
+                offer.features() | push_offer,
                 offered.region().len(),
                 offered.raw_fd(),
                 layout.tx,
@@ -345,6 +353,11 @@ impl Session<'_> {
                 None => cfg.notify.min(NotifyMode::from_features(hs.features)),
             };
             let peer_mem = GuestMap::new(map_peer(peer.memory, hs.mem_size)?, hs.regions());
+            // Push only to a switch that offered it too (a launcher peer
+            // offers the bit as a member would, never F_SWITCH).
+            let want = transport::F_SWITCH | transport::F_RX_PUSH;
+            let push = push_offer != 0 && hs.features & want == want;
+            self.stats.rx_push = push;
             self.stats.peer_pid = peer_pid;
             self.stats.peer_offloads = u64::from(hs.offloads);
             self.stats.notify_effective = mode.name().into();
@@ -433,10 +446,20 @@ impl Session<'_> {
                     .map(|down| Outage { down, up: up_at }),
                 consumed_at_up,
                 peer_stamp: crate::wait::latency::PeerStamp::open(&cfg.spec.path, peer_pid),
+                push,
             };
             let result = dev.drive(cfg.wait, self.wake);
             let (guest, copier, stats, result) = dev.end(result);
-            self.rx_state = copier.rx_state();
+            self.rx_state = if push {
+                // The switch served our RX ring: the next device side
+                // starts where it published.
+                let used = DeviceQueue::new(&own_map, &layout.rx)
+                    .and_then(|q| q.published_used())
+                    .map_err(ring_err)?;
+                (used, used)
+            } else {
+                copier.rx_state()
+            };
             // The link ends here: the transport and the peer's mapping go
             // with the copier that owns them.
             drop(copier);

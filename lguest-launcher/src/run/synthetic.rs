@@ -35,6 +35,10 @@ pub(super) struct Synthetic<'a, T: Transport> {
     pub(super) consumed_at_up: u64,
     /// The peer's kick stamp, for the wake-up latency histogram.
     pub(super) peer_stamp: Option<crate::wait::latency::PeerStamp>,
+    /// RX push: the peer (a switch) serves our RX ring and writes frames
+    /// straight into it; our copier idles (the port's ring stays empty),
+    /// and we kick the peer when it asks for our RX buffers.
+    pub(super) push: bool,
 }
 
 impl<'a, T: Transport> Synthetic<'a, T> {
@@ -71,9 +75,15 @@ impl<'a, T: Transport> Synthetic<'a, T> {
     pub(super) fn drive(&mut self, wait: Wait, wake: Duration) -> Result<(), RunError> {
         // Start "awake" (the peer kicks us until we first go idle), except
         // when spinning: then we never want a kick.
-        self.copier
-            .set_notifications(wait != Wait::Spin)
-            .map_err(|e| self.copy_err(e))?;
+        if self.push {
+            self.guest
+                .set_rx_interrupts(wait != Wait::Spin)
+                .map_err(|e| self.ring_err(e))?;
+        } else {
+            self.copier
+                .set_notifications(wait != Wait::Spin)
+                .map_err(|e| self.copy_err(e))?;
+        }
         let mut waiter = WaitLoop::calibrated(wait, wake);
         let result = waiter.run(self).map(|_| ());
         // Counters add up across link generations.
@@ -161,7 +171,7 @@ impl<'a, T: Transport> Synthetic<'a, T> {
                 .step(&mut self.stats)
                 .map(|s| s.progress)
                 .unwrap_or(false);
-            let moved = match self.copier.poll() {
+            let moved = match self.poll() {
                 Ok(out) => {
                     // The peer is gone: count, but notify nobody.
                     let _ = account(
@@ -203,7 +213,17 @@ impl<T: Transport> Device for Synthetic<'_, T> {
                 self.stats.notifications_suppressed += 1;
             }
         }
-        let out = self.copier.poll().map_err(|e| self.copy_err(e))?;
+        if let (true, Some((old, new))) = (self.push, step.rx_published) {
+            // RX push: the switch waits for room in our RX ring.
+            if self
+                .guest
+                .rx_kick_needed(old, new)
+                .map_err(|e| self.ring_err(e))?
+            {
+                notify(self.copier.link(), &mut self.stats)?;
+            }
+        }
+        let out = self.poll().map_err(|e| self.copy_err(e))?;
         account(&mut self.copier, &out, &mut self.stats)?;
         if let Some(o) = self.outage {
             // The first packet after a reconnect, either way.
@@ -223,15 +243,23 @@ impl<T: Transport> Device for Synthetic<'_, T> {
     }
 
     fn arm(&mut self, on: bool) -> Result<(), RunError> {
-        self.copier
-            .set_notifications(on)
-            .map_err(|e| self.copy_err(e))?;
+        if self.push {
+            // The switch fills our RX ring: it interrupts us.
+            self.guest
+                .set_rx_interrupts(on)
+                .map_err(|e| self.ring_err(e))?;
+        } else {
+            self.copier
+                .set_notifications(on)
+                .map_err(|e| self.copy_err(e))?;
+        }
         self.guest.set_interrupts(on).map_err(|e| self.ring_err(e))
     }
 
     fn has_work(&mut self) -> Result<bool, RunError> {
-        Ok(self.copier.has_work().map_err(|e| self.copy_err(e))?
-            || self.guest.has_work().map_err(|e| self.ring_err(e))?)
+        // RX push: the guest's RX used ring is the work (`Guest::has_work`).
+        let copier = !self.push && self.copier.has_work().map_err(|e| self.copy_err(e))?;
+        Ok(copier || self.guest.has_work().map_err(|e| self.ring_err(e))?)
     }
 
     fn tick(&mut self, now: Instant) -> Result<(), RunError> {
@@ -284,6 +312,16 @@ impl<T: Transport> Device for Synthetic<'_, T> {
 }
 
 impl<T: Transport> Synthetic<'_, T> {
+    /// Our copier's poll; with RX push nothing to pull (the switch writes
+    /// into our RX ring itself), and our RX ring is not ours to serve.
+    #[inline]
+    fn poll(&mut self) -> Result<Outcome, CopyError> {
+        if self.push {
+            return Ok(Outcome::default());
+        }
+        self.copier.poll()
+    }
+
     /// Sleep in the transport for at most `max`; a notified wake-up is
     /// counted, with its latency (`wait::latency`).
     fn wait(&mut self, max: Duration) -> Result<Slept, RunError> {

@@ -444,7 +444,8 @@ impl<T: Transport + 'static> Switch<'_, T> {
         capture::outbound(j, src, &self.segs, len, true);
         match why {
             None => {}
-            Some(PutError::Memory(_) | PutError::TooLong(_)) => {
+            Some(PutError::Dest(_)) => self.stats.port(j).drops.bad_rx_chain += 1,
+            Some(PutError::Memory(_) | PutError::TooLong(_) | PutError::Offload(_)) => {
                 self.stats.port(i).drops.malformed += 1;
                 capture::malformed(i, Ok(len));
             }

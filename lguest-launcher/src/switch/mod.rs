@@ -9,25 +9,35 @@
 //! pair of named pipes, port N has its own path `PATH.N` (`fifo:/tmp/sw.3`
 //! joins port 3). The handshake is the ordinary one, with the
 //! [`transport::F_SWITCH`] feature bit set so a synthetic guest knows to
-//! announce its MAC address.
+//! announce its MAC address, and [`transport::F_RX_PUSH`] unless
+//! `--push off`.
 //!
-//! # The data path (see [`port`])
+//! # The data path (see [`port`] and [`push`])
 //! Each port is the peer side of an ordinary link. One thread forwards:
 //! for each port it takes the member's TX chains (checked, as any peer's),
 //! reads the Ethernet header, learns the source address on that port
-//! ([`table`]), looks the destination up, and copies the frame straight
-//! into the destination port's TX ring, or into every other port's for
-//! broadcast, multicast and unknown unicast (flooding); never back out of
-//! the port it came in on. Then it completes the member's chain and kicks
-//! whoever asked to be kicked. The destination member's copier pulls the
-//! frame as it would from any peer.
+//! ([`table`]), looks the destination up, and copies the frame to the
+//! destination, or to every other port for broadcast, multicast and
+//! unknown unicast (flooding); never back out of the port it came in on.
+//! Then it completes the member's chain and kicks whoever asked to be
+//! kicked. Where the one copy lands depends on the destination port:
+//!
+//! * a **push** port (a synthetic member with `--share guest` offered
+//!   `F_RX_PUSH`, and we did): straight into an RX buffer the member
+//!   posted; the switch is the device of its RX ring ([`push`]) and the
+//!   member's copier idles. One copy per hop, as on a direct link.
+//! * a **pull** port (a `vhost-user` or `--share exchange` member, one
+//!   that captures, an older build, `--push off`): into the port's own TX
+//!   ring, from which the member's copier pulls it as from any peer: one
+//!   extra copy per hop.
 //!
 //! # Flow control: a slow member stalls only itself
-//! A destination whose ring is full gets [`SwitchConfig::hold`] (default
+//! A destination whose ring is full (pull: the port's TX ring; push: no
+//! RX buffer posted) gets [`SwitchConfig::hold`] (default
 //! 250 ms) to make room. Meanwhile the source's chain waits at the head of
 //! *its own* ring — the frames of every other port keep moving — and the
-//! switch sleeps until the destination's copier frees a slot (it asked
-//! for that interrupt) or the hold ends. A destination still full after
+//! switch sleeps until the destination frees a slot or posts a buffer (it
+//! asked for that kick) or the hold ends. A destination still full after
 //! the hold is *congested*: frames for it are dropped at once and counted
 //! (`no_room`) until it has room again, so one member that stopped reading
 //! costs each sender at most one hold, never a stall. `--hold-ms 0` drops
@@ -77,6 +87,7 @@ mod capture;
 mod forward;
 pub mod port;
 pub mod profile;
+pub mod push;
 mod serve;
 pub mod stats;
 mod status;
@@ -181,11 +192,27 @@ pub struct SwitchArgs {
     /// there.
     #[arg(long, value_name = "US")]
     pub spin_us: Option<u64>,
+    /// Serve the RX ring of every member that offers it (a synthetic
+    /// guest with `--share guest`): each frame is copied once, straight
+    /// into the destination member's RX buffer (`on`), instead of onto the
+    /// port's ring for the member's copier to copy again (`off`: every
+    /// port pulls) [default: on].
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub push: Option<Push>,
     /// `--capture FILE.pcapng [--snaplen BYTES]`: one interface per port
     /// (`port-N`), frames in and out, drops with their reason (see
     /// `switch/capture.rs`).
     #[command(flatten)]
     pub capture: crate::capture::CaptureArgs,
+}
+
+/// `switch --push`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Push {
+    /// Push into the RX rings of members that offer it.
+    On,
+    /// Every port pulls (one more copy per hop).
+    Off,
 }
 
 fn parse_ports(s: &str) -> Result<usize, String> {
@@ -228,6 +255,8 @@ pub struct SwitchConfig {
     /// Where `adaptive`'s spin budget starts (`None`: the measured
     /// wake-up cost of this transport).
     pub spin: Option<Duration>,
+    /// `--push on`: offer [`transport::F_RX_PUSH`] (see [`push`]).
+    pub push: bool,
 }
 
 /// Why the switch stopped (exit 1).
@@ -292,6 +321,10 @@ pub fn run(args: &SwitchArgs) -> ExitCode {
         tap: args.tap.clone().or(prof.tap),
         wait,
         spin: spin_us.filter(|&us| us > 0).map(Duration::from_micros),
+        push: match args.push {
+            Some(p) => p == Push::On,
+            None => prof.push.unwrap_or(true),
+        },
     };
     // `--capture`/`--snaplen` win over the profile's `capture`/`snaplen`.
     let capture = crate::capture::CaptureArgs {

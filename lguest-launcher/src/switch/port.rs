@@ -3,15 +3,25 @@
 //! To its member a port looks exactly like a synthetic guest: at join the
 //! switch offers a sealed memfd holding a TX ring and its buffers (the
 //! same [`Layout`] a synthetic guest plans), and maps the member's memory.
-//! The member's unchanged copier pulls from the port's TX ring into its
-//! own RX ring. The switch never runs a copier: it serves the *member's*
-//! TX ring as a device ([`DeviceQueue`], every chain checked) and drives
-//! the *port's* TX ring as a driver ([`DriverQueue`], every used entry the
-//! member writes back checked), and copies each frame once, from the
-//! member's TX buffer straight into the destination port's TX buffer. The
-//! destination member's copier makes the second copy, as it would from any
-//! peer: one switch hop costs one extra copy.
+//! The switch never runs a copier: it serves the *member's* TX ring as a
+//! device ([`DeviceQueue`], every chain checked), and gets frames to the
+//! member one of two ways.
+//!
+//! **Push** (a synthetic member that offered [`transport::F_RX_PUSH`],
+//! and `--push on`, the default): the switch is also the device of the
+//! member's *RX* ring ([`PushRx`], see `push.rs`) and copies each frame
+//! once, from the source's TX buffer straight into a buffer the
+//! destination member posted. The member's copier idles; its guest reads
+//! the completions the switch wrote. One copy per hop, as on a direct link.
+//!
+//! **Pull** (a `vhost-user` member, `--share exchange`, a member that
+//! captures, an older build, or `--push off`): the switch drives the
+//! *port's* TX ring as a driver ([`DriverQueue`], every used entry the
+//! member writes back checked) and copies each frame from the source's TX
+//! buffer into the port's TX buffer; the member's unchanged copier pulls
+//! it into its RX ring as from any peer: one extra copy per hop.
 
+use super::push::{Frame, PushError, PushRx};
 use crate::copier::gather_scatter;
 use crate::guest::plan::{Layout, BUF_SIZE};
 use crate::memory::{map_peer, GuestMap, GuestMemory, MemoryError, OutOfBounds, Region};
@@ -54,6 +64,8 @@ pub struct Port<T: Transport> {
     member_tx: DeviceQueue,
     used_added: bool,
     avail_added: bool,
+    /// Push mode: the member's RX ring, served by us.
+    push: Option<PushRx>,
 }
 
 impl<T: Transport> Port<T> {
@@ -66,10 +78,17 @@ impl<T: Transport> Port<T> {
         mem: GuestMemory,
         layout: Layout,
         notify: NotifyMode,
+        push: bool,
     ) -> Result<Self, JoinError> {
         let hs = peer.handshake;
         let mode = notify.min(NotifyMode::from_features(hs.features));
         let map = GuestMap::new(map_peer(peer.memory, hs.mem_size)?, hs.regions());
+        // Push when both offered it (we did, unless `--push off`).
+        let push = if push && hs.features & transport::F_RX_PUSH != 0 {
+            Some(PushRx::new(&map, &hs.rx, hs.offloads, mode)?)
+        } else {
+            None
+        };
         let member_tx = DeviceQueue::new(&map, &hs.tx)?;
         let used = member_tx.published_used()?;
         let member_tx = member_tx.with_state(used, used);
@@ -91,7 +110,13 @@ impl<T: Transport> Port<T> {
             member_tx,
             used_added: false,
             avail_added: false,
+            push,
         })
+    }
+
+    /// Is this a push port (we serve the member's RX ring)?
+    pub fn is_push(&self) -> bool {
+        self.push.is_some()
     }
 
     /// The member's memory (where its TX chains' buffers are).
@@ -101,6 +126,13 @@ impl<T: Transport> Port<T> {
 
     /// Take back the port's TX chains the member's copier completed.
     pub fn reap(&mut self) -> Result<usize, RingError> {
+        if let Some(p) = self.push.as_ref() {
+            // Nothing of ours to take back; room is the member's posting.
+            if self.full_since.is_some() && p.has_room()? {
+                self.full_since = None;
+            }
+            return Ok(0);
+        }
         if self.tx.in_flight() == 0 {
             // Nothing to take back: do not touch the member's cache line.
             self.full_since = None;
@@ -116,10 +148,15 @@ impl<T: Transport> Port<T> {
         Ok(n)
     }
 
-    /// Is there a free slot on the port's TX ring?
+    /// Is there room for a frame: a free slot on the port's TX ring, or
+    /// (push) an RX buffer the member posted? A broken member ring says
+    /// yes here and fails in [`Port::put`], which names it.
     #[inline]
-    pub fn has_room(&self) -> bool {
-        self.tx.num_free() > 0
+    pub fn has_room(&mut self) -> bool {
+        match self.push.as_mut() {
+            Some(p) => p.room().map_or(true, |n| n > 0),
+            None => self.tx.num_free() > 0,
+        }
     }
 
     /// Chains the member has made available and we have not taken.
@@ -135,6 +172,14 @@ impl<T: Transport> Port<T> {
         segs: &mut Vec<Seg>,
     ) -> Result<(u16, Result<u32, ChainError>), RingError> {
         let head = self.member_tx.peek_head()?;
+        // A chain of one descriptor (every synthetic frame, most of a
+        // VM's): the copier's fast walk, the same checks without the
+        // general walk's plumbing; anything else is walked (and named).
+        if let Some(seg) = self.member_tx.walk_one(head, false) {
+            segs.clear();
+            segs.push(seg);
+            return Ok((head, Ok(seg.len)));
+        }
         Ok((head, self.member_tx.read_chain(head, false, segs)))
     }
 
@@ -167,6 +212,16 @@ impl<T: Transport> Port<T> {
     /// full; the caller checked [`Port::has_room`].
     #[inline]
     pub fn put(&mut self, src: &Region, segs: &[Seg], len: u32) -> Result<bool, PutError> {
+        if let Some(p) = self.push.as_mut() {
+            if let [s] = segs {
+                if let Some(put) = p.put_plain(&self.member, src, *s, len) {
+                    return Ok(put);
+                }
+            }
+            return p
+                .put(&self.member, Frame::Chain(src, segs), len)
+                .map_err(PutError::from);
+        }
         let Some(slot) = self.slot(len)? else {
             return Ok(false);
         };
@@ -184,6 +239,11 @@ impl<T: Transport> Port<T> {
     /// on the port's TX ring; false when the ring is full.
     pub fn put_bytes(&mut self, frame: &[u8]) -> Result<bool, PutError> {
         let len = u32::try_from(frame.len()).map_err(|_| PutError::TooLong(u32::MAX))?;
+        if let Some(p) = self.push.as_mut() {
+            return p
+                .put(&self.member, Frame::Bytes(frame), len)
+                .map_err(PutError::from);
+        }
         let Some(slot) = self.slot(len)? else {
             return Ok(false);
         };
@@ -206,6 +266,9 @@ impl<T: Transport> Port<T> {
             let (old, new) = self.tx.publish()?;
             kick |= self.tx.kick_needed(self.mode, old, new)?;
         }
+        if let Some(p) = self.push.as_mut() {
+            kick |= p.flush(self.mode)?;
+        }
         Ok(kick)
     }
 
@@ -214,6 +277,10 @@ impl<T: Transport> Port<T> {
     /// (a port with a full ring gets room back). After waking: stop asking.
     pub fn arm(&self, on: bool) -> Result<(), RingError> {
         self.member_tx.set_notifications(self.mode, on)?;
+        if let Some(p) = self.push.as_ref() {
+            // Push: while frames for it wait, when it posts RX buffers.
+            return p.arm(self.mode, on && self.full_since.is_some());
+        }
         let waiting = on && self.tx.in_flight() > 0;
         self.tx
             .set_interrupts(self.mode, waiting, self.tx.last_used())
@@ -221,6 +288,11 @@ impl<T: Transport> Port<T> {
 
     /// Something to do right now (the re-check after arming).
     pub fn has_work(&self) -> Result<bool, RingError> {
+        if let Some(p) = self.push.as_ref() {
+            return Ok(
+                self.member_tx.pending()? > 0 || (self.full_since.is_some() && p.has_room()?)
+            );
+        }
         Ok(self.member_tx.pending()? > 0 || self.tx.has_used()?)
     }
 }
@@ -240,6 +312,28 @@ pub enum PutError {
     /// The TAP device failed.
     #[error("{0}")]
     Tap(transport::Error),
+    /// Push: the destination member's RX ring is impossible (an avail
+    /// index jump): its port goes.
+    #[error("member RX ring: {0}")]
+    MemberRing(RingError),
+    /// Push: the RX chain the destination member posted was malformed or
+    /// too small (returned to it unused; the frame is lost at its port).
+    #[error("member RX chain: {0}")]
+    Dest(ChainError),
+    /// Push: the frame's `virtio_net_hdr` is invalid (the source's fault).
+    #[error("offload header: {0}")]
+    Offload(crate::offload::OffloadError),
+}
+
+impl From<PushError> for PutError {
+    fn from(e: PushError) -> Self {
+        match e {
+            PushError::Ring(e) => PutError::MemberRing(e),
+            PushError::Chain(e) => PutError::Dest(e),
+            PushError::Source(e) => PutError::Memory(e),
+            PushError::Offload(e) => PutError::Offload(e),
+        }
+    }
 }
 
 /// Read the first `out.len()` bytes of a chain (pieces `segs` in `mem`);

@@ -19,6 +19,7 @@
 //! spin_us = 0
 //! capture = "/var/lib/sharenet/switch.pcapng"
 //! snaplen = 128
+//! push = true
 //! ```
 
 use crate::cli::config::{Spec, Wait};
@@ -27,7 +28,7 @@ use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 
 /// The keys of `[switch]`.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "sharenet",
     "ports",
     "tap",
@@ -41,6 +42,7 @@ pub const KEYS: [&str; 13] = [
     "spin_us",
     "capture",
     "snaplen",
+    "push",
 ];
 
 /// What a `[switch]` section sets.
@@ -72,6 +74,8 @@ pub struct SwitchProfile {
     pub capture: Option<PathBuf>,
     /// `snaplen` (needs `capture`, here or as `--capture`).
     pub snaplen: Option<u32>,
+    /// `push`: serve push members' RX rings (`--push on|off`).
+    pub push: Option<bool>,
 }
 
 /// `FILE:LINE:` of the first line that starts with `key`.
@@ -159,6 +163,7 @@ pub fn read(file: &Path) -> Result<SwitchProfile, String> {
                             .map_err(|e| format!("{here}: [switch] snaplen: {e}"))?,
                     )
                 }
+                "push" => p.push = Some(v.as_bool().ok_or_else(|| bad("true or false"))?),
                 _ => {
                     return Err(format!(
                         "{here}: unknown key `{key}` in [switch]; expected one of {}",

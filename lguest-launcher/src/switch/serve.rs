@@ -88,7 +88,9 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             _ => Some(transport::serve_many(&cfg.spec.path)?),
         };
         let acceptor = Acceptor {
-            features: cfg.notify.features() | transport::F_SWITCH,
+            features: cfg.notify.features()
+                | transport::F_SWITCH
+                | if cfg.push { transport::F_RX_PUSH } else { 0 },
             layout,
             mem_size,
             busy: busy.clone(),
@@ -268,16 +270,25 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             return;
         };
         let pid = j.peer.handshake.pid;
-        match Port::new(j.link, j.peer, j.mem, self.layout, self.cfg.notify) {
+        match Port::new(
+            j.link,
+            j.peer,
+            j.mem,
+            self.layout,
+            self.cfg.notify,
+            self.cfg.push,
+        ) {
             Ok(mut port) => {
                 if !self.cfg.quiet {
                     eprintln!(
-                        "[switch] port {n}: member pid {pid} joined (notify {})",
-                        port.mode.name()
+                        "[switch] port {n}: member pid {pid} joined (notify {}, {})",
+                        port.mode.name(),
+                        if port.is_push() { "push" } else { "pull" }
                     );
                 }
                 // A fifo member's path names its port: nothing to move.
                 port.settled = j.slot.is_some();
+                let push = port.is_push();
                 self.busy[n].store(true, Ordering::Relaxed);
                 self.ports[n] = Some(port);
                 self.stats.joins += 1;
@@ -286,6 +297,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
                 s.joins += 1;
                 s.pid = pid;
                 s.state = "up".into();
+                s.rx_push = push;
                 self.set_tap_offloads();
             }
             Err(e) => {
@@ -315,6 +327,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         self.table.forget_port(from);
         self.departed.forget_port(to);
         let pid = self.stats.port(from).pid;
+        let push = self.ports[to].as_ref().is_some_and(|p| p.is_push());
         {
             let s = self.stats.port(from);
             s.joins -= 1;
@@ -324,6 +337,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
         s.joins += 1;
         s.pid = pid;
         s.state = "up".into();
+        s.rx_push = push;
         if !self.cfg.quiet {
             eprintln!("[switch] port {to}: member pid {pid} came back (moved from port {from})");
         }

@@ -25,6 +25,10 @@ pub struct Drops {
     /// Frames from this port addressed to a MAC learned on this same port
     /// (never sent back out of the port they came in on).
     pub same_port: u64,
+    /// Push ports: of the `no_room` drops, those where the RX chain the
+    /// member posted was malformed or too small for the frame (the chain
+    /// went back to it used with length 0).
+    pub bad_rx_chain: u64,
 }
 
 /// One port's counters (cumulative across the members it served).
@@ -51,6 +55,10 @@ pub struct PortStats {
     pub drops: Drops,
     /// Notifications written to the member.
     pub notifications_sent: u64,
+    /// The switch serves the member's RX ring and copies frames straight
+    /// into its buffers (push); false: the member's copier pulls them from
+    /// the port's ring (see `switch/port.rs`).
+    pub rx_push: bool,
 }
 
 /// The switch's stats JSON object.

@@ -1,0 +1,56 @@
+//! Unit tests of the switch rows: the plan and the ratios.
+
+use super::*;
+
+#[test]
+fn plan_pairs_every_switch_row_with_a_direct_one() {
+    let cells = plan(&Kind::ALL, &PAIRS, true, 1.0);
+    assert_eq!(cells.len(), 12);
+    assert!(cells.iter().all(|c| c.kind == Kind::Eventfd));
+    for c in cells.iter().filter(|c| c.via != Via::Direct) {
+        assert!(cells
+            .iter()
+            .any(|d| d.via == Via::Direct && d.pairs == c.pairs && d.wait == c.wait));
+    }
+    assert!(plan(&[], &PAIRS, true, 1.0).is_empty());
+}
+
+#[test]
+fn switch_rows_get_their_cpu_ratio_over_the_direct_row() {
+    let row = |cell: &SwitchCell, cpu: f64| {
+        let m = Measurement {
+            packets: 10,
+            mpps: Some(1.0),
+            cpu_s_per_mpkt: Some(cpu),
+            ..Default::default()
+        };
+        Row::from_runs(cell.key(), &[m], &[], "mpps")
+    };
+    let cells = plan(&[Kind::Unix], &[2], true, 1.0);
+    let mut rows: Vec<Row> = cells
+        .iter()
+        .map(|c| {
+            let cpu = match c.via {
+                Via::Direct => 0.4,
+                Via::Switch => 0.6,
+                Via::SwitchPull => 0.8,
+            };
+            row(c, cpu)
+        })
+        .collect();
+    add_ratios(&mut rows);
+    let sw = rows
+        .iter()
+        .find(|r| r.key.workload == "pairs-2-switch")
+        .unwrap();
+    assert!((sw.ratio.unwrap() - 1.5).abs() < 1e-9);
+    let md = markdown(&rows);
+    assert!(
+        md.contains("| pairs-2-switch | unix | adaptive | 1.00 | 0.600 | 0.200 | 1.50 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| pairs-2-switch-pull | unix | adaptive | 1.00 | 0.800 | 0.400 | 2.00 |"),
+        "{md}"
+    );
+}

@@ -1,0 +1,342 @@
+//! Push ports (issue 17): the switch serves a member's RX ring and copies
+//! each frame straight into it. Real switch, real launchers, real shared
+//! memory, as in `switch.rs`, which runs its suites in push mode (the
+//! default) and the 8-member suite again with `--push off`. Here:
+//!
+//! * who pushes: two launchers on a direct link never do; a member with
+//!   `--share exchange` (its RX ring is not in the memory it shares) keeps
+//!   the pull path beside push members on the same switch, and both
+//!   streams arrive intact;
+//! * a hostile push member (`hostile-member`, tests/src/bin) whose RX ring
+//!   points outside its memory, straddles its end, loops, or whose avail
+//!   index jumps, or which posts no RX buffer at all: the switch never
+//!   crashes, drops what was for it and counts it at its port, and an
+//!   honest pair on the same switch finishes intact.
+
+mod common;
+
+use common::{serial, Checks, Outcome, Proc, TestDir, EXIT_LIMIT};
+use lguest_launcher::switch::stats::SwitchStats;
+use nix::sys::signal::Signal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn mac(n: u8) -> String {
+    format!("02:00:00:00:00:{n:02x}")
+}
+
+fn hostile_member() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_hostile-member"))
+}
+
+/// A switch on `dir/sw` (`extra` flags follow); its stats in `dir`.
+fn start_switch(dir: &TestDir, kind: &str, extra: &[&str]) -> (Proc, String, PathBuf) {
+    let path = dir.path().join("sw");
+    let stats = dir.path().join("switch.json");
+    let spec = format!("{kind}:{}", path.display());
+    let stats_s = stats.display().to_string();
+    let mut args = vec![
+        "switch",
+        "--sharenet",
+        &spec,
+        "--ports",
+        "4",
+        "--timeout",
+        "90",
+        "--stats-json",
+        &stats_s,
+    ];
+    args.extend_from_slice(extra);
+    let mut p = dir.spawn_raw("switch", &args);
+    assert!(
+        p.wait_for_stderr("members join on", Duration::from_secs(10)),
+        "switch did not start:\n{}",
+        p.stderr()
+    );
+    (p, spec, stats)
+}
+
+fn wait_joined(sw: &mut Proc, n: usize) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while sw.stderr().matches(" joined").count() < n {
+        assert!(
+            Instant::now() < end,
+            "members did not join:\n{}",
+            sw.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stop_switch(mut sw: Proc, stats: &Path) -> (Outcome, SwitchStats) {
+    sw.signal(Signal::SIGINT);
+    let out = sw.finish(Duration::from_secs(10));
+    let text = std::fs::read_to_string(stats).unwrap_or_default();
+    let st = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("switch stats {}: {e}\n{text}", stats.display()));
+    (out, st)
+}
+
+fn member(dir: &TestDir, name: &str, spec: &str, m: &str, args: &[&str]) -> Proc {
+    let mut a = vec!["--name", name, "--mac", m, "--payload", "stamp"];
+    a.extend_from_slice(args);
+    dir.spawn(name, spec, &a)
+}
+
+const N: u64 = 20_000;
+
+#[test]
+fn direct_pair_never_pushes() {
+    let _g = serial();
+    let dir = TestDir::new("push-direct");
+    let spec = dir.sharenet("eventfd", "link");
+    let n = N.to_string();
+    let mut sink = member(
+        &dir,
+        "sink",
+        &spec,
+        &mac(1),
+        &["--workload", "sink", "--count", &n],
+    );
+    let mut stream = member(
+        &dir,
+        "stream",
+        &spec,
+        &mac(2),
+        &["--workload", "stream", "--count", &n, "--size", "1000"],
+    );
+    let stream = stream.finish(EXIT_LIMIT);
+    let sink = sink.finish(EXIT_LIMIT);
+    let mut c = Checks::new("a direct pair", &[&sink, &stream]);
+    c.exit(&sink, 0)
+        .exit(&stream, 0)
+        .eq(&sink, field!(packets_received), N)
+        .eq(&sink, field!(corrupted), 0)
+        .eq(&sink, field!(rx_push), false)
+        .eq(&stream, field!(rx_push), false)
+        .that(
+            sink.u64(field!(packets_copied)) >= N,
+            "the sink's copier pulled every frame",
+        );
+    c.done();
+}
+
+/// A `--share exchange` member pulls beside push members on one switch.
+#[test]
+fn share_exchange_member_pulls_beside_push_members() {
+    let _g = serial();
+    let dir = TestDir::new("push-mixed");
+    let (mut sw, spec, stats) = start_switch(&dir, "unix", &[]);
+    let n = N.to_string();
+    let sink = |name: &str, m: &str, extra: &[&str]| {
+        let mut a = vec!["--workload", "sink", "--count", &n];
+        a.extend_from_slice(extra);
+        member(&dir, name, &spec, m, &a)
+    };
+    let mut px = sink("pull-sink", &mac(0xa), &["--share", "exchange"]);
+    let mut ps = sink("push-sink", &mac(0xb), &[]);
+    wait_joined(&mut sw, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let stream = |name: &str, m: &str, dst: String| {
+        member(
+            &dir,
+            name,
+            &spec,
+            m,
+            &[
+                "--workload",
+                "stream",
+                "--count",
+                &n,
+                "--size",
+                "1400",
+                "--dst",
+                &dst,
+            ],
+        )
+    };
+    let mut sx = stream("to-pull", &mac(0x1a), mac(0xa));
+    let mut ss = stream("to-push", &mac(0x1b), mac(0xb));
+    let outs: Vec<Outcome> = [&mut sx, &mut ss, &mut px, &mut ps]
+        .into_iter()
+        .map(|p| p.finish(EXIT_LIMIT))
+        .collect();
+    let (swo, st) = stop_switch(sw, &stats);
+    let mut ctx: Vec<&Outcome> = outs.iter().collect();
+    ctx.push(&swo);
+    let mut c = Checks::new("push and pull members on one switch", &ctx);
+    c.exit(&swo, 0);
+    for o in &outs {
+        c.exit(o, 0);
+    }
+    let (px, ps) = (&outs[2], &outs[3]);
+    c.eq(px, field!(packets_received), N)
+        .eq(px, field!(corrupted), 0)
+        .eq(px, field!(rx_push), false)
+        .eq(ps, field!(packets_received), N)
+        .eq(ps, field!(corrupted), 0)
+        .eq(ps, field!(rx_push), true)
+        .eq(ps, field!(packets_copied), 0);
+    for (o, want) in [(px, false), (ps, true)] {
+        let p = st.ports.iter().find(|p| p.pid == o.pid);
+        c.that(
+            p.is_some_and(|p| p.rx_push == want && p.tx_packets >= N),
+            format!("{}: port rx_push {want}, {N} frames out: {p:?}", o.role),
+        );
+    }
+    c.done();
+}
+
+/// A hostile push member in `mode` beside an honest pair; frames are sent
+/// to it all along. What the switch must do with it: `check`.
+fn hostile_push_member(
+    kind: &str,
+    mode: &str,
+    check: impl Fn(&mut Checks<'_>, &SwitchStats, &Outcome, &Outcome),
+) {
+    let _g = serial();
+    let dir = TestDir::new(&format!("push-hostile-{mode}-{kind}"));
+    let (mut sw, spec, stats) = start_switch(&dir, kind, &["--hold-ms", "50"]);
+    let n = N.to_string();
+    let mut sink = member(
+        &dir,
+        "sink",
+        &spec,
+        &mac(0xa),
+        &["--workload", "sink", "--count", &n],
+    );
+    let hm = mac(0xe);
+    let mut bad = dir.spawn_program("hostile", hostile_member(), &[&spec, mode, &hm, "40"]);
+    wait_joined(&mut sw, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let stream = |name: &str, m: &str, dst: &str, count: &str| {
+        member(
+            &dir,
+            name,
+            &spec,
+            m,
+            &[
+                "--workload",
+                "stream",
+                "--count",
+                count,
+                "--size",
+                "1000",
+                "--dst",
+                dst,
+            ],
+        )
+    };
+    let mut to_bad = stream("to-hostile", &mac(0x1e), &hm, "5000");
+    let mut to_sink = stream("to-sink", &mac(0x1a), &mac(0xa), &n);
+    let to_sink = to_sink.finish(EXIT_LIMIT);
+    let sink = sink.finish(EXIT_LIMIT);
+    let to_bad = to_bad.finish(EXIT_LIMIT);
+    let bad = bad.finish(EXIT_LIMIT);
+    let (swo, st) = stop_switch(sw, &stats);
+    let mut c = Checks::new(
+        format!("hostile push member ({mode}) over {kind}"),
+        &[&sink, &to_sink, &to_bad, &bad, &swo],
+    );
+    c.exit(&swo, 0)
+        .exit(&sink, 0)
+        .exit(&to_sink, 0)
+        .exit(&to_bad, 0)
+        .eq(&sink, field!(packets_received), N)
+        .eq(&sink, field!(corrupted), 0)
+        .eq(&sink, field!(rx_push), true)
+        .eq(&to_bad, field!(packets_consumed), 5000)
+        .that(!swo.stderr.contains("panicked"), "the switch panicked");
+    // Counters still add up: frames in = unicast + flooded + dropped
+    // where they came in; copies = frames out + no_room.
+    let rx: u64 = st.ports.iter().map(|p| p.rx_packets).sum();
+    let tx: u64 = st.ports.iter().map(|p| p.tx_packets).sum();
+    let in_drops: u64 = st
+        .ports
+        .iter()
+        .map(|p| p.drops.same_port + p.drops.unknown_port)
+        .sum();
+    let no_room: u64 = st.ports.iter().map(|p| p.drops.no_room).sum();
+    c.that(
+        rx == st.unicast + st.flooded + in_drops,
+        format!(
+            "frames in {rx} = unicast {} + flooded {} + {in_drops}",
+            st.unicast, st.flooded
+        ),
+    );
+    c.that(
+        tx + no_room == st.copies,
+        format!("frames out {tx} + no_room {no_room} = copies {}", st.copies),
+    );
+    check(&mut c, &st, &bad, &swo);
+    c.done();
+}
+
+/// The hostile member's port.
+fn port_of<'a>(
+    st: &'a SwitchStats,
+    o: &Outcome,
+) -> Option<&'a lguest_launcher::switch::stats::PortStats> {
+    st.ports.iter().find(|p| p.pid == o.pid)
+}
+
+fn hostile_rx_descriptors_are_dropped_and_counted(kind: &str) {
+    hostile_push_member(kind, "rx-garbage", |c, st, bad, _| {
+        let p = port_of(st, bad);
+        c.that(
+            p.is_some_and(|p| {
+                p.rx_push && p.drops.bad_rx_chain > 0 && p.drops.no_room >= p.drops.bad_rx_chain
+            }),
+            format!("bad RX chains counted at the hostile port: {p:?}"),
+        );
+        // Its valid descriptors (the last bytes of its memory) are used.
+        c.that(
+            p.is_some_and(|p| p.tx_packets > 0),
+            format!("frames into its valid buffers: {p:?}"),
+        );
+    });
+}
+
+fn hostile_rx_avail_jump_ends_its_port(kind: &str) {
+    hostile_push_member(kind, "rx-jump", |c, st, bad, swo| {
+        c.stderr_has(swo, &format!("member pid {} left", bad.pid));
+        c.stderr_has(swo, "member RX ring");
+        let p = port_of(st, bad);
+        c.that(
+            p.is_some_and(|p| p.state == "down"),
+            format!("its port is down: {p:?}"),
+        );
+    });
+}
+
+fn member_posting_no_rx_buffers_is_dropped_for_room(kind: &str) {
+    hostile_push_member(kind, "rx-none", |c, st, bad, _| {
+        let p = port_of(st, bad);
+        c.that(
+            p.is_some_and(|p| p.rx_push && p.drops.no_room >= 4000 && p.drops.bad_rx_chain == 0),
+            format!("frames for it dropped for room: {p:?}"),
+        );
+    });
+}
+
+mod eventfd {
+    #[test]
+    fn hostile_rx_descriptors_are_dropped_and_counted() {
+        super::hostile_rx_descriptors_are_dropped_and_counted("eventfd");
+    }
+    #[test]
+    fn hostile_rx_avail_jump_ends_its_port() {
+        super::hostile_rx_avail_jump_ends_its_port("eventfd");
+    }
+    #[test]
+    fn member_posting_no_rx_buffers_is_dropped_for_room() {
+        super::member_posting_no_rx_buffers_is_dropped_for_room("eventfd");
+    }
+}
+
+mod unix {
+    #[test]
+    fn hostile_rx_descriptors_are_dropped_and_counted() {
+        super::hostile_rx_descriptors_are_dropped_and_counted("unix");
+    }
+}
