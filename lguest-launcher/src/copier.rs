@@ -61,11 +61,6 @@ use transport::{RingInfo, Transport};
 /// again at once after a busy turn, so nothing waits for a kick.
 pub const POLL_BURST: u16 = 64;
 
-/// How many chains ahead [`Copier::poll`] prefetches the peer's buffers:
-/// a line crosses between the two CPUs in 60–300 ns here (BENCHMARKS.md,
-/// "Spread and adaptive"), about eight small frames' worth of copying.
-const PREFETCH_CHAINS: u16 = 8;
-
 /// Pulls packets from the peer's TX ring into our RX ring.
 pub struct Copier<T: Transport> {
     link: T,
@@ -274,18 +269,9 @@ impl<T: Transport> Copier<T> {
         // Descriptors read this poll (both rings), against POLL_DESCRIPTORS.
         let mut read = 0usize;
         let chains = pending.min(POLL_CHAINS).min(POLL_BURST);
-        // The peer's buffers are in its CPU's cache: ask for the first
-        // few now and each later one PREFETCH_CHAINS chains ahead, so
-        // their transfers overlap instead of each stalling its copy.
-        for n in 0..pending.min(PREFETCH_CHAINS) {
-            self.peer_tx.prefetch_buffer(n);
-        }
-        for i in 0..chains {
+        for _ in 0..chains {
             if read >= POLL_DESCRIPTORS {
                 break;
-            }
-            if i + PREFETCH_CHAINS < pending {
-                self.peer_tx.prefetch_buffer(PREFETCH_CHAINS);
             }
             let head = self.peer_tx.peek_head().map_err(CopyError::PeerRing)?;
             if let Some(len) = self.copy_plain(head, &mut rx_room) {

@@ -195,20 +195,6 @@ impl DeviceQueue {
         Ok(self.avail_entry(self.last_avail.wrapping_add(n)))
     }
 
-    /// Hint that the buffer of the available chain `n` places after the
-    /// next one will be read soon: the first line of the buffer its head
-    /// descriptor named last time (the `xlat` cache; a driver that ties
-    /// buffers to descriptors names the same one again). Reads one avail
-    /// entry, checks and consumes nothing: the chain is read and checked
-    /// when it is walked. The caller knows the chain is available.
-    #[inline(always)]
-    pub fn prefetch_buffer(&self, n: u16) {
-        let head = self.avail_entry(self.last_avail.wrapping_add(n));
-        if let Some(&Some((_, _, offset))) = self.xlat.get(head as usize) {
-            self.mem.prefetch_for_read(offset);
-        }
-    }
-
     /// Walk the chain at `head` into `segs`, checking every descriptor: index
     /// in range, direction as expected, buffer inside memory, no indirect, no
     /// loop. Returns the chain's total length.

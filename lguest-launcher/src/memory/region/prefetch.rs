@@ -43,29 +43,3 @@ impl Region {
         }
     }
 }
-
-impl Region {
-    /// Hint that the line holding `offset` will soon be read (a peer's TX
-    /// buffer the copier copies a few frames from now). Never faults and
-    /// changes no byte; an offset outside the mapping is ignored.
-    #[inline(always)]
-    pub fn prefetch_for_read(&self, offset: u64) {
-        if offset >= self.len {
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = self.ptr(offset as usize);
-            // SAFETY: PREFETCHT0 is a hint: it reads and writes no memory
-            // as far as the program can tell, never faults and touches no
-            // register or flag; `p` is inside the mapping (checked above).
-            unsafe {
-                std::arch::asm!(
-                    "prefetcht0 [{p}]",
-                    p = in(reg) p,
-                    options(nostack, preserves_flags, readonly)
-                );
-            }
-        }
-    }
-}
