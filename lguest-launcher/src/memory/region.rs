@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::Arc;
 
 mod in_bounds;
+mod prefetch;
 
 /// An access that would fall outside a mapping, or is misaligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

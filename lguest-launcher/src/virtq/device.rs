@@ -7,6 +7,10 @@ use crate::memory::{GuestMap, Region};
 use std::sync::atomic::{fence, Ordering};
 use transport::RingInfo;
 
+/// How many entries ahead [`DeviceQueue::add_used`] prefetches the used
+/// ring for writing: two lines of eight entries.
+const USED_PREFETCH_AHEAD: u16 = 16;
+
 /// A chain [`DeviceQueue::walk_chain`] read and checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Chain {
@@ -367,6 +371,12 @@ impl DeviceQueue {
         // which `new` checked is inside the mapping and 4-aligned. Race:
         // atomic stores (see `Region::store_u32_pair`).
         unsafe { self.mem.store_u32_pair_in_bounds(at, (id as u32, len)) };
+        // The entry two lines on: its line was last read by the driver (on
+        // the peer's CPU for the peer's TX ring), so ask for it now rather
+        // than let the store that needs it hold up every store after it
+        // (see `memory/region/prefetch.rs`).
+        let ahead = self.next_used.wrapping_add(USED_PREFETCH_AHEAD);
+        self.mem.prefetch_for_write(self.off.used_ring(ahead));
         self.next_used = self.next_used.wrapping_add(1);
         Ok(())
     }

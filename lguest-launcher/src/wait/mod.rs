@@ -47,6 +47,9 @@ pub const TICK_EVERY: Duration = Duration::from_millis(1);
 /// Busy turns between two looks at the clock: reading it costs as much as
 /// moving a small packet.
 const CLOCK_EVERY: u32 = 64;
+/// Idle turns between two looks at the clock while `adaptive` spins
+/// (within its budget, which is at least [`MIN_SPIN`]).
+const ADAPTIVE_CLOCK_EVERY: u32 = 8;
 /// Longest single sleep, so deadlines and liveness are honoured.
 pub const MAX_SLEEP: Duration = Duration::from_millis(100);
 
@@ -179,6 +182,20 @@ impl WaitLoop {
             // Spinning needs the clock only for `tick`: an idle spin turn
             // reads it now and then too (the read costs as much as a turn).
             if !busy && self.policy == Wait::Spin && !self.turns.is_multiple_of(CLOCK_EVERY) {
+                std::hint::spin_loop();
+                continue;
+            }
+            // `adaptive` times an idle period it is spinning through, but
+            // its budget is microseconds and a turn tens of nanoseconds:
+            // a look every ADAPTIVE_CLOCK_EVERY turns is as good, and keeps
+            // its idle turn as cheap as `spin`'s (the peer's work is seen
+            // as soon as it lands, not one clock read later).
+            if !busy
+                && self.policy == Wait::Adaptive
+                && self.idle_since.is_some()
+                && !self.slept
+                && !self.turns.is_multiple_of(ADAPTIVE_CLOCK_EVERY)
+            {
                 std::hint::spin_loop();
                 continue;
             }
