@@ -1,8 +1,9 @@
 //! The synthetic guest: a small virtio-net driver with a workload.
 //!
 //! It drives two rings in our memory, exactly as a guest kernel would: it
-//! posts every RX slot as a device-writable buffer, puts frames on TX, and
-//! reaps used entries. The peer's copier pulls from our TX ring and writes
+//! posts RX slots as device-writable buffers ([`RX_POSTED`] of them until
+//! the copier finds that too few, then all), puts frames on TX, and reaps
+//! used entries. The peer's copier pulls from our TX ring and writes
 //! its used entries (so those are checked: see [`DriverQueue::pop_used`]);
 //! our own copier fills our RX ring.
 //!
@@ -36,6 +37,8 @@ mod ending;
 mod io;
 mod senders;
 mod tcp;
+#[cfg(test)]
+mod tests;
 
 use io::send_frame;
 
@@ -55,6 +58,28 @@ use std::time::{Duration, Instant};
 /// Most TX slots a stream waits to have free before it refills its ring
 /// (a quarter of the ring when that is less).
 pub const TX_BATCH: u16 = 32;
+
+/// RX buffers a synthetic guest keeps posted, of its ring's entries: what
+/// one [`Copier::poll`] takes at most. Our own copier fills them in our
+/// thread, and the guest posts each again in the same turn, so more would
+/// never be used at once; they would only spread the copies over more
+/// memory. 256 posted 1500 B buffers are 384 KiB, which with the peer's
+/// TX buffers the copy reads no longer fits a 512 KiB L2; 64 are 96 KiB
+/// (BENCHMARKS.md, "After round 2, session 5"). A copier that finds too
+/// few posted (`rx_full`: a slow sink, or a segmented frame needing more
+/// buffers than this) has the guest post all ([`Guest::post_all_rx`]).
+///
+/// [`Copier::poll`]: crate::copier::Copier::poll
+pub const RX_POSTED: u16 = crate::copier::POLL_BURST;
+
+/// TX buffer bytes a spinning stream keeps in flight at most
+/// ([`Guest::spinning`]), and never fewer chains than two bursts of the
+/// peer's copier (one waits on the ring while it copies the other; a cap
+/// of one burst made the two sides take turns at 64 B): 128 frames of
+/// 1500 B (192 KiB, where 256 are 384 KiB), a whole ring of 64 B frames.
+/// The peer's copier reads those buffers, and with its own 64 RX buffers
+/// ([`RX_POSTED`]) they then fit its 512 KiB L2.
+pub const TX_IN_FLIGHT_SPIN_BYTES: u64 = 192 << 10;
 
 /// `--rate`: a stream's pace.
 #[derive(Clone, Copy, Debug)]
@@ -156,6 +181,9 @@ pub struct Guest {
     /// still holds the Ethernet header `prefill_tx` wrote, so a stamp is
     /// the 16-byte frame header alone. Cleared by any other frame.
     tx_only_stamps: bool,
+    /// Most TX chains a stream keeps in flight ([`Guest::with_tx_in_flight`];
+    /// the ring's size unless set).
+    tx_cap: u16,
 }
 
 /// What a synthetic guest is asked to do.
@@ -196,7 +224,7 @@ pub struct Shortfall {
 }
 
 impl Guest {
-    /// A guest over `layout` in `mem`, posting all RX buffers.
+    /// A guest over `layout` in `mem`, posting [`RX_POSTED`] RX buffers.
     pub fn new(
         mem: Region,
         layout: Layout,
@@ -284,8 +312,9 @@ impl Guest {
             tcp: tcp::Reassembly::default(),
             rx_batch: Vec::with_capacity(layout.rx.size as usize),
             tx_only_stamps: false,
+            tx_cap: u16::MAX,
         };
-        while g.rx.num_free() > 0 {
+        for _ in 0..g.rx.num_free().min(usize::from(RX_POSTED)) {
             g.post_rx()?;
         }
         g.rx.publish()?;
@@ -301,6 +330,44 @@ impl Guest {
     pub fn with_reconnect(mut self, on: bool) -> Self {
         self.reconnect = on;
         self
+    }
+
+    /// A stream keeps at most `n` TX chains in flight (at least 4), and
+    /// refills in batches of a quarter of that at most. With the buffers
+    /// taken last-in first-out from the free list, the same `n` buffers
+    /// cycle through the peer's copy (a smaller footprint in its cache),
+    /// at the price of a TX interrupt per `n / 2` packets when the stream
+    /// sleeps: the launcher sets it for `--wait spin` alone.
+    pub fn with_tx_in_flight(mut self, n: u16) -> Self {
+        self.tx_cap = n.max(4);
+        self.tx_batch = self.tx_batch.min(self.tx_cap / 4);
+        self
+    }
+
+    /// `--wait spin` (`on`): keep at most [`TX_IN_FLIGHT_SPIN_BYTES`] of TX
+    /// buffers in flight. A sleeping stream keeps its whole ring: a smaller
+    /// cap would cost it a wake-up per half of it.
+    pub fn spinning(self, on: bool) -> Self {
+        if !on {
+            return self;
+        }
+        let bursts = 2 * u64::from(crate::copier::POLL_BURST);
+        let n = (TX_IN_FLIGHT_SPIN_BYTES / self.tx_stride).clamp(bursts, u64::from(u16::MAX));
+        self.with_tx_in_flight(n as u16)
+    }
+
+    /// Post every RX buffer not posted yet, and publish them: the copier
+    /// found too few posted for what waits on the peer's ring (see
+    /// [`RX_POSTED`]). True when any was posted.
+    pub fn post_all_rx(&mut self) -> Result<bool, RingError> {
+        if self.rx.num_free() == 0 {
+            return Ok(false);
+        }
+        while self.rx.num_free() > 0 {
+            self.post_rx()?;
+        }
+        self.rx.publish()?;
+        Ok(true)
     }
 
     /// We joined a switch: announce our MAC with one hello before anything
@@ -347,7 +414,7 @@ impl Guest {
             Workload::Stream => {
                 let quota = self.quota();
                 if quota > 0 && self.tx_room(quota) {
-                    let until = self.sent.saturating_add(quota);
+                    let until = self.sent.saturating_add(quota.min(self.tx_free() as u64));
                     while self.sent < self.count.min(until) && self.send_seq(self.sent)? {
                         self.sent += 1;
                     }
@@ -405,7 +472,15 @@ impl Guest {
         let want = (self.count - self.sent)
             .min(self.tx_batch as u64)
             .min(quota);
-        self.tx.num_free() as u64 >= want.max(1)
+        self.tx_free() as u64 >= want.max(1)
+    }
+
+    /// TX chains a stream may add now: free descriptors, within
+    /// [`Guest::with_tx_in_flight`] chains in flight.
+    fn tx_free(&self) -> usize {
+        self.tx
+            .num_free()
+            .min(usize::from(self.tx_cap.saturating_sub(self.tx.in_flight())))
     }
 
     /// How many more packets a stream may send now: unbounded without
