@@ -108,7 +108,7 @@ fn jumbo_mtu_cuts_gso_frames_at_the_mtu() {
     c.done();
 }
 
-/// A small MTU cuts each GSO frame into more segments (123) than the
+/// A small MTU cuts each GSO frame into more segments (122) than the
 /// synthetic guest keeps RX buffers posted (64, `guest::RX_POSTED`): the
 /// copier finds too few, the guest posts all of its ring, and every
 /// segment arrives checked.
