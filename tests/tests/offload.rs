@@ -108,6 +108,36 @@ fn jumbo_mtu_cuts_gso_frames_at_the_mtu() {
     c.done();
 }
 
+/// A small MTU cuts each GSO frame into more segments (122) than the
+/// synthetic guest keeps RX buffers posted (64, `guest::RX_POSTED`): the
+/// copier finds too few, the guest posts all of its ring, and every
+/// segment arrives checked.
+#[test]
+fn gso_frames_cut_into_more_segments_than_rx_buffers_posted_all_arrive() {
+    let _serial = serial();
+    let count = 50;
+    let mtu = ["--mtu", "576"];
+    let (sink, stream) = gso_pair(
+        "gso_small_mtu",
+        "eventfd",
+        count,
+        &["--offloads", "off", "--mtu", "576"],
+        &mtu,
+    );
+    let per = segments(576 - 40);
+    assert!(
+        per > 64,
+        "{per} segments per frame: more than the RX buffers first posted"
+    );
+    let mut c = Checks::new("gso at MTU 576 to offloads off", &[&sink, &stream]);
+    c.eq(&sink, field!(tcp_segments_received), count * per)
+        .eq(&sink, field!(offload_segments), count * per)
+        .eq(&sink, field!(tcp_checksum_errors), 0)
+        .eq(&sink, field!(packets_copied), count * per + 1)
+        .gt(&sink, field!(rx_ring_full), 0.0);
+    c.done();
+}
+
 #[test]
 fn plain_frames_are_untouched_and_no_mtu_on_one_side_accepts_any() {
     let _serial = serial();

@@ -1,8 +1,9 @@
 //! The synthetic guest: a small virtio-net driver with a workload.
 //!
 //! It drives two rings in our memory, exactly as a guest kernel would: it
-//! posts every RX slot as a device-writable buffer, puts frames on TX, and
-//! reaps used entries. The peer's copier pulls from our TX ring and writes
+//! posts RX slots as device-writable buffers ([`RX_POSTED`] of them until
+//! the copier finds that too few, then all), puts frames on TX, and reaps
+//! used entries. The peer's copier pulls from our TX ring and writes
 //! its used entries (so those are checked: see [`DriverQueue::pop_used`]);
 //! our own copier fills our RX ring.
 //!
@@ -32,11 +33,15 @@
 pub mod frame;
 pub mod plan;
 
+mod buffers;
 mod ending;
 mod io;
 mod senders;
 mod tcp;
+#[cfg(test)]
+mod tests;
 
+pub use buffers::{RX_POSTED, TX_IN_FLIGHT_SPIN_BYTES};
 use io::send_frame;
 
 use crate::cli::config::{Payload, Workload};
@@ -158,6 +163,9 @@ pub struct Guest {
     /// still holds the Ethernet header `prefill_tx` wrote, so a stamp is
     /// the 16-byte frame header alone. Cleared by any other frame.
     tx_only_stamps: bool,
+    /// Most TX chains a stream keeps in flight ([`Guest::with_tx_in_flight`];
+    /// the ring's size unless set).
+    tx_cap: u16,
 }
 
 /// What a synthetic guest is asked to do.
@@ -198,7 +206,7 @@ pub struct Shortfall {
 }
 
 impl Guest {
-    /// A guest over `layout` in `mem`, posting all RX buffers.
+    /// A guest over `layout` in `mem`, posting [`RX_POSTED`] RX buffers.
     pub fn new(
         mem: Region,
         layout: Layout,
@@ -286,8 +294,9 @@ impl Guest {
             tcp: tcp::Reassembly::default(),
             rx_batch: Vec::with_capacity(layout.rx.size as usize),
             tx_only_stamps: false,
+            tx_cap: u16::MAX,
         };
-        while g.rx.num_free() > 0 {
+        for _ in 0..g.rx.num_free().min(usize::from(RX_POSTED)) {
             g.post_rx()?;
         }
         g.rx.publish()?;
@@ -349,7 +358,7 @@ impl Guest {
             Workload::Stream => {
                 let quota = self.quota();
                 if quota > 0 && self.tx_room(quota) {
-                    let until = self.sent.saturating_add(quota);
+                    let until = self.sent.saturating_add(quota.min(self.tx_free() as u64));
                     while self.sent < self.count.min(until) && self.send_seq(self.sent)? {
                         self.sent += 1;
                     }
@@ -407,7 +416,7 @@ impl Guest {
         let want = (self.count - self.sent)
             .min(self.tx_batch as u64)
             .min(quota);
-        self.tx.num_free() as u64 >= want.max(1)
+        self.tx_free() as u64 >= want.max(1)
     }
 
     /// How many more packets a stream may send now: unbounded without

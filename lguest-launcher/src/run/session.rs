@@ -405,7 +405,8 @@ impl Session<'_> {
                     },
                 )
                 .map_err(ring_err)?
-                .with_reconnect(cfg.reconnect),
+                .with_reconnect(cfg.reconnect)
+                .spinning(cfg.wait == Wait::Spin),
             };
             guest.link_up(peer_pid, self.rx_state.1);
             if hs.features & transport::F_SWITCH != 0 {

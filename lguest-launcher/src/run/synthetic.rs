@@ -225,6 +225,9 @@ impl<T: Transport> Device for Synthetic<'_, T> {
         }
         let out = self.poll().map_err(|e| self.copy_err(e))?;
         account(&mut self.copier, &out, &mut self.stats)?;
+        // Fewer RX buffers posted than the peer's frames need (a slow sink,
+        // a segmented frame; see `guest::RX_POSTED`): all of them from now on.
+        let grew = out.rx_full && self.guest.post_all_rx().map_err(|e| self.ring_err(e))?;
         if let Some(o) = self.outage {
             // The first packet after a reconnect, either way.
             if out.finished() > 0 || self.guest.consumed() != self.consumed_at_up {
@@ -235,7 +238,7 @@ impl<T: Transport> Device for Synthetic<'_, T> {
         if self.guest.done() {
             return Ok(Turn::Done);
         }
-        Ok(if step.progress || out.finished() > 0 {
+        Ok(if step.progress || grew || out.finished() > 0 {
             Turn::Busy
         } else {
             Turn::Idle
