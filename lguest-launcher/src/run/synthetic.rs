@@ -76,6 +76,10 @@ impl<'a, T: Transport> Synthetic<'a, T> {
         // Start "awake" (the peer kicks us until we first go idle), except
         // when spinning: then we never want a kick.
         if self.push {
+            // The switch fills our RX ring and never reports it short, as
+            // our copier does: post the whole ring (a burst from several
+            // members lands at once).
+            self.guest.post_all_rx().map_err(|e| self.ring_err(e))?;
             self.guest
                 .set_rx_interrupts(wait != Wait::Spin)
                 .map_err(|e| self.ring_err(e))?;
@@ -284,6 +288,11 @@ impl<T: Transport> Device for Synthetic<'_, T> {
 
     fn next_work_in(&self) -> Option<Duration> {
         self.guest.next_send_in()
+    }
+
+    fn peer_notifications(&self) -> Option<u64> {
+        // `always` notifies whether the peer asked or not.
+        (self.mode != NotifyMode::Always).then_some(self.stats.notifications_sent)
     }
 
     fn counters(&mut self, c: crate::wait::WaitCounters) {

@@ -109,6 +109,15 @@ pub trait Device {
     /// The loop's counters so far, handed over just before each
     /// [`Device::tick`] (live status). Default: not wanted.
     fn counters(&mut self, _: WaitCounters) {}
+    /// Notifications sent so far to a peer that had asked for them (a
+    /// count that only grows; `None`: not known, or sent whether asked or
+    /// not, as `--notify always` does). When it grew over a busy stretch,
+    /// the peer was going to sleep: `adaptive` allows for its wake-up
+    /// before the work it sends back ([`SpinBudget::slept`]). Default:
+    /// not known.
+    fn peer_notifications(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What the wait loop did, for the stats.
@@ -129,6 +138,10 @@ pub struct WaitLoop {
     idle_since: Option<Instant>,
     /// The current idle period went to sleep (its end is not a spin hit).
     slept: bool,
+    /// [`Device::peer_notifications`] when the current idle period began.
+    notified_at_idle: Option<u64>,
+    /// The busy stretch before the current idle period woke the peer.
+    woke_peer: bool,
     last_tick: Option<Instant>,
     turns: u32,
     counters: WaitCounters,
@@ -149,6 +162,8 @@ impl WaitLoop {
             spin: SpinBudget::calibrated(wakeup),
             idle_since: None,
             slept: false,
+            notified_at_idle: None,
+            woke_peer: false,
             last_tick: None,
             turns: 0,
             counters: WaitCounters::default(),
@@ -210,7 +225,10 @@ impl WaitLoop {
                 if let Some(since) = self.idle_since.take() {
                     let gap = now.duration_since(since);
                     if std::mem::take(&mut self.slept) {
-                        self.spin.slept(gap);
+                        // A paced stream's own next packet is not the
+                        // peer's answer.
+                        let woke_peer = self.woke_peer && dev.next_work_in().is_none();
+                        self.spin.slept(gap, woke_peer);
                     } else {
                         self.counters.spin_hits += 1;
                         self.spin.spin_hit(gap);
@@ -218,7 +236,15 @@ impl WaitLoop {
                 }
                 continue;
             }
-            let since = *self.idle_since.get_or_insert(now);
+            let since = match self.idle_since {
+                Some(since) => since,
+                None => {
+                    let notified = dev.peer_notifications();
+                    self.woke_peer = notified.is_some() && notified != self.notified_at_idle;
+                    self.notified_at_idle = notified;
+                    *self.idle_since.insert(now)
+                }
+            };
             let spin_more = match self.policy {
                 Wait::Spin => true,
                 Wait::Sleep => false,
