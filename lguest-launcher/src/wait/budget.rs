@@ -220,7 +220,10 @@ mod tests {
             b.slept(gap, true);
             sleeps += 1;
         }
-        assert!(sleeps <= 6, "{sleeps} sleeps to spin past the peer's wake-up");
+        assert!(
+            sleeps <= 6,
+            "{sleeps} sleeps to spin past the peer's wake-up"
+        );
     }
 
     #[test]
