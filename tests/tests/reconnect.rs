@@ -446,3 +446,58 @@ fn count_zero_is_refused_for_a_stream() {
         .stderr_has(&out, "only means something for a sink");
     c.done();
 }
+
+/// A peer that accepts and hangs up before the handshake (a switch
+/// stopping just as a member joins it): a `--reconnect` sink says so and
+/// waits on for the next peer, which it then serves to the last packet,
+/// for both socket transports. (It used to exit 1 on the reset.)
+#[test]
+fn reconnect_survives_a_peer_that_hangs_up_mid_handshake() {
+    use nix::sys::socket::{
+        accept, bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    use std::os::fd::AsRawFd;
+    let _serial = serial();
+    for kind in ["unix", "eventfd"] {
+        let dir = TestDir::new("midhandshake");
+        let spec = dir.sharenet(kind, "link");
+        let path = dir.path().join("link");
+        // The hanging-up "peer": a listener on the rendezvous path.
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(listener.as_raw_fd(), &UnixAddr::new(&path).unwrap()).expect("bind");
+        listen(&listener, Backlog::new(4).unwrap()).expect("listen");
+        let mut sink = dir.spawn(
+            "sink",
+            &spec,
+            &["--workload", "sink", "--count", "5000", "--reconnect"],
+        );
+        let fd = accept(listener.as_raw_fd()).expect("accept the sink");
+        nix::unistd::close(fd).expect("hang up");
+        drop(listener);
+        let _ = std::fs::remove_file(&path);
+        let said = sink.wait_for_stderr("left during the handshake", Duration::from_secs(10));
+        let mut stream = dir.spawn(
+            "stream",
+            &spec,
+            &["--workload", "stream", "--count", "5000"],
+        );
+        let stream = stream.finish(EXIT_LIMIT);
+        let sink = sink.finish(EXIT_LIMIT);
+        let mut c = Checks::new(
+            format!("{kind}: a peer hangs up mid-handshake, then a stream comes"),
+            &[&sink, &stream],
+        );
+        c.that(said, "the sink said the peer left during the handshake")
+            .exit(&sink, 0)
+            .exit(&stream, 0)
+            .eq(&sink, field!(packets_received), 5000)
+            .eq(&sink, field!(lost), 0);
+        c.done();
+    }
+}

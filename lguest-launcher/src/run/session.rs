@@ -258,6 +258,24 @@ pub(super) fn connect<T: Transport>(
     })
 }
 
+/// How long `--reconnect` waits before it meets the path again after a
+/// peer left during the handshake (its rendezvous may still be there).
+const HANDSHAKE_RETRY: Duration = Duration::from_millis(50);
+
+/// The peer closed or reset the connection before the handshake was
+/// through: nothing of ours is wrong, the peer is just gone.
+fn gone_mid_handshake(e: &transport::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match e {
+        transport::Error::PeerGone { .. } | transport::Error::ShortHandshake { .. } => true,
+        transport::Error::Io { source, .. } => matches!(
+            source.kind(),
+            ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 /// One launcher run across its link generations: what outlives a link.
 pub(super) struct Session<'a> {
     pub(super) cfg: &'a RunConfig,
@@ -314,7 +332,20 @@ impl Session<'_> {
             .with_mtu(cfg.mtu.unwrap_or(0))
             .with_offloads(cfg.offloads.synthetic_features() as u32);
             let (t, peer) =
-                connect::<T>(cfg, offered, &local, self.deadline, self.guest.is_none())?;
+                match connect::<T>(cfg, offered, &local, self.deadline, self.guest.is_none()) {
+                    // A peer that went in the middle of the handshake (a
+                    // switch stopping as we joined it): `--reconnect`
+                    // waits for the next one, as after any link.
+                    Err(RunError::Transport(e)) if cfg.reconnect && gone_mid_handshake(&e) => {
+                        eprintln!(
+                            "[{}] the peer left during the handshake ({e}); still waiting on {}",
+                            cfg.name, cfg.spec
+                        );
+                        std::thread::sleep(HANDSHAKE_RETRY);
+                        continue;
+                    }
+                    r => r?,
+                };
             let up_at = Instant::now();
             let hs = peer.handshake;
             let peer_pid = hs.pid;
