@@ -23,8 +23,8 @@ const F_MRG_RXBUF: u32 = 15;
 pub const MAX_FIX: u32 = NET_HDR as u32 + 18 + 65535;
 
 /// Read the first `out.len()` bytes of the chain `segs` in `mem`; how many
-/// there were.
-fn read_prefix(mem: &Region, segs: &[Seg], out: &mut [u8]) -> usize {
+/// there were (fewer: the chain is shorter, or a piece is out of bounds).
+pub(crate) fn read_prefix(mem: &Region, segs: &[Seg], out: &mut [u8]) -> usize {
     let mut got = 0;
     for s in segs {
         if got == out.len() {
@@ -32,7 +32,7 @@ fn read_prefix(mem: &Region, segs: &[Seg], out: &mut [u8]) -> usize {
         }
         let n = (s.len as usize).min(out.len() - got);
         if mem
-            .read("offload header", s.addr, &mut out[got..got + n])
+            .read("chain prefix", s.addr, &mut out[got..got + n])
             .is_err()
         {
             break;

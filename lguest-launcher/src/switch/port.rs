@@ -347,19 +347,5 @@ pub fn read_prefix(mem: &Region, segs: &[Seg], out: &mut [u8]) -> bool {
             return mem.read("frame header", s.addr, out).is_ok();
         }
     }
-    let mut got = 0usize;
-    for s in segs {
-        if got == out.len() {
-            break;
-        }
-        let n = (out.len() - got).min(s.len as usize);
-        if mem
-            .read("frame header", s.addr, &mut out[got..got + n])
-            .is_err()
-        {
-            return false;
-        }
-        got += n;
-    }
-    got == out.len()
+    crate::copier::read_prefix(mem, segs, out) == out.len()
 }

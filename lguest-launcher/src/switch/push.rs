@@ -245,7 +245,8 @@ impl PushRx {
             }
             _ => {
                 let mut b = [0u8; 2];
-                read_over(mem, &self.segs, &mut b) < 2 || NetHdr::is_plain(b[0], b[1])
+                crate::copier::read_prefix(mem, &self.segs, &mut b) < 2
+                    || NetHdr::is_plain(b[0], b[1])
             }
         }
     }
@@ -281,7 +282,7 @@ impl PushRx {
     #[cold]
     fn offload(&mut self, mem: &Region, head: u16, len: u32) -> Result<bool, PushError> {
         let mut h = [0u8; NET_HDR];
-        if read_over(mem, &self.segs, &mut h) < NET_HDR {
+        if crate::copier::read_prefix(mem, &self.segs, &mut h) < NET_HDR {
             return Err(PushError::Offload(OffloadError::NoHeader(len)));
         }
         let hdr = NetHdr::parse(&h);
@@ -297,7 +298,7 @@ impl PushRx {
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.resize(len as usize, 0);
-        let got = read_over(mem, &self.segs, &mut scratch);
+        let got = crate::copier::read_prefix(mem, &self.segs, &mut scratch);
         let mut frames = std::mem::take(&mut self.frames);
         let result = if got < len as usize {
             Err(PushError::Offload(OffloadError::NoHeader(len)))
@@ -390,26 +391,6 @@ fn write_over(mem: &Region, segs: &[Seg], data: &[u8]) -> Result<(), OutOfBounds
         at += n;
     }
     Ok(())
-}
-
-/// Read the first `out.len()` bytes of the pieces `segs` in `mem`; how
-/// many there were.
-fn read_over(mem: &Region, segs: &[Seg], out: &mut [u8]) -> usize {
-    let mut got = 0;
-    for s in segs {
-        if got == out.len() {
-            break;
-        }
-        let n = (s.len as usize).min(out.len() - got);
-        if mem
-            .read("pushed frame", s.addr, &mut out[got..got + n])
-            .is_err()
-        {
-            break;
-        }
-        got += n;
-    }
-    got
 }
 
 #[cfg(test)]
