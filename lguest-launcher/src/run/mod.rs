@@ -19,6 +19,7 @@
 //! is how SIGINT/SIGTERM/SIGHUP and a blocked call end a run.
 
 mod account;
+mod meet;
 mod session;
 mod signals;
 mod synthetic;
