@@ -43,7 +43,7 @@ mod mergeable;
 mod outcome;
 mod reread;
 
-pub(crate) use fallback::{read_prefix, MAX_FIX};
+pub(crate) use fallback::{read_prefix, write_chain, MAX_FIX};
 pub(crate) use mergeable::{put_num_buffers, MRG_RXBUF};
 pub use outcome::{CopyError, DropReason, Event, Occupancy, Outcome};
 

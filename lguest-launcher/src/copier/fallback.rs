@@ -43,14 +43,14 @@ pub(crate) fn read_prefix(mem: &Region, segs: &[Seg], out: &mut [u8]) -> usize {
 }
 
 /// Write `data` over the chain `segs` in `mem` (the caller checked it fits).
-fn write_chain(mem: &Region, segs: &[Seg], data: &[u8]) -> Result<(), OutOfBounds> {
+pub(crate) fn write_chain(mem: &Region, segs: &[Seg], data: &[u8]) -> Result<(), OutOfBounds> {
     let mut at = 0;
     for s in segs {
         if at == data.len() {
             break;
         }
         let n = (s.len as usize).min(data.len() - at);
-        mem.write("offload frame", s.addr, &data[at..at + n])?;
+        mem.write("chain", s.addr, &data[at..at + n])?;
         at += n;
     }
     Ok(())

@@ -180,19 +180,8 @@ impl PushRx {
             None => {
                 // A chain of several pieces, too small, or malformed: walk
                 // it again with the error named.
-                match self.rx.read_chain(head, true, &mut self.segs) {
-                    Ok(room) if room >= len => Seg { addr: 0, len: 0 },
-                    Ok(room) => {
-                        self.reject(head)?;
-                        return Err(PushError::Chain(ChainError::BadLength {
-                            total: u64::from(room),
-                        }));
-                    }
-                    Err(e) => {
-                        self.reject(head)?;
-                        return Err(PushError::Chain(e));
-                    }
-                }
+                self.take_chain(head, len)?;
+                Seg { addr: 0, len: 0 }
             }
         };
         // `d.len == 0`: the pieces are in `self.segs`.
@@ -213,7 +202,7 @@ impl PushRx {
                 if n > 0 {
                     mem.write("frame from tap", d.addr, bytes)
                 } else {
-                    write_over(mem, &self.segs, bytes)
+                    crate::copier::write_chain(mem, &self.segs, bytes)
                 }
             }
         };
@@ -263,6 +252,25 @@ impl PushRx {
         self.room -= 1;
         self.used_added = true;
         Ok(())
+    }
+
+    /// Read the RX chain `head` into `self.segs`; one that cannot hold
+    /// `len` bytes, or is malformed, goes back unused ([`Self::reject`])
+    /// and is named.
+    fn take_chain(&mut self, head: u16, len: u32) -> Result<(), PushError> {
+        match self.rx.read_chain(head, true, &mut self.segs) {
+            Ok(room) if room >= len => Ok(()),
+            Ok(room) => {
+                self.reject(head)?;
+                Err(PushError::Chain(ChainError::BadLength {
+                    total: u64::from(room),
+                }))
+            }
+            Err(e) => {
+                self.reject(head)?;
+                Err(PushError::Chain(e))
+            }
+        }
     }
 
     /// Give back a malformed RX chain, used with length 0.
@@ -334,20 +342,9 @@ impl PushRx {
             let data = frames.get(i);
             let len = data.len() as u32;
             let head = self.rx.peek_head()?;
-            match self.rx.read_chain(head, true, &mut self.segs) {
-                Ok(room) if room >= len => {}
-                Ok(room) => {
-                    self.reject(head)?;
-                    return Err(PushError::Chain(ChainError::BadLength {
-                        total: u64::from(room),
-                    }));
-                }
-                Err(e) => {
-                    self.reject(head)?;
-                    return Err(PushError::Chain(e));
-                }
-            }
-            write_over(mem, &self.segs, data).map_err(|e| PushError::Ring(RingError::Memory(e)))?;
+            self.take_chain(head, len)?;
+            crate::copier::write_chain(mem, &self.segs, data)
+                .map_err(|e| PushError::Ring(RingError::Memory(e)))?;
             self.rx.add_used(head, len)?;
             self.rx.advance();
             self.room -= 1;
@@ -376,21 +373,6 @@ impl PushRx {
     pub fn has_room(&self) -> Result<bool, RingError> {
         Ok(self.room > 0 || self.rx.pending()? > 0)
     }
-}
-
-/// Write `data` over the pieces `segs` in `mem` (the caller checked they
-/// hold it).
-fn write_over(mem: &Region, segs: &[Seg], data: &[u8]) -> Result<(), OutOfBounds> {
-    let mut at = 0;
-    for s in segs {
-        if at == data.len() {
-            break;
-        }
-        let n = (s.len as usize).min(data.len() - at);
-        mem.write("pushed frame", s.addr, &data[at..at + n])?;
-        at += n;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
