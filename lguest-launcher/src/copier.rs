@@ -505,6 +505,19 @@ impl<T: Transport> Copier<T> {
         })
     }
 
+    /// [`Copier::occupancy`] when the peer serves our RX ring (RX push,
+    /// `switch/push.rs`): we take nothing from it, so our own index of it
+    /// stands still and says nothing; `rx_posted` is our guest's count of
+    /// the buffers it posted that the peer has not returned.
+    pub fn occupancy_pushed(&self, rx_posted: u16) -> Result<Occupancy, CopyError> {
+        Ok(Occupancy {
+            rx_size: self.own_rx.size(),
+            rx_posted,
+            peer_tx_size: self.peer_tx.size(),
+            peer_tx_pending: self.peer_tx.pending().map_err(CopyError::PeerRing)?,
+        })
+    }
+
     /// Ask the peer to kick us (before sleeping) or not (while busy).
     pub fn set_notifications(&self, enable: bool) -> Result<(), CopyError> {
         self.peer_tx

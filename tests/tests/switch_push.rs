@@ -11,14 +11,17 @@
 //!   points outside its memory, straddles its end, loops, or whose avail
 //!   index jumps, or which posts no RX buffer at all: the switch never
 //!   crashes, drops what was for it and counts it at its port, and an
-//!   honest pair on the same switch finishes intact.
+//!   honest pair on the same switch finishes intact;
+//! * live `status` of a push member: its RX ring's fill is what the switch
+//!   left in it (the member's copier does not take from that ring).
 
 mod common;
 
-use common::{serial, Checks, Outcome, Proc, TestDir, EXIT_LIMIT};
+use common::{launcher, serial, Checks, Outcome, Proc, TestDir, EXIT_LIMIT};
 use lguest_launcher::switch::stats::SwitchStats;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn mac(n: u8) -> String {
@@ -317,6 +320,97 @@ fn member_posting_no_rx_buffers_is_dropped_for_room(kind: &str) {
             format!("frames for it dropped for room: {p:?}"),
         );
     });
+}
+
+/// The sink's port in `status --json` (one reply per launcher on `spec`).
+fn status_port(spec: &str, pid: u32) -> Result<serde_json::Value, String> {
+    let o = Command::new(launcher())
+        .args(["status", "--sharenet", spec, "--json"])
+        .output()
+        .map_err(|e| format!("run status: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        format!("status --json is not JSON ({e}): {err}")
+    })?;
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["pid"] == pid)
+        .map(|r| r["ports"][0].clone())
+        .ok_or_else(|| format!("no reply from pid {pid}: {v}"))
+}
+
+/// A push member's live `status`: idle, its whole RX ring is posted and
+/// unfilled; fed faster than it reads (`--rx-delay-us`), the switch fills
+/// what it posts and the fill shows it. Its copier's own index of that
+/// ring never moves under push, so a fill read from there stayed at the
+/// first figure for good.
+#[test]
+fn live_status_of_a_slow_push_member_shows_its_ring_filled() {
+    let _g = serial();
+    let dir = TestDir::new("push-status");
+    let (mut sw, spec, stats) = start_switch(&dir, "eventfd", &[]);
+    let endless = "2000000000";
+    let mut sink = member(
+        &dir,
+        "sink",
+        &spec,
+        &mac(1),
+        &[
+            "--workload",
+            "sink",
+            "--count",
+            endless,
+            "--rx-delay-us",
+            "500",
+        ],
+    );
+    wait_joined(&mut sw, 1);
+    std::thread::sleep(Duration::from_millis(600));
+    let idle = status_port(&spec, sink.pid());
+    let mut stream = member(
+        &dir,
+        "stream",
+        &spec,
+        &mac(2),
+        &["--workload", "stream", "--count", endless, "--dst", &mac(1)],
+    );
+    wait_joined(&mut sw, 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    let busy = status_port(&spec, sink.pid());
+    stream.signal(Signal::SIGINT);
+    sink.signal(Signal::SIGINT);
+    let stream = stream.finish(EXIT_LIMIT);
+    let sink = sink.finish(EXIT_LIMIT);
+    let (swo, _) = stop_switch(sw, &stats);
+    let mut c = Checks::new("live status of a slow push member", &[&sink, &stream, &swo]);
+    let fill = |p: &serde_json::Value| {
+        let n = |k: &str| p[k].as_u64().unwrap_or(u64::MAX);
+        (n("rx_ring_posted"), n("rx_ring_in_use"), n("rx_ring_size"))
+    };
+    match (idle, busy) {
+        (Ok(idle), Ok(busy)) => {
+            c.that(busy["rx_push"] == true, format!("the sink pushes: {busy}"));
+            let (posted, in_use, size) = fill(&idle);
+            c.that(
+                size == 256 && posted == size && in_use == 0,
+                format!("idle: the whole ring posted, none filled: {posted}/{in_use}/{size}"),
+            );
+            let (posted, in_use, size) = fill(&busy);
+            c.that(
+                size == 256 && posted < 64 && posted + in_use == size,
+                format!("busy: the switch filled what it posted: {posted}/{in_use}/{size}"),
+            );
+        }
+        (idle, busy) => {
+            c.that(false, format!("status: idle {idle:?}, busy {busy:?}"));
+        }
+    }
+    c.that(
+        sink.u64(field!(packets_received)) > 0,
+        "the sink received frames",
+    );
+    c.done();
 }
 
 mod eventfd {

@@ -66,6 +66,13 @@ impl Guest {
         Ok(true)
     }
 
+    /// RX buffers posted that the device has not filled yet. Under RX push
+    /// (`switch/push.rs`) the switch fills them, so our copier's index of
+    /// our RX ring stands still: live status reads the fill from here.
+    pub fn rx_posted(&self) -> Result<u16, RingError> {
+        self.rx.device_unused()
+    }
+
     /// TX chains a stream may add now: free descriptors, within
     /// [`Guest::with_tx_in_flight`] chains in flight.
     pub(super) fn tx_free(&self) -> usize {

@@ -279,7 +279,14 @@ impl<T: Transport> Device for Synthetic<'_, T> {
         self.print_notes();
         // Non-blocking look: drains kicks and notices a dead peer.
         self.copier.link().wait(Some(Duration::ZERO))?;
-        if let Ok(o) = self.copier.occupancy() {
+        // Under RX push the switch fills our RX ring: our copier's index of
+        // it stands still, so the fill comes from our guest's side.
+        let occupancy = match self.push {
+            true => (self.guest.rx_posted().ok())
+                .and_then(|posted| self.copier.occupancy_pushed(posted).ok()),
+            false => self.copier.occupancy().ok(),
+        };
+        if let Some(o) = occupancy {
             o.record(&mut self.stats);
         }
         publish(self.shared, &self.stats, self.started);

@@ -257,6 +257,23 @@ impl DriverQueue {
         Ok((old, self.next_avail))
     }
 
+    /// Chains published to the device that it has not returned yet (its
+    /// used index, loaded now): what it can still fill. A used index the
+    /// device moved past what we published counts as none left; never
+    /// more than [`DriverQueue::in_flight`]. For live status, not per packet.
+    pub fn device_unused(&self) -> Result<u16, RingError> {
+        let used = self
+            .mem
+            .load_u16("used idx", self.off.used_idx(), Ordering::Acquire)?;
+        let published = self.avail_published.unwrap_or(self.next_avail);
+        let n = published.wrapping_sub(used);
+        Ok(if n > self.off.size {
+            0
+        } else {
+            n.min(self.in_flight)
+        })
+    }
+
     /// True when the device has returned something we have not popped.
     pub fn has_used(&self) -> Result<bool, RingError> {
         Ok(self
