@@ -9,7 +9,14 @@
 //! the default costs and what sleeping would. Progress lines go to stderr
 //! as each pair finishes; the table goes to stdout once, at the end, so it
 //! is never interleaved with them.
+//!
+//! The two sides of each pair are pinned to CPUs 1 and 0 when this process
+//! may use both, as `bench` pins its pairs: unpinned, the scheduler now
+//! and then puts both on one CPU, and a polling side then holds the CPU
+//! its peer needs (an adaptive ping p50 moved between 1 and 15 µs from run
+//! to run that way, against 1.6 µs every run pinned, at load 6).
 
+use crate::bench::matrix::pair_cpus;
 use crate::cli::config::Kind;
 use crate::cli::DemoArgs;
 use crate::stats::Stats;
@@ -29,9 +36,13 @@ fn run_pair(
 ) -> anyhow::Result<Stats> {
     let exe = std::env::current_exe().context("cannot find own binary")?;
     let json_a = dir.join(format!("{tag}-a.json"));
-    let spawn = |args: &[String], json: Option<&Path>| {
+    let (cpu_a, cpu_b) = pair_cpus();
+    let spawn = |args: &[String], json: Option<&Path>, cpu: Option<usize>| {
         let mut c = Command::new(&exe);
         c.arg("--sharenet").arg(spec).arg("--quiet").args(args);
+        if let Some(cpu) = cpu {
+            c.arg("--cpu").arg(cpu.to_string());
+        }
         if let Some(j) = json {
             c.arg("--stats-json").arg(j);
         }
@@ -39,8 +50,8 @@ fn run_pair(
         c.spawn()
             .with_context(|| format!("cannot start {}", exe.display()))
     };
-    let pa = spawn(a, Some(&json_a))?;
-    let pb = spawn(b, None)?;
+    let pa = spawn(a, Some(&json_a), cpu_a)?;
+    let pb = spawn(b, None, cpu_b)?;
     let oa = pa
         .wait_with_output()
         .with_context(|| format!("{tag} side a"))?;
@@ -76,13 +87,16 @@ The table (stdout, printed once every pair has finished; progress goes to stderr
   notif/packet        notifications the sink's side wrote per frame received
                       (event-idx suppression keeps it far below 1)
   ping p50 adaptive   median round trip in µs of --pings 64 B pings, both sides
-                      --wait adaptive (the default: poll 50 µs, then sleep)
+                      --wait adaptive (the default: poll for a budget
+                      calibrated from a measured wake-up, then sleep)
   ping p50 sleep      the same with both sides --wait sleep: each round trip
                       pays two cross-core wake-ups (tens of µs here)
 
 Modes: the stream and both pings run the defaults, --notify event-idx
 --writes nonblocking --wait adaptive; only the last column changes --wait
-(to sleep). `lguest-launcher bench` measures every mode.
+(to sleep). The two sides of each pair run on CPUs 1 and 0 when both
+are allowed (as `lguest-launcher bench` pins its pairs; the first
+progress line says so). `lguest-launcher bench` measures every mode.
 
 Example:
   lguest-launcher demo --count 20000 --pings 200 --transports fifo,eventfd";
@@ -152,6 +166,12 @@ pub fn run(args: &DemoArgs) -> ExitCode {
         args.size.to_string(),
         args.pings.to_string(),
     );
+    match pair_cpus() {
+        (Some(a), Some(b)) => {
+            eprintln!("demo: each pair's two sides run pinned, on CPUs {a} and {b}")
+        }
+        _ => eprintln!("demo: pairs run unpinned (this process may not use CPUs 0 and 1)"),
+    }
     let mut lines = Vec::new();
     for kind in kinds {
         let name = kind.name();
