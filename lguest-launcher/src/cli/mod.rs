@@ -13,9 +13,11 @@ mod args;
 pub mod config;
 pub mod docs;
 pub mod profile;
+mod usage;
 mod values;
 
 pub use args::*;
+pub use usage::*;
 pub use values::*;
 
 use config::RunConfig;
