@@ -1,0 +1,271 @@
+//! A burst of one-descriptor chains in one call: the synthetic guest's
+//! per-packet path at full rate.
+//!
+//! [`DriverQueue::add_slot`] and [`DriverQueue::recycle_used`] serve any
+//! caller one chain (or one batch into a list) at a time; a stamped
+//! stream and a sink do the same thing 64 times a turn. Here the ring
+//! positions and counts stay in registers for the whole burst, and the
+//! caller's per-frame work (write a stamp, check one) is a closure inlined
+//! into the loop, so nothing goes through memory per frame but the ring
+//! entries and the frame itself. The checks are those of the one-at-a-time
+//! calls; an entry the burst cannot take (a chain of several descriptors,
+//! a frame the caller refuses) is left where it is for them.
+
+use super::{DriverQueue, RingParts, PREFETCH_AHEAD};
+use crate::virtq::{RingError, VRING_DESC_F_WRITE};
+
+/// Where the buffers of a ring whose buffers are tied to their
+/// descriptors lie (descriptor `id`'s at `base + id * stride`), and the two
+/// 16-byte pieces of each that [`DriverQueue::recycle_while`] reads for its
+/// caller (at `at[0]` and `at[1]` into the buffer).
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    /// The first buffer.
+    pub base: u64,
+    /// Bytes from one buffer to the next.
+    pub stride: u64,
+    /// Where in a buffer the two 16-byte pieces start.
+    pub at: [u64; 2],
+}
+
+impl Heads {
+    /// The bytes from `base` that the pieces of `n` buffers span: `None`
+    /// when that overflows.
+    fn span(&self, n: u16) -> Option<u64> {
+        let last = u64::from(n.checked_sub(1)?).checked_mul(self.stride)?;
+        last.checked_add(self.at[0].max(self.at[1]))?.checked_add(16)
+    }
+}
+
+impl DriverQueue {
+    /// Take used one-descriptor chains, in ring order, while `take(id, len,
+    /// head)` accepts them, and post each again at once, unchanged and
+    /// unpublished, as [`DriverQueue::recycle_used`] does; at most `max`,
+    /// and at most what the used index loaded once here shows. `head` is
+    /// the two 16-byte pieces of the chain's buffer that `heads` names,
+    /// each read with one load (the range of every buffer's pieces is
+    /// checked once per call, not per frame). The first entry that is not
+    /// a one-descriptor chain in flight, or that `take` refuses, is left in
+    /// the ring (not consumed) for [`DriverQueue::recycle_used`] to take
+    /// and the caller to judge the slow way. Returns `(taken, left)`:
+    /// `left` is true when such an entry may be there.
+    ///
+    /// Only for a ring whose parts `new` proved in bounds (every ring we
+    /// lay out) and buffers inside our memory; otherwise it takes nothing
+    /// and says an entry may be left, and the caller's general path serves
+    /// the ring with its checks.
+    #[inline(always)]
+    pub fn recycle_while(
+        &mut self,
+        max: usize,
+        heads: Heads,
+        mut take: impl FnMut(u16, u32, (u128, u128)) -> bool,
+    ) -> Result<(usize, bool), RingError> {
+        let size = self.off.size;
+        let buffers_in = heads
+            .span(size)
+            .is_some_and(|span| self.mem.contains(heads.base, span, 1));
+        if !self.in_bounds || !buffers_in {
+            return Ok((0, true));
+        }
+        let ready = usize::from(self.used_ready()?).min(max);
+        let parts = RingParts {
+            mem: &self.mem,
+            off: &self.off,
+            in_bounds: true,
+        };
+        let (mut last_used, mut next_avail) = (self.last_used, self.next_avail);
+        let chain_len = &self.chain_len[..usize::from(size)];
+        let mem = &self.mem;
+        let mut n = 0;
+        let mut left = false;
+        while n < ready {
+            // In bounds (checked in `new`): these cannot fail.
+            let Ok((id, len)) = parts.used(last_used) else {
+                left = true;
+                break;
+            };
+            // A one-descriptor chain we have in flight (a bad id, or a
+            // longer chain, goes to `recycle_used`, which names or frees it).
+            if chain_len.get(id as usize) != Some(&1) {
+                left = true;
+                break;
+            }
+            let at = heads.base + u64::from(id) * heads.stride;
+            // SAFETY: `id < size` (it indexes `chain_len`, `size` long), so
+            // each piece lies within `[base, base + span)`, which is inside
+            // the mapping (`contains` above).
+            let head = unsafe {
+                (
+                    mem.load_u128_in_bounds(at + heads.at[0]),
+                    mem.load_u128_in_bounds(at + heads.at[1]),
+                )
+            };
+            if !take(id as u16, len, head) || parts.set_avail(next_avail, id as u16).is_err() {
+                left = true;
+                break;
+            }
+            last_used = last_used.wrapping_add(1);
+            next_avail = next_avail.wrapping_add(1);
+            n += 1;
+        }
+        self.last_used = last_used;
+        self.next_avail = next_avail;
+        Ok((n, left))
+    }
+
+    /// Pop every used chain the device has published and free it, as
+    /// [`DriverQueue::pop_used`] does one at a time (the same checks): how
+    /// many. A sender's TX completions, in one call per turn.
+    pub fn reap_used(&mut self) -> Result<u16, RingError> {
+        let mut n = 0u16;
+        let start = self.free.len();
+        let result = loop {
+            match self.used_ready() {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            }
+            if let Err(e) = self.reap_seen(&mut n) {
+                break Err(e);
+            }
+        };
+        // Reversed, so that `free` (a stack) hands them out again in the
+        // order the device returned them: see `free`.
+        self.free[start..].reverse();
+        result.map(|()| n)
+    }
+
+    /// Free the chains of the used entries up to the used index last
+    /// loaded, counting them in `n`. A one-descriptor chain's id is written
+    /// into room made on `free` for the whole batch (one entry per chain at
+    /// least: never more than the ring, whose ids `free` had room for),
+    /// not pushed; a longer chain is freed by `free_chain`.
+    #[inline(always)]
+    fn reap_seen(&mut self, n: &mut u16) -> Result<(), RingError> {
+        let (mut last_used, seen) = (self.last_used, self.used_seen);
+        let mut filled = self.free.len();
+        self.free
+            .resize(filled + usize::from(seen.wrapping_sub(last_used)), 0);
+        let mut chains = 0u16;
+        let mut result = Ok(());
+        while last_used != seen {
+            let id = match self.parts().used(last_used) {
+                Ok((id, _)) => id,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            last_used = last_used.wrapping_add(1);
+            match self.chain_len.get_mut(id as usize) {
+                Some(c) if *c == 1 => {
+                    *c = 0;
+                    self.free[filled] = id as u16;
+                    filled += 1;
+                }
+                Some(c) if *c != 0 => {
+                    // Several descriptors: pushed by `free_chain`, then room
+                    // again for the rest of the batch.
+                    self.free.truncate(filled);
+                    self.in_flight -= chains;
+                    *n += chains;
+                    chains = 0;
+                    self.free_chain(id as u16);
+                    *n += 1;
+                    filled = self.free.len();
+                    let rest = usize::from(seen.wrapping_sub(last_used));
+                    self.free.resize(filled + rest, 0);
+                    continue;
+                }
+                _ => {
+                    result = Err(RingError::BadUsedId { id });
+                    break;
+                }
+            }
+            chains += 1;
+        }
+        self.free.truncate(filled);
+        self.in_flight -= chains;
+        *n += chains;
+        self.last_used = last_used;
+        result
+    }
+
+    /// Post up to `n` one-descriptor chains whose buffers are tied to their
+    /// descriptors, as `n` calls of [`DriverQueue::add_slot`] would (the
+    /// same descriptors, the same avail entries, the same prefetches), and
+    /// call `fill(i, slot)` for the `i`-th after its descriptor is written;
+    /// unpublished. Stops when the free descriptors run out or `fill`
+    /// fails (that chain is not posted). Returns how many were posted,
+    /// and the error that stopped it if one did (the chains posted before
+    /// it stay posted).
+    #[inline(always)]
+    pub fn add_slots<E: From<RingError>>(
+        &mut self,
+        n: usize,
+        (base, stride): (u64, u64),
+        len: u32,
+        writable: bool,
+        mut fill: impl FnMut(usize, u64) -> Result<(), E>,
+    ) -> (usize, Result<(), E>) {
+        let top = self.free.len();
+        let n = n.min(top);
+        let flags = if writable { VRING_DESC_F_WRITE } else { 0 };
+        // The descriptor's upper half (len, flags, next 0) is the same for
+        // every chain of the burst: only the address differs.
+        let high = u128::from(len) << 64 | u128::from(flags) << 96;
+        let next_avail = self.next_avail;
+        let parts = RingParts {
+            mem: &self.mem,
+            off: &self.off,
+            in_bounds: self.in_bounds,
+        };
+        let free = &self.free[..top];
+        let (written, chain_len) = (&mut self.written, &mut self.chain_len);
+        let mut done = 0;
+        let result = loop {
+            if done == n {
+                break Ok(());
+            }
+            // The chain takes the top free id, as `add_slot`'s pop does.
+            let at = top - 1 - done;
+            let id = free[at];
+            let i = next_avail.wrapping_add(done as u16);
+            // The slot PREFETCH_AHEAD posts on, and the line of avail
+            // entries it will start (see `add_slot`; the entries are line
+            // aligned, 32 to a line).
+            if let Some(&ahead) = at.checked_sub(PREFETCH_AHEAD).and_then(|a| free.get(a)) {
+                self.mem.prefetch_for_write(base + u64::from(ahead) * stride);
+            }
+            let i_ahead = i.wrapping_add(PREFETCH_AHEAD as u16);
+            if i_ahead % 32 == 0 {
+                self.mem.prefetch_for_write(self.off.avail_ring(i_ahead));
+            }
+            let addr = base + u64::from(id) * stride;
+            let d = u128::from(addr) | high;
+            let Some(w) = written.get_mut(usize::from(id)) else {
+                break Err(RingError::BadUsedId { id: id.into() }.into());
+            };
+            if *w != d {
+                if let Err(e) = self.mem.store_u128("descriptor", self.off.desc(id), d) {
+                    break Err(RingError::from(e).into());
+                }
+                *w = d;
+            }
+            if let Err(e) = fill(done, addr) {
+                break Err(e);
+            }
+            if let Err(e) = parts.set_avail(i, id) {
+                break Err(e.into());
+            }
+            // In flight as a one-descriptor chain (its `next` is never read).
+            chain_len[usize::from(id)] = 1;
+            done += 1;
+        };
+        self.free.truncate(top - done);
+        self.next_avail = next_avail.wrapping_add(done as u16);
+        self.in_flight += done as u16;
+        (done, result)
+    }
+}
