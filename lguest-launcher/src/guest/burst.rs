@@ -20,7 +20,7 @@
 //! [`DriverQueue::add_slots`]: crate::virtq::DriverQueue::add_slots
 
 use super::*;
-use crate::virtq::Heads;
+use crate::virtq::{Accept, Heads};
 
 /// The bytes of a frame's first 16 (its Ethernet header and two more) that
 /// the receive filter looks at, in a little-endian load: the destination
@@ -33,6 +33,30 @@ pub(super) fn eth_key(dst: &Mac, ethertype: u16) -> u128 {
     b[..6].copy_from_slice(dst);
     b[12..14].copy_from_slice(&ethertype.to_be_bytes());
     u128::from_le_bytes(b)
+}
+
+/// A burst's test of each frame ([`Guest::receive_stamps`]).
+struct NextStamps {
+    /// The length of every frame, as its used entry gives it.
+    len: u32,
+    /// [`ETH_FILTER`] of the frames for us.
+    key: u128,
+    /// The sequence number of the burst's first frame.
+    next: u64,
+    /// The frame's length after the `virtio_net_hdr` and Ethernet header.
+    flen: u32,
+}
+
+impl Accept for NextStamps {
+    /// For us (the filter `receive` applied to the sender's last frame), of
+    /// the length of that frame, and with the stamp `check_stamp` accepts
+    /// for the next sequence number at this length, compared whole.
+    #[inline(always)]
+    fn accept(&mut self, i: usize, _: u16, len: u32, (eth, stamp): (u128, u128)) -> bool {
+        len == self.len
+            && eth & ETH_FILTER == self.key
+            && stamp == stamp_word(self.next + i as u64, self.flen)
+    }
 }
 
 /// Bytes before a frame's stamp in an RX or TX slot.
@@ -51,6 +75,11 @@ impl Guest {
     /// that is not such a frame stopped the burst (the caller takes it the
     /// general way). The counters, the sender's record and `received` move
     /// as [`Guest::receive`] would have moved them frame by frame.
+    ///
+    /// A call of its own, not inlined into [`Guest::step`]: there the
+    /// loop's values did not fit the registers left and went through the
+    /// stack every frame.
+    #[inline(never)]
     pub(super) fn receive_stamps(
         &mut self,
         max: u64,
@@ -71,39 +100,37 @@ impl Guest {
         if max == 0 {
             return Ok((0, true));
         }
-        let key = self.rx_key;
+        // Frames of the length of the last one the filter let through
+        // (a stream's frames are all alike; another length goes the
+        // general way once and is the length from then on), whose payload
+        // fits the slot after its stamp.
+        let (key, len) = (self.rx_key, self.rx_len);
+        let Some(flen) = u64::from(len)
+            .checked_sub(BEFORE)
+            .filter(|f| (FRAME_HDR as u64..=BUF_SIZE - BEFORE).contains(f))
+        else {
+            return Ok((0, true));
+        };
         let heads = Heads {
             base: self.layout.rx_bufs,
             stride: BUF_SIZE,
             at: [NET_HDR_LEN, BEFORE],
         };
-        let (mut seq, mut bytes) = (next, 0u64);
-        let (n, left) = self.rx.recycle_while(max, heads, |_, len, (eth, stamp)| {
-            // The payload after the stamp: within the slot, or the general
-            // path counts the frame corrupt.
-            let rest = u64::from(len).wrapping_sub(BEFORE + FRAME_HDR as u64);
-            if rest > BUF_SIZE - BEFORE - FRAME_HDR as u64 {
-                return false;
-            }
-            let flen = rest + FRAME_HDR as u64;
-            // For us (the filter `receive` applied to the sender's last
-            // frame), and the stamp `check_stamp` accepts for `seq` at this
-            // length, compared whole.
-            if eth & ETH_FILTER != key || stamp != stamp_word(seq, flen as u32) {
-                return false;
-            }
-            seq += 1;
-            bytes += flen;
-            true
-        })?;
+        let take = NextStamps {
+            len,
+            key,
+            next,
+            flen: flen as u32,
+        };
+        let (n, left) = self.rx.recycle_while(max, heads, take)?;
         if n > 0 {
             if let Some(s) = self.senders.last_mut() {
                 s.received += n as u64;
-                s.last_seq = seq - 1;
+                s.last_seq = next + n as u64 - 1;
             }
             self.received += n as u64;
             stats.packets_received += n as u64;
-            stats.bytes_received += bytes;
+            stats.bytes_received += n as u64 * flen;
         }
         Ok((n, left))
     }
@@ -116,16 +143,13 @@ impl Guest {
     /// (fewer when the ring is full); `self.sent` moves by that many.
     pub(super) fn send_stamps(&mut self, n: u64) -> Result<(), RingError> {
         let size = self.pattern.size() as u32;
-        let (mem, first) = (&self.tx_mem, self.sent);
+        let first = self.sent;
         let (done, result) = self.tx.add_slots(
             usize::try_from(n).unwrap_or(usize::MAX),
             (self.layout.tx_bufs, self.tx_stride),
             BEFORE as u32 + size,
             false,
-            |i, slot| {
-                let seq = first + i as u64;
-                Ok::<(), RingError>(mem.store_u128("tx stamp", slot + BEFORE, stamp_word(seq, size))?)
-            },
+            (BEFORE, |i| stamp_word(first + i as u64, size)),
         );
         self.sent += done as u64;
         result

@@ -215,7 +215,9 @@ impl Guest {
         }
         match u16::from_be_bytes([eth[12], eth[13]]) {
             // What a burst of stamps lets through without asking again.
-            ETH_P_SHARENET => self.rx_key = burst::eth_key(&dst, ETH_P_SHARENET),
+            ETH_P_SHARENET => {
+                (self.rx_key, self.rx_len) = (burst::eth_key(&dst, ETH_P_SHARENET), len)
+            }
             ETH_P_HELLO => return Ok(()),
             t @ (tcp::ETH_P_IP | tcp::ETH_P_IPV6) if self.workload != Workload::Echo => {
                 return self.receive_tcp(id, len, t, stats);

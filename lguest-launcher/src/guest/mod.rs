@@ -169,9 +169,11 @@ pub struct Guest {
     /// the ring's size unless set).
     tx_cap: u16,
     /// The destination and EtherType of the last data frame the receive
-    /// filter let through ([`burst::eth_key`]): a burst of stamps takes the
-    /// frames that match it without asking the filter again.
+    /// filter let through ([`burst::eth_key`]), and its length as the used
+    /// entry gave it: a burst of stamps takes the frames that match both
+    /// without asking the filter again (a stream's frames are all alike).
     rx_key: u128,
+    rx_len: u32,
 }
 
 /// What a synthetic guest is asked to do.
@@ -302,6 +304,7 @@ impl Guest {
             tx_only_stamps: false,
             tx_cap: u16::MAX,
             rx_key: burst::eth_key(&mac, ETH_P_SHARENET),
+            rx_len: 0,
         };
         for _ in 0..g.rx.num_free().min(usize::from(RX_POSTED)) {
             g.post_rx()?;

@@ -140,7 +140,10 @@ fn a_stamped_sink_counts_bursts_and_odd_frames_as_frame_by_frame() {
     assert_eq!(stats.packets_received, 10 + 8 + 1 + 10);
     assert_eq!(stats.bytes_received, 28 * 64 + 100);
     assert_eq!(stats.out_of_order, 2, "the gap and the duplicate");
-    assert_eq!((stats.corrupted, stats.not_for_us, stats.foreign), (1, 1, 1));
+    assert_eq!(
+        (stats.corrupted, stats.not_for_us, stats.foreign),
+        (1, 1, 1)
+    );
     let s = &g.senders()[0];
     assert_eq!((s.pid, s.first_seq, s.last_seq), (7, 0, 29));
     assert_eq!((s.received, s.gaps, s.duplicates), (29, 2, 1));
@@ -167,7 +170,13 @@ fn a_stamped_sink_takes_exactly_its_count_and_splits_senders_where_told() {
     assert_eq!(stats.out_of_order, 0);
     let s = g.senders();
     assert_eq!(s.len(), 2);
-    assert_eq!((s[0].pid, s[0].first_seq, s[0].last_seq, s[0].received), (7, 100, 111, 12));
-    assert_eq!((s[1].pid, s[1].first_seq, s[1].last_seq, s[1].received), (8, 0, 12, 13));
+    assert_eq!(
+        (s[0].pid, s[0].first_seq, s[0].last_seq, s[0].received),
+        (7, 100, 111, 12)
+    );
+    assert_eq!(
+        (s[1].pid, s[1].first_seq, s[1].last_seq, s[1].received),
+        (8, 0, 12, 13)
+    );
     assert!(g.done());
 }

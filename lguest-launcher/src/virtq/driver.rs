@@ -11,7 +11,7 @@ use std::sync::atomic::{fence, Ordering};
 use transport::RingInfo;
 
 mod burst;
-pub use burst::Heads;
+pub use burst::{Accept, Heads};
 mod parts;
 
 /// How many posts ahead [`DriverQueue::add_slot`] prefetches a slot's
@@ -86,16 +86,6 @@ impl DriverQueue {
             used_seen: 0,
             avail_published: None,
             in_bounds,
-        }
-    }
-
-    /// The ring's avail and used entries (see [`RingParts`]).
-    #[inline(always)]
-    fn parts(&self) -> RingParts<'_> {
-        RingParts {
-            mem: &self.mem,
-            off: &self.off,
-            in_bounds: self.in_bounds,
         }
     }
 

@@ -28,18 +28,30 @@ pub struct Heads {
     pub at: [u64; 2],
 }
 
+/// What [`DriverQueue::recycle_while`] asks of each frame: take it
+/// (`true`) or leave it for the general path. A trait rather than a
+/// closure so that its implementation can insist on being inlined into the
+/// loop (`#[inline(always)]`; a closure's call was not inlined there).
+pub trait Accept {
+    /// Take the `i`-th frame of the burst: chain `id`, `len` bytes as the
+    /// used entry says, and the two pieces of its buffer that [`Heads`]
+    /// names?
+    fn accept(&mut self, i: usize, id: u16, len: u32, head: (u128, u128)) -> bool;
+}
+
 impl Heads {
     /// The bytes from `base` that the pieces of `n` buffers span: `None`
     /// when that overflows.
     fn span(&self, n: u16) -> Option<u64> {
         let last = u64::from(n.checked_sub(1)?).checked_mul(self.stride)?;
-        last.checked_add(self.at[0].max(self.at[1]))?.checked_add(16)
+        last.checked_add(self.at[0].max(self.at[1]))?
+            .checked_add(16)
     }
 }
 
 impl DriverQueue {
-    /// Take used one-descriptor chains, in ring order, while `take(id, len,
-    /// head)` accepts them, and post each again at once, unchanged and
+    /// Take used one-descriptor chains, in ring order, while `take`
+    /// accepts the `i`-th of them ([`Accept::accept`]), and post each again at once, unchanged and
     /// unpublished, as [`DriverQueue::recycle_used`] does; at most `max`,
     /// and at most what the used index loaded once here shows. `head` is
     /// the two 16-byte pieces of the chain's buffer that `heads` names,
@@ -59,8 +71,12 @@ impl DriverQueue {
         &mut self,
         max: usize,
         heads: Heads,
-        mut take: impl FnMut(u16, u32, (u128, u128)) -> bool,
+        mut take: impl Accept,
     ) -> Result<(usize, bool), RingError> {
+        let ready = usize::from(self.used_ready()?).min(max);
+        if ready == 0 {
+            return Ok((0, false));
+        }
         let size = self.off.size;
         let buffers_in = heads
             .span(size)
@@ -68,20 +84,20 @@ impl DriverQueue {
         if !self.in_bounds || !buffers_in {
             return Ok((0, true));
         }
-        let ready = usize::from(self.used_ready()?).min(max);
+        // In locals, as in `add_slots`.
+        let (off, mem) = (self.off, self.mem.clone());
         let parts = RingParts {
-            mem: &self.mem,
-            off: &self.off,
+            mem: &mem,
+            off: &off,
             in_bounds: true,
         };
-        let (mut last_used, mut next_avail) = (self.last_used, self.next_avail);
+        let (last_used, next_avail) = (self.last_used, self.next_avail);
         let chain_len = &self.chain_len[..usize::from(size)];
-        let mem = &self.mem;
         let mut n = 0;
         let mut left = false;
         while n < ready {
             // In bounds (checked in `new`): these cannot fail.
-            let Ok((id, len)) = parts.used(last_used) else {
+            let Ok((id, len)) = parts.used(last_used.wrapping_add(n as u16)) else {
                 left = true;
                 break;
             };
@@ -101,23 +117,37 @@ impl DriverQueue {
                     mem.load_u128_in_bounds(at + heads.at[1]),
                 )
             };
-            if !take(id as u16, len, head) || parts.set_avail(next_avail, id as u16).is_err() {
+            if !take.accept(n, id as u16, len, head)
+                || parts
+                    .set_avail(next_avail.wrapping_add(n as u16), id as u16)
+                    .is_err()
+            {
                 left = true;
                 break;
             }
-            last_used = last_used.wrapping_add(1);
-            next_avail = next_avail.wrapping_add(1);
             n += 1;
         }
-        self.last_used = last_used;
-        self.next_avail = next_avail;
+        self.last_used = last_used.wrapping_add(n as u16);
+        self.next_avail = next_avail.wrapping_add(n as u16);
         Ok((n, left))
     }
 
     /// Pop every used chain the device has published and free it, as
     /// [`DriverQueue::pop_used`] does one at a time (the same checks): how
     /// many. A sender's TX completions, in one call per turn.
+    #[inline]
     pub fn reap_used(&mut self) -> Result<u16, RingError> {
+        // Nothing new (most turns of a busy stream, every turn of a sink):
+        // one look at the used index, no call.
+        if self.used_ready()? == 0 {
+            return Ok(0);
+        }
+        self.reap_ready()
+    }
+
+    /// [`DriverQueue::reap_used`] once the device has published something.
+    #[inline(never)]
+    fn reap_ready(&mut self) -> Result<u16, RingError> {
         let mut n = 0u16;
         let start = self.free.len();
         let result = loop {
@@ -143,6 +173,13 @@ impl DriverQueue {
     /// not pushed; a longer chain is freed by `free_chain`.
     #[inline(always)]
     fn reap_seen(&mut self, n: &mut u16) -> Result<(), RingError> {
+        // In locals, as in `add_slots`.
+        let (off, mem) = (self.off, self.mem.clone());
+        let parts = RingParts {
+            mem: &mem,
+            off: &off,
+            in_bounds: self.in_bounds,
+        };
         let (mut last_used, seen) = (self.last_used, self.used_seen);
         let mut filled = self.free.len();
         self.free
@@ -150,7 +187,7 @@ impl DriverQueue {
         let mut chains = 0u16;
         let mut result = Ok(());
         while last_used != seen {
-            let id = match self.parts().used(last_used) {
+            let id = match parts.used(last_used) {
                 Ok((id, _)) => id,
                 Err(e) => {
                     result = Err(e);
@@ -195,20 +232,46 @@ impl DriverQueue {
     /// Post up to `n` one-descriptor chains whose buffers are tied to their
     /// descriptors, as `n` calls of [`DriverQueue::add_slot`] would (the
     /// same descriptors, the same avail entries, the same prefetches), and
-    /// call `fill(i, slot)` for the `i`-th after its descriptor is written;
-    /// unpublished. Stops when the free descriptors run out or `fill`
-    /// fails (that chain is not posted). Returns how many were posted,
-    /// and the error that stopped it if one did (the chains posted before
-    /// it stay posted).
+    /// store `value(i)` as 16 bytes at `value_at` into the `i`-th chain's buffer
+    /// (a stream's stamp) after its descriptor is written; unpublished.
+    /// The range of every buffer's 16 bytes is checked once per call, not
+    /// per store. Stops when the free descriptors run out. Returns how many
+    /// were posted, and the error that stopped it if one did (the chains
+    /// posted before it stay posted).
     #[inline(always)]
-    pub fn add_slots<E: From<RingError>>(
+    pub fn add_slots(
         &mut self,
         n: usize,
         (base, stride): (u64, u64),
         len: u32,
         writable: bool,
-        mut fill: impl FnMut(usize, u64) -> Result<(), E>,
-    ) -> (usize, Result<(), E>) {
+        (value_at, mut value): (u64, impl FnMut(usize) -> u128),
+    ) -> (usize, Result<(), RingError>) {
+        let span = u64::from(self.off.size.saturating_sub(1))
+            .checked_mul(stride)
+            .and_then(|s| s.checked_add(16));
+        let slots_in = span.is_some_and(|span| {
+            base.checked_add(value_at)
+                .is_some_and(|first| self.mem.contains(first, span, 1))
+        });
+        if !self.in_bounds || !slots_in {
+            // A ring given otherwise: one `add_slot` (with its checks) each.
+            let mut done = 0;
+            while done < n {
+                match self.add_slot(base, stride, len, writable) {
+                    Ok(Some((_, slot))) => {
+                        let v = value(done);
+                        if let Err(e) = self.mem.store_u128("tx slot", slot + value_at, v) {
+                            return (done, Err(e.into()));
+                        }
+                        done += 1;
+                    }
+                    Ok(None) => break,
+                    Err(e) => return (done, Err(e)),
+                }
+            }
+            return (done, Ok(()));
+        }
         let top = self.free.len();
         let n = n.min(top);
         let flags = if writable { VRING_DESC_F_WRITE } else { 0 };
@@ -216,13 +279,18 @@ impl DriverQueue {
         // every chain of the burst: only the address differs.
         let high = u128::from(len) << 64 | u128::from(flags) << 96;
         let next_avail = self.next_avail;
+        // The offsets and the mapping in locals: the loop's stores to
+        // shared memory would otherwise make the compiler reload them
+        // from `self` after each one.
+        let (off, mem) = (self.off, self.mem.clone());
         let parts = RingParts {
-            mem: &self.mem,
-            off: &self.off,
-            in_bounds: self.in_bounds,
+            mem: &mem,
+            off: &off,
+            in_bounds: true,
         };
         let free = &self.free[..top];
-        let (written, chain_len) = (&mut self.written, &mut self.chain_len);
+        let size = usize::from(off.size);
+        let (written, chain_len) = (&mut self.written[..size], &mut self.chain_len);
         let mut done = 0;
         let result = loop {
             if done == n {
@@ -236,28 +304,29 @@ impl DriverQueue {
             // entries it will start (see `add_slot`; the entries are line
             // aligned, 32 to a line).
             if let Some(&ahead) = at.checked_sub(PREFETCH_AHEAD).and_then(|a| free.get(a)) {
-                self.mem.prefetch_for_write(base + u64::from(ahead) * stride);
+                mem.prefetch_for_write(base + u64::from(ahead) * stride);
             }
             let i_ahead = i.wrapping_add(PREFETCH_AHEAD as u16);
             if i_ahead % 32 == 0 {
-                self.mem.prefetch_for_write(self.off.avail_ring(i_ahead));
+                mem.prefetch_for_write(off.avail_ring(i_ahead));
             }
             let addr = base + u64::from(id) * stride;
             let d = u128::from(addr) | high;
             let Some(w) = written.get_mut(usize::from(id)) else {
-                break Err(RingError::BadUsedId { id: id.into() }.into());
+                break Err(RingError::BadUsedId { id: id.into() });
             };
             if *w != d {
-                if let Err(e) = self.mem.store_u128("descriptor", self.off.desc(id), d) {
-                    break Err(RingError::from(e).into());
+                if let Err(e) = mem.store_u128("descriptor", off.desc(id), d) {
+                    break Err(e.into());
                 }
                 *w = d;
             }
-            if let Err(e) = fill(done, addr) {
-                break Err(e);
-            }
+            // SAFETY: `id < size` (it indexes `written`, `size` long), so
+            // `addr + value_at + 16 <= base + value_at + span`, inside the
+            // mapping (`contains` above).
+            unsafe { mem.store_u128_in_bounds(addr + value_at, value(done)) };
             if let Err(e) = parts.set_avail(i, id) {
-                break Err(e.into());
+                break Err(e);
             }
             // In flight as a one-descriptor chain (its `next` is never read).
             chain_len[usize::from(id)] = 1;
