@@ -46,6 +46,11 @@ impl Guest {
     /// one call per batch, not a pop, a receive and a repost per frame.
     /// With `rx_delay` (a slow sink, for tests) one frame per turn.
     pub(super) fn receive_all(&mut self, stats: &mut Stats) -> Result<bool, RingError> {
+        // Nothing new (an idle turn): one look at the used index, with the
+        // check every later look makes.
+        if self.rx.used_pending()? == 0 {
+            return Ok(false);
+        }
         let mut any = false;
         let stamps = self.stamps_in();
         let mut batch = std::mem::take(&mut self.rx_batch);

@@ -311,6 +311,14 @@ impl DriverQueue {
         self.in_flight -= 1;
     }
 
+    /// Used entries the device has published that we have not taken: the
+    /// used index is loaded (and checked against what is in flight) only
+    /// when every entry up to the last value loaded is taken.
+    #[inline]
+    pub fn used_pending(&mut self) -> Result<u16, RingError> {
+        self.used_ready()
+    }
+
     /// Entries the device has published that we have not popped, loading
     /// (and checking) its used index only when every entry up to the last
     /// value loaded is taken: the [`DriverQueue::pop_used`] rule.
