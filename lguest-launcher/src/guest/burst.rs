@@ -9,7 +9,7 @@
 //! stamp is built in registers and compared whole with the frame's, the
 //! Ethernet filter is one masked compare, and the counters are added once
 //! per burst ([`DriverQueue::recycle_while`]). Anything else — a first
-//! frame, a new sender, a gap, a foreign or corrupt frame, the end of
+//! frame, a new sender, a gap, another length, a foreign or corrupt frame, the end of
 //! stream — stops the burst, and the general path ([`Guest::receive`])
 //! judges that frame and names what it found, exactly as before.
 //!
@@ -139,8 +139,8 @@ impl Guest {
     /// `self.sent` on), posted in one burst while every TX slot holds what
     /// `prefill_tx` wrote (`tx_only_stamps`): one descriptor (when it
     /// changed), one avail entry and one 16-byte stamp store each, as
-    /// [`Guest::send_seq`] does one at a time. Returns how many were posted
-    /// (fewer when the ring is full); `self.sent` moves by that many.
+    /// [`Guest::send_seq`] does one at a time. Fewer are posted when the
+    /// ring is full; `self.sent` moves by as many as were posted.
     pub(super) fn send_stamps(&mut self, n: u64) -> Result<(), RingError> {
         let size = self.pattern.size() as u32;
         let first = self.sent;

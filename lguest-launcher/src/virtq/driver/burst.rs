@@ -4,10 +4,11 @@
 //! [`DriverQueue::add_slot`] and [`DriverQueue::recycle_used`] serve any
 //! caller one chain (or one batch into a list) at a time; a stamped
 //! stream and a sink do the same thing 64 times a turn. Here the ring
-//! positions and counts stay in registers for the whole burst, and the
-//! caller's per-frame work (write a stamp, check one) is a closure inlined
-//! into the loop, so nothing goes through memory per frame but the ring
-//! entries and the frame itself. The checks are those of the one-at-a-time
+//! positions and counts stay in registers for the whole burst, the ranges
+//! of the buffers' bytes it touches are proven once per call, and the
+//! caller's per-frame work (the value of a stamp, the test of one: an
+//! [`Accept`]) is inlined into the loop, so nothing goes through memory per
+//! frame but the ring entries and the frame itself. The checks are those of the one-at-a-time
 //! calls; an entry the burst cannot take (a chain of several descriptors,
 //! a frame the caller refuses) is left where it is for them.
 
@@ -307,7 +308,7 @@ impl DriverQueue {
                 mem.prefetch_for_write(base + u64::from(ahead) * stride);
             }
             let i_ahead = i.wrapping_add(PREFETCH_AHEAD as u16);
-            if i_ahead % 32 == 0 {
+            if i_ahead.is_multiple_of(32) {
                 mem.prefetch_for_write(off.avail_ring(i_ahead));
             }
             let addr = base + u64::from(id) * stride;
