@@ -1,4 +1,5 @@
-//! The end of a stream: our end-of-stream frame, and what the peer's said.
+//! The end of a stream: our end-of-stream frame, and what the peer's said;
+//! when a workload is done, and the final numbers.
 
 use super::*;
 
@@ -69,5 +70,61 @@ impl Guest {
             expected: self.count,
             peer_sent,
         })
+    }
+
+    /// The workload has finished.
+    pub fn done(&self) -> bool {
+        match self.workload {
+            // Our end-of-stream frame is out; the peer need not take it.
+            Workload::Stream => self.end_sent && self.consumed >= self.count,
+            // Everything asked for, or the sender said nothing more comes.
+            // `--count 0`: until the sender's end of stream.
+            Workload::Sink if self.count == 0 => self.peer_sent.is_some(),
+            // With `--reconnect` one sender's end of stream is not the end:
+            // the next sender may bring the rest.
+            Workload::Sink => {
+                self.received >= self.count
+                    || (!self.reconnect && self.peer_sent.is_some_and(|n| self.received >= n))
+            }
+            Workload::Ping => self.rtts.len() >= self.count,
+            Workload::Echo => self.echoed >= self.count && self.tx.in_flight() == 0,
+            Workload::Idle => false,
+        }
+    }
+
+    /// Fill the final numbers into `stats`.
+    pub fn report(&mut self, stats: &mut Stats) {
+        stats.packets_sent = self.sent;
+        stats.packets_consumed = self.consumed.min(self.sent);
+        // `lost`: sent but never received. A sink knows what was sent only
+        // from the sender's end-of-stream frame; without one (the sender was
+        // killed) `lost` stays 0 and `missing` says what did not arrive.
+        match self.workload {
+            Workload::Sink if self.count == 0 => {
+                // Lost: what the last sender said it sent from the first
+                // frame we had of it on, minus what we had of it.
+                if let (Some(sent), Some(s)) = (self.peer_sent, self.senders.last()) {
+                    stats.lost = sent.saturating_sub(s.first_seq).saturating_sub(s.received);
+                }
+            }
+            Workload::Sink => {
+                stats.expected = self.count;
+                stats.missing = self.count.saturating_sub(self.received);
+                if let (Some(sent), false) = (self.peer_sent, self.reconnect) {
+                    stats.lost = sent.saturating_sub(self.received);
+                    stats.not_sent = self.count.saturating_sub(sent);
+                }
+            }
+            Workload::Ping => {
+                stats.expected = self.count;
+                stats.missing = self.count.saturating_sub(self.received);
+                stats.lost = self.sent.saturating_sub(self.received);
+                stats.not_sent = self.count.saturating_sub(self.sent);
+            }
+            Workload::Echo => stats.lost = self.count.saturating_sub(self.echoed),
+            _ => {}
+        }
+        stats.set_rtts(&self.rtts);
+        stats.senders = self.senders.clone();
     }
 }

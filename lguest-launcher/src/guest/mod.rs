@@ -34,6 +34,7 @@ pub mod frame;
 pub mod plan;
 
 mod buffers;
+mod burst;
 mod ending;
 mod interrupts;
 mod io;
@@ -167,6 +168,12 @@ pub struct Guest {
     /// Most TX chains a stream keeps in flight ([`Guest::with_tx_in_flight`];
     /// the ring's size unless set).
     tx_cap: u16,
+    /// The destination and EtherType of the last data frame the receive
+    /// filter let through ([`burst::eth_key`]), and its length as the used
+    /// entry gave it: a burst of stamps takes the frames that match both
+    /// without asking the filter again (a stream's frames are all alike).
+    rx_key: u128,
+    rx_len: u32,
 }
 
 /// What a synthetic guest is asked to do.
@@ -296,6 +303,8 @@ impl Guest {
             rx_batch: Vec::with_capacity(layout.rx.size as usize),
             tx_only_stamps: false,
             tx_cap: u16::MAX,
+            rx_key: burst::eth_key(&mac, ETH_P_SHARENET),
+            rx_len: 0,
         };
         for _ in 0..g.rx.num_free().min(usize::from(RX_POSTED)) {
             g.post_rx()?;
@@ -360,8 +369,13 @@ impl Guest {
                 let quota = self.quota();
                 if quota > 0 && self.tx_room(quota) {
                     let until = self.sent.saturating_add(quota.min(self.tx_free() as u64));
-                    while self.sent < self.count.min(until) && self.send_seq(self.sent)? {
-                        self.sent += 1;
+                    let end = self.count.min(until);
+                    if self.tx_only_stamps && self.gso_mss.is_none() {
+                        self.send_stamps(end.saturating_sub(self.sent))?;
+                    } else {
+                        while self.sent < end && self.send_seq(self.sent)? {
+                            self.sent += 1;
+                        }
                     }
                 }
                 if self.sent == self.count && !self.end_sent && self.put_end()? {
@@ -447,61 +461,5 @@ impl Guest {
     /// What this guest does.
     pub fn workload(&self) -> Workload {
         self.workload
-    }
-
-    /// The workload has finished.
-    pub fn done(&self) -> bool {
-        match self.workload {
-            // Our end-of-stream frame is out; the peer need not take it.
-            Workload::Stream => self.end_sent && self.consumed >= self.count,
-            // Everything asked for, or the sender said nothing more comes.
-            // `--count 0`: until the sender's end of stream.
-            Workload::Sink if self.count == 0 => self.peer_sent.is_some(),
-            // With `--reconnect` one sender's end of stream is not the end:
-            // the next sender may bring the rest.
-            Workload::Sink => {
-                self.received >= self.count
-                    || (!self.reconnect && self.peer_sent.is_some_and(|n| self.received >= n))
-            }
-            Workload::Ping => self.rtts.len() >= self.count,
-            Workload::Echo => self.echoed >= self.count && self.tx.in_flight() == 0,
-            Workload::Idle => false,
-        }
-    }
-
-    /// Fill the final numbers into `stats`.
-    pub fn report(&mut self, stats: &mut Stats) {
-        stats.packets_sent = self.sent;
-        stats.packets_consumed = self.consumed.min(self.sent);
-        // `lost`: sent but never received. A sink knows what was sent only
-        // from the sender's end-of-stream frame; without one (the sender was
-        // killed) `lost` stays 0 and `missing` says what did not arrive.
-        match self.workload {
-            Workload::Sink if self.count == 0 => {
-                // Lost: what the last sender said it sent from the first
-                // frame we had of it on, minus what we had of it.
-                if let (Some(sent), Some(s)) = (self.peer_sent, self.senders.last()) {
-                    stats.lost = sent.saturating_sub(s.first_seq).saturating_sub(s.received);
-                }
-            }
-            Workload::Sink => {
-                stats.expected = self.count;
-                stats.missing = self.count.saturating_sub(self.received);
-                if let (Some(sent), false) = (self.peer_sent, self.reconnect) {
-                    stats.lost = sent.saturating_sub(self.received);
-                    stats.not_sent = self.count.saturating_sub(sent);
-                }
-            }
-            Workload::Ping => {
-                stats.expected = self.count;
-                stats.missing = self.count.saturating_sub(self.received);
-                stats.lost = self.sent.saturating_sub(self.received);
-                stats.not_sent = self.count.saturating_sub(self.sent);
-            }
-            Workload::Echo => stats.lost = self.count.saturating_sub(self.echoed),
-            _ => {}
-        }
-        stats.set_rtts(&self.rtts);
-        stats.senders = self.senders.clone();
     }
 }

@@ -10,6 +10,8 @@ use parts::RingParts;
 use std::sync::atomic::{fence, Ordering};
 use transport::RingInfo;
 
+mod burst;
+pub use burst::{Accept, Heads};
 mod parts;
 
 /// How many posts ahead [`DriverQueue::add_slot`] prefetches a slot's
@@ -84,16 +86,6 @@ impl DriverQueue {
             used_seen: 0,
             avail_published: None,
             in_bounds,
-        }
-    }
-
-    /// The ring's avail and used entries (see [`RingParts`]).
-    #[inline(always)]
-    fn parts(&self) -> RingParts<'_> {
-        RingParts {
-            mem: &self.mem,
-            off: &self.off,
-            in_bounds: self.in_bounds,
         }
     }
 
@@ -336,27 +328,12 @@ impl DriverQueue {
         self.in_flight -= 1;
     }
 
-    /// Pop every used chain the device has published and free it, as
-    /// [`DriverQueue::pop_used`] does one at a time (the same checks):
-    /// how many. A sender's TX completions, in one call per turn.
-    pub fn reap_used(&mut self) -> Result<u16, RingError> {
-        let mut n = 0u16;
-        let start = self.free.len();
-        while self.used_ready()? > 0 {
-            // The entries up to the index loaded: popped without looking at
-            // the shared index again.
-            while self.last_used != self.used_seen {
-                let (id, _) = self.parts().used(self.last_used)?;
-                self.last_used = self.last_used.wrapping_add(1);
-                let id = self.in_flight_chain(id)?;
-                self.free_chain(id);
-                n += 1;
-            }
-        }
-        // Reversed, so that `free` (a stack) hands them out again in the
-        // order the device returned them: see `free`.
-        self.free[start..].reverse();
-        Ok(n)
+    /// Used entries the device has published that we have not taken: the
+    /// used index is loaded (and checked against what is in flight) only
+    /// when every entry up to the last value loaded is taken.
+    #[inline]
+    pub fn used_pending(&mut self) -> Result<u16, RingError> {
+        self.used_ready()
     }
 
     /// Entries the device has published that we have not popped, loading

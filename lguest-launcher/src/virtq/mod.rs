@@ -46,6 +46,6 @@ mod tests;
 
 pub use desc::*;
 pub use device::{Chain, DeviceQueue};
-pub use driver::DriverQueue;
+pub use driver::{Accept, DriverQueue, Heads};
 pub use error::{ChainError, RingError};
 pub use notify::{vring_need_event, NotifyMode};

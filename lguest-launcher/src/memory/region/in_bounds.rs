@@ -72,6 +72,19 @@ impl Region {
         unsafe { volatile::load_u128(self.ptr(offset as usize)) }
     }
 
+    /// [`Region::store_u128`] without the bounds check.
+    ///
+    /// # Safety
+    ///
+    /// `[offset, offset + 16)` lies inside the mapping.
+    #[inline(always)]
+    pub unsafe fn store_u128_in_bounds(&self, offset: u64, v: u128) {
+        // SAFETY: bounds are the caller's contract; race: written once from
+        // a register, a peer writing meanwhile leaves a mix, which whoever
+        // reads it checks or treats as packet data (see `store_u128`).
+        unsafe { volatile::store_u128(self.ptr(offset as usize), v) }
+    }
+
     /// [`Region::store_u32_pair`] without the bounds check.
     ///
     /// # Safety
