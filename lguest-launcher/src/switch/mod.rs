@@ -37,7 +37,10 @@
 //! 250 ms) to make room. Meanwhile the source's chain waits at the head of
 //! *its own* ring — the frames of every other port keep moving — and the
 //! switch sleeps until the destination frees a slot or posts a buffer (it
-//! asked for that kick) or the hold ends. A destination still full after
+//! asked for that kick) or the hold ends: a held frame is not work to the
+//! re-check before sleeping ([`port::Port::held`]; until round 2 session
+//! 6 it was, and a switch spun through every hold at full speed, on the
+//! CPU the destination's member needed to make room). A destination still full after
 //! the hold is *congested*: frames for it are dropped at once and counted
 //! (`no_room`) until it has room again, so one member that stopped reading
 //! costs each sender at most one hold, never a stall. `--hold-ms 0` drops
