@@ -52,9 +52,10 @@
 //! `adaptive`): a turn reaps, forwards and flushes every port; an idle
 //! switch re-arms every member's notifications, fences, re-checks and only
 //! then sleeps in `poll(2)` on all their links. `adaptive` spins first for
-//! a budget calibrated from a measured wake-up, so under load the members
-//! rarely need to kick the switch (event-idx suppression) and the switch
-//! rarely sleeps. See [`serve`].
+//! a budget calibrated from a measured wake-up (counted as at most 8 µs:
+//! a long spin takes the CPU the members need, see `serve::MAX_WAKEUP`),
+//! so under load the members rarely need to kick the switch (event-idx
+//! suppression) and the switch rarely sleeps. See [`serve`].
 //!
 //! # Per-frame work, per burst
 //! A turn takes up to [`BATCH`] chains from one member. Within that burst
@@ -185,8 +186,8 @@ pub struct SwitchArgs {
     /// What the switch does when nothing moves: `sleep` (re-arm every
     /// member's notifications, re-check, sleep in poll), `spin` (poll the
     /// rings; a busy core), `adaptive` (spin for a budget calibrated from a
-    /// measured wake-up and adjusted as `--wait adaptive` of a launcher
-    /// does, then sleep) [default: adaptive].
+    /// measured wake-up, counted as at most 8 µs, and adjusted as `--wait
+    /// adaptive` of a launcher does, then sleep) [default: adaptive].
     #[arg(long, value_enum)]
     pub wait: Option<Wait>,
     /// With `--wait adaptive`: start the spin budget at this many
