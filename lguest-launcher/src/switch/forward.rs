@@ -136,8 +136,12 @@ fn src_mac(hdr: &[u8; NET_HDR_LEN as usize + ETH_HDR]) -> Mac {
 impl<T: Transport + 'static> Switch<'_, T> {
     /// Forward what member `i` has sent; how many chains were finished.
     pub(super) fn forward_from(&mut self, mut i: usize, now: Instant) -> usize {
+        // An idle port costs one load of its avail index: nothing else
+        // (not even the handle on its memory) is touched before it says
+        // there is work.
         let (pending, member, settled) = match self.ports[i].as_ref() {
             Some(p) => match p.pending() {
+                Ok(0) => return 0,
                 Ok(n) => (n, p.member().clone(), p.settled),
                 Err(e) => {
                     self.leave(i, &format!("impossible TX ring: {e}"));
@@ -146,9 +150,6 @@ impl<T: Transport + 'static> Switch<'_, T> {
             },
             None => return 0,
         };
-        if pending == 0 {
-            return 0;
-        }
         if !settled {
             // Its first frame says who it is: maybe a member coming back
             // to its old port.
@@ -156,6 +157,7 @@ impl<T: Transport + 'static> Switch<'_, T> {
         }
         let mut burst = BurstState::of(self, i);
         let mut done = 0;
+        let mut held = false;
         for _ in 0..pending.min(BATCH) {
             let Some(p) = self.ports[i].as_mut() else {
                 break;
@@ -168,7 +170,10 @@ impl<T: Transport + 'static> Switch<'_, T> {
                 }
             };
             match self.route(i, Src::Member(&member), chain, now, &mut burst) {
-                Route::Hold => break,
+                Route::Hold => {
+                    held = true;
+                    break;
+                }
                 Route::Done => {}
             }
             let Some(p) = self.ports[i].as_mut() else {
@@ -179,6 +184,9 @@ impl<T: Transport + 'static> Switch<'_, T> {
                 break;
             }
             done += 1;
+        }
+        if let Some(p) = self.ports[i].as_mut() {
+            p.held = held;
         }
         burst.end(self, i);
         done

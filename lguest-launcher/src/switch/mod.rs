@@ -37,7 +37,10 @@
 //! 250 ms) to make room. Meanwhile the source's chain waits at the head of
 //! *its own* ring — the frames of every other port keep moving — and the
 //! switch sleeps until the destination frees a slot or posts a buffer (it
-//! asked for that kick) or the hold ends. A destination still full after
+//! asked for that kick) or the hold ends: a held frame is not work to the
+//! re-check before sleeping ([`port::Port::held`]; until round 2 session
+//! 6 it was, and a switch spun through every hold at full speed, on the
+//! CPU the destination's member needed to make room). A destination still full after
 //! the hold is *congested*: frames for it are dropped at once and counted
 //! (`no_room`) until it has room again, so one member that stopped reading
 //! costs each sender at most one hold, never a stall. `--hold-ms 0` drops
@@ -49,9 +52,10 @@
 //! `adaptive`): a turn reaps, forwards and flushes every port; an idle
 //! switch re-arms every member's notifications, fences, re-checks and only
 //! then sleeps in `poll(2)` on all their links. `adaptive` spins first for
-//! a budget calibrated from a measured wake-up, so under load the members
-//! rarely need to kick the switch (event-idx suppression) and the switch
-//! rarely sleeps. See [`serve`].
+//! a budget calibrated from a measured wake-up (counted as at most 8 µs:
+//! a long spin takes the CPU the members need, see `serve::MAX_WAKEUP`),
+//! so under load the members rarely need to kick the switch (event-idx
+//! suppression) and the switch rarely sleeps. See [`serve`].
 //!
 //! # Per-frame work, per burst
 //! A turn takes up to [`BATCH`] chains from one member. Within that burst
@@ -182,8 +186,8 @@ pub struct SwitchArgs {
     /// What the switch does when nothing moves: `sleep` (re-arm every
     /// member's notifications, re-check, sleep in poll), `spin` (poll the
     /// rings; a busy core), `adaptive` (spin for a budget calibrated from a
-    /// measured wake-up and adjusted as `--wait adaptive` of a launcher
-    /// does, then sleep) [default: adaptive].
+    /// measured wake-up, counted as at most 8 µs, and adjusted as `--wait
+    /// adaptive` of a launcher does, then sleep) [default: adaptive].
     #[arg(long, value_enum)]
     pub wait: Option<Wait>,
     /// With `--wait adaptive`: start the spin budget at this many

@@ -56,6 +56,11 @@ pub struct Port<T: Transport> {
     /// The member has sent its first frame (or its port is fixed by its
     /// path): it will not move to a departed member's port.
     pub settled: bool,
+    /// The frame at the head of the member's TX ring is held for a full
+    /// destination (see the module docs of `switch`): its chains are not
+    /// work until that destination makes room (which is work: see
+    /// [`Port::has_work`]) or the hold ends (the sleep is that short).
+    pub held: bool,
     _mem: GuestMemory,
     own: Region,
     layout: Layout,
@@ -102,6 +107,7 @@ impl<T: Transport> Port<T> {
             full_since: None,
             offloads: hs.offloads,
             settled: false,
+            held: false,
             _mem: mem,
             own,
             layout,
@@ -286,14 +292,18 @@ impl<T: Transport> Port<T> {
             .set_interrupts(self.mode, waiting, self.tx.last_used())
     }
 
-    /// Something to do right now (the re-check after arming).
+    /// Something to do right now (the re-check after arming): chains the
+    /// member sent, unless the first is held for a full destination, or
+    /// room made at this port while it was full. A held frame is not
+    /// work: counting it kept the switch turning, idle, at full speed for
+    /// as long as the destination's member was off the CPU — on a machine
+    /// where that member needed the very CPU the switch was spinning on.
     pub fn has_work(&self) -> Result<bool, RingError> {
+        let sent = !self.held && self.member_tx.pending()? > 0;
         if let Some(p) = self.push.as_ref() {
-            return Ok(
-                self.member_tx.pending()? > 0 || (self.full_since.is_some() && p.has_room()?)
-            );
+            return Ok(sent || (self.full_since.is_some() && p.has_room()?));
         }
-        Ok(self.member_tx.pending()? > 0 || self.tx.has_used()?)
+        Ok(sent || self.tx.has_used()?)
     }
 }
 

@@ -31,6 +31,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use transport::Transport;
 
+/// The most a measured wake-up counts for when `--wait adaptive`
+/// calibrates the switch's spin budget (which starts at one wake-up and
+/// may grow to eight; `--spin-us` is taken as given). A wake-up measured
+/// on a loaded machine is mostly time spent waiting for a CPU — 90 to
+/// 120 µs on two shared vCPUs — and a switch spinning eight of those,
+/// 750–940 µs per idle period, takes the CPU its members need to send
+/// what it waits for: every bench run whose budget had grown past 100 µs
+/// was slow (26 of 140 runs: median 0.56 µs of CPU per frame against
+/// 0.46, the switch's own 0.36 against 0.28), the outliers among them at
+/// 0.18–0.46 Mpps aggregate, as the committed bench's 5.84x cell was.
+/// Capped here, the budget starts at most at this and stays under eight
+/// times it.
+const MAX_WAKEUP: Duration = Duration::from_micros(8);
+
 /// The forwarding thread's state.
 pub(super) struct Switch<'a, T: Transport> {
     pub(super) cfg: &'a SwitchConfig,
@@ -180,7 +194,9 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             (Wait::Adaptive, Some(spin)) => WaitLoop::calibrated(Wait::Adaptive, spin),
             (Wait::Adaptive, None) => WaitLoop::calibrated(
                 Wait::Adaptive,
-                crate::wakeup::probe(self.cfg.spec.kind, None).median(),
+                crate::wakeup::probe(self.cfg.spec.kind, None)
+                    .median()
+                    .min(MAX_WAKEUP),
             ),
             (policy, _) => WaitLoop::new(policy),
         };

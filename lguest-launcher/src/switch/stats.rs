@@ -102,6 +102,13 @@ pub struct SwitchStats {
     pub sleeps: u64,
     /// Times it woke from that sleep.
     pub wakeups: u64,
+    /// Forwarding turns that moved at least one frame: frames in over
+    /// this is the mean burst a turn's fixed costs (every port's indexes
+    /// read, both rings published, kicks) are shared by.
+    pub busy_turns: u64,
+    /// Turns that found nothing to move (spinning, or the re-check after
+    /// a wake-up).
+    pub idle_turns: u64,
     /// The adaptive spin budget at exit, microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spin_budget_us: Option<f64>,

@@ -33,7 +33,13 @@ impl<T: Transport + 'static> Device for Switch<'_, T> {
         }
         moved += self.forward_from_tap(now);
         self.flush();
-        Ok(if moved > 0 { Turn::Busy } else { Turn::Idle })
+        Ok(if moved > 0 {
+            self.stats.busy_turns += 1;
+            Turn::Busy
+        } else {
+            self.stats.idle_turns += 1;
+            Turn::Idle
+        })
     }
 
     fn arm(&mut self, on: bool) -> Result<(), Self::Error> {
