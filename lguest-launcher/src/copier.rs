@@ -37,8 +37,8 @@
 //! statically dispatched: the transport kind is chosen once, at
 //! [`crate::link::dispatch`], never per packet.
 
+mod burst;
 mod fallback;
-mod fast;
 mod mergeable;
 mod outcome;
 mod reread;
@@ -271,23 +271,22 @@ impl<T: Transport> Copier<T> {
         // Descriptors read this poll (both rings), against POLL_DESCRIPTORS.
         let mut read = 0usize;
         let chains = pending.min(POLL_CHAINS).min(POLL_BURST);
-        for _ in 0..chains {
-            if read >= POLL_DESCRIPTORS {
+        let mut done = 0u16;
+        while done < chains {
+            // The plain frames, a burst at a time (`copier/burst.rs`),
+            // within what is left of the descriptor budget.
+            let room = POLL_DESCRIPTORS.saturating_sub(read) / burst::PLAIN_WALKED;
+            let max = (chains - done).min(room.min(usize::from(u16::MAX)) as u16);
+            let k = self.burst(max, &mut rx_room, &mut out);
+            done += k;
+            read += usize::from(k) * burst::PLAIN_WALKED;
+            if done == chains || read >= POLL_DESCRIPTORS {
                 break;
             }
-            let head = self.peer_tx.peek_head().map_err(CopyError::PeerRing)?;
-            if let Some(len) = self.copy_plain(head, &mut rx_room) {
-                read += fast::PLAIN_WALKED;
-                out.moved += 1;
-                out.bytes += u64::from(len);
-                self.peer_tx.advance();
-                self.peer_tx
-                    .add_used(head, 0)
-                    .map_err(CopyError::PeerRing)?;
-                continue;
-            }
-            // Anything else (see `copier/fast.rs`). A segmented frame's deliveries but the last are pushed by
+            // The next chain is anything else (see `copier/burst.rs`). A
+            // segmented frame's deliveries but the last are pushed by
             // `copy_one` itself.
+            let head = self.peer_tx.peek_head().map_err(CopyError::PeerRing)?;
             let before = self.events.len();
             let ev = self.copy_one(head, &mut rx_room)?;
             let cost = self.walked;
@@ -315,6 +314,7 @@ impl<T: Transport> Copier<T> {
                     self.peer_tx
                         .add_used(head, 0)
                         .map_err(CopyError::PeerRing)?;
+                    done += 1;
                 }
                 None => {
                     // Our guest has not posted buffers: leave the peer's
@@ -323,7 +323,7 @@ impl<T: Transport> Copier<T> {
                     break;
                 }
             }
-            if out.throttled {
+            if out.throttled || read >= POLL_DESCRIPTORS {
                 break;
             }
         }

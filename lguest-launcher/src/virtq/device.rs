@@ -7,9 +7,57 @@ use crate::memory::{GuestMap, Region};
 use std::sync::atomic::{fence, Ordering};
 use transport::RingInfo;
 
+mod taker;
+
+pub use taker::Taker;
+
 /// How many entries ahead [`DeviceQueue::add_used`] prefetches the used
 /// ring for writing: two lines of eight entries.
 const USED_PREFETCH_AHEAD: u16 = 16;
+
+/// One descriptor's entry in [`DeviceQueue`]'s translation cache: the
+/// buffer `[addr, addr + len)` it last named and that buffer's offset in
+/// the mapping.
+#[derive(Clone, Copy, Debug)]
+struct Xlat {
+    addr: u64,
+    /// A `u32` length, or `u64::MAX` (no entry: matches no length).
+    len: u64,
+    offset: u64,
+}
+
+impl Xlat {
+    const NONE: Xlat = Xlat {
+        addr: 0,
+        len: u64::MAX,
+        offset: 0,
+    };
+}
+
+/// The offset of descriptor `idx`'s buffer `[addr, addr+len)` through the
+/// per-descriptor cache `xlat` or, when it does not have it, the map's
+/// answer, remembered. Either way the map's translation: wholly inside its
+/// mapping.
+#[inline(always)]
+fn translate(map: &GuestMap, xlat: &mut [Xlat], idx: u16, addr: u64, len: u32) -> Option<u64> {
+    let slot = xlat.get_mut(idx as usize)?;
+    if slot.addr == addr && slot.len == u64::from(len) {
+        return Some(slot.offset);
+    }
+    translate_miss(map, slot, addr, len)
+}
+
+/// [`translate`] when the cache does not have it.
+#[inline(never)]
+fn translate_miss(map: &GuestMap, slot: &mut Xlat, addr: u64, len: u32) -> Option<u64> {
+    let offset = map.translate(addr, len as u64)?;
+    *slot = Xlat {
+        addr,
+        len: len.into(),
+        offset,
+    };
+    Some(offset)
+}
 
 /// A chain [`DeviceQueue::walk_chain`] read and checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +111,7 @@ pub struct DeviceQueue {
     /// its offset from here: the same answer, without the region search.
     /// Every descriptor is still read once and every field checked; this
     /// only remembers the result of a pure function of two of them.
-    xlat: Vec<Option<(u64, u32, u64)>>,
+    xlat: Vec<Xlat>,
     /// The used index we last published (`None` until our first
     /// publication, which reads it from the ring once). We are its only
     /// writer, so the old value for the suppression check comes from here,
@@ -110,7 +158,7 @@ impl DeviceQueue {
             off: Offsets::new(&local),
             last_avail: 0,
             next_used: 0,
-            xlat: vec![None; info.size as usize],
+            xlat: vec![Xlat::NONE; info.size as usize],
             used_published: None,
         })
     }
@@ -340,20 +388,7 @@ impl DeviceQueue {
     /// the per-descriptor cache (`xlat`) or the map.
     #[inline(always)]
     fn translate(&mut self, idx: u16, addr: u64, len: u32) -> Option<u64> {
-        match self.xlat.get(idx as usize) {
-            Some(&Some((a, l, offset))) if a == addr && l == len => Some(offset),
-            _ => self.translate_miss(idx, addr, len),
-        }
-    }
-
-    /// [`DeviceQueue::translate`] when the cache does not have it: the
-    /// map's answer, remembered.
-    #[inline(never)]
-    fn translate_miss(&mut self, idx: u16, addr: u64, len: u32) -> Option<u64> {
-        let slot = self.xlat.get_mut(idx as usize)?;
-        let offset = self.map.translate(addr, len as u64)?;
-        *slot = Some((addr, len, offset));
-        Some(offset)
+        translate(&self.map, &mut self.xlat, idx, addr, len)
     }
 
     /// We are done with the chain we peeked: move past it.
