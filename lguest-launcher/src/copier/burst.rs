@@ -17,8 +17,9 @@
 //!    on, a frame whose header asks for one ends the pass; the general
 //!    path copies it again and deals with it.
 //!
-//! Then the used entries of both rings, one event per frame (pushed as one
-//! `extend`), and the counts. The line moves overlap: in the machine's slow
+//! Pass 2 also writes the used entries of both rings; then the counts, and
+//! one event per frame (pushed as one `extend`) when something reads them
+//! (see [`Copier::events`]). The line moves overlap: in the machine's slow
 //! mode a line from the other CPU takes ~550 ns, and pass 1 has a burst of
 //! them in flight before pass 2 waits for the first.
 //!
@@ -138,15 +139,17 @@ impl<T: Transport> Copier<T> {
         rx.advance_by(moved);
         tx.advance_by(moved);
         let done = &plan[..usize::from(moved)];
-        self.events.extend(done.iter().map(|p| Event::Delivered {
-            peer_head: p.head,
-            rx_head: p.rx_head,
-            len: p.src.len(),
-            rx_first: Seg {
-                addr: p.dst.offset(),
-                len: p.dst.len(),
-            },
-        }));
+        if self.keep_deliveries || crate::capture::tap().is_some() {
+            self.events.extend(done.iter().map(|p| Event::Delivered {
+                peer_head: p.head,
+                rx_head: p.rx_head,
+                len: p.src.len(),
+                rx_first: Seg {
+                    addr: p.dst.offset(),
+                    len: p.dst.len(),
+                },
+            }));
+        }
         *rx_room -= moved;
         out.moved += usize::from(moved);
         out.bytes += bytes;

@@ -137,7 +137,7 @@ impl<'m> Taker<'_, 'm> {
         // bytes lie inside the used ring, which `new` checked is inside
         // this mapping and 4-aligned. Race: atomic stores.
         unsafe { self.mem.store_u32_pair(at, (id as u32, len)) };
-        if self.next_used % 8 == 0 {
+        if self.next_used.is_multiple_of(8) {
             let ahead = self.next_used.wrapping_add(super::USED_PREFETCH_AHEAD);
             // SAFETY: an entry of the used ring (index masked by the
             // size), inside the mapping as above.
