@@ -4,13 +4,13 @@
 //! Every frame of a synthetic guest, and most of a VM's, is that case.
 //! [`Copier::burst`] moves up to a burst of them in two passes:
 //!
-//! 1. **Check.** For each chain in turn it reads the peer's avail entry
-//!    and descriptor once, then our RX avail entry and descriptor once
+//! 1. **Check.** It reads each of the peer's chains (avail entry and
+//!    descriptor, once), then each of our RX chains the same way
 //!    ([`Taker::one_at`]: index, one descriptor, direction, not indirect,
-//!    a non-zero length, the buffer inside memory), checks that the frame
-//!    fits, asks for the frame's first line (a prefetch) and keeps the two
-//!    buffers as [`Span`]s in an array on the stack. The first chain that
-//!    is not the plain case ends the pass, consuming nothing.
+//!    a non-zero length, the buffer inside memory), checks that each frame
+//!    fits, asks for each frame's first line (a prefetch) and keeps the
+//!    two buffers as [`Span`]s in an array on the stack. The first chain
+//!    that is not the plain case ends the pass, consuming nothing.
 //! 2. **Copy.** Each frame is copied from the values kept in pass 1: no
 //!    range is checked again (the spans are the proof), and a peer that
 //!    rewrites a descriptor meanwhile cannot move the copy. With offloads
@@ -103,7 +103,6 @@ impl<T: Transport> Copier<T> {
             p.head = head;
             taken += 1;
         }
-        tx.prefetch_used(taken);
         let mut k = 0u16;
         for p in &mut plan[..usize::from(taken)] {
             let Some((rx_head, dst)) = rx.one_at(k, true) else {
@@ -119,7 +118,10 @@ impl<T: Transport> Copier<T> {
         // Pass 2: copy from what pass 1 kept, and write both used entries
         // (published by `poll` after the burst). Stored as each frame is
         // copied, the used entries drain from the store queue behind the
-        // copies; written back to back after them, they filled it (perf).
+        // copies; written back to back after them, they filled it (perf:
+        // a quarter of the burst's samples on those stores), and asking
+        // for the peer's used lines in pass 1 (PREFETCHW) made it slower
+        // still (BENCHMARKS.md, "After round 2, session 6").
         let mut moved = 0u16;
         let mut bytes = 0u64;
         for p in &plan[..usize::from(k)] {

@@ -107,26 +107,6 @@ impl<'m> Taker<'_, 'm> {
         self.last_avail = self.last_avail.wrapping_add(n);
     }
 
-    /// Ask now for the lines of the next `n` used entries (for writing):
-    /// their lines were last read by the driver, on the peer's CPU for the
-    /// peer's TX ring, and a burst's used entries written back to back
-    /// each waiting for its line filled the store queue (perf: a quarter
-    /// of the burst's samples on the stores). Asked for before the burst
-    /// copies, the transfers overlap the copies.
-    #[inline(always)]
-    pub fn prefetch_used(&self, n: u16) {
-        let mut i = 0;
-        while i < n {
-            // SAFETY: an entry of the used ring (index masked by the
-            // size), which `new` checked is inside this mapping.
-            unsafe {
-                self.mem
-                    .prefetch_for_write(self.off.used_ring(self.next_used.wrapping_add(i)))
-            };
-            i += 8;
-        }
-    }
-
     /// [`DeviceQueue::add_used`] for a chain of this burst: the entry is
     /// written, not yet published. The line two lines on is asked for once
     /// per line (see `DeviceQueue::add_used`).
