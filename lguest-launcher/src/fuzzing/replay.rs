@@ -52,7 +52,8 @@ pub fn replay(ops: &[Op], cfg: &Config) -> Result<Report, Violation> {
         &layout.rx,
         mode,
     )
-    .map_err(|e| setup(&e))?;
+    .map_err(|e| setup(&e))?
+    .keep_delivery_events();
     if cfg.guest_interrupts {
         copier = copier.with_guest_interrupts();
     }

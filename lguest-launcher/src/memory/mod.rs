@@ -27,4 +27,4 @@ mod volatile;
 
 pub use guest::{check_vm_memory_shareable, map_peer, seal, GuestMemory};
 pub use map::GuestMap;
-pub use region::{MemoryError, OutOfBounds, Region};
+pub use region::{MemoryError, OutOfBounds, RawView, Region, Span};

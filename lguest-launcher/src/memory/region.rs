@@ -18,6 +18,9 @@ use std::sync::Arc;
 
 mod in_bounds;
 mod prefetch;
+mod span;
+
+pub use span::{RawView, Span};
 
 /// An access that would fall outside a mapping, or is misaligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

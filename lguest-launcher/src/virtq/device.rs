@@ -7,6 +7,12 @@ use crate::memory::{GuestMap, Region};
 use std::sync::atomic::{fence, Ordering};
 use transport::RingInfo;
 
+mod taker;
+mod xlat;
+
+pub use taker::Taker;
+use xlat::{translate, Xlat};
+
 /// How many entries ahead [`DeviceQueue::add_used`] prefetches the used
 /// ring for writing: two lines of eight entries.
 const USED_PREFETCH_AHEAD: u16 = 16;
@@ -63,7 +69,7 @@ pub struct DeviceQueue {
     /// its offset from here: the same answer, without the region search.
     /// Every descriptor is still read once and every field checked; this
     /// only remembers the result of a pure function of two of them.
-    xlat: Vec<Option<(u64, u32, u64)>>,
+    xlat: Vec<Xlat>,
     /// The used index we last published (`None` until our first
     /// publication, which reads it from the ring once). We are its only
     /// writer, so the old value for the suppression check comes from here,
@@ -110,7 +116,7 @@ impl DeviceQueue {
             off: Offsets::new(&local),
             last_avail: 0,
             next_used: 0,
-            xlat: vec![None; info.size as usize],
+            xlat: vec![Xlat::NONE; info.size as usize],
             used_published: None,
         })
     }
@@ -340,20 +346,7 @@ impl DeviceQueue {
     /// the per-descriptor cache (`xlat`) or the map.
     #[inline(always)]
     fn translate(&mut self, idx: u16, addr: u64, len: u32) -> Option<u64> {
-        match self.xlat.get(idx as usize) {
-            Some(&Some((a, l, offset))) if a == addr && l == len => Some(offset),
-            _ => self.translate_miss(idx, addr, len),
-        }
-    }
-
-    /// [`DeviceQueue::translate`] when the cache does not have it: the
-    /// map's answer, remembered.
-    #[inline(never)]
-    fn translate_miss(&mut self, idx: u16, addr: u64, len: u32) -> Option<u64> {
-        let slot = self.xlat.get_mut(idx as usize)?;
-        let offset = self.map.translate(addr, len as u64)?;
-        *slot = Some((addr, len, offset));
-        Some(offset)
+        translate(&self.map, &mut self.xlat, idx, addr, len)
     }
 
     /// We are done with the chain we peeked: move past it.

@@ -1,0 +1,160 @@
+//! The per-packet fast path, a burst at a time: frames in one descriptor
+//! into RX buffers of one descriptor that hold them, with a plain header.
+//!
+//! Every frame of a synthetic guest, and most of a VM's, is that case.
+//! [`Copier::burst`] moves up to a burst of them in two passes:
+//!
+//! 1. **Check.** It reads each of the peer's chains (avail entry and
+//!    descriptor, once), then each of our RX chains the same way
+//!    ([`Taker::one_at`]: index, one descriptor, direction, not indirect,
+//!    a non-zero length, the buffer inside memory), checks that each frame
+//!    fits, asks for each frame's first line (a prefetch) and keeps the
+//!    two buffers as [`Span`]s in an array on the stack. The first chain
+//!    that is not the plain case ends the pass, consuming nothing.
+//! 2. **Copy.** Each frame is copied from the values kept in pass 1: no
+//!    range is checked again (the spans are the proof), and a peer that
+//!    rewrites a descriptor meanwhile cannot move the copy. With offloads
+//!    on, a frame whose header asks for one ends the pass; the general
+//!    path copies it again and deals with it.
+//!
+//! Pass 2 also writes the used entries of both rings; then the counts, and
+//! one event per frame (pushed as one `extend`) when something reads them
+//! (see [`Copier::events`]). The line moves overlap: in the machine's slow
+//! mode a line from the other CPU takes ~550 ns, and pass 1 has a burst of
+//! them in flight before pass 2 waits for the first.
+//!
+//! For any other case (a longer or malformed chain, no RX buffer, a frame
+//! that does not fit, a header that asks for an offload, mergeable
+//! buffers) the burst stops having consumed nothing of that chain, and the
+//! general path (`copy_one`) takes it, finds the same thing and names it.
+//!
+//! [`Taker::one_at`]: crate::virtq::Taker::one_at
+
+use super::{Copier, Event, Outcome, POLL_BURST};
+use crate::memory::Span;
+use crate::virtq::Seg;
+use transport::Transport;
+
+/// Descriptors the fast path reads per chain: one on each ring, plus the
+/// one each walk stopped at, as the general path counts them (`walked`).
+pub(super) const PLAIN_WALKED: usize = 4;
+
+/// One chain of a burst, checked in pass 1.
+#[derive(Clone, Copy)]
+struct Planned<'p, 'o> {
+    /// The frame, in the peer's memory.
+    src: Span<'p>,
+    /// Our RX buffer.
+    dst: Span<'o>,
+    /// The peer's chain.
+    head: u16,
+    /// Our RX chain.
+    rx_head: u16,
+}
+
+impl Planned<'_, '_> {
+    const EMPTY: Planned<'static, 'static> = Planned {
+        src: Span::EMPTY,
+        dst: Span::EMPTY,
+        head: 0,
+        rx_head: 0,
+    };
+}
+
+impl<T: Transport> Copier<T> {
+    /// Move up to `max` plain frames (see the module docs) from the peer's
+    /// ring into ours: both chains completed, the events pushed, `out`'s
+    /// counts raised. Returns how many; 0 when the next chain is not the
+    /// plain case or our guest posted no RX buffer (`rx_room` as in
+    /// `copy_one`: reloaded here only when it is 0).
+    ///
+    /// Not inlined: in its own frame the loops keep the rings' state in
+    /// registers (inlined into `poll`, they reloaded it from the stack).
+    #[inline(never)]
+    pub(super) fn burst(&mut self, max: u16, rx_room: &mut u16, out: &mut Outcome) -> u16 {
+        if self.mergeable() {
+            return 0; // num_buffers to write: the general path
+        }
+        if *rx_room == 0 {
+            *rx_room = match self.own_rx.pending() {
+                Ok(n) => n,
+                Err(_) => return 0, // the general path names it
+            };
+        }
+        let n = max.min(*rx_room).min(POLL_BURST);
+        let check_header = self.offload.on;
+        let (Some(mut tx), Some(mut rx)) = (
+            self.peer_tx.taker(&self.peer_mem),
+            self.own_rx.taker(&self.own_mem),
+        ) else {
+            return 0;
+        };
+        let mut plan = [Planned::EMPTY; POLL_BURST as usize];
+        // Pass 1: read and check both chains of each frame, once: the
+        // peer's chains first, then ours (one ring's state at a time fits
+        // the registers; both at once did not).
+        let mut taken = 0u16;
+        for p in &mut plan[..usize::from(n)] {
+            let Some((head, src)) = tx.one_at(taken, false) else {
+                break;
+            };
+            src.prefetch();
+            p.src = src;
+            p.head = head;
+            taken += 1;
+        }
+        let mut k = 0u16;
+        for p in &mut plan[..usize::from(taken)] {
+            let Some((rx_head, dst)) = rx.one_at(k, true) else {
+                break;
+            };
+            if p.src.len() > dst.len() {
+                break;
+            }
+            p.dst = dst;
+            p.rx_head = rx_head;
+            k += 1;
+        }
+        // Pass 2: copy from what pass 1 kept, and write both used entries
+        // (published by `poll` after the burst). Stored as each frame is
+        // copied, the used entries drain from the store queue behind the
+        // copies; written back to back after them, they filled it (perf:
+        // a quarter of the burst's samples on those stores), and asking
+        // for the peer's used lines in pass 1 (PREFETCHW) made it slower
+        // still (BENCHMARKS.md, "After round 2, session 6").
+        let mut moved = 0u16;
+        let mut bytes = 0u64;
+        for p in &plan[..usize::from(k)] {
+            if !p.dst.copy_from(&p.src) {
+                break; // cannot happen: pass 1 checked it fits
+            }
+            if check_header && p.dst.first_u16() != Some(0) {
+                // The header asks for an offload (or the buffer is too
+                // short to tell): the general path's case.
+                break;
+            }
+            rx.add_used(p.rx_head, p.src.len());
+            tx.add_used(p.head, 0);
+            moved += 1;
+            bytes += u64::from(p.src.len());
+        }
+        rx.advance_by(moved);
+        tx.advance_by(moved);
+        let done = &plan[..usize::from(moved)];
+        if self.keep_deliveries || crate::capture::tap().is_some() {
+            self.events.extend(done.iter().map(|p| Event::Delivered {
+                peer_head: p.head,
+                rx_head: p.rx_head,
+                len: p.src.len(),
+                rx_first: Seg {
+                    addr: p.dst.offset(),
+                    len: p.dst.len(),
+                },
+            }));
+        }
+        *rx_room -= moved;
+        out.moved += usize::from(moved);
+        out.bytes += bytes;
+        moved
+    }
+}
