@@ -11,9 +11,17 @@
 //! helper thread — kept off our CPU, so the wake-up crosses cores as the
 //! peer's does — bounce a word over a channel of the
 //! transport's own kind (a pipe for `fifo`, a `SOCK_SEQPACKET` socketpair
-//! for `unix`, two eventfds for `eventfd`) a few dozen times. Half of each
-//! round trip is one wake-up; the samples go into a histogram
-//! ([`WakeupProbe::hist`]) whose median calibrates the spin budget and
+//! for `unix`, two eventfds for `eventfd`) a few dozen times. Each sample
+//! is *our* wake-up alone: the helper, once it has the word, waits
+//! [`SETTLE`] (so we are asleep), notes the time and kicks us; we note
+//! how long after that we ran. The helper's own wake-up is not in it: it
+//! runs on the other CPU, where the peer may be busy (a peer polling for
+//! us at the rendezvous), and half a round trip then measured waiting for
+//! that CPU — 105–180 µs in one start of five, against 28–73 µs in the
+//! others and 30–60 µs for the link's real wake-ups — and `adaptive`
+//! then spun through every gap of a 10 kpps stream (5x sleep's CPU). The
+//! samples go into a histogram ([`WakeupProbe::hist`]) whose lower
+//! quartile calibrates the spin budget ([`WakeupProbe::calibration`]) and
 //! whose p50/p99 the stats report (`wakeup_p50_us`, `wakeup_p99_us`).
 //! The probe takes about `ROUNDS` round trips: a few milliseconds at
 //! connect, never during the run.
@@ -24,6 +32,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::{pipe2, read, write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Round trips measured (after `WARMUP`).
@@ -31,6 +40,9 @@ pub const ROUNDS: u32 = 32;
 /// Round trips not recorded: the first wake-ups pay for page faults and
 /// cold caches.
 const WARMUP: u32 = 4;
+/// How long the helper waits, once it has the word, before it notes the
+/// time and kicks us: long enough for us to be asleep in our read.
+pub const SETTLE: Duration = Duration::from_micros(30);
 /// What the spin budget assumes when the probe cannot run (no threads, no
 /// fds): the cross-core figure of shared/LIMITS.md, one way.
 pub const FALLBACK: Duration = Duration::from_micros(25);
@@ -83,6 +95,11 @@ fn channel(kind: Kind) -> nix::Result<Channel> {
             })
         }
     }
+}
+
+/// Nanoseconds since `base` (one clock for both threads).
+fn nanos(base: Instant) -> u64 {
+    base.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
 /// One blocking read of one word (an eventfd read resets its counter).
@@ -149,10 +166,22 @@ impl WakeupProbe {
 
     /// The median one-way wake-up, or [`FALLBACK`] when nothing was measured.
     pub fn median(&self) -> Duration {
+        self.quantile(0.5)
+    }
+
+    /// What calibrates `adaptive`: the lower quartile. Both launchers of a
+    /// pair probe at once, each with its helper on the other's CPU, so a
+    /// part of the samples waits for a CPU the other's probe holds; the
+    /// lower quartile is the wake-up the link pays once both run.
+    pub fn calibration(&self) -> Duration {
+        self.quantile(0.25)
+    }
+
+    fn quantile(&self, q: f64) -> Duration {
         if self.hist.is_empty() {
             return FALLBACK;
         }
-        Duration::from_nanos(self.hist.value_at_quantile(0.5))
+        Duration::from_nanos(self.hist.value_at_quantile(q))
     }
 }
 
@@ -168,15 +197,24 @@ pub fn probe(kind: Kind, pinned_cpu: Option<usize>) -> WakeupProbe {
     let (far_rx, far_tx) = ch.far;
     let pinned_cpu = pinned_cpu.or_else(|| nix::sched::sched_getcpu().ok());
     let total = WARMUP + ROUNDS;
+    // When the helper kicked us, ns after `base`.
+    let base = Instant::now();
+    let kicked = std::sync::Arc::new(AtomicU64::new(0));
+    let kicked_far = kicked.clone();
     let helper = std::thread::Builder::new()
         .name("wakeup-probe".into())
         .spawn(move || {
             avoid(pinned_cpu);
             for _ in 0..total {
-                if take(&far_rx, word)
-                    .and_then(|()| give(&far_tx, word))
-                    .is_err()
-                {
+                if take(&far_rx, word).is_err() {
+                    return;
+                }
+                let got = Instant::now();
+                while got.elapsed() < SETTLE {
+                    std::hint::spin_loop();
+                }
+                kicked_far.store(nanos(base), Ordering::Release);
+                if give(&far_tx, word).is_err() {
                     return;
                 }
             }
@@ -185,7 +223,6 @@ pub fn probe(kind: Kind, pinned_cpu: Option<usize>) -> WakeupProbe {
         return WakeupProbe { hist };
     };
     for i in 0..total {
-        let t = Instant::now();
         if give(&ch.tx, word)
             .and_then(|()| take(&ch.rx, word))
             .is_err()
@@ -193,8 +230,9 @@ pub fn probe(kind: Kind, pinned_cpu: Option<usize>) -> WakeupProbe {
             // The helper may wait on an eventfd forever: leave it detached.
             return WakeupProbe { hist };
         }
+        let woke = nanos(base);
         if i >= WARMUP {
-            let one_way = (t.elapsed().as_nanos() / 2).clamp(1, u64::MAX as u128) as u64;
+            let one_way = woke.saturating_sub(kicked.load(Ordering::Acquire)).max(1);
             hist.saturating_record(one_way);
         }
     }
@@ -217,6 +255,8 @@ mod tests {
                 m > Duration::ZERO && m < Duration::from_millis(50),
                 "{kind:?}: {m:?}"
             );
+            let c = p.calibration();
+            assert!(c > Duration::ZERO && c <= m, "{kind:?}: {c:?} vs {m:?}");
         }
     }
 }

@@ -91,7 +91,7 @@ pub fn run<T: Transport>(cfg: &RunConfig, shared: &SharedStats) -> Result<Stats,
     let mut session = Session {
         cfg,
         shared,
-        wake: probe.median(),
+        wake: probe.calibration(),
         stats,
         guest: None,
         generation: 0,

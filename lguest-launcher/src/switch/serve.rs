@@ -195,7 +195,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             (Wait::Adaptive, None) => WaitLoop::calibrated(
                 Wait::Adaptive,
                 crate::wakeup::probe(self.cfg.spec.kind, None)
-                    .median()
+                    .calibration()
                     .min(MAX_WAKEUP),
             ),
             (policy, _) => WaitLoop::new(policy),
