@@ -271,24 +271,6 @@ fn eventfd_peer_that_steals_our_counter_cannot_block_our_sleep() {
 
 // ---- CPU amplification and livelock (issue 15, item 4) ----------------
 
-/// User + system CPU time of a live process, from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
 /// A peer with a 32768-entry queue whose every chain loops through the
 /// whole table, republished as soon as we take it and kicked every
 /// millisecond: unbounded, each batch is ~1e9 descriptor reads. Our CPU

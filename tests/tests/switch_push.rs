@@ -17,12 +17,14 @@
 
 mod common;
 
-use common::{launcher, serial, Checks, Outcome, Proc, TestDir, EXIT_LIMIT};
+use common::{
+    launcher, serial, stop_switch, wait_joined, Checks, Outcome, Proc, TestDir, EXIT_LIMIT,
+};
 use lguest_launcher::switch::stats::SwitchStats;
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn mac(n: u8) -> String {
     format!("02:00:00:00:00:{n:02x}")
@@ -57,27 +59,6 @@ fn start_switch(dir: &TestDir, kind: &str, extra: &[&str]) -> (Proc, String, Pat
         p.stderr()
     );
     (p, spec, stats)
-}
-
-fn wait_joined(sw: &mut Proc, n: usize) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while sw.stderr().matches(" joined").count() < n {
-        assert!(
-            Instant::now() < end,
-            "members did not join:\n{}",
-            sw.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn stop_switch(mut sw: Proc, stats: &Path) -> (Outcome, SwitchStats) {
-    sw.signal(Signal::SIGINT);
-    let out = sw.finish(Duration::from_secs(10));
-    let text = std::fs::read_to_string(stats).unwrap_or_default();
-    let st = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("switch stats {}: {e}\n{text}", stats.display()));
-    (out, st)
 }
 
 fn member(dir: &TestDir, name: &str, spec: &str, m: &str, args: &[&str]) -> Proc {

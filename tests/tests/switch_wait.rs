@@ -16,10 +16,9 @@
 
 mod common;
 
-use common::{serial, Checks, Outcome, Proc, TestDir};
-use lguest_launcher::switch::stats::SwitchStats;
+use common::{cpu_time, serial, stop_switch, wait_joined, Checks, Proc, TestDir};
 use nix::sys::signal::Signal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 fn mac(n: u8) -> String {
@@ -56,45 +55,6 @@ fn start_switch(dir: &TestDir, kind: &str, push: &str) -> (Proc, String, PathBuf
         p.stderr()
     );
     (p, spec, stats)
-}
-
-fn wait_joined(sw: &mut Proc, n: usize) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while sw.stderr().matches(" joined").count() < n {
-        assert!(
-            Instant::now() < end,
-            "members did not join:\n{}",
-            sw.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn stop_switch(mut sw: Proc, stats: &Path) -> (Outcome, SwitchStats) {
-    sw.signal(Signal::SIGINT);
-    let out = sw.finish(Duration::from_secs(10));
-    let text = std::fs::read_to_string(stats).unwrap_or_default();
-    let st = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("switch stats {}: {e}\n{text}", stats.display()));
-    (out, st)
-}
-
-/// User + system CPU time of a live process, from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as u64;
-    Duration::from_millis(ticks * 1000 / hz)
 }
 
 /// The window of the hold the switch's CPU is measured over.

@@ -730,3 +730,49 @@ macro_rules! transport_suite {
         }
     };
 }
+
+// ---- switch members and CPU time --------------------------------------
+
+/// Wait until the switch `sw` has said ` joined` `n` times (30 s at most).
+pub fn wait_joined(sw: &mut Proc, n: usize) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while sw.stderr().matches(" joined").count() < n {
+        assert!(
+            Instant::now() < end,
+            "members did not join:\n{}",
+            sw.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Stop the switch `sw` with SIGINT; its outcome and its stats file.
+pub fn stop_switch(
+    mut sw: Proc,
+    stats: &Path,
+) -> (Outcome, lguest_launcher::switch::stats::SwitchStats) {
+    sw.signal(Signal::SIGINT);
+    let out = sw.finish(Duration::from_secs(10));
+    let text = fs::read_to_string(stats).unwrap_or_default();
+    let st = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("switch stats {}: {e}\n{text}", stats.display()));
+    (out, st)
+}
+
+/// User + system CPU time of a live process, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
