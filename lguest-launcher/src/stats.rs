@@ -115,8 +115,8 @@ pub struct Stats {
     /// Times the wait loop went to sleep in the transport.
     pub sleeps: u64,
     /// One-way blocking wake-up latency over a channel of this transport's
-    /// kind, measured at connect (the adaptive spin's calibration), median,
-    /// microseconds.
+    /// kind, measured at connect (the adaptive spin is calibrated from its
+    /// lower quartile), median, microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wakeup_p50_us: Option<f64>,
     /// The same, 99th percentile, microseconds.

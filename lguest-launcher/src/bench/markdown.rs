@@ -335,7 +335,8 @@ fn link_cost(s: &mut String, doc: &Document) {
          the stream is paced (`--rate`); its headline is CPU of both processes per million \
          packets. Spin hits and sleeps are both sides' idle periods per packet; wake-up p50/p99 \
          is the one-way blocking wake-up `adaptive` measures at connect (an HDR histogram of a \
-         few dozen round trips over a channel of the transport's kind) to calibrate its spin; \
+         few dozen wake-ups over a channel of the transport's kind; its lower quartile \
+         calibrates the spin); \
          in-run p50/p99 is the measuring side's wake-up latency from the peer's kick, \
          measured during the run (`wakeup_latency_log2_ns`, the upper bound of a log2 \
          bucket). \

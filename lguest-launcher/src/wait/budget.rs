@@ -5,8 +5,9 @@
 //! about as long as a wake-up costs: then an idle period never costs more
 //! than twice what knowing the future would. So the budget starts at W,
 //! *measured at connect* for this transport on this machine
-//! ([`crate::wakeup::probe`]: a few dozen round trips over a channel of the
-//! transport's kind), and then follows the arrival of work. Each idle
+//! ([`crate::wakeup::probe`]: the lower quartile of a few dozen wake-ups
+//! over a channel of the transport's kind), and then follows the arrival
+//! of work. Each idle
 //! period ends either while spinning (a *spin hit*, after a gap `g`) or
 //! after a sleep (the gap `g` then includes the wake-up, so the work
 //! arrived at about `g - W`):
