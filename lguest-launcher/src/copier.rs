@@ -475,18 +475,15 @@ impl<T: Transport> Copier<T> {
     /// peer's TX ring's size and the chains waiting on it. Two acquire
     /// loads of avail indexes; call it now and then, not per packet.
     pub fn occupancy(&self) -> Result<Occupancy, CopyError> {
-        Ok(Occupancy {
-            rx_size: self.own_rx.size(),
-            rx_posted: self.own_rx.pending().map_err(CopyError::OwnRing)?,
-            peer_tx_size: self.peer_tx.size(),
-            peer_tx_pending: self.peer_tx.pending().map_err(CopyError::PeerRing)?,
-        })
+        let rx_posted = self.own_rx.pending().map_err(CopyError::OwnRing)?;
+        self.occupancy_pushed(rx_posted)
     }
 
-    /// [`Copier::occupancy`] when the peer serves our RX ring (RX push,
-    /// `switch/push.rs`): we take nothing from it, so our own index of it
-    /// stands still and says nothing; `rx_posted` is our guest's count of
-    /// the buffers it posted that the peer has not returned.
+    /// [`Copier::occupancy`] with our RX ring's unfilled buffers given:
+    /// when the peer serves that ring (RX push, `switch/push.rs`) we take
+    /// nothing from it, so our own index of it stands still and says
+    /// nothing; `rx_posted` is then our guest's count of the buffers it
+    /// posted that the peer has not filled.
     pub fn occupancy_pushed(&self, rx_posted: u16) -> Result<Occupancy, CopyError> {
         Ok(Occupancy {
             rx_size: self.own_rx.size(),

@@ -20,16 +20,11 @@
 
 mod common;
 
-use common::{serial, Checks, Outcome, Proc, TestDir, EXIT_LIMIT};
+use common::{mac, serial, Checks, Outcome, Proc, TestDir, EXIT_LIMIT};
 use lguest_launcher::switch::stats::SwitchStats;
 use nix::sys::signal::Signal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// A member's MAC address: `02:00:00:00:00:NN`.
-fn mac(n: u8) -> String {
-    format!("02:00:00:00:00:{n:02x}")
-}
 
 const BROADCAST: &str = "ff:ff:ff:ff:ff:ff";
 

@@ -18,47 +18,17 @@
 mod common;
 
 use common::{
-    launcher, serial, stop_switch, wait_joined, Checks, Outcome, Proc, TestDir, EXIT_LIMIT,
+    launcher, mac, serial, start_switch, stop_switch, wait_joined, Checks, Outcome, Proc, TestDir,
+    EXIT_LIMIT,
 };
 use lguest_launcher::switch::stats::SwitchStats;
 use nix::sys::signal::Signal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn mac(n: u8) -> String {
-    format!("02:00:00:00:00:{n:02x}")
-}
-
 fn hostile_member() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_hostile-member"))
-}
-
-/// A switch on `dir/sw` (`extra` flags follow); its stats in `dir`.
-fn start_switch(dir: &TestDir, kind: &str, extra: &[&str]) -> (Proc, String, PathBuf) {
-    let path = dir.path().join("sw");
-    let stats = dir.path().join("switch.json");
-    let spec = format!("{kind}:{}", path.display());
-    let stats_s = stats.display().to_string();
-    let mut args = vec![
-        "switch",
-        "--sharenet",
-        &spec,
-        "--ports",
-        "4",
-        "--timeout",
-        "90",
-        "--stats-json",
-        &stats_s,
-    ];
-    args.extend_from_slice(extra);
-    let mut p = dir.spawn_raw("switch", &args);
-    assert!(
-        p.wait_for_stderr("members join on", Duration::from_secs(10)),
-        "switch did not start:\n{}",
-        p.stderr()
-    );
-    (p, spec, stats)
 }
 
 fn member(dir: &TestDir, name: &str, spec: &str, m: &str, args: &[&str]) -> Proc {
@@ -110,7 +80,7 @@ fn direct_pair_never_pushes() {
 fn share_exchange_member_pulls_beside_push_members() {
     let _g = serial();
     let dir = TestDir::new("push-mixed");
-    let (mut sw, spec, stats) = start_switch(&dir, "unix", &[]);
+    let (mut sw, spec, stats) = start_switch(&dir, "unix", "90", &[]);
     let n = N.to_string();
     let sink = |name: &str, m: &str, extra: &[&str]| {
         let mut a = vec!["--workload", "sink", "--count", &n];
@@ -180,7 +150,7 @@ fn hostile_push_member(
 ) {
     let _g = serial();
     let dir = TestDir::new(&format!("push-hostile-{mode}-{kind}"));
-    let (mut sw, spec, stats) = start_switch(&dir, kind, &["--hold-ms", "50"]);
+    let (mut sw, spec, stats) = start_switch(&dir, kind, "90", &["--hold-ms", "50"]);
     let n = N.to_string();
     let mut sink = member(
         &dir,
@@ -330,7 +300,7 @@ fn status_port(spec: &str, pid: u32) -> Result<serde_json::Value, String> {
 fn live_status_of_a_slow_push_member_shows_its_ring_filled() {
     let _g = serial();
     let dir = TestDir::new("push-status");
-    let (mut sw, spec, stats) = start_switch(&dir, "eventfd", &[]);
+    let (mut sw, spec, stats) = start_switch(&dir, "eventfd", "90", &[]);
     let endless = "2000000000";
     let mut sink = member(
         &dir,

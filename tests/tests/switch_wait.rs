@@ -16,45 +16,17 @@
 
 mod common;
 
-use common::{cpu_time, serial, stop_switch, wait_joined, Checks, Proc, TestDir};
+use common::{
+    cpu_time, mac, serial, start_switch, stop_switch, wait_joined, Checks, Proc, TestDir,
+};
 use nix::sys::signal::Signal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn mac(n: u8) -> String {
-    format!("02:00:00:00:00:{n:02x}")
-}
-
 /// A `--wait sleep` switch on `dir/sw` holding frames 3 s for room.
-fn start_switch(dir: &TestDir, kind: &str, push: &str) -> (Proc, String, PathBuf) {
-    let path = dir.path().join("sw");
-    let stats = dir.path().join("switch.json");
-    let spec = format!("{kind}:{}", path.display());
-    let stats_s = stats.display().to_string();
-    let args = [
-        "switch",
-        "--sharenet",
-        &spec,
-        "--ports",
-        "4",
-        "--timeout",
-        "60",
-        "--stats-json",
-        &stats_s,
-        "--wait",
-        "sleep",
-        "--hold-ms",
-        "3000",
-        "--push",
-        push,
-    ];
-    let mut p = dir.spawn_raw("switch", &args);
-    assert!(
-        p.wait_for_stderr("members join on", Duration::from_secs(10)),
-        "switch did not start:\n{}",
-        p.stderr()
-    );
-    (p, spec, stats)
+fn start_sleeping_switch(dir: &TestDir, kind: &str, push: &str) -> (Proc, String, PathBuf) {
+    let hold = ["--wait", "sleep", "--hold-ms", "3000", "--push", push];
+    start_switch(dir, kind, "60", &hold)
 }
 
 /// The window of the hold the switch's CPU is measured over.
@@ -67,7 +39,7 @@ const WINDOW: Duration = Duration::from_millis(1200);
 fn switch_sleeps_while_a_frame_is_held(kind: &str, push: &str) {
     let _g = serial();
     let dir = TestDir::new(&format!("switchhold-{kind}-{push}"));
-    let (mut sw, spec, stats) = start_switch(&dir, kind, push);
+    let (mut sw, spec, stats) = start_sleeping_switch(&dir, kind, push);
     let port = |n: usize| match kind {
         "fifo" => format!("{spec}.{n}"),
         _ => spec.clone(),

@@ -733,6 +733,36 @@ macro_rules! transport_suite {
 
 // ---- switch members and CPU time --------------------------------------
 
+/// A member's MAC address: `02:00:00:00:00:NN`.
+pub fn mac(n: u8) -> String {
+    format!("02:00:00:00:00:{n:02x}")
+}
+
+/// A switch on `dir/sw` with 4 ports, stopping itself after `timeout_s`
+/// seconds, its stats in `dir/switch.json` (`extra` flags follow); returns
+/// it once it says members may join, with its `--sharenet` and stats path.
+pub fn start_switch(
+    dir: &TestDir,
+    kind: &str,
+    timeout_s: &str,
+    extra: &[&str],
+) -> (Proc, String, PathBuf) {
+    let path = dir.path().join("sw");
+    let stats = dir.path().join("switch.json");
+    let spec = format!("{kind}:{}", path.display());
+    let stats_s = stats.display().to_string();
+    let mut args = vec!["switch", "--sharenet", &spec, "--ports", "4"];
+    args.extend(["--timeout", timeout_s, "--stats-json", &stats_s]);
+    args.extend_from_slice(extra);
+    let mut p = dir.spawn_raw("switch", &args);
+    assert!(
+        p.wait_for_stderr("members join on", Duration::from_secs(10)),
+        "switch did not start:\n{}",
+        p.stderr()
+    );
+    (p, spec, stats)
+}
+
 /// Wait until the switch `sw` has said ` joined` `n` times (30 s at most).
 pub fn wait_joined(sw: &mut Proc, n: usize) {
     let end = Instant::now() + Duration::from_secs(30);
