@@ -247,7 +247,8 @@ impl Guest {
             // Copy out: the RX slot goes straight back to the ring, and the
             // echo may have to wait for a free TX slot.
             if self.echoed + (self.echo_queue.len() as u64) < self.count {
-                let mut f = vec![0u8; flen];
+                let mut f = self.echo_spare.pop().unwrap_or_default();
+                f.resize(flen, 0);
                 self.mem.read("rx frame", at, &mut f)?;
                 if let Verdict::Good(seq) = verify(&f) {
                     self.account_seq(seq);

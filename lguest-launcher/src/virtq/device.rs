@@ -75,6 +75,9 @@ pub struct DeviceQueue {
     /// writer, so the old value for the suppression check comes from here,
     /// not from whatever a peer may have scribbled on the shared field.
     used_published: Option<u16>,
+    /// The head of the last chain a [`Taker`] took: where the next one
+    /// most likely is, for a prefetch only ([`Taker::prefetch_next`]).
+    last_head: u16,
 }
 
 impl DeviceQueue {
@@ -118,6 +121,7 @@ impl DeviceQueue {
             next_used: 0,
             xlat: vec![Xlat::NONE; info.size as usize],
             used_published: None,
+            last_head: 0,
         })
     }
 

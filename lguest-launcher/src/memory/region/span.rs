@@ -191,6 +191,29 @@ impl<'m> RawView<'m> {
         }
     }
 
+    /// Hint that the line at `offset` will soon be read (PREFETCHT0), for
+    /// a guess the caller has not checked yet: a hint never faults and
+    /// changes no byte, and the address is formed without pointer
+    /// arithmetic's in-bounds rule, so any offset is allowed (one outside
+    /// the mapping only wastes the hint).
+    #[inline(always)]
+    pub fn prefetch_guess(&self, offset: u64) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: PREFETCHT0 reads and writes no memory as far as the
+        // program can tell, never faults, touches no register or flag; the
+        // address is computed with `wrapping_add`, which has no
+        // in-bounds requirement, and is never dereferenced.
+        unsafe {
+            std::arch::asm!(
+                "prefetcht0 [{p}]",
+                p = in(reg) self.base.as_ptr().wrapping_add(offset as usize),
+                options(nostack, preserves_flags, readonly)
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = offset;
+    }
+
     /// [`Region::span_in_bounds`].
     ///
     /// # Safety

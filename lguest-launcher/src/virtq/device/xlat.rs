@@ -23,6 +23,13 @@ impl Xlat {
         len: u64::MAX,
         offset: 0,
     };
+
+    /// The offset this descriptor's buffer had last time, if it had one:
+    /// a guess to prefetch, never a translation to use.
+    #[inline(always)]
+    pub(super) fn last_offset(&self) -> Option<u64> {
+        (self.len != u64::MAX).then_some(self.offset)
+    }
 }
 
 /// The offset of descriptor `idx`'s buffer `[addr, addr+len)` through the
