@@ -144,6 +144,9 @@ pub struct WaitLoop {
     woke_peer: bool,
     last_tick: Option<Instant>,
     turns: u32,
+    /// A spin hit's idle period began then; accounted at the next clock
+    /// read (the turn after the one that found the work).
+    hit_since: Option<Instant>,
     counters: WaitCounters,
 }
 
@@ -166,6 +169,7 @@ impl WaitLoop {
             woke_peer: false,
             last_tick: None,
             turns: 0,
+            hit_since: None,
             counters: WaitCounters::default(),
         }
     }
@@ -184,19 +188,44 @@ impl WaitLoop {
     pub fn run<D: Device>(&mut self, dev: &mut D) -> Result<Exit, D::Error> {
         loop {
             let busy = match dev.turn()? {
-                Turn::Done => return Ok(Exit::Done),
+                Turn::Done => {
+                    // A spin hit not yet accounted still counts.
+                    if self.hit_since.take().is_some() {
+                        self.counters.spin_hits += 1;
+                    }
+                    return Ok(Exit::Done);
+                }
                 Turn::Busy => true,
                 Turn::Idle => false,
             };
             self.turns = self.turns.wrapping_add(1);
+            // Work found while spinning (a spin hit): the idle period's
+            // length feeds the budget, but its clock read waits a turn, so
+            // the work found is done first (one clock read, ~30 ns here,
+            // on each side of a ping's round trip). The length then counts
+            // one busy turn more: nothing against a budget of microseconds.
+            if busy && !self.slept && self.hit_since.is_none() {
+                if let Some(since) = self.idle_since.take() {
+                    self.hit_since = Some(since);
+                    continue;
+                }
+            }
             // A busy turn reads the clock only now and then, except the
             // first after an idle period (its length feeds the budget).
-            if busy && self.idle_since.is_none() && !self.turns.is_multiple_of(CLOCK_EVERY) {
+            if busy
+                && self.idle_since.is_none()
+                && self.hit_since.is_none()
+                && !self.turns.is_multiple_of(CLOCK_EVERY)
+            {
                 continue;
             }
             // Spinning needs the clock only for `tick`: an idle spin turn
             // reads it now and then too (the read costs as much as a turn).
-            if !busy && self.policy == Wait::Spin && !self.turns.is_multiple_of(CLOCK_EVERY) {
+            if !busy
+                && self.policy == Wait::Spin
+                && self.hit_since.is_none()
+                && !self.turns.is_multiple_of(CLOCK_EVERY)
+            {
                 std::hint::spin_loop();
                 continue;
             }
@@ -215,6 +244,10 @@ impl WaitLoop {
                 continue;
             }
             let now = Instant::now();
+            if let Some(since) = self.hit_since.take() {
+                self.counters.spin_hits += 1;
+                self.spin.spin_hit(now.duration_since(since));
+            }
             let last = *self.last_tick.get_or_insert(now);
             if now.duration_since(last) >= TICK_EVERY {
                 self.last_tick = Some(now);
@@ -406,6 +439,52 @@ mod tests {
         assert_eq!(w.run(&mut d), Ok(Exit::Done));
         assert_eq!(w.counters().sleeps, 2);
         assert_eq!(d.sleeps, 2);
+    }
+
+    #[test]
+    fn a_spin_hit_is_counted_after_the_turn_that_follows_it() {
+        // Cycles of idle turns then one busy turn, well within a spin
+        // budget: each busy turn ends a spin hit, counted at the next clock
+        // read (or when the device is done), never a sleep.
+        struct Hits {
+            turns: u32,
+            busy_seen: u32,
+        }
+        impl Device for Hits {
+            type Error = ();
+            fn turn(&mut self) -> Result<Turn, ()> {
+                self.turns += 1;
+                if self.busy_seen == 5 {
+                    return Ok(Turn::Done);
+                }
+                Ok(if self.turns.is_multiple_of(20) {
+                    self.busy_seen += 1;
+                    Turn::Busy
+                } else {
+                    Turn::Idle
+                })
+            }
+            fn arm(&mut self, _: bool) -> Result<(), ()> {
+                Ok(())
+            }
+            fn has_work(&mut self) -> Result<bool, ()> {
+                Ok(false)
+            }
+            fn tick(&mut self, _: Instant) -> Result<(), ()> {
+                Ok(())
+            }
+            fn sleep(&mut self, _: Duration) -> Result<Slept, ()> {
+                panic!("slept within the spin budget");
+            }
+        }
+        let mut d = Hits {
+            turns: 0,
+            busy_seen: 0,
+        };
+        let mut w = WaitLoop::calibrated(Wait::Adaptive, Duration::from_secs(1));
+        assert_eq!(w.run(&mut d), Ok(Exit::Done));
+        assert_eq!(w.counters().spin_hits, 5);
+        assert_eq!(w.counters().sleeps, 0);
     }
 
     #[test]
