@@ -39,6 +39,18 @@ fn bench_quick_with_tiny_counts_writes_json_markdown_and_svg() {
         stdout.contains("## Targets"),
         "no targets section:\n{stdout}"
     );
+    // The polling pings are judged from a cell of this run, not "no data".
+    for wait in ["spin", "adaptive"] {
+        let label = format!("| ping p50, wait {wait} (best cell) ≤ 1 µs | ");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&label))
+            .unwrap_or_else(|| panic!("no {wait} ping target:\n{stdout}"));
+        assert!(
+            line.contains(" µs (") && !line.contains("no successful cell"),
+            "{line}"
+        );
+    }
     let what = stdout
         .split("## What to use")
         .nth(1)
