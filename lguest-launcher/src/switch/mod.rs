@@ -87,6 +87,7 @@
 //! is the same port number in the stats and to `status`.
 
 mod accept;
+mod burst;
 mod capture;
 mod forward;
 pub mod port;
