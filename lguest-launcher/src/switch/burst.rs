@@ -9,7 +9,8 @@
 //! 1. **Check.** It takes the first chain off `i`'s ring
 //!    ([`Taker::one_at`]: index, one descriptor, direction, not indirect,
 //!    a non-zero length, the buffer inside memory, kept as a [`Span`]),
-//!    reads its two addresses (one 16-byte load) and routes it once:
+//!    reads its header's flags and its two addresses (two 16-byte loads)
+//!    and routes it once:
 //!    unicast, learned on another member's push port that takes no
 //!    `num_buffers` and has posted a buffer. Then it takes up to that many
 //!    more chains, as long as each carries the same two addresses, asking
@@ -60,14 +61,19 @@ const ADDRS_AT: u64 = NET_HDR_LEN + 12 - 16;
 
 /// The destination and source addresses of the frame in `s` (in `mem`),
 /// as the 12 bytes of one value (destination first); `None` for a frame
-/// the general path must take (too short or too long).
+/// the general path must take: too short or too long, or a header that
+/// asks for an offload (flags or `gso_type` set: the copy is checked
+/// again after it is made, this look spares it).
 #[inline(always)]
 fn addrs(mem: &Region, s: &Span<'_>) -> Option<u128> {
     if s.len() < MIN_FRAME || u64::from(s.len()) > BUF_SIZE {
         return None;
     }
     // Bounds: checked again (16 bytes inside the span's mapping); race:
-    // one load, so the addresses compared are the ones routed on.
+    // one load each, so the addresses compared are the ones routed on.
+    if mem.load_u128("frame header", s.offset()).ok()? as u16 != 0 {
+        return None;
+    }
     let v = mem.load_u128("frame header", s.offset() + ADDRS_AT).ok()?;
     Some(v >> 32)
 }
