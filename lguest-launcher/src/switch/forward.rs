@@ -8,6 +8,11 @@
 //! The `virtio_net_hdr` travels unchanged with the frame (GSO and checksum
 //! flags included), to members and to the TAP alike.
 //!
+//! Before each frame, [`Switch::push_burst`] (`burst.rs`) tries to move a
+//! run of plain frames into one push port at once (round 2, session 7:
+//! the switch's turn went from 724 to about 370 instructions per frame,
+//! callgrind, 2 and 4 pairs, 1500 B); whatever it leaves comes here.
+//!
 //! A frame from a member to one learned member port (every frame of a
 //! stream) takes the fast path, [`Switch::unicast_to_member`]: no target
 //! list, and its counters are added up in the [`BurstState`] and written
