@@ -40,7 +40,7 @@
 //!
 //! [`Taker::one_at`]: crate::virtq::Taker::one_at
 
-use super::forward::BurstState;
+use super::counts::BurstState;
 use super::serve::Switch;
 use crate::guest::frame::{is_group, Mac, ETH_HDR};
 use crate::guest::plan::{BUF_SIZE, NET_HDR_LEN};

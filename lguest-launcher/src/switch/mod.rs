@@ -92,6 +92,7 @@
 mod accept;
 mod burst;
 mod capture;
+mod counts;
 mod forward;
 pub mod port;
 pub mod profile;
