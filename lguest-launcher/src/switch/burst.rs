@@ -13,8 +13,8 @@
 //!    and routes it once:
 //!    unicast, learned on another member's push port that takes no
 //!    `num_buffers` and has posted a buffer. Then it takes up to that many
-//!    more chains, as long as each carries the same two addresses, asking
-//!    for each frame's first line (a prefetch).
+//!    more chains, as long as each carries the same two addresses and a
+//!    plain header, asking for each frame's first line (a prefetch).
 //! 2. **Copy.** It takes the destination's RX chains the same way and
 //!    copies each frame span to span (no range checked again: the spans
 //!    are the proof, and a member that rewrites a descriptor meanwhile
