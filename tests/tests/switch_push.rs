@@ -12,6 +12,9 @@
 //!   index jumps, or which posts no RX buffer at all: the switch never
 //!   crashes, drops what was for it and counts it at its port, and an
 //!   honest pair on the same switch finishes intact;
+//! * a `--gso` stream (its frames ask for offloads: the general path)
+//!   beside a plain one (a run at a time, `switch/burst.rs`) on one push
+//!   switch: both intact, every checksum completed, counters adding up;
 //! * live `status` of a push member: its RX ring's fill is what the switch
 //!   left in it (the member's copier does not take from that ring).
 
@@ -138,6 +141,116 @@ fn share_exchange_member_pulls_beside_push_members() {
             format!("{}: port rx_push {want}, {N} frames out: {p:?}", o.role),
         );
     }
+    c.done();
+}
+
+/// A push run (`switch/burst.rs`) ends at a frame whose header asks for an
+/// offload: a `--gso` stream (partial checksums) to a push sink that takes
+/// no offloads, so the switch's general path completes every checksum,
+/// beside a plain stream whose frames go a run at a time, both through one
+/// switch at once. Every frame of both arrives, every checksum right, and
+/// the switch's counters add up.
+#[test]
+fn offload_frames_and_plain_runs_cross_one_push_switch() {
+    let _g = serial();
+    let dir = TestDir::new("push-offload-runs");
+    let (mut sw, spec, stats) = start_switch(&dir, "eventfd", "90", &[]);
+    let n = N.to_string();
+    let sink_args = |extra: &'static [&'static str]| {
+        let mut a = vec!["--workload", "sink", "--count", &n];
+        a.extend_from_slice(extra);
+        a
+    };
+    let mut plain_sink = member(&dir, "plain-sink", &spec, &mac(0xa), &sink_args(&[]));
+    let (gso_mac, gso_sink_mac) = (mac(0x1b), mac(0xb));
+    let mut a = vec!["--name", "gso-sink", "--mac", &gso_sink_mac];
+    a.extend(sink_args(&["--offloads", "off"]));
+    let mut gso_sink = dir.spawn("gso-sink", &spec, &a);
+    wait_joined(&mut sw, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let to_a = mac(0xa);
+    let mut plain = member(
+        &dir,
+        "plain",
+        &spec,
+        &mac(0x1a),
+        &[
+            "--workload",
+            "stream",
+            "--count",
+            &n,
+            "--size",
+            "1400",
+            "--dst",
+            &to_a,
+        ],
+    );
+    let mut gso = dir.spawn(
+        "gso",
+        &spec,
+        &[
+            "--name",
+            "gso",
+            "--mac",
+            &gso_mac,
+            "--workload",
+            "stream",
+            "--gso",
+            "--count",
+            &n,
+            "--size",
+            "1000",
+            "--dst",
+            &gso_sink_mac,
+        ],
+    );
+    let outs: Vec<Outcome> = [&mut plain, &mut gso, &mut plain_sink, &mut gso_sink]
+        .into_iter()
+        .map(|p| p.finish(EXIT_LIMIT))
+        .collect();
+    let (swo, st) = stop_switch(sw, &stats);
+    let mut ctx: Vec<&Outcome> = outs.iter().collect();
+    ctx.push(&swo);
+    let mut c = Checks::new("offload frames and plain runs on one push switch", &ctx);
+    c.exit(&swo, 0);
+    for o in &outs {
+        c.exit(o, 0);
+    }
+    let (ps, gs) = (&outs[2], &outs[3]);
+    c.eq(ps, field!(packets_received), N)
+        .eq(ps, field!(corrupted), 0)
+        .eq(ps, field!(rx_push), true)
+        .eq(gs, field!(packets_received), N)
+        .eq(gs, field!(corrupted), 0)
+        .eq(gs, field!(rx_push), true)
+        .eq(gs, field!(tcp_segments_received), N)
+        .eq(gs, field!(gso_frames_received), 0)
+        .eq(gs, field!(tcp_checksum_errors), 0);
+    let rx: u64 = st.ports.iter().map(|p| p.rx_packets).sum();
+    let tx: u64 = st.ports.iter().map(|p| p.tx_packets).sum();
+    // Frames in = unicast + flooded + dropped where they came in (the
+    // first member's hello had nowhere to go); nothing lost on the way.
+    let in_drops: u64 = st
+        .ports
+        .iter()
+        .map(|p| p.drops.same_port + p.drops.unknown_port)
+        .sum();
+    let lost: u64 = st
+        .ports
+        .iter()
+        .map(|p| p.drops.no_room + p.drops.malformed + p.drops.bad_rx_chain)
+        .sum();
+    c.that(
+        rx == st.unicast + st.flooded + in_drops && tx == st.copies && lost == 0,
+        format!(
+            "frames in {rx} = unicast {} + flooded {} + {in_drops}, out {tx} = copies {}, lost {lost}",
+            st.unicast, st.flooded, st.copies
+        ),
+    );
+    c.that(
+        st.unicast >= 2 * N,
+        format!("both streams unicast: {}", st.unicast),
+    );
     c.done();
 }
 

@@ -8,6 +8,11 @@
 //! The `virtio_net_hdr` travels unchanged with the frame (GSO and checksum
 //! flags included), to members and to the TAP alike.
 //!
+//! Before each frame, [`Switch::push_burst`] (`burst.rs`) tries to move a
+//! run of plain frames into one push port at once (round 2, session 7:
+//! the switch's turn went from 724 to about 370 instructions per frame,
+//! callgrind, 2 and 4 pairs, 1500 B); whatever it leaves comes here.
+//!
 //! A frame from a member to one learned member port (every frame of a
 //! stream) takes the fast path, [`Switch::unicast_to_member`]: no target
 //! list, and its counters are added up in the [`BurstState`] and written
@@ -16,9 +21,9 @@
 //! before, about 800 after, of which the copy is 175).
 
 use super::capture;
+use super::counts::BurstState;
 use super::port::{read_prefix, PutError};
 use super::serve::Switch;
-use super::table::Burst;
 use super::BATCH;
 use crate::guest::frame::{is_group, Mac, ETH_HDR};
 use crate::guest::plan::{BUF_SIZE, NET_HDR_LEN};
@@ -63,69 +68,6 @@ pub(super) enum Route {
     Hold,
 }
 
-/// One burst from one port: the port's remembered table answers, and its
-/// counters, added to its stats once at the end.
-#[derive(Default)]
-pub(super) struct BurstState {
-    table: Burst,
-    rx_packets: u64,
-    rx_bytes: u64,
-    /// The fast path's destination so far this burst, and what it was
-    /// given: added to its stats when the destination changes or the
-    /// burst ends.
-    to: Option<usize>,
-    tx_packets: u64,
-    tx_bytes: u64,
-    unicast: u64,
-}
-
-impl BurstState {
-    /// A unicast frame of `bytes` went onto port `j`'s ring.
-    #[inline]
-    fn sent<T: Transport>(&mut self, sw: &mut Switch<'_, T>, j: usize, bytes: u64) {
-        if self.to != Some(j) {
-            self.add_sent(sw);
-            self.to = Some(j);
-        }
-        self.tx_packets += 1;
-        self.tx_bytes += bytes;
-        self.unicast += 1;
-    }
-
-    /// The fast path's counters to the stats.
-    fn add_sent<T: Transport>(&mut self, sw: &mut Switch<'_, T>) {
-        if let Some(j) = self.to.take() {
-            let s = sw.stats.port(j);
-            s.tx_packets += std::mem::take(&mut self.tx_packets);
-            s.tx_bytes += std::mem::take(&mut self.tx_bytes);
-        }
-        let n = std::mem::take(&mut self.unicast);
-        sw.stats.unicast += n;
-        sw.stats.copies += n;
-    }
-}
-
-impl BurstState {
-    /// Start a burst of port `i` with what it remembers.
-    fn of<T: Transport>(sw: &mut Switch<'_, T>, i: usize) -> Self {
-        BurstState {
-            table: sw.caches.get_mut(i).map(std::mem::take).unwrap_or_default(),
-            ..BurstState::default()
-        }
-    }
-
-    /// End it: counters to the stats, answers back to the port.
-    fn end<T: Transport>(mut self, sw: &mut Switch<'_, T>, i: usize) {
-        self.add_sent(sw);
-        let s = sw.stats.port(i);
-        s.rx_packets += self.rx_packets;
-        s.rx_bytes += self.rx_bytes;
-        if let Some(c) = sw.caches.get_mut(i) {
-            *c = self.table;
-        }
-    }
-}
-
 /// The source MAC of a frame whose first bytes (`virtio_net_hdr` and
 /// Ethernet header) are `hdr`.
 fn src_mac(hdr: &[u8; NET_HDR_LEN as usize + ETH_HDR]) -> Mac {
@@ -156,9 +98,19 @@ impl<T: Transport + 'static> Switch<'_, T> {
             i = self.settle_first(i, &member);
         }
         let mut burst = BurstState::of(self, i);
+        let max = pending.min(BATCH);
+        // A capture records every frame: the general path's.
+        let runs = crate::capture::tap().is_none();
         let mut done = 0;
         let mut held = false;
-        for _ in 0..pending.min(BATCH) {
+        while done < max {
+            if runs {
+                let n = self.push_burst(i, &member, max - done, now, &mut burst);
+                if n > 0 {
+                    done += n;
+                    continue;
+                }
+            }
             let Some(p) = self.ports[i].as_mut() else {
                 break;
             };
@@ -189,7 +141,7 @@ impl<T: Transport + 'static> Switch<'_, T> {
             p.held = held;
         }
         burst.end(self, i);
-        done
+        usize::from(done)
     }
 
     /// Peek at the first frame of the member that joined port `i` and

@@ -63,6 +63,9 @@
 //! destination lookup is reused ([`table::Burst`]); the source port's
 //! counters are added once per burst; each member is kicked at most once
 //! per turn, and only when its suppression state asks ([`port::Port::flush`]).
+//! Into a push port, a run of plain frames with the same two addresses
+//! goes the copier's way ([`burst`]): each chain of both rings read and
+//! checked once, the run routed once, the copies made span to span.
 //!
 //! # Members come and go
 //! A member that leaves or dies is noticed on its transport (hang-up); its
@@ -87,7 +90,9 @@
 //! is the same port number in the stats and to `status`.
 
 mod accept;
+mod burst;
 mod capture;
+mod counts;
 mod forward;
 pub mod port;
 pub mod profile;

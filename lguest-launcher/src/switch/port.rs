@@ -165,6 +165,20 @@ impl<T: Transport> Port<T> {
         }
     }
 
+    /// The fast burst's parts (`burst.rs`): the member's TX ring (served
+    /// by us) and, on a push port, its RX ring.
+    #[inline(always)]
+    pub(super) fn rings_mut(&mut self) -> (&mut DeviceQueue, Option<&mut PushRx>) {
+        (&mut self.member_tx, self.push.as_mut())
+    }
+
+    /// The fast burst completed chains of the member's TX ring (through a
+    /// taker): publish them with the rest of the turn's.
+    #[inline(always)]
+    pub(super) fn tx_completed(&mut self) {
+        self.used_added = true;
+    }
+
     /// Chains the member has made available and we have not taken.
     pub fn pending(&self) -> Result<u16, RingError> {
         self.member_tx.pending()

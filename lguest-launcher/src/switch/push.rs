@@ -122,6 +122,22 @@ impl PushRx {
         Ok(self.room)
     }
 
+    /// The fast burst (`burst.rs`) may fill this ring: the member takes
+    /// no `num_buffers` (with `MRG_RXBUF` the general path writes it).
+    #[inline(always)]
+    pub(super) fn plain_ring(&mut self) -> Option<&mut DeviceQueue> {
+        (!self.mergeable).then_some(&mut self.rx)
+    }
+
+    /// The fast burst took `n` of the chains [`PushRx::room`] counted
+    /// (through a taker on [`PushRx::plain_ring`]) and wrote their used
+    /// entries.
+    #[inline(always)]
+    pub(super) fn took(&mut self, n: u16) {
+        self.room -= n;
+        self.used_added |= n > 0;
+    }
+
     /// The per-frame fast path of [`PushRx::put`], as the copier's
     /// `copy_plain`: a frame in one piece (`s`, in `from`) into an RX
     /// chain of one descriptor that holds it, with a plain header, for a
