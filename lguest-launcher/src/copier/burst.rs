@@ -2,20 +2,21 @@
 //! into RX buffers of one descriptor that hold them, with a plain header.
 //!
 //! Every frame of a synthetic guest, and most of a VM's, is that case.
-//! [`Copier::burst`] moves up to a burst of them, [`CHUNK`] at a time, in
-//! two passes over each chunk (first asking for the lines the next chain
-//! most likely needs, see [`Taker::prefetch_next`]):
+//! [`Copier::burst`] moves up to a burst of them in two passes (first
+//! asking for the lines the next chain most likely needs, see
+//! [`Taker::prefetch_next`]):
 //!
 //! 1. **Check.** It reads each of the peer's chains (avail entry and
 //!    descriptor, once), then each of our RX chains the same way
 //!    ([`Taker::one_at`]: index, one descriptor, direction, not indirect,
 //!    a non-zero length, the buffer inside memory), checks that each frame
 //!    fits, asks for each frame's first line (a prefetch) and keeps the
-//!    two buffers as [`Span`]s in a chunk-sized array on the stack (not a
-//!    burst-sized one: filling 64 entries before the first copy was 3.5 KB
-//!    of stores per poll, which a one-frame poll, a ping, waited behind:
-//!    about 0.2 µs a round trip). The first chain
-//!    that is not the plain case ends the pass, consuming nothing.
+//!    two buffers as [`Span`]s in an array on the stack, of
+//!    [`SMALL_PLAN`] entries when the poll has that few frames to move
+//!    (filling a 64-entry array before the first chain is read was 3.5 KB
+//!    of stores, which a one-frame poll, a ping, waited behind: about
+//!    0.2 µs a round trip), else of a whole burst. The first chain that is
+//!    not the plain case ends the pass, consuming nothing.
 //! 2. **Copy.** Each frame is copied from the values kept in pass 1: no
 //!    range is checked again (the spans are the proof), and a peer that
 //!    rewrites a descriptor meanwhile cannot move the copy. With offloads
@@ -25,8 +26,10 @@
 //! Pass 2 also writes the used entries of both rings; then the counts, and
 //! one event per frame (pushed as one `extend`) when something reads them
 //! (see [`Copier::events`]). The line moves overlap: in the machine's slow
-//! mode a line from the other CPU takes ~550 ns, and pass 1 has a chunk of
-//! them in flight before pass 2 waits for the first.
+//! mode a line from the other CPU takes ~550 ns, and pass 1 has a burst of
+//! them in flight before pass 2 waits for the first (pass 1 and 2 over
+//! chunks of 8 instead cost a 64 B stream about an eighth of its packets:
+//! 23.4 against 26.7 Mpps, pinned, alternating).
 //!
 //! For any other case (a longer or malformed chain, no RX buffer, a frame
 //! that does not fit, a header that asks for an offload, mergeable
@@ -38,18 +41,18 @@
 
 use super::{Copier, Event, Outcome, POLL_BURST};
 use crate::memory::Span;
-use crate::virtq::Seg;
+use crate::virtq::{Seg, Taker};
 use transport::Transport;
 
 /// Descriptors the fast path reads per chain: one on each ring, plus the
 /// one each walk stopped at, as the general path counts them (`walked`).
 pub(super) const PLAIN_WALKED: usize = 4;
 
-/// Chains checked (pass 1) before they are copied (pass 2): enough line
-/// transfers in flight at once, and an array on the stack that costs a
-/// one-frame poll little to fill (16 made no difference in instructions
-/// per packet).
-const CHUNK: u16 = 8;
+/// The plan of a poll that has at most this many frames to move: an array
+/// on the stack that costs a one-frame poll (a ping) little to fill; a
+/// larger poll plans all its frames at once (up to [`POLL_BURST`]), so
+/// pass 1 has all their line transfers in flight before pass 2 waits.
+const SMALL_PLAN: usize = 8;
 
 /// One chain of a burst, checked in pass 1.
 #[derive(Clone, Copy)]
@@ -102,70 +105,95 @@ impl<T: Transport> Copier<T> {
             return 0;
         };
         tx.prefetch_next();
-        let deliveries = self.keep_deliveries || crate::capture::tap().is_some();
-        let mut moved = 0u16;
-        let mut bytes = 0u64;
-        while moved < n {
-            let m = (n - moved).min(CHUNK);
-            let mut plan = [Planned::EMPTY; CHUNK as usize];
-            let mut taken = 0u16;
-            for p in &mut plan[..usize::from(m)] {
-                let Some((head, src)) = tx.one_at(taken, false) else {
-                    break;
-                };
-                src.prefetch();
-                p.src = src;
-                p.head = head;
-                taken += 1;
-            }
-            let mut k = 0u16;
-            for p in &mut plan[..usize::from(taken)] {
-                let Some((rx_head, dst)) = rx.one_at(k, true) else {
-                    break;
-                };
-                if p.src.len() > dst.len() {
-                    break;
-                }
-                p.dst = dst;
-                p.rx_head = rx_head;
-                k += 1;
-            }
-            let mut done = 0u16;
-            for p in &plan[..usize::from(k)] {
-                if !p.dst.copy_from(&p.src) {
-                    break;
-                }
-                if check_header && p.dst.first_u16() != Some(0) {
-                    break;
-                }
-                rx.add_used(p.rx_head, p.src.len());
-                tx.add_used(p.head, 0);
-                done += 1;
-                bytes += u64::from(p.src.len());
-            }
-            rx.advance_by(done);
-            tx.advance_by(done);
-            if deliveries {
-                self.events
-                    .extend(plan[..usize::from(done)].iter().map(|p| Event::Delivered {
-                        peer_head: p.head,
-                        rx_head: p.rx_head,
-                        len: p.src.len(),
-                        rx_first: Seg {
-                            addr: p.dst.offset(),
-                            len: p.dst.len(),
-                        },
-                    }));
-            }
-            moved += done;
-            if done < m {
-                break;
-            }
-        }
+        let events =
+            (self.keep_deliveries || crate::capture::tap().is_some()).then_some(&mut self.events);
+        // The plan on the stack is filled before its first chain is read:
+        // a poll of a few frames (a ping) gets a small one.
+        let (moved, bytes) = if n <= SMALL_PLAN as u16 {
+            plan_and_copy::<SMALL_PLAN>(&mut tx, &mut rx, n, check_header, events)
+        } else {
+            plan_and_copy::<{ POLL_BURST as usize }>(&mut tx, &mut rx, n, check_header, events)
+        };
         drop((tx, rx));
         *rx_room -= moved;
         out.moved += usize::from(moved);
         out.bytes += bytes;
         moved
     }
+}
+
+/// Both passes over up to `n <= N` chains (see the module docs): how many
+/// frames were moved, and their bytes. Events are pushed to `events` when
+/// something reads them.
+#[inline(always)]
+fn plan_and_copy<const N: usize>(
+    tx: &mut Taker<'_, '_>,
+    rx: &mut Taker<'_, '_>,
+    n: u16,
+    check_header: bool,
+    events: Option<&mut Vec<Event>>,
+) -> (u16, u64) {
+    let mut plan = [Planned::EMPTY; N];
+    // Pass 1: read and check both chains of each frame, once: the peer's
+    // chains first, then ours (one ring's state at a time fits the
+    // registers; both at once did not).
+    let mut taken = 0u16;
+    for p in plan.iter_mut().take(usize::from(n)) {
+        let Some((head, src)) = tx.one_at(taken, false) else {
+            break;
+        };
+        src.prefetch();
+        p.src = src;
+        p.head = head;
+        taken += 1;
+    }
+    let mut k = 0u16;
+    for p in &mut plan[..usize::from(taken)] {
+        let Some((rx_head, dst)) = rx.one_at(k, true) else {
+            break;
+        };
+        if p.src.len() > dst.len() {
+            break;
+        }
+        p.dst = dst;
+        p.rx_head = rx_head;
+        k += 1;
+    }
+    // Pass 2: copy from what pass 1 kept, and write both used entries
+    // (published by `poll` after the burst). Stored as each frame is
+    // copied, the used entries drain from the store queue behind the
+    // copies; written back to back after them, they filled it (perf: a
+    // quarter of the burst's samples on those stores), and asking for the
+    // peer's used lines in pass 1 (PREFETCHW) made it slower still
+    // (BENCHMARKS.md, "After round 2, session 6").
+    let mut moved = 0u16;
+    let mut bytes = 0u64;
+    for p in &plan[..usize::from(k)] {
+        if !p.dst.copy_from(&p.src) {
+            break; // cannot happen: pass 1 checked it fits
+        }
+        if check_header && p.dst.first_u16() != Some(0) {
+            // The header asks for an offload (or the buffer is too short
+            // to tell): the general path's case.
+            break;
+        }
+        rx.add_used(p.rx_head, p.src.len());
+        tx.add_used(p.head, 0);
+        moved += 1;
+        bytes += u64::from(p.src.len());
+    }
+    rx.advance_by(moved);
+    tx.advance_by(moved);
+    if let Some(events) = events {
+        events.extend(plan[..usize::from(moved)].iter().map(|p| Event::Delivered {
+            peer_head: p.head,
+            rx_head: p.rx_head,
+            len: p.src.len(),
+            rx_first: Seg {
+                addr: p.dst.offset(),
+                len: p.dst.len(),
+            },
+        }));
+    }
+    (moved, bytes)
 }
