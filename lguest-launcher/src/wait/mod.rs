@@ -255,17 +255,14 @@ impl WaitLoop {
                 dev.tick(now)?;
             }
             if busy {
+                // Only a period that slept still has its start here: a spin
+                // hit's was handed to `hit_since` at the top of the loop.
                 if let Some(since) = self.idle_since.take() {
-                    let gap = now.duration_since(since);
-                    if std::mem::take(&mut self.slept) {
-                        // A paced stream's own next packet is not the
-                        // peer's answer.
-                        let woke_peer = self.woke_peer && dev.next_work_in().is_none();
-                        self.spin.slept(gap, woke_peer);
-                    } else {
-                        self.counters.spin_hits += 1;
-                        self.spin.spin_hit(gap);
-                    }
+                    self.slept = false;
+                    // A paced stream's own next packet is not the peer's
+                    // answer.
+                    let woke_peer = self.woke_peer && dev.next_work_in().is_none();
+                    self.spin.slept(now.duration_since(since), woke_peer);
                 }
                 continue;
             }
