@@ -25,21 +25,45 @@ impl Region {
         if offset >= self.len {
             return;
         }
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = self.ptr(offset as usize);
-            // SAFETY: PREFETCHW is a hint: it reads and writes no memory
-            // as far as the program can tell, never faults (not even on an
-            // unmapped address) and touches no register or flag; `p` is
-            // inside the mapping anyway (checked above). CPUs without
-            // PRFCHW execute it as a NOP.
-            unsafe {
-                std::arch::asm!(
-                    "prefetchw [{p}]",
-                    p = in(reg) p,
-                    options(nostack, preserves_flags, readonly)
-                );
-            }
-        }
+        line_for_write(self.ptr(offset as usize));
     }
+}
+
+/// PREFETCHT0: hint that the line holding `p` will soon be read. Any
+/// pointer value will do: the instruction never faults (not even on an
+/// unmapped address), reads and writes no memory as far as the program
+/// can tell, and touches no register or flag. A no-op where it does not
+/// exist.
+#[inline(always)]
+pub(super) fn line_for_read(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a hint, as the doc says: nothing is dereferenced.
+    unsafe {
+        std::arch::asm!(
+            "prefetcht0 [{p}]",
+            p = in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// PREFETCHW: hint that the line holding `p` will soon be written (asked
+/// for in exclusive state, without taking a store queue entry). As
+/// [`line_for_read`], any pointer value will do; CPUs without PRFCHW
+/// execute it as a NOP.
+#[inline(always)]
+pub(super) fn line_for_write(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a hint, as the doc says: nothing is dereferenced.
+    unsafe {
+        std::arch::asm!(
+            "prefetchw [{p}]",
+            p = in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }

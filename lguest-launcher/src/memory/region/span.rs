@@ -93,18 +93,7 @@ impl Span<'_> {
     /// exist.
     #[inline(always)]
     pub fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: PREFETCHT0 is a hint: it reads and writes no memory as
-        // far as the program can tell, never faults and touches no
-        // register or flag; the address is inside a live mapping anyway
-        // (or dangling for an empty span, which a hint also tolerates).
-        unsafe {
-            std::arch::asm!(
-                "prefetcht0 [{p}]",
-                p = in(reg) self.ptr.as_ptr(),
-                options(nostack, preserves_flags, readonly)
-            );
-        }
+        super::prefetch::line_for_read(self.ptr.as_ptr());
     }
 }
 
@@ -178,17 +167,9 @@ impl<'m> RawView<'m> {
     /// the contract keeps the pointer arithmetic in bounds).
     #[inline(always)]
     pub unsafe fn prefetch_for_write(&self, offset: u64) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the pointer is inside the mapping (the caller's
-        // contract); PREFETCHW reads and writes no memory as far as the
-        // program can tell, never faults, touches no register or flag.
-        unsafe {
-            std::arch::asm!(
-                "prefetchw [{p}]",
-                p = in(reg) self.base.as_ptr().add(offset as usize),
-                options(nostack, preserves_flags, readonly)
-            );
-        }
+        // SAFETY: `offset` lies inside the mapping (the caller's contract),
+        // so the pointer arithmetic stays in bounds.
+        super::prefetch::line_for_write(unsafe { self.base.as_ptr().add(offset as usize) });
     }
 
     /// Hint that the line at `offset` will soon be read (PREFETCHT0), for
@@ -198,20 +179,7 @@ impl<'m> RawView<'m> {
     /// the mapping only wastes the hint).
     #[inline(always)]
     pub fn prefetch_guess(&self, offset: u64) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: PREFETCHT0 reads and writes no memory as far as the
-        // program can tell, never faults, touches no register or flag; the
-        // address is computed with `wrapping_add`, which has no
-        // in-bounds requirement, and is never dereferenced.
-        unsafe {
-            std::arch::asm!(
-                "prefetcht0 [{p}]",
-                p = in(reg) self.base.as_ptr().wrapping_add(offset as usize),
-                options(nostack, preserves_flags, readonly)
-            );
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = offset;
+        super::prefetch::line_for_read(self.base.as_ptr().wrapping_add(offset as usize));
     }
 
     /// [`Region::span_in_bounds`].
