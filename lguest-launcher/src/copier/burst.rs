@@ -11,11 +11,11 @@
 //!    ([`Taker::one_at`]: index, one descriptor, direction, not indirect,
 //!    a non-zero length, the buffer inside memory), checks that each frame
 //!    fits, asks for each frame's first line (a prefetch) and keeps the
-//!    two buffers as [`Span`]s in an array on the stack, of
-//!    [`SMALL_PLAN`] entries when the poll has that few frames to move
-//!    (filling a 64-entry array before the first chain is read was 3.5 KB
-//!    of stores, which a one-frame poll, a ping, waited behind: about
-//!    0.2 µs a round trip), else of a whole burst. The first chain that is
+//!    two buffers as [`Span`]s in an array on the stack ([`with_plan`]:
+//!    of [`SMALL_PLAN`] entries when the poll has that few frames to move
+//!    — filling a 64-entry array before the first chain is read was
+//!    3.5 KB of stores, which a one-frame poll, a ping, waited behind:
+//!    about 0.2 µs a round trip — else of a whole burst). The first chain that is
 //!    not the plain case ends the pass, consuming nothing.
 //! 2. **Copy.** Each frame is copied from the values kept in pass 1: no
 //!    range is checked again (the spans are the proof), and a peer that
@@ -38,21 +38,17 @@
 //!
 //! [`Taker::one_at`]: crate::virtq::Taker::one_at
 //! [`Taker::prefetch_next`]: crate::virtq::Taker::prefetch_next
+//! [`with_plan`]: crate::virtq::with_plan
+//! [`SMALL_PLAN`]: crate::virtq::SMALL_PLAN
 
 use super::{Copier, Event, Outcome, POLL_BURST};
 use crate::memory::Span;
-use crate::virtq::{Seg, Taker};
+use crate::virtq::{with_plan, Seg, Taker};
 use transport::Transport;
 
 /// Descriptors the fast path reads per chain: one on each ring, plus the
 /// one each walk stopped at, as the general path counts them (`walked`).
 pub(super) const PLAIN_WALKED: usize = 4;
-
-/// The plan of a poll that has at most this many frames to move: an array
-/// on the stack that costs a one-frame poll (a ping) little to fill; a
-/// larger poll plans all its frames at once (up to [`POLL_BURST`]), so
-/// pass 1 has all their line transfers in flight before pass 2 waits.
-const SMALL_PLAN: usize = 8;
 
 /// One chain of a burst, checked in pass 1.
 #[derive(Clone, Copy)]
@@ -107,13 +103,10 @@ impl<T: Transport> Copier<T> {
         tx.prefetch_next();
         let events =
             (self.keep_deliveries || crate::capture::tap().is_some()).then_some(&mut self.events);
-        // The plan on the stack is filled before its first chain is read:
-        // a poll of a few frames (a ping) gets a small one.
-        let (moved, bytes) = if n <= SMALL_PLAN as u16 {
-            plan_and_copy::<SMALL_PLAN>(&mut tx, &mut rx, n, check_header, events)
-        } else {
-            plan_and_copy::<{ POLL_BURST as usize }>(&mut tx, &mut rx, n, check_header, events)
-        };
+        let (moved, bytes) =
+            with_plan::<_, _, { POLL_BURST as usize }>(usize::from(n), Planned::EMPTY, |plan| {
+                plan_and_copy(plan, &mut tx, &mut rx, n, check_header, events)
+            });
         drop((tx, rx));
         *rx_room -= moved;
         out.moved += usize::from(moved);
@@ -122,18 +115,18 @@ impl<T: Transport> Copier<T> {
     }
 }
 
-/// Both passes over up to `n <= N` chains (see the module docs): how many
-/// frames were moved, and their bytes. Events are pushed to `events` when
-/// something reads them.
+/// Both passes over up to `n` chains, `plan` holding at least that many
+/// (see the module docs): how many frames were moved, and their bytes.
+/// Events are pushed to `events` when something reads them.
 #[inline(always)]
-fn plan_and_copy<const N: usize>(
-    tx: &mut Taker<'_, '_>,
-    rx: &mut Taker<'_, '_>,
+fn plan_and_copy<'p, 'o>(
+    plan: &mut [Planned<'p, 'o>],
+    tx: &mut Taker<'_, 'p>,
+    rx: &mut Taker<'_, 'o>,
     n: u16,
     check_header: bool,
     events: Option<&mut Vec<Event>>,
 ) -> (u16, u64) {
-    let mut plan = [Planned::EMPTY; N];
     // Pass 1: read and check both chains of each frame, once: the peer's
     // chains first, then ours (one ring's state at a time fits the
     // registers; both at once did not).

@@ -45,10 +45,12 @@ use super::serve::Switch;
 use crate::guest::frame::{is_group, Mac, ETH_HDR};
 use crate::guest::plan::{BUF_SIZE, NET_HDR_LEN};
 use crate::memory::{Region, Span};
+use crate::virtq::with_plan;
 use std::time::Instant;
 use transport::Transport;
 
-/// Frames checked in one pass (the plan lives on the stack).
+/// Frames checked in one pass at most (the plan lives on the stack, of
+/// this many entries or, for a short run, `virtq::SMALL_PLAN`).
 const RUN: usize = 64;
 
 /// The shortest frame the general path forwards: a `virtio_net_hdr` and
@@ -148,40 +150,45 @@ impl<T: Transport + 'static> Switch<'_, T> {
         else {
             return 0;
         };
-        // Pass 1: the rest of the run, frames with the same two addresses.
-        let mut plan = [(0u16, Span::EMPTY); RUN];
-        plan[0] = (head, first);
-        first.prefetch();
-        let mut taken = 1;
-        while taken < n {
-            let Some((head, s)) = tx.one_at(taken as u16, false) else {
-                break;
-            };
-            if addrs(member, &s) != Some(key) {
-                break;
+        let (moved, bytes) = with_plan::<_, _, RUN>(n, (0u16, Span::EMPTY), |plan| {
+            // `n` entries: the loop's index is then known to be inside.
+            let plan = &mut plan[..n];
+            // Pass 1: the rest of the run, frames with the same two
+            // addresses.
+            plan[0] = (head, first);
+            first.prefetch();
+            let mut taken = 1;
+            while taken < n {
+                let Some((head, s)) = tx.one_at(taken as u16, false) else {
+                    break;
+                };
+                if addrs(member, &s) != Some(key) {
+                    break;
+                }
+                s.prefetch();
+                plan[taken] = (head, s);
+                taken += 1;
             }
-            s.prefetch();
-            plan[taken] = (head, s);
-            taken += 1;
-        }
-        // Pass 2: into the destination's buffers, both used entries
-        // written as each frame is copied.
-        let mut moved = 0u16;
-        let mut bytes = 0u64;
-        for (head, s) in &plan[..taken] {
-            let Some((rx_head, d)) = rx.one_at(moved, true) else {
-                break;
-            };
-            if !d.copy_from(s) || d.first_u16() != Some(0) {
-                // Too small, or the header asks for an offload: the
-                // general path copies it again and deals with it.
-                break;
+            // Pass 2: into the destination's buffers, both used entries
+            // written as each frame is copied.
+            let mut moved = 0u16;
+            let mut bytes = 0u64;
+            for (head, s) in &plan[..taken] {
+                let Some((rx_head, d)) = rx.one_at(moved, true) else {
+                    break;
+                };
+                if !d.copy_from(s) || d.first_u16() != Some(0) {
+                    // Too small, or the header asks for an offload: the
+                    // general path copies it again and deals with it.
+                    break;
+                }
+                rx.add_used(rx_head, s.len());
+                tx.add_used(*head, 0);
+                moved += 1;
+                bytes += u64::from(s.len());
             }
-            rx.add_used(rx_head, s.len());
-            tx.add_used(*head, 0);
-            moved += 1;
-            bytes += u64::from(s.len());
-        }
+            (moved, bytes)
+        });
         rx.advance_by(moved);
         tx.advance_by(moved);
         drop((rx, tx));
