@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::{mac, serial, Checks, Outcome, Proc, TestDir, EXIT_LIMIT};
+use common::{check_counters_add_up, mac, serial, Checks, Outcome, Proc, TestDir, EXIT_LIMIT};
 use lguest_launcher::switch::stats::SwitchStats;
 use nix::sys::signal::Signal;
 use std::path::PathBuf;
@@ -125,33 +125,6 @@ impl Switch {
             .unwrap_or_else(|e| panic!("switch stats {}: {e}\n{text}", self.stats.display()));
         (out, stats)
     }
-}
-
-/// The switch's own bookkeeping: frames in = unicast + flooded + frames
-/// dropped where they came in; copies = frames out + dropped for room.
-fn check_counters_add_up(c: &mut Checks<'_>, s: &SwitchStats) {
-    let rx: u64 = s.ports.iter().map(|p| p.rx_packets).sum();
-    let tx: u64 = s.ports.iter().map(|p| p.tx_packets).sum();
-    let in_drops: u64 = s
-        .ports
-        .iter()
-        .map(|p| p.drops.same_port + p.drops.unknown_port)
-        .sum();
-    let no_room: u64 = s.ports.iter().map(|p| p.drops.no_room).sum();
-    c.that(
-        rx == s.unicast + s.flooded + in_drops,
-        format!(
-            "frames in {rx} should be unicast {} + flooded {} + dropped at their port {in_drops}",
-            s.unicast, s.flooded
-        ),
-    );
-    c.that(
-        tx + no_room == s.copies,
-        format!(
-            "frames out {tx} + no_room {no_room} should be the copies asked, {}",
-            s.copies
-        ),
-    );
 }
 
 /// Frames per unicast stream, and in the broadcast.

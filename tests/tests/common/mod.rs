@@ -806,3 +806,30 @@ pub fn cpu_time(pid: u32) -> Duration {
         .unwrap_or(100) as u64;
     Duration::from_millis(ticks * 1000 / hz)
 }
+
+/// The switch's own bookkeeping: frames in = unicast + flooded + frames
+/// dropped where they came in; copies = frames out + dropped for room.
+pub fn check_counters_add_up(c: &mut Checks<'_>, s: &lguest_launcher::switch::stats::SwitchStats) {
+    let rx: u64 = s.ports.iter().map(|p| p.rx_packets).sum();
+    let tx: u64 = s.ports.iter().map(|p| p.tx_packets).sum();
+    let in_drops: u64 = s
+        .ports
+        .iter()
+        .map(|p| p.drops.same_port + p.drops.unknown_port)
+        .sum();
+    let no_room: u64 = s.ports.iter().map(|p| p.drops.no_room).sum();
+    c.that(
+        rx == s.unicast + s.flooded + in_drops,
+        format!(
+            "frames in {rx} should be unicast {} + flooded {} + dropped at their port {in_drops}",
+            s.unicast, s.flooded
+        ),
+    );
+    c.that(
+        tx + no_room == s.copies,
+        format!(
+            "frames out {tx} + no_room {no_room} should be the copies asked, {}",
+            s.copies
+        ),
+    );
+}
