@@ -58,7 +58,7 @@ pub struct PortState {
 }
 
 /// Something that can say what every port looks like now (called by the
-/// status thread every [`SAMPLE_EVERY`] and for each caller).
+/// status thread every 100 ms and for each caller).
 pub type Snapshot = Box<dyn Fn() -> Vec<PortState> + Send>;
 
 /// A launcher's one port, `link`, from the stats its run publishes.
