@@ -42,8 +42,8 @@ use transport::Transport;
 /// 0.46, the switch's own 0.36 against 0.28), the outliers among them at
 /// 0.18–0.46 Mpps aggregate, as the committed bench's 5.84x cell was.
 /// Capped here, the budget starts at most at this and stays under eight
-/// times it.
-const MAX_WAKEUP: Duration = Duration::from_micros(8);
+/// times it ([`super::spin_wakeup`], which push members use too).
+pub(super) const MAX_WAKEUP: Duration = Duration::from_micros(8);
 
 /// The forwarding thread's state.
 pub(super) struct Switch<'a, T: Transport> {
@@ -194,9 +194,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             (Wait::Adaptive, Some(spin)) => WaitLoop::calibrated(Wait::Adaptive, spin),
             (Wait::Adaptive, None) => WaitLoop::calibrated(
                 Wait::Adaptive,
-                crate::wakeup::probe(self.cfg.spec.kind, None)
-                    .calibration()
-                    .min(MAX_WAKEUP),
+                super::spin_wakeup(crate::wakeup::probe(self.cfg.spec.kind, None).calibration()),
             ),
             (policy, _) => WaitLoop::new(policy),
         };
