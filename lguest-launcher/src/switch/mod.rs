@@ -65,8 +65,9 @@
 //! A turn takes up to [`BATCH`] chains from one member. Within that burst
 //! the source address is learned once per distinct MAC and the last
 //! destination lookup is reused ([`table::Burst`]); the source port's
-//! counters are added once per burst; each member is kicked at most once
-//! per turn, and only when its suppression state asks ([`port::Port::flush`]).
+//! counters are added once per burst; the rings are published after each
+//! source's burst, and a member is kicked only when its suppression state
+//! asks ([`port::Port::flush`]: with event-idx, once per index it sets).
 //! Into a push port, a run of plain frames with the same two addresses
 //! goes the copier's way ([`burst`]): each chain of both rings read and
 //! checked once, the run routed once, the copies made span to span.
