@@ -88,6 +88,13 @@ impl<'a, T: Transport> Synthetic<'a, T> {
                 .set_notifications(wait != Wait::Spin)
                 .map_err(|e| self.copy_err(e))?;
         }
+        // A push member's frames, and its TX completions, come from the
+        // switch, a third process that needs a CPU too: its spin is
+        // calibrated as the switch's own is.
+        let wake = match self.push {
+            true => crate::switch::spin_wakeup(wake),
+            false => wake,
+        };
         let mut waiter = WaitLoop::calibrated(wait, wake);
         let result = waiter.run(self).map(|_| ());
         // Counters add up across link generations.

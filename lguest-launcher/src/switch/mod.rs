@@ -53,16 +53,21 @@
 //! switch re-arms every member's notifications, fences, re-checks and only
 //! then sleeps in `poll(2)` on all their links. `adaptive` spins first for
 //! a budget calibrated from a measured wake-up (counted as at most 8 µs:
-//! a long spin takes the CPU the members need, see `serve::MAX_WAKEUP`),
-//! so under load the members rarely need to kick the switch (event-idx
-//! suppression) and the switch rarely sleeps. See [`serve`].
+//! a long spin takes the CPU the members need, see [`spin_wakeup`]; a
+//! push member's own spin is counted the same way), so under load the
+//! members rarely need to kick the switch (event-idx suppression) and the
+//! switch rarely sleeps. A turn publishes each source's completions and
+//! its destinations' frames as soon as that source's burst is done, not
+//! after every other source's: its stream refills and its sink drains
+//! while the switch serves the next one. See [`serve`].
 //!
 //! # Per-frame work, per burst
 //! A turn takes up to [`BATCH`] chains from one member. Within that burst
 //! the source address is learned once per distinct MAC and the last
 //! destination lookup is reused ([`table::Burst`]); the source port's
-//! counters are added once per burst; each member is kicked at most once
-//! per turn, and only when its suppression state asks ([`port::Port::flush`]).
+//! counters are added once per burst; the rings are published after each
+//! source's burst, and a member is kicked only when its suppression state
+//! asks ([`port::Port::flush`]: with event-idx, once per index it sets).
 //! Into a push port, a run of plain frames with the same two addresses
 //! goes the copier's way ([`burst`]): each chain of both rings read and
 //! checked once, the run routed once, the copies made span to span.
@@ -112,6 +117,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use transport::Transport;
+
+/// The wake-up cost `--wait adaptive` calibrates its spin from, for the
+/// switch and for a member whose RX ring the switch serves (push): a
+/// measured wake-up counts for at most [`serve::MAX_WAKEUP`]. On two
+/// shared vCPUs a measured wake-up is mostly a wait for a CPU (40–120 µs),
+/// and a budget of up to eight of them spins through every gap between
+/// the switch's bursts on the CPU the switch and the other members need
+/// (round 2, session 8: push members at 190–360 µs of budget spent 3–5x
+/// the CPU of the others; BENCHMARKS.md).
+pub(crate) fn spin_wakeup(measured: Duration) -> Duration {
+    measured.min(serve::MAX_WAKEUP)
+}
 
 /// `switch --help` examples.
 pub const HELP: &str = "\
@@ -382,5 +399,20 @@ impl WithTransport for Serve<'_> {
     type Output = Result<SwitchStats, SwitchError>;
     fn with<T: Transport + 'static>(self) -> Self::Output {
         Switch::<T>::start(self.cfg)?.serve()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_measured_wakeup_counts_for_at_most_eight_microseconds() {
+        let us = Duration::from_micros;
+        assert_eq!(spin_wakeup(us(3)), us(3), "a quick wake-up is taken as is");
+        assert_eq!(spin_wakeup(us(40)), us(8), "a loaded machine's is capped");
+        // The budget it calibrates stays under eight of the cap.
+        let b = crate::wait::SpinBudget::calibrated(spin_wakeup(us(120)));
+        assert_eq!(b.bounds().1, us(64));
     }
 }

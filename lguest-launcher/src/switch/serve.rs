@@ -3,8 +3,9 @@
 //!
 //! The switch is a [`crate::wait::Device`] ([`super::turn`]) of the
 //! launcher's one [`WaitLoop`]: a turn reaps every port's TX ring, forwards what every member (and the TAP)
-//! sent, and publishes both rings of every port, kicking each member at
-//! most once. When a turn moved nothing the loop spins (`--wait spin`,
+//! sent, publishing both rings of every port (and kicking the members
+//! that asked) after each source's burst and once more at its end. When a
+//! turn moved nothing the loop spins (`--wait spin`,
 //! `adaptive` within its budget) or re-arms every member's notifications,
 //! fences, re-checks and sleeps in `poll(2)` on every link, the TAP and
 //! the acceptors' wake-up socket (`sleep`, `adaptive` after its budget).
@@ -42,8 +43,8 @@ use transport::Transport;
 /// 0.46, the switch's own 0.36 against 0.28), the outliers among them at
 /// 0.18–0.46 Mpps aggregate, as the committed bench's 5.84x cell was.
 /// Capped here, the budget starts at most at this and stays under eight
-/// times it.
-const MAX_WAKEUP: Duration = Duration::from_micros(8);
+/// times it ([`super::spin_wakeup`], which push members use too).
+pub(super) const MAX_WAKEUP: Duration = Duration::from_micros(8);
 
 /// The forwarding thread's state.
 pub(super) struct Switch<'a, T: Transport> {
@@ -194,9 +195,7 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             (Wait::Adaptive, Some(spin)) => WaitLoop::calibrated(Wait::Adaptive, spin),
             (Wait::Adaptive, None) => WaitLoop::calibrated(
                 Wait::Adaptive,
-                crate::wakeup::probe(self.cfg.spec.kind, None)
-                    .calibration()
-                    .min(MAX_WAKEUP),
+                super::spin_wakeup(crate::wakeup::probe(self.cfg.spec.kind, None).calibration()),
             ),
             (policy, _) => WaitLoop::new(policy),
         };
@@ -421,9 +420,11 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
 
     /// Publish what was added to both rings of every port (a flag per
     /// ring: nothing is touched on a port that got nothing) and kick the
-    /// members that asked. Called after every burst, so a member gets its
+    /// members that asked. Called after every source's burst
+    /// ([`crate::wait::Device::turn`] in `turn.rs`), so a member gets its
     /// TX buffers back, and a destination its frames, while the switch
-    /// goes on with the next burst.
+    /// goes on with the next source; a member asleep is kicked once, when
+    /// its event index is passed.
     pub(super) fn publish(&mut self) {
         for n in 0..self.ports.len() {
             let Some(p) = self.ports[n].as_mut() else {

@@ -29,7 +29,15 @@ impl<T: Transport + 'static> Device for Switch<'_, T> {
         }
         let mut moved = 0usize;
         for i in 0..self.ports.len() {
-            moved += self.forward_from(i, now);
+            let n = self.forward_from(i, now);
+            if n > 0 {
+                // This source's completions and its destinations' frames
+                // go out now, not after every other port's burst: its
+                // stream refills and its sink drains while the switch
+                // serves the next source.
+                self.publish();
+            }
+            moved += n;
         }
         moved += self.forward_from_tap(now);
         self.flush();
