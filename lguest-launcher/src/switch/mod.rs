@@ -52,24 +52,24 @@
 //! `adaptive`): a turn reaps, forwards and flushes every port; an idle
 //! switch re-arms every member's notifications, fences, re-checks and only
 //! then sleeps in `poll(2)` on all their links. `adaptive` spins first for
-//! a budget calibrated from a measured wake-up (counted as at most 8 µs:
-//! a long spin takes the CPU the members need, see [`spin_wakeup`]; a
-//! push member's own spin is counted the same way), so under load the
-//! members rarely need to kick the switch (event-idx suppression) and the
+//! a budget calibrated from a measured wake-up (counted as at most 8 µs
+//! by `spin_wakeup`: a long spin takes the CPU the members need; a push
+//! member's own spin is counted the same way), so under load the members
+//! rarely need to kick the switch (event-idx suppression) and the
 //! switch rarely sleeps. A turn publishes each source's completions and
 //! its destinations' frames as soon as that source's burst is done, not
 //! after every other source's: its stream refills and its sink drains
-//! while the switch serves the next one. See [`serve`].
+//! while the switch serves the next one (`serve.rs`).
 //!
 //! # Per-frame work, per burst
-//! A turn takes up to [`BATCH`] chains from one member. Within that burst
+//! A turn takes up to 256 chains (`BATCH`) from one member. Within that burst
 //! the source address is learned once per distinct MAC and the last
 //! destination lookup is reused ([`table::Burst`]); the source port's
 //! counters are added once per burst; the rings are published after each
 //! source's burst, and a member is kicked only when its suppression state
 //! asks ([`port::Port::flush`]: with event-idx, once per index it sets).
 //! Into a push port, a run of plain frames with the same two addresses
-//! goes the copier's way ([`burst`]): each chain of both rings read and
+//! goes the copier's way (`burst.rs`): each chain of both rings read and
 //! checked once, the run routed once, the copies made span to span.
 //!
 //! # Members come and go

@@ -21,7 +21,7 @@
 //! by more than the ring ends its port ([`RingError::AvailJump`]).
 //!
 //! The header is written as the member's copier would: `num_buffers` 1
-//! when the member accepted `MRG_RXBUF` ([`put_num_buffers`], the
+//! when the member accepted `MRG_RXBUF` (`put_num_buffers`, the
 //! copier's own piece), and a frame whose `virtio_net_hdr` asks for an
 //! offload the member did not accept is fixed in software
 //! ([`crate::offload::fix`]) and delivered as one or more frames, each in
