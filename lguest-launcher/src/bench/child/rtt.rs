@@ -85,24 +85,17 @@ fn duplex(args: &ChildArgs, sock: BorrowedFd<'_>) -> anyhow::Result<Duplex> {
             let _ = std::fs::remove_file(&pong);
             Ok(Duplex { tx, rx, word: byte })
         }
-        (ChildBaseline::RttPipe, Role::Peer) => {
+        (kind @ (ChildBaseline::RttPipe | ChildBaseline::RttEventfd), Role::Peer) => {
             let (_, mut fds) = take(sock, 2)?;
             let tx = fds.pop().ok_or_else(|| anyhow!("missing fd"))?;
             let rx = fds.pop().ok_or_else(|| anyhow!("missing fd"))?;
             Ok(Duplex {
                 tx: file(tx),
                 rx: file(rx),
-                word: byte,
-            })
-        }
-        (ChildBaseline::RttEventfd, Role::Peer) => {
-            let (_, mut fds) = take(sock, 2)?;
-            let tx = fds.pop().ok_or_else(|| anyhow!("missing fd"))?;
-            let rx = fds.pop().ok_or_else(|| anyhow!("missing fd"))?;
-            Ok(Duplex {
-                tx: file(tx),
-                rx: file(rx),
-                word: 1u64.to_ne_bytes().to_vec(),
+                word: match kind {
+                    ChildBaseline::RttEventfd => 1u64.to_ne_bytes().to_vec(),
+                    _ => byte,
+                },
             })
         }
         (ChildBaseline::RttUnix, Role::Peer) => {
