@@ -81,6 +81,25 @@ fn addrs(mem: &Region, s: &Span<'_>) -> Option<u128> {
     Some(v >> 32)
 }
 
+/// One frame of a run: the source's chain and the destination's RX chain
+/// it is copied into.
+#[derive(Clone, Copy)]
+struct Planned<'m> {
+    head: u16,
+    s: Span<'m>,
+    rx_head: u16,
+    d: Span<'m>,
+}
+
+impl Planned<'_> {
+    const EMPTY: Planned<'static> = Planned {
+        head: 0,
+        s: Span::EMPTY,
+        rx_head: 0,
+        d: Span::EMPTY,
+    };
+}
+
 /// The two addresses of [`addrs`]: (destination, source).
 fn split(a: u128) -> (Mac, Mac) {
     let b = a.to_le_bytes();
@@ -150,42 +169,50 @@ impl<T: Transport + 'static> Switch<'_, T> {
         else {
             return 0;
         };
-        let (moved, bytes) = with_plan::<_, _, RUN>(n, (0u16, Span::EMPTY), |plan| {
+        let (moved, bytes) = with_plan::<_, _, RUN>(n, Planned::EMPTY, |plan| {
             // `n` entries: the loop's index is then known to be inside.
             let plan = &mut plan[..n];
             // Pass 1: the rest of the run, frames with the same two
-            // addresses.
-            plan[0] = (head, first);
-            first.prefetch();
-            let mut taken = 1;
+            // addresses, each with the destination's buffer it goes to.
+            let mut taken = 0;
+            let mut next = Some((head, first));
             while taken < n {
-                let Some((head, s)) = tx.one_at(taken as u16, false) else {
+                let (head, s) = match next.take() {
+                    Some(f) => f,
+                    None => match tx.one_at(taken as u16, false) {
+                        Some((head, s)) if addrs(member, &s) == Some(key) => (head, s),
+                        _ => break,
+                    },
+                };
+                let Some((rx_head, d)) = rx.one_at(taken as u16, true) else {
                     break;
                 };
-                if addrs(member, &s) != Some(key) {
-                    break;
-                }
                 s.prefetch();
-                plan[taken] = (head, s);
+                // The buffer's first line is the one its member read
+                // (the header and what follows it): on its CPU's cache.
+                to_mem.prefetch_for_write(d.offset());
+                plan[taken] = Planned {
+                    head,
+                    s,
+                    rx_head,
+                    d,
+                };
                 taken += 1;
             }
             // Pass 2: into the destination's buffers, both used entries
             // written as each frame is copied.
             let mut moved = 0u16;
             let mut bytes = 0u64;
-            for (head, s) in &plan[..taken] {
-                let Some((rx_head, d)) = rx.one_at(moved, true) else {
-                    break;
-                };
-                if !d.copy_from(s) || d.first_u16() != Some(0) {
+            for f in &plan[..taken] {
+                if !f.d.copy_from(&f.s) || f.d.first_u16() != Some(0) {
                     // Too small, or the header asks for an offload: the
                     // general path copies it again and deals with it.
                     break;
                 }
-                rx.add_used(rx_head, s.len());
-                tx.add_used(*head, 0);
+                rx.add_used(f.rx_head, f.s.len());
+                tx.add_used(f.head, 0);
                 moved += 1;
-                bytes += u64::from(s.len());
+                bytes += u64::from(f.s.len());
             }
             (moved, bytes)
         });
