@@ -14,13 +14,17 @@
 //!    unicast, learned on another member's push port that takes no
 //!    `num_buffers` and has posted a buffer. Then it takes up to that many
 //!    more chains, as long as each carries the same two addresses and a
-//!    plain header, asking for each frame's first line (a prefetch).
-//! 2. **Copy.** It takes the destination's RX chains the same way and
-//!    copies each frame span to span (no range checked again: the spans
-//!    are the proof, and a member that rewrites a descriptor meanwhile
-//!    cannot move the copy), writing both used entries as it goes; a
-//!    frame whose header asks for an offload, or that does not fit the
-//!    buffer, ends the pass.
+//!    plain header, asking for each frame's first line (a prefetch). With
+//!    each frame it takes the destination's next RX chain the same way
+//!    and asks for that buffer's first line for writing (PREFETCHW): the
+//!    line the destination's member read last time round, so on the
+//!    other CPU, and the copy's first stores would wait for it in turn.
+//! 2. **Copy.** It copies each frame span to span (no range checked
+//!    again: the spans are the proof, and a member that rewrites a
+//!    descriptor meanwhile cannot move the copy), writing both used
+//!    entries as it goes; a frame whose header asks for an offload, or
+//!    that does not fit the buffer, ends the pass; a run for which the
+//!    destination posted fewer single-buffer chains ends where they do.
 //!
 //! The source is learned and its counters are added once per run. Both
 //! rings are published with the turn's ([`Switch::publish`]).
@@ -36,7 +40,10 @@
 //! Callgrind, 2 and 4 pairs, 1500 B stamped frames: the switch's loop
 //! costs 366–370 instructions per forwarded frame, this function 355 of
 //! them (the copy 173), against 724–726 for the turn before; see
-//! BENCHMARKS.md, "After round 2, session 7: the switch hop".
+//! BENCHMARKS.md, "After round 2, session 7: the switch hop". Taking the
+//! RX chains in pass 1 with the prefetch made it 397 (2 pairs of 50k
+//! frames) and the switch's user CPU per frame 7–10% less (BENCHMARKS.md,
+//! "After round 2, session 8: the switch's kicks and copy (second pass)").
 //!
 //! [`Taker::one_at`]: crate::virtq::Taker::one_at
 
