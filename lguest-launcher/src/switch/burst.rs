@@ -14,13 +14,17 @@
 //!    unicast, learned on another member's push port that takes no
 //!    `num_buffers` and has posted a buffer. Then it takes up to that many
 //!    more chains, as long as each carries the same two addresses and a
-//!    plain header, asking for each frame's first line (a prefetch).
-//! 2. **Copy.** It takes the destination's RX chains the same way and
-//!    copies each frame span to span (no range checked again: the spans
-//!    are the proof, and a member that rewrites a descriptor meanwhile
-//!    cannot move the copy), writing both used entries as it goes; a
-//!    frame whose header asks for an offload, or that does not fit the
-//!    buffer, ends the pass.
+//!    plain header, asking for each frame's first line (a prefetch). With
+//!    each frame it takes the destination's next RX chain the same way
+//!    and asks for that buffer's first line for writing (PREFETCHW): the
+//!    line the destination's member read last time round, so on the
+//!    other CPU, and the copy's first stores would wait for it in turn.
+//! 2. **Copy.** It copies each frame span to span (no range checked
+//!    again: the spans are the proof, and a member that rewrites a
+//!    descriptor meanwhile cannot move the copy), writing both used
+//!    entries as it goes; a frame whose header asks for an offload, or
+//!    that does not fit the buffer, ends the pass; a run for which the
+//!    destination posted fewer single-buffer chains ends where they do.
 //!
 //! The source is learned and its counters are added once per run. Both
 //! rings are published with the turn's ([`Switch::publish`]).
@@ -36,7 +40,10 @@
 //! Callgrind, 2 and 4 pairs, 1500 B stamped frames: the switch's loop
 //! costs 366–370 instructions per forwarded frame, this function 355 of
 //! them (the copy 173), against 724–726 for the turn before; see
-//! BENCHMARKS.md, "After round 2, session 7: the switch hop".
+//! BENCHMARKS.md, "After round 2, session 7: the switch hop". Taking the
+//! RX chains in pass 1 with the prefetch made it 397 (2 pairs of 50k
+//! frames) and the switch's user CPU per frame 7–10% less (BENCHMARKS.md,
+//! "After round 2, session 8: the switch's kicks and copy (second pass)").
 //!
 //! [`Taker::one_at`]: crate::virtq::Taker::one_at
 
@@ -79,6 +86,25 @@ fn addrs(mem: &Region, s: &Span<'_>) -> Option<u128> {
     }
     let v = mem.load_u128("frame header", s.offset() + ADDRS_AT).ok()?;
     Some(v >> 32)
+}
+
+/// One frame of a run: the source's chain and the destination's RX chain
+/// it is copied into.
+#[derive(Clone, Copy)]
+struct Planned<'m> {
+    head: u16,
+    s: Span<'m>,
+    rx_head: u16,
+    d: Span<'m>,
+}
+
+impl Planned<'_> {
+    const EMPTY: Planned<'static> = Planned {
+        head: 0,
+        s: Span::EMPTY,
+        rx_head: 0,
+        d: Span::EMPTY,
+    };
 }
 
 /// The two addresses of [`addrs`]: (destination, source).
@@ -150,42 +176,50 @@ impl<T: Transport + 'static> Switch<'_, T> {
         else {
             return 0;
         };
-        let (moved, bytes) = with_plan::<_, _, RUN>(n, (0u16, Span::EMPTY), |plan| {
+        let (moved, bytes) = with_plan::<_, _, RUN>(n, Planned::EMPTY, |plan| {
             // `n` entries: the loop's index is then known to be inside.
             let plan = &mut plan[..n];
             // Pass 1: the rest of the run, frames with the same two
-            // addresses.
-            plan[0] = (head, first);
-            first.prefetch();
-            let mut taken = 1;
+            // addresses, each with the destination's buffer it goes to.
+            let mut taken = 0;
+            let mut next = Some((head, first));
             while taken < n {
-                let Some((head, s)) = tx.one_at(taken as u16, false) else {
+                let (head, s) = match next.take() {
+                    Some(f) => f,
+                    None => match tx.one_at(taken as u16, false) {
+                        Some((head, s)) if addrs(member, &s) == Some(key) => (head, s),
+                        _ => break,
+                    },
+                };
+                let Some((rx_head, d)) = rx.one_at(taken as u16, true) else {
                     break;
                 };
-                if addrs(member, &s) != Some(key) {
-                    break;
-                }
                 s.prefetch();
-                plan[taken] = (head, s);
+                // The buffer's first line is the one its member read
+                // (the header and what follows it): on its CPU's cache.
+                to_mem.prefetch_for_write(d.offset());
+                plan[taken] = Planned {
+                    head,
+                    s,
+                    rx_head,
+                    d,
+                };
                 taken += 1;
             }
             // Pass 2: into the destination's buffers, both used entries
             // written as each frame is copied.
             let mut moved = 0u16;
             let mut bytes = 0u64;
-            for (head, s) in &plan[..taken] {
-                let Some((rx_head, d)) = rx.one_at(moved, true) else {
-                    break;
-                };
-                if !d.copy_from(s) || d.first_u16() != Some(0) {
+            for f in &plan[..taken] {
+                if !f.d.copy_from(&f.s) || f.d.first_u16() != Some(0) {
                     // Too small, or the header asks for an offload: the
                     // general path copies it again and deals with it.
                     break;
                 }
-                rx.add_used(rx_head, s.len());
-                tx.add_used(*head, 0);
+                rx.add_used(f.rx_head, f.s.len());
+                tx.add_used(f.head, 0);
                 moved += 1;
-                bytes += u64::from(s.len());
+                bytes += u64::from(f.s.len());
             }
             (moved, bytes)
         });
