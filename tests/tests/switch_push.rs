@@ -304,25 +304,7 @@ fn hostile_push_member(
         .that(!swo.stderr.contains("panicked"), "the switch panicked");
     // Counters still add up: frames in = unicast + flooded + dropped
     // where they came in; copies = frames out + no_room.
-    let rx: u64 = st.ports.iter().map(|p| p.rx_packets).sum();
-    let tx: u64 = st.ports.iter().map(|p| p.tx_packets).sum();
-    let in_drops: u64 = st
-        .ports
-        .iter()
-        .map(|p| p.drops.same_port + p.drops.unknown_port)
-        .sum();
-    let no_room: u64 = st.ports.iter().map(|p| p.drops.no_room).sum();
-    c.that(
-        rx == st.unicast + st.flooded + in_drops,
-        format!(
-            "frames in {rx} = unicast {} + flooded {} + {in_drops}",
-            st.unicast, st.flooded
-        ),
-    );
-    c.that(
-        tx + no_room == st.copies,
-        format!("frames out {tx} + no_room {no_room} = copies {}", st.copies),
-    );
+    check_counters_add_up(&mut c, &st);
     check(&mut c, &st, &bad, &swo);
     c.done();
 }
