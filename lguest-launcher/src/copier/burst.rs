@@ -40,37 +40,15 @@
 //! [`Taker::prefetch_next`]: crate::virtq::Taker::prefetch_next
 //! [`with_plan`]: crate::virtq::with_plan
 //! [`SMALL_PLAN`]: crate::virtq::SMALL_PLAN
+//! [`Span`]: crate::memory::Span
 
 use super::{Copier, Event, Outcome, POLL_BURST};
-use crate::memory::Span;
-use crate::virtq::{with_plan, Seg, Taker};
+use crate::virtq::{copy_planned, with_plan, Planned, Seg, Taker};
 use transport::Transport;
 
 /// Descriptors the fast path reads per chain: one on each ring, plus the
 /// one each walk stopped at, as the general path counts them (`walked`).
 pub(super) const PLAIN_WALKED: usize = 4;
-
-/// One chain of a burst, checked in pass 1.
-#[derive(Clone, Copy)]
-struct Planned<'p, 'o> {
-    /// The frame, in the peer's memory.
-    src: Span<'p>,
-    /// Our RX buffer.
-    dst: Span<'o>,
-    /// The peer's chain.
-    head: u16,
-    /// Our RX chain.
-    rx_head: u16,
-}
-
-impl Planned<'_, '_> {
-    const EMPTY: Planned<'static, 'static> = Planned {
-        src: Span::EMPTY,
-        dst: Span::EMPTY,
-        head: 0,
-        rx_head: 0,
-    };
-}
 
 impl<T: Transport> Copier<T> {
     /// Move up to `max` plain frames (see the module docs) from the peer's
@@ -153,30 +131,8 @@ fn plan_and_copy<'p, 'o>(
         k += 1;
     }
     // Pass 2: copy from what pass 1 kept, and write both used entries
-    // (published by `poll` after the burst). Stored as each frame is
-    // copied, the used entries drain from the store queue behind the
-    // copies; written back to back after them, they filled it (perf: a
-    // quarter of the burst's samples on those stores), and asking for the
-    // peer's used lines in pass 1 (PREFETCHW) made it slower still
-    // (BENCHMARKS.md, "After round 2, session 6").
-    let mut moved = 0u16;
-    let mut bytes = 0u64;
-    for p in &plan[..usize::from(k)] {
-        if !p.dst.copy_from(&p.src) {
-            break; // cannot happen: pass 1 checked it fits
-        }
-        if check_header && p.dst.first_u16() != Some(0) {
-            // The header asks for an offload (or the buffer is too short
-            // to tell): the general path's case.
-            break;
-        }
-        rx.add_used(p.rx_head, p.src.len());
-        tx.add_used(p.head, 0);
-        moved += 1;
-        bytes += u64::from(p.src.len());
-    }
-    rx.advance_by(moved);
-    tx.advance_by(moved);
+    // (published by `poll` after the burst).
+    let (moved, bytes) = copy_planned(&plan[..usize::from(k)], tx, rx, check_header);
     if let Some(events) = events {
         events.extend(plan[..usize::from(moved)].iter().map(|p| Event::Delivered {
             peer_head: p.head,

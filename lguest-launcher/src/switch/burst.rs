@@ -52,7 +52,7 @@ use super::serve::Switch;
 use crate::guest::frame::{is_group, Mac, ETH_HDR};
 use crate::guest::plan::{BUF_SIZE, NET_HDR_LEN};
 use crate::memory::{Region, Span};
-use crate::virtq::with_plan;
+use crate::virtq::{copy_planned, with_plan, Planned};
 use std::time::Instant;
 use transport::Transport;
 
@@ -86,25 +86,6 @@ fn addrs(mem: &Region, s: &Span<'_>) -> Option<u128> {
     }
     let v = mem.load_u128("frame header", s.offset() + ADDRS_AT).ok()?;
     Some(v >> 32)
-}
-
-/// One frame of a run: the source's chain and the destination's RX chain
-/// it is copied into.
-#[derive(Clone, Copy)]
-struct Planned<'m> {
-    head: u16,
-    s: Span<'m>,
-    rx_head: u16,
-    d: Span<'m>,
-}
-
-impl Planned<'_> {
-    const EMPTY: Planned<'static> = Planned {
-        head: 0,
-        s: Span::EMPTY,
-        rx_head: 0,
-        d: Span::EMPTY,
-    };
 }
 
 /// The two addresses of [`addrs`]: (destination, source).
@@ -199,32 +180,19 @@ impl<T: Transport + 'static> Switch<'_, T> {
                 // (the header and what follows it): on its CPU's cache.
                 to_mem.prefetch_for_write(d.offset());
                 plan[taken] = Planned {
+                    src: s,
+                    dst: d,
                     head,
-                    s,
                     rx_head,
-                    d,
                 };
                 taken += 1;
             }
             // Pass 2: into the destination's buffers, both used entries
-            // written as each frame is copied.
-            let mut moved = 0u16;
-            let mut bytes = 0u64;
-            for f in &plan[..taken] {
-                if !f.d.copy_from(&f.s) || f.d.first_u16() != Some(0) {
-                    // Too small, or the header asks for an offload: the
-                    // general path copies it again and deals with it.
-                    break;
-                }
-                rx.add_used(f.rx_head, f.s.len());
-                tx.add_used(f.head, 0);
-                moved += 1;
-                bytes += u64::from(f.s.len());
-            }
-            (moved, bytes)
+            // written as each frame is copied. A frame too small for its
+            // buffer, or whose header asks for an offload, ends the run:
+            // the general path copies it again and deals with it.
+            copy_planned(&plan[..taken], &mut tx, &mut rx, true)
         });
-        rx.advance_by(moved);
-        tx.advance_by(moved);
         drop((rx, tx));
         if moved == 0 {
             return 0;

@@ -10,7 +10,7 @@ use transport::RingInfo;
 mod taker;
 mod xlat;
 
-pub use taker::{with_plan, Taker, SMALL_PLAN};
+pub use taker::{copy_planned, with_plan, Planned, Taker, SMALL_PLAN};
 use xlat::{translate, Xlat};
 
 /// How many entries ahead [`DeviceQueue::add_used`] prefetches the used

@@ -45,7 +45,7 @@ mod notify;
 mod tests;
 
 pub use desc::*;
-pub use device::{with_plan, Chain, DeviceQueue, Taker, SMALL_PLAN};
+pub use device::{copy_planned, with_plan, Chain, DeviceQueue, Planned, Taker, SMALL_PLAN};
 pub use driver::{Accept, DriverQueue, Heads};
 pub use error::{ChainError, RingError};
 pub use notify::{vring_need_event, NotifyMode};

@@ -194,3 +194,67 @@ pub fn with_plan<E: Copy, R, const MAX: usize>(
         f(&mut [empty; MAX])
     }
 }
+
+/// One frame of a two-pass burst (the copier's, the switch's push run),
+/// checked in pass 1: the chain it came in and the RX chain it goes to.
+#[derive(Clone, Copy)]
+pub struct Planned<'s, 'd> {
+    /// The frame, in the source's memory.
+    pub src: Span<'s>,
+    /// The RX buffer it is copied into.
+    pub dst: Span<'d>,
+    /// The source's chain.
+    pub head: u16,
+    /// The RX chain.
+    pub rx_head: u16,
+}
+
+impl Planned<'_, '_> {
+    /// A placeholder entry of a plan ([`with_plan`]'s `empty`).
+    pub const EMPTY: Planned<'static, 'static> = Planned {
+        src: Span::EMPTY,
+        dst: Span::EMPTY,
+        head: 0,
+        rx_head: 0,
+    };
+}
+
+/// Pass 2 of a two-pass burst: copy each frame of `plan` span to span (no
+/// range is checked again: the spans are the proof, and a source that
+/// rewrites a descriptor meanwhile cannot move the copy), write both used
+/// entries as it goes (`rx` gets the frame's length, `tx` 0), then move
+/// both rings past what was copied. Stops at the first frame that does
+/// not fit, or, with `check_header`, whose copied `virtio_net_hdr` asks
+/// for an offload (or is too short to tell): the general path takes that
+/// one. Returns how many frames were moved, and their bytes.
+///
+/// Stored as each frame is copied, the used entries drain from the store
+/// queue behind the copies; written back to back after them, they filled
+/// it (perf: a quarter of the copier's burst samples on those stores), and
+/// asking for the source's used lines in pass 1 (PREFETCHW) made it slower
+/// still (BENCHMARKS.md, "After round 2, session 6").
+#[inline(always)]
+pub fn copy_planned(
+    plan: &[Planned<'_, '_>],
+    tx: &mut Taker<'_, '_>,
+    rx: &mut Taker<'_, '_>,
+    check_header: bool,
+) -> (u16, u64) {
+    let mut moved = 0u16;
+    let mut bytes = 0u64;
+    for p in plan {
+        if !p.dst.copy_from(&p.src) {
+            break;
+        }
+        if check_header && p.dst.first_u16() != Some(0) {
+            break;
+        }
+        rx.add_used(p.rx_head, p.src.len());
+        tx.add_used(p.head, 0);
+        moved += 1;
+        bytes += u64::from(p.src.len());
+    }
+    rx.advance_by(moved);
+    tx.advance_by(moved);
+    (moved, bytes)
+}
