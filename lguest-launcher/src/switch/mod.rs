@@ -103,6 +103,7 @@ pub mod port;
 pub mod profile;
 pub mod push;
 mod serve;
+mod sleep;
 pub mod stats;
 mod status;
 pub mod table;

@@ -61,6 +61,9 @@ pub struct Port<T: Transport> {
     /// work until that destination makes room (which is work: see
     /// [`Port::has_work`]) or the hold ends (the sleep is that short).
     pub held: bool,
+    /// Which join this is, counted by the switch from 1: what its epoll
+    /// set was built for ([`super::sleep`]).
+    pub serial: u64,
     _mem: GuestMemory,
     own: Region,
     layout: Layout,
@@ -108,6 +111,7 @@ impl<T: Transport> Port<T> {
             offloads: hs.offloads,
             settled: false,
             held: false,
+            serial: 0,
             _mem: mem,
             own,
             layout,

@@ -7,14 +7,14 @@
 //! that asked) after each source's burst and once more at its end. When a
 //! turn moved nothing the loop spins (`--wait spin`,
 //! `adaptive` within its budget) or re-arms every member's notifications,
-//! fences, re-checks and sleeps in `poll(2)` on every link, the TAP and
-//! the acceptors' wake-up socket (`sleep`, `adaptive` after its budget).
+//! fences, re-checks and sleeps in one epoll set over every link, the TAP
+//! and the acceptors' wake-up socket ([`super::sleep`]) (`sleep`, `adaptive` after its budget).
 //!
 //! Housekeeping that costs a system call is kept off the per-turn path:
 //! joins, signals, the deadline and the stats file are looked at in
 //! [`crate::wait::Device::tick`] (every millisecond while busy) and after
-//! each sleep; a link is asked whether its member is still there only when `poll`
-//! said its fd is readable, and every 20 ms while busy.
+//! each sleep; a link is asked whether its member is still there only when the
+//! epoll set said its fd is readable, and every 20 ms while busy.
 
 use super::accept::{Acceptor, Event, Joined};
 use super::port::Port;
@@ -81,6 +81,12 @@ pub(super) struct Switch<'a, T: Transport> {
     pub(super) scratch: Vec<u8>,
     /// The control socket (`status`).
     status: super::status::Status,
+    /// Where the switch sleeps ([`super::sleep`]).
+    pub(super) sleeper: super::sleep::Sleeper,
+    /// Joins so far: the next port's [`Port::serial`] is one more.
+    joined: u64,
+    /// The ports the last sleep found readable (kept for its capacity).
+    pub(super) ready: Vec<usize>,
 }
 
 impl<'a, T: Transport + 'static> Switch<'a, T> {
@@ -184,6 +190,9 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
             tap_buf: Vec::new(),
             scratch: Vec::new(),
             status: super::status::serve(cfg),
+            sleeper: Default::default(),
+            joined: 0,
+            ready: Vec::with_capacity(cfg.ports),
         };
         sw.set_tap_offloads();
         Ok(sw)
@@ -304,6 +313,8 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
                 // A fifo member's path names its port: nothing to move.
                 port.settled = j.slot.is_some();
                 let push = port.is_push();
+                self.joined += 1;
+                port.serial = self.joined;
                 self.busy[n].store(true, Ordering::Relaxed);
                 self.ports[n] = Some(port);
                 self.stats.joins += 1;

@@ -92,7 +92,6 @@ impl<T: Transport + 'static> Device for Switch<'_, T> {
     /// Wait on every member's link, the TAP and the acceptors' wake-up
     /// socket, at most until the earliest hold ends.
     fn sleep(&mut self, max: Duration) -> Result<Slept, Self::Error> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let mut max = max;
         for p in self.ports.iter().flatten() {
             if let Some(since) = p.full_since {
@@ -104,38 +103,25 @@ impl<T: Transport + 'static> Device for Switch<'_, T> {
             max = max.min((self.started + t).saturating_duration_since(self.now));
         }
         let max = max.max(Duration::from_millis(1));
-        let members: Vec<usize> = (0..self.ports.len())
-            .filter(|&n| self.ports[n].is_some())
-            .collect();
-        let ready: Vec<usize> = {
-            let mut fds: Vec<PollFd> = members
-                .iter()
-                .filter_map(|&n| self.ports[n].as_ref())
-                .map(|p| PollFd::new(p.link.as_fd(), PollFlags::POLLIN))
-                .collect();
-            fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
-            if let Some(t) = &self.tap {
-                fds.push(PollFd::new(t.as_fd(), PollFlags::POLLIN));
-            }
-            let ms = u16::try_from(max.as_millis()).unwrap_or(u16::MAX);
-            let _ = poll(&mut fds, PollTimeout::from(ms));
-            members
-                .iter()
-                .zip(&fds)
-                .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
-                .map(|(&n, _)| n)
-                .collect()
-        };
+        let mut ready = std::mem::take(&mut self.ready);
+        self.sleeper.wait(
+            &self.ports,
+            self.wake.as_fd(),
+            self.tap.as_ref().map(|t| t.as_fd()),
+            max,
+            &mut ready,
+        );
         self.stats.wakeups += 1;
         // The acceptors' wake-ups: drained here only, never per turn (a
         // system call per turn costs more than the frames it would move).
         let mut buf = [0u8; 16];
         while self.wake.recv(&mut buf).is_ok() {}
         self.now = Instant::now();
-        // Only the links poll named: a kick to drain, or a member gone.
-        for n in ready {
+        // Only the links the set named: a kick to drain, or a member gone.
+        for &n in &ready {
             self.check_link(n);
         }
+        self.ready = ready;
         self.last_check = self.now;
         self.take_events();
         self.check_stop();
