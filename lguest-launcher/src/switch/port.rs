@@ -62,7 +62,7 @@ pub struct Port<T: Transport> {
     /// [`Port::has_work`]) or the hold ends (the sleep is that short).
     pub held: bool,
     /// Which join this is, counted by the switch from 1: what its epoll
-    /// set was built for ([`super::sleep`]).
+    /// set was built for (`switch/sleep.rs`).
     pub serial: u64,
     _mem: GuestMemory,
     own: Region,
