@@ -92,7 +92,7 @@ pub struct BenchArgs {
     pub svg: Option<PathBuf>,
     /// Repeats per cell, with or without --quick [default: 3]; the stamped
     /// spin cells run at least 5 times unless N is 1 (their slowest run is
-    /// checked against their fastest).
+    /// checked against their fastest), and so do the switch rows.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub runs: Option<u32>,
     /// Multiply every packet, ping and copy count by this (0.01 for a
@@ -176,9 +176,13 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let scratch = ScratchDir::new()?;
     let timeout = Duration::from_secs_f64(args.cell_timeout);
 
-    let total = (plan.baselines.len() + switch_cells.len() + 2) as u64 * plan.runs as u64
+    let total = (plan.baselines.len() + 2) as u64 * plan.runs as u64
         + plan
             .cells
+            .iter()
+            .map(|c| c.runs(plan.runs) as u64)
+            .sum::<u64>()
+        + switch_cells
             .iter()
             .map(|c| c.runs(plan.runs) as u64)
             .sum::<u64>();
@@ -209,7 +213,7 @@ fn run_inner(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         rows.push(switch::measure(
             cell,
             i,
-            plan.runs,
+            cell.runs(plan.runs),
             scratch.path(),
             timeout,
             || progress.inc(1),

@@ -29,6 +29,7 @@
 
 use super::error::BenchError;
 use super::json::read_stats;
+use super::matrix::STABILITY_RUNS;
 use super::measure::measure as measure_runs;
 use super::row::{Row, RowKey};
 use super::summary::Measurement;
@@ -94,6 +95,20 @@ impl SwitchCell {
         )
     }
 
+    /// How many times to run this row when the bench asks for `runs`:
+    /// at least [`STABILITY_RUNS`], unless a single run was asked for (the
+    /// CI smoke test). One run of a switch row reads anywhere from 1.0x
+    /// to 3.6x its direct row on this kind of machine (BENCHMARKS.md,
+    /// "After round 2, session 9"): a median of three is one bad run away
+    /// from the tail.
+    pub fn runs(&self, runs: u32) -> u32 {
+        if runs > 1 {
+            runs.max(STABILITY_RUNS)
+        } else {
+            runs
+        }
+    }
+
     fn key(&self) -> RowKey {
         RowKey {
             transport: self.kind.name().into(),
@@ -138,7 +153,7 @@ pub fn plan(kinds: &[Kind], pairs: &[u32], quick: bool, scale: f64) -> Vec<Switc
     cells
 }
 
-/// Run one switch row `runs` times into a row.
+/// Run one switch row `runs` times into a row (see [`SwitchCell::runs`]).
 pub fn measure(
     cell: &SwitchCell,
     index: usize,

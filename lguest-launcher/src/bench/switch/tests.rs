@@ -54,3 +54,11 @@ fn switch_rows_get_their_cpu_ratio_over_the_direct_row() {
         "{md}"
     );
 }
+
+#[test]
+fn switch_rows_run_at_least_five_times_unless_one_run_is_asked() {
+    let cell = plan(&[Kind::Eventfd], &[2], true, 1.0).remove(0);
+    assert_eq!(cell.runs(1), 1, "the smoke test's single run stays single");
+    assert_eq!(cell.runs(3), 5);
+    assert_eq!(cell.runs(7), 7);
+}
