@@ -17,7 +17,8 @@ impl Guest {
             &eth,
             end.len() as u32,
             |mem, at| Ok(mem.write("tx frame", at, &end)?),
-        )?;
+        )?
+        .is_some();
         self.end_sent |= put;
         Ok(put)
     }

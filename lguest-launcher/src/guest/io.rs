@@ -17,14 +17,37 @@ impl Guest {
         self.tx_only_stamps = false;
         let eth = eth_header(BROADCAST, self.mac, ETH_P_HELLO);
         // Padded to the Ethernet minimum of 60 bytes.
-        send_frame(
+        let slot = send_frame(
             &mut self.tx,
             &self.tx_mem,
             (self.layout.tx_bufs, self.tx_stride),
             &eth,
             HELLO_LEN,
             |mem, at| Ok(mem.write("tx hello", at, &[0u8; HELLO_LEN as usize])?),
-        )
+        )?;
+        self.hello_slot = slot.or(self.hello_slot);
+        Ok(slot.is_some())
+    }
+
+    /// A stamped stream or ping that sent a hello: once the hello is back
+    /// (no hello in flight), write what [`Guest::prefill_tx`] wrote into
+    /// its slot again, so every slot holds our data frame's header and
+    /// filler and a frame is one 16-byte stamp again (`send_stamps`, the
+    /// burst path a stream on a direct link takes). Nothing is done before
+    /// the end-of-stream frame's slot, which stays as it is.
+    pub(super) fn restore_stamped_slots(&mut self) -> Result<(), RingError> {
+        let stamped = self.payload == Payload::Stamp
+            && matches!(self.workload, Workload::Stream | Workload::Ping)
+            && self.gso_mss.is_none();
+        if !stamped || self.tx_only_stamps || self.hello_out > 0 || self.end_sent {
+            return Ok(());
+        }
+        let Some(at) = self.hello_slot.take() else {
+            return Ok(());
+        };
+        self.prefill_slot(at)?;
+        self.tx_only_stamps = true;
+        Ok(())
     }
 
     pub(super) fn rx_slot(&self, id: u16) -> u64 {
@@ -123,19 +146,26 @@ impl Guest {
     /// `--payload stamp`: write every TX buffer's `virtio_net_hdr` and
     /// payload once, so a frame costs only its 16-byte stamp afterwards.
     pub(super) fn prefill_tx(&mut self) -> Result<(), RingError> {
-        let hdr = [0u8; NET_HDR_LEN as usize];
-        let eth = self.eth();
         for id in 0..u64::from(self.layout.tx.size) {
-            let at = self.layout.tx_bufs + id * self.tx_stride;
-            self.tx_mem.write("tx prefill", at, &hdr)?;
-            self.tx_mem.write("tx prefill", at + NET_HDR_LEN, &eth)?;
-            self.tx_mem.write(
-                "tx prefill",
-                at + NET_HDR_LEN + (ETH_HDR + FRAME_HDR) as u64,
-                self.pattern.filler(),
-            )?;
+            self.prefill_slot(self.layout.tx_bufs + id * self.tx_stride)?;
         }
         self.tx_only_stamps = true;
+        Ok(())
+    }
+
+    /// One TX slot (at `at`) as [`Guest::prefill_tx`] leaves it: a plain
+    /// `virtio_net_hdr`, our Ethernet header, the payload's filler after
+    /// where the stamp goes.
+    fn prefill_slot(&self, at: u64) -> Result<(), RingError> {
+        let hdr = [0u8; NET_HDR_LEN as usize];
+        self.tx_mem.write("tx prefill", at, &hdr)?;
+        self.tx_mem
+            .write("tx prefill", at + NET_HDR_LEN, &self.eth())?;
+        self.tx_mem.write(
+            "tx prefill",
+            at + NET_HDR_LEN + (ETH_HDR + FRAME_HDR) as u64,
+            self.pattern.filler(),
+        )?;
         Ok(())
     }
 
@@ -184,6 +214,7 @@ impl Guest {
                 Ok(())
             },
         )
+        .map(|slot| slot.is_some())
     }
 
     /// Handle one received buffer (its caller has posted it again, to be
@@ -323,13 +354,13 @@ pub(super) fn send_frame(
     eth: &[u8; ETH_HDR],
     len: u32,
     fill: impl FnOnce(&Region, u64) -> Result<(), RingError>,
-) -> Result<bool, RingError> {
+) -> Result<Option<u64>, RingError> {
     let before = NET_HDR_LEN + ETH_HDR as u64;
     let Some((_, slot)) = tx.add_slot(tx_bufs, stride, before as u32 + len, false)? else {
-        return Ok(false);
+        return Ok(None);
     };
     mem.write("tx header", slot, &[0u8; NET_HDR_LEN as usize])?;
     mem.write("tx header", slot + NET_HDR_LEN, eth)?;
     fill(mem, slot + before)?;
-    Ok(true)
+    Ok(Some(slot))
 }

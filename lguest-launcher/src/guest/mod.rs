@@ -154,6 +154,10 @@ pub struct Guest {
     /// Hellos on our TX ring not yet completed: their completions are not
     /// data frames consumed.
     hello_out: u64,
+    /// The TX slot our last hello was written into, until a stamped
+    /// sender writes its data frame's header there again
+    /// ([`Guest::restore_stamped_slots`]).
+    hello_slot: Option<u64>,
     /// `--gso`: a stream's TCP segment size (its frames are TCP GSO frames).
     gso_mss: Option<u16>,
     /// The receive offloads we accepted (virtio-net feature bits).
@@ -300,6 +304,7 @@ impl Guest {
             hello_due: false,
             on_switch: false,
             hello_out: 0,
+            hello_slot: None,
             gso_mss,
             offloads,
             tcp_head: Vec::with_capacity(128),
@@ -363,6 +368,7 @@ impl Guest {
             self.hello_out += 1;
             hello_sent = true;
         }
+        self.restore_stamped_slots()?;
         // Receive.
         let reposted = self.receive_all(stats)?;
         step.progress |= reposted;
@@ -406,7 +412,8 @@ impl Guest {
                         &eth,
                         frame.len() as u32,
                         |mem, at| Ok(mem.write("tx frame", at, frame)?),
-                    )?;
+                    )?
+                    .is_some();
                     if !sent {
                         break;
                     }
