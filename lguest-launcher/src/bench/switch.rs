@@ -23,6 +23,12 @@
 //!   1.5.
 //!
 //! The processes are not pinned: 2N + 1 of them share the machine's CPUs.
+//! The `-one-cpu` rows (`pairs-N-direct-one-cpu`, `pairs-N-switch-one-cpu`)
+//! pin every member and the switch (`--cpu`) to one CPU: on two vCPUs the
+//! scheduler keeps each direct pair on one CPU but spreads a switch's
+//! members, so a third of its kicks and most frames cross CPUs; pinned,
+//! what remains is the hop's own cost (BENCHMARKS.md, "After round 2,
+//! session 9").
 //! The switch runs with `--hold-ms 5000`: on a loaded machine a sink may
 //! be off the CPU for longer than the default 250 ms hold, and the row
 //! measures cost, not flow control.
@@ -72,6 +78,9 @@ pub struct SwitchCell {
     pub wait: Wait,
     /// Frames per stream.
     pub count: u64,
+    /// Every member and the switch pinned (`--cpu`) to this one CPU: the
+    /// `-one-cpu` rows. `None`: the scheduler places them.
+    pub one_cpu: Option<usize>,
 }
 
 impl SwitchCell {
@@ -82,7 +91,12 @@ impl SwitchCell {
             Via::Switch => "switch",
             Via::SwitchPull => "switch-pull",
         };
-        format!("pairs-{}-{via}", self.pairs)
+        let cpu = if self.one_cpu.is_some() {
+            "-one-cpu"
+        } else {
+            ""
+        };
+        format!("pairs-{}-{via}{cpu}", self.pairs)
     }
 
     /// A label for the progress bar.
@@ -124,7 +138,10 @@ impl SwitchCell {
 /// The switch rows of a run: for each of `pairs`, direct, switch (push)
 /// and switch with `--push off`, on
 /// eventfd (or the first of `kinds`), members `--wait adaptive` (the
-/// default) and `sleep`.
+/// default) and `sleep`; then direct and switch again with every process
+/// pinned to one CPU (the `-one-cpu` rows, when the machine has more than
+/// one): the hop's own cost, without the scheduler spreading a pair's
+/// processes over the CPUs.
 pub fn plan(kinds: &[Kind], pairs: &[u32], quick: bool, scale: f64) -> Vec<SwitchCell> {
     let Some(&kind) = kinds
         .iter()
@@ -136,21 +153,42 @@ pub fn plan(kinds: &[Kind], pairs: &[u32], quick: bool, scale: f64) -> Vec<Switc
     let count = ((if quick { FRAMES.0 } else { FRAMES.1 }) as f64 * scale)
         .round()
         .max(1.0) as u64;
+    let cell = |pairs, via, wait, one_cpu| SwitchCell {
+        kind,
+        pairs,
+        via,
+        wait,
+        count,
+        one_cpu,
+    };
     let mut cells = Vec::new();
     for wait in [Wait::Adaptive, Wait::Sleep] {
         for &n in pairs {
             for via in [Via::Direct, Via::Switch, Via::SwitchPull] {
-                cells.push(SwitchCell {
-                    kind,
-                    pairs: n,
-                    via,
-                    wait,
-                    count,
-                });
+                cells.push(cell(n, via, wait, None));
+            }
+        }
+    }
+    if let Some(cpu) = one_cpu() {
+        for wait in [Wait::Adaptive, Wait::Sleep] {
+            for &n in pairs {
+                for via in [Via::Direct, Via::Switch] {
+                    cells.push(cell(n, via, wait, Some(cpu)));
+                }
             }
         }
     }
     cells
+}
+
+/// The CPU the `-one-cpu` rows run on: the first this process may use,
+/// on a machine with more than one (on one CPU every row is one-CPU).
+fn one_cpu() -> Option<usize> {
+    let online = crate::cli::online_cpus();
+    if online < 2 {
+        return None;
+    }
+    (0..online).find(|&c| crate::cli::cpu_allowed(c))
 }
 
 /// Run one switch row `runs` times into a row (see [`SwitchCell::runs`]).
@@ -224,7 +262,7 @@ fn finish(p: &mut Proc, end: Instant) -> Result<(), BenchError> {
 }
 
 fn member_args(cell: &SwitchCell, spec: &str, json: &Path, timeout: Duration) -> Vec<String> {
-    [
+    let mut a: Vec<String> = [
         "--sharenet",
         spec,
         "--payload",
@@ -241,7 +279,16 @@ fn member_args(cell: &SwitchCell, spec: &str, json: &Path, timeout: Duration) ->
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    a.extend(pin_args(cell));
+    a
+}
+
+/// `--cpu N` for a `-one-cpu` row's processes.
+fn pin_args(cell: &SwitchCell) -> Vec<String> {
+    cell.one_cpu
+        .map(|c| vec!["--cpu".to_string(), c.to_string()])
+        .unwrap_or_default()
 }
 
 /// Run the pairs of `cell` once in `dir`.
@@ -276,6 +323,7 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(pin_args(cell))
         .collect();
         switch = Some(spawn("switch".into(), &args)?);
     }
@@ -401,10 +449,16 @@ fn run_once(cell: &SwitchCell, dir: &Path, timeout: Duration) -> Result<Measurem
     Ok(m)
 }
 
-/// `pairs-N-direct` for a `pairs-N-…` row.
+/// `pairs-N-direct` for a `pairs-N-…` row (`pairs-N-direct-one-cpu`
+/// for a `-one-cpu` one).
 fn direct_name(workload: &str) -> String {
     let n = workload.split('-').nth(1).unwrap_or("");
-    format!("pairs-{n}-direct")
+    let cpu = if workload.ends_with("-one-cpu") {
+        "-one-cpu"
+    } else {
+        ""
+    };
+    format!("pairs-{n}-direct{cpu}")
 }
 
 /// A `pairs-N-switch` or `pairs-N-switch-pull` row.
@@ -423,7 +477,7 @@ fn direct_of<'a>(rows: &'a [Row], r: &Row) -> Option<&'a Row> {
 pub fn add_ratios(rows: &mut [Row]) {
     let direct: Vec<Row> = rows
         .iter()
-        .filter(|r| is_switch_row(r) && r.key.workload.ends_with("-direct"))
+        .filter(|r| is_switch_row(r) && r.key.workload.contains("-direct"))
         .cloned()
         .collect();
     for r in rows.iter_mut().filter(|r| is_via_switch(r) && r.ok()) {
@@ -461,7 +515,9 @@ pub fn markdown(rows: &[Row]) -> String {
          (`-switch-pull`: every port pulls, one extra copy per hop), same run. Mpps: all \
          sinks' frames over the longest stream's time. CPU: every process (members and \
          switch) per frame. The hop's cost is the difference per frame; the target is a \
-         CPU ratio of at most 1.5 (push).\n"
+         CPU ratio of at most 1.5 (push). The `-one-cpu` rows run the same with every \
+         process pinned to one CPU: the hop's own cost, without the scheduler spreading \
+         a pair's processes (and their wake-ups and frames) over the CPUs.\n"
     );
     let _ = writeln!(
         s,

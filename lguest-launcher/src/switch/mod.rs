@@ -184,6 +184,12 @@ pub struct SwitchArgs {
     /// Entries per port ring: a power of two up to 32768 [default: 256].
     #[arg(long, value_name = "N", value_parser = crate::cli::parse_queue_size)]
     pub queue_size: Option<u32>,
+    /// Pin the forwarding thread to this CPU, 0..N-1 [default: not
+    /// pinned]. On a small machine, members pinned to the same CPU cost
+    /// less per frame than members the scheduler spreads (BENCHMARKS.md,
+    /// "After round 2, session 9").
+    #[arg(long, value_name = "N", value_parser = crate::cli::parse_cpu)]
+    pub cpu: Option<usize>,
     /// How long a frame waits for room at a full destination before it
     /// is dropped there (0: drop at once) [default: 250].
     #[arg(long, value_name = "MS")]
@@ -284,6 +290,8 @@ pub struct SwitchConfig {
     pub spin: Option<Duration>,
     /// `--push on`: offer [`transport::F_RX_PUSH`] (see [`push`]).
     pub push: bool,
+    /// `--cpu N`: the CPU the forwarding thread is pinned to.
+    pub cpu: Option<usize>,
 }
 
 /// Why the switch stopped (exit 1).
@@ -328,6 +336,16 @@ pub fn run(args: &SwitchArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let cpu = args.cpu.or(prof.cpu);
+    if let Some(cpu) = cpu.filter(|&c| !crate::cli::cpu_allowed(c)) {
+        let online = crate::cli::online_cpus();
+        eprintln!(
+            "error: --cpu {cpu} (or cpu in the profile's [switch]): this machine has {online} CPUs (0..={}){}; pick one of them or leave --cpu out",
+            online.saturating_sub(1),
+            if cpu < online { " and this process may not run on that one" } else { "" }
+        );
+        return ExitCode::from(2);
+    }
     let spin_us = args.spin_us.or(prof.spin_us);
     let wait = match (args.wait.or(prof.wait), spin_us) {
         (Some(w), _) => w,
@@ -352,6 +370,7 @@ pub fn run(args: &SwitchArgs) -> ExitCode {
             Some(p) => p == Push::On,
             None => prof.push.unwrap_or(true),
         },
+        cpu,
     };
     // `--capture`/`--snaplen` win over the profile's `capture`/`snaplen`.
     let capture = crate::capture::CaptureArgs {

@@ -20,6 +20,7 @@
 //! capture = "/var/lib/sharenet/switch.pcapng"
 //! snaplen = 128
 //! push = true
+//! cpu = 0
 //! ```
 
 use crate::cli::config::{Spec, Wait};
@@ -28,7 +29,7 @@ use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 
 /// The keys of `[switch]`.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "sharenet",
     "ports",
     "tap",
@@ -43,6 +44,7 @@ pub const KEYS: [&str; 14] = [
     "capture",
     "snaplen",
     "push",
+    "cpu",
 ];
 
 /// What a `[switch]` section sets.
@@ -76,6 +78,8 @@ pub struct SwitchProfile {
     pub snaplen: Option<u32>,
     /// `push`: serve push members' RX rings (`--push on|off`).
     pub push: Option<bool>,
+    /// `cpu`: pin the forwarding thread (`--cpu N`).
+    pub cpu: Option<usize>,
 }
 
 /// `FILE:LINE:` of the first line that starts with `key`.
@@ -164,6 +168,7 @@ pub fn read(file: &Path) -> Result<SwitchProfile, String> {
                     )
                 }
                 "push" => p.push = Some(v.as_bool().ok_or_else(|| bad("true or false"))?),
+                "cpu" => p.cpu = Some(int()? as usize),
                 _ => {
                     return Err(format!(
                         "{here}: unknown key `{key}` in [switch]; expected one of {}",

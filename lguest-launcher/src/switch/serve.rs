@@ -200,11 +200,19 @@ impl<'a, T: Transport + 'static> Switch<'a, T> {
 
     /// Forward until SIGINT/SIGTERM/SIGHUP or `--timeout`.
     pub(super) fn serve(mut self) -> Result<SwitchStats, SwitchError> {
+        if let Some(cpu) = self.cfg.cpu {
+            // This thread forwards; the acceptors and the status server,
+            // started before, keep the whole machine.
+            crate::run::pin_this_thread(cpu)
+                .map_err(|e| SwitchError::Io(std::io::Error::other(e.to_string())))?;
+        }
         let mut wait = match (self.cfg.wait, self.cfg.spin) {
             (Wait::Adaptive, Some(spin)) => WaitLoop::calibrated(Wait::Adaptive, spin),
             (Wait::Adaptive, None) => WaitLoop::calibrated(
                 Wait::Adaptive,
-                super::spin_wakeup(crate::wakeup::probe(self.cfg.spec.kind, None).calibration()),
+                super::spin_wakeup(
+                    crate::wakeup::probe(self.cfg.spec.kind, self.cfg.cpu).calibration(),
+                ),
             ),
             (policy, _) => WaitLoop::new(policy),
         };
