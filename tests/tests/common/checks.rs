@@ -1,0 +1,115 @@
+//! [`Checks`]: every expectation of a test, reported together.
+
+use super::{Field, Number, Outcome};
+use std::fmt;
+
+/// Every expectation of a test, checked before failing once with all the
+/// broken ones and the full story of each process involved.
+pub struct Checks<'a> {
+    what: String,
+    ctx: Vec<&'a Outcome>,
+    failures: Vec<String>,
+}
+
+impl<'a> Checks<'a> {
+    /// Checks about `what`, reporting `ctx` on failure.
+    pub fn new(what: impl Into<String>, ctx: &[&'a Outcome]) -> Self {
+        Checks {
+            what: what.into(),
+            ctx: ctx.to_vec(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// Expect `cond`; `msg` says what should have held.
+    pub fn that(&mut self, cond: bool, msg: impl Into<String>) -> &mut Self {
+        if !cond {
+            self.failures.push(msg.into());
+        }
+        self
+    }
+
+    /// Expect exit code `code`.
+    pub fn exit(&mut self, o: &Outcome, code: i32) -> &mut Self {
+        let got = o.code;
+        self.that(
+            got == Some(code),
+            format!("{} should exit {code}, got {}", o.role, show_code(o)),
+        )
+    }
+
+    /// Expect stats field `f` == `want`.
+    pub fn eq<T: PartialEq + fmt::Debug>(
+        &mut self,
+        o: &Outcome,
+        f: Field<T>,
+        want: T,
+    ) -> &mut Self {
+        let got = o.stat(f);
+        let msg = format!(
+            "{}: {} should be {want:?}, got {}",
+            o.role,
+            f.name,
+            show(got.as_ref())
+        );
+        self.that(got == Some(want), msg)
+    }
+
+    /// Expect stats field `f` > `floor`.
+    pub fn gt<T: Number + fmt::Debug>(
+        &mut self,
+        o: &Outcome,
+        f: Field<T>,
+        floor: f64,
+    ) -> &mut Self {
+        let got = o.stat(f);
+        self.that(
+            got.and_then(Number::number).is_some_and(|v| v > floor),
+            format!(
+                "{}: {} should be > {floor}, got {}",
+                o.role,
+                f.name,
+                show(got.as_ref())
+            ),
+        )
+    }
+
+    /// Expect stderr to contain `needle`.
+    pub fn stderr_has(&mut self, o: &Outcome, needle: &str) -> &mut Self {
+        self.that(
+            o.stderr.contains(needle),
+            format!("{} stderr should contain {needle:?}", o.role),
+        )
+    }
+
+    /// Fail with everything collected, if anything.
+    #[track_caller]
+    pub fn done(&mut self) {
+        if self.failures.is_empty() {
+            return;
+        }
+        let mut msg = format!("{}: {} check(s) failed:\n", self.what, self.failures.len());
+        for f in &self.failures {
+            msg += &format!("  * {f}\n");
+        }
+        for o in &self.ctx {
+            msg += &o.to_string();
+        }
+        panic!("{msg}");
+    }
+}
+
+fn show<T: fmt::Debug>(v: Option<&T>) -> String {
+    v.map_or("<no stats>".into(), |v| format!("{v:?}"))
+}
+
+fn show_code(o: &Outcome) -> String {
+    if o.killed_by_test {
+        "nothing (still running, killed by the test)".into()
+    } else {
+        match o.code {
+            Some(c) => c.to_string(),
+            None => format!("{:?}", o.status),
+        }
+    }
+}
