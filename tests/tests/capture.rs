@@ -420,30 +420,8 @@ fn killed_launcher_leaves_a_readable_capture(kind: &str) {
     let pcap = dir.path().join("sink.pcapng");
     let pcap_s = pcap.display().to_string();
     let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn(
-        "sink",
-        &spec,
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            "2000000000",
-            "--capture",
-            &pcap_s,
-        ],
-    );
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "2000000000",
-            "--size",
-            "1000",
-        ],
-    );
+    let mut sink = dir.sink(&spec, "2000000000", &["--capture", &pcap_s]);
+    let mut stream = dir.stream(&spec, "2000000000", &["--size", "1000"]);
     let connected = sink.wait_for_stderr("connected to peer pid", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(1500));
     sink.signal(Signal::SIGKILL);

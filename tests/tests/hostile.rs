@@ -117,33 +117,9 @@ fn avail_index_jump_disconnects_with_clear_error(kind: &str) {
 /// sink may lose its link (its rings are garbage), but it never crashes:
 /// it exits 0 or 1 with one clear line, and so does its peer.
 fn scribbled_memory_does_not_crash_the_launcher(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("scribble");
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn(
-        "sink",
-        &spec,
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            "100000000",
-            "--timeout",
-            "15",
-        ],
-    );
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "100000000",
-            "--timeout",
-            "15",
-        ],
-    );
+    let (_serial, dir, spec) = fresh_link(kind, "scribble");
+    let mut sink = dir.sink(&spec, "100000000", &["--timeout", "15"]);
+    let mut stream = dir.stream(&spec, "100000000", &["--timeout", "15"]);
     assert!(
         sink.wait_for_stderr("connected", Duration::from_secs(10)),
         "pair never connected"
@@ -205,21 +181,12 @@ fn eventfd_peer_that_fills_its_counter_and_clears_nonblock_cannot_block_our_kick
         hostile.wait_for_stderr("ready", Duration::from_secs(10)),
         "hostile peer never got ready"
     );
-    let mut honest = dir.spawn(
+    let mut honest = dir.workload(
         "honest",
         &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "3000",
-            "--notify",
-            "always",
-            "--wait",
-            "sleep",
-            "--timeout",
-            "15",
-        ],
+        "stream",
+        "3000",
+        &["--notify", "always", "--wait", "sleep", "--timeout", "15"],
     );
     let honest = honest.finish(Duration::from_secs(25));
     let hostile = hostile.finish(Duration::from_secs(10));
@@ -277,10 +244,8 @@ fn eventfd_peer_that_steals_our_counter_cannot_block_our_sleep() {
 /// must stay a small fraction of a core while it floods, and the launcher
 /// must still end at its `--timeout` (its wait loop keeps turning).
 fn garbage_flood_costs_bounded_cpu(kind: &str) {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link(kind, "flood_cpu");
     let _ = launcher();
-    let dir = TestDir::new("flood_cpu");
-    let spec = dir.sharenet(kind, "link");
     let mut honest = dir.spawn(
         "honest",
         &spec,
@@ -324,23 +289,14 @@ fn garbage_flood_costs_bounded_cpu(kind: &str) {
 /// consumes our TX ring like an honest device): our guest's traffic goes
 /// on and finishes while the peer's garbage is throttled.
 fn garbage_flood_does_not_stop_our_own_stream(kind: &str) {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link(kind, "flood_stream");
     let _ = launcher();
-    let dir = TestDir::new("flood_stream");
-    let spec = dir.sharenet(kind, "link");
-    let mut honest = dir.spawn(
+    let mut honest = dir.workload(
         "honest",
         &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "20000",
-            "--wait",
-            "sleep",
-            "--timeout",
-            "20",
-        ],
+        "stream",
+        "20000",
+        &["--wait", "sleep", "--timeout", "20"],
     );
     let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "flood", "100"]);
     let honest = honest.finish(Duration::from_secs(30));

@@ -292,20 +292,7 @@ fn bad_offload_headers_are_dropped_by_name_and_the_link_carries_on() {
         let dir = TestDir::new(&format!("bad_offload_{offloads}"));
         let spec = dir.sharenet("unix", "link");
         let n = data.to_string();
-        let mut sink = dir.spawn(
-            "sink",
-            &spec,
-            &[
-                "--workload",
-                "sink",
-                "--count",
-                &n,
-                "--size",
-                "64",
-                "--offloads",
-                offloads,
-            ],
-        );
+        let mut sink = dir.sink(&spec, &n, &["--size", "64", "--offloads", offloads]);
         let mut hostile = dir.spawn_program(
             "hostile",
             hostile_peer(),

@@ -9,15 +9,14 @@
 mod common;
 
 use common::{
-    check_stream_intact, run_stream_pair, serial, stream_pair_intact, Checks, TestDir, EXIT_LIMIT,
+    check_stream_intact, fresh_link, run_sink_and_stream, run_stream_pair, serial,
+    stream_pair_intact, Checks, TestDir, ENDLESS, EXIT_LIMIT,
 };
 use nix::sys::signal::Signal;
 use std::time::Duration;
 
 /// Packets in the standard stream runs.
 const COUNT: u64 = 200_000;
-/// A count no pair finishes within a test: the run ends by kill or timeout.
-const ENDLESS: &str = "2000000000";
 /// How long a launcher has to notice that its peer died.
 const NOTICE_DEATH: Duration = Duration::from_secs(5);
 /// How long to wait for a launcher to report its connection.
@@ -53,16 +52,10 @@ fn stream_64_intact(kind: &str) {
 
 /// 20,000 pings all come back, and their round trips are measured.
 fn ping_echo_round_trips(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("ping_echo");
-    let spec = dir.sharenet(kind, "link");
+    let (_serial, dir, spec) = fresh_link(kind, "ping_echo");
     let n = "20000";
-    let mut echo = dir.spawn("echo", &spec, &["--workload", "echo", "--count", n]);
-    let mut ping = dir.spawn(
-        "ping",
-        &spec,
-        &["--workload", "ping", "--count", n, "--size", "64"],
-    );
+    let mut echo = dir.workload("echo", &spec, "echo", n, &[]);
+    let mut ping = dir.workload("ping", &spec, "ping", n, &["--size", "64"]);
     let ping = ping.finish(EXIT_LIMIT);
     let echo = echo.finish(EXIT_LIMIT);
     let mut c = Checks::new(format!("{kind}: ping/echo {n}"), &[&ping, &echo]);
@@ -142,18 +135,10 @@ fn two_pairs_in_one_directory_are_independent(kind: &str) {
     let dir = TestDir::new("two_pairs");
     let (a, b) = (dir.sharenet(kind, "a"), dir.sharenet(kind, "b"));
     let n = COUNT.to_string();
-    let mut sink_a = dir.spawn("sink_a", &a, &["--workload", "sink", "--count", &n]);
-    let mut sink_b = dir.spawn("sink_b", &b, &["--workload", "sink", "--count", &n]);
-    let mut stream_a = dir.spawn(
-        "stream_a",
-        &a,
-        &["--workload", "stream", "--count", &n, "--size", "1500"],
-    );
-    let mut stream_b = dir.spawn(
-        "stream_b",
-        &b,
-        &["--workload", "stream", "--count", &n, "--size", "64"],
-    );
+    let mut sink_a = dir.workload("sink_a", &a, "sink", &n, &[]);
+    let mut sink_b = dir.workload("sink_b", &b, "sink", &n, &[]);
+    let mut stream_a = dir.workload("stream_a", &a, "stream", &n, &["--size", "1500"]);
+    let mut stream_b = dir.workload("stream_b", &b, "stream", &n, &["--size", "64"]);
     let outs = [
         sink_a.finish(EXIT_LIMIT),
         stream_a.finish(EXIT_LIMIT),
@@ -396,17 +381,8 @@ fn mixed_modes_interoperate(kind: &str) {
 /// `--count` and exits 0; the stream, left with packets nobody will
 /// consume, exits 1 naming the sink.
 fn sink_stops_at_its_count(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("sink_count");
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn("sink", &spec, &["--workload", "sink", "--count", "1000"]);
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &["--workload", "stream", "--count", "200000"],
-    );
-    let sink = sink.finish(EXIT_LIMIT);
-    let stream = stream.finish(EXIT_LIMIT);
+    let (_serial, dir, spec) = fresh_link(kind, "sink_count");
+    let (sink, stream) = run_sink_and_stream(&dir, &spec, "1000", &[], "200000", &[]);
     let mut c = Checks::new(
         format!("{kind}: sink --count 1000 against stream --count 200000"),
         &[&sink, &stream],
@@ -433,9 +409,7 @@ fn survivor_exits_when_peer_killed(
     b: (&str, &[&str]),
     kill_a: bool,
 ) {
-    let _serial = serial();
-    let dir = TestDir::new(label);
-    let spec = dir.sharenet(kind, "link");
+    let (_serial, dir, spec) = fresh_link(kind, label);
     let mut pa = dir.spawn(a.0, &spec, a.1);
     let mut pb = dir.spawn(b.0, &spec, b.1);
     let connected = pa.wait_for_stderr(CONNECTED, CONNECT_LIMIT)
@@ -530,28 +504,9 @@ fn spinning_idle_side_exits_when_peer_is_killed(kind: &str) {
 /// and leaves by its own `--timeout 3` within ~3 + 2 s with "timed out" on
 /// stderr and its stats written.
 fn stream_times_out_when_sink_is_stopped(kind: &str, writes: &str, label: &str) {
-    let _serial = serial();
-    let dir = TestDir::new(label);
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn(
-        "sink",
-        &spec,
-        &["--workload", "sink", "--count", ENDLESS, "--writes", writes],
-    );
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            ENDLESS,
-            "--writes",
-            writes,
-            "--timeout",
-            "3",
-        ],
-    );
+    let (_serial, dir, spec) = fresh_link(kind, label);
+    let mut sink = dir.sink(&spec, ENDLESS, &["--writes", writes]);
+    let mut stream = dir.stream(&spec, ENDLESS, &["--writes", writes, "--timeout", "3"]);
     let connected = sink.wait_for_stderr(CONNECTED, CONNECT_LIMIT)
         && stream.wait_for_stderr(CONNECTED, CONNECT_LIMIT);
     std::thread::sleep(Duration::from_millis(300));

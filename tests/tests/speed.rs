@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{run_stream_pair, serial, Checks, TestDir, EXIT_LIMIT};
+use common::{fresh_link, run_stream_pair, serial, Checks, TestDir, EXIT_LIMIT};
 use std::time::Duration;
 
 /// A stamped stream (header only, both sides) over `kind`: every frame
@@ -39,9 +39,7 @@ fn stamp_stream_arrives_intact_and_in_order(kind: &str) {
 /// A sink checking full payloads counts stamped frames as corrupted: the
 /// modes must match, and a mismatch is loud, not silent.
 fn verify_sink_counts_stamped_frames_as_corrupted(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("stamp_vs_verify");
-    let spec = dir.sharenet(kind, "link");
+    let (_serial, dir, spec) = fresh_link(kind, "stamp_vs_verify");
     let (sink, stream) = run_stream_pair(
         &dir,
         &spec,
@@ -126,16 +124,8 @@ fn adaptive_ping_reports_its_wait_loop() {
     let _serial = serial();
     let dir = TestDir::new("adaptive_stats");
     let spec = dir.sharenet("eventfd", "link");
-    let mut echo = dir.spawn(
-        "echo",
-        &spec,
-        &["--workload", "echo", "--count", "500", "--wait", "adaptive"],
-    );
-    let mut ping = dir.spawn(
-        "ping",
-        &spec,
-        &["--workload", "ping", "--count", "500", "--wait", "adaptive"],
-    );
+    let mut echo = dir.workload("echo", &spec, "echo", "500", &["--wait", "adaptive"]);
+    let mut ping = dir.workload("ping", &spec, "ping", "500", &["--wait", "adaptive"]);
     let ping = ping.finish(EXIT_LIMIT);
     let echo = echo.finish(EXIT_LIMIT);
     let mut c = Checks::new("adaptive ping/echo stats", &[&ping, &echo]);

@@ -11,7 +11,6 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const ENDLESS: &str = "2000000000";
 /// `nobody` on Debian.
 const NOBODY: u32 = 65534;
 
@@ -62,24 +61,9 @@ fn replies(o: &Output) -> Result<Vec<Reply>, String> {
 /// and the sink's received counters (and the stream's sent ones) moved
 /// between the calls; the human table names both sides; `--watch` redraws.
 fn status_of_a_live_pair_moves_between_calls(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("status_pair");
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn("sink", &spec, &["--workload", "sink", "--count", ENDLESS]);
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            ENDLESS,
-            "--size",
-            "512",
-            "--wait",
-            "sleep",
-        ],
-    );
+    let (_serial, dir, spec) = fresh_link(kind, "status_pair");
+    let mut sink = dir.sink(&spec, ENDLESS, &[]);
+    let mut stream = dir.stream(&spec, ENDLESS, &["--size", "512", "--wait", "sleep"]);
     let connected = stream.wait_for_stderr("connected to peer pid", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     let first = status(&["--sharenet", &spec, "--json"]);

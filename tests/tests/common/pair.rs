@@ -1,6 +1,38 @@
 //! A stream and a sink on one link: run them and check they are intact.
 
-use super::{Checks, Outcome, TestDir, EXIT_LIMIT};
+use super::{serial, Checks, Outcome, TestDir, EXIT_LIMIT};
+use std::sync::MutexGuard;
+
+/// A `--count` no test reaches: the side runs until stopped.
+pub const ENDLESS: &str = "2000000000";
+
+/// What a test on one link starts with: the pair lock (two cores, two busy
+/// processes), a fresh directory labelled `label`, and the `--sharenet`
+/// `KIND:<dir>/link` both sides meet on.
+pub fn fresh_link(kind: &str, label: &str) -> (MutexGuard<'static, ()>, TestDir, String) {
+    let serial = serial();
+    let dir = TestDir::new(label);
+    let spec = dir.sharenet(kind, "link");
+    (serial, dir, spec)
+}
+
+/// Start a sink (`--count sink_count`, then `sink_extra`) and a stream
+/// (`--count stream_count`, then `stream_extra`) on `spec`, sink first, and
+/// wait for both ([`EXIT_LIMIT`] each, sink first).
+pub fn run_sink_and_stream(
+    dir: &TestDir,
+    spec: &str,
+    sink_count: &str,
+    sink_extra: &[&str],
+    stream_count: &str,
+    stream_extra: &[&str],
+) -> (Outcome, Outcome) {
+    let mut sink = dir.sink(spec, sink_count, sink_extra);
+    let mut stream = dir.stream(spec, stream_count, stream_extra);
+    let sink = sink.finish(EXIT_LIMIT);
+    let stream = stream.finish(EXIT_LIMIT);
+    (sink, stream)
+}
 
 /// The checks every successful stream/sink pair must pass: both exit 0,
 /// every packet arrived once, intact and in order, nothing blamed on the
@@ -47,15 +79,9 @@ pub fn run_stream_pair(
     stream_args: &[&str],
 ) -> (Outcome, Outcome) {
     let (n, s) = (count.to_string(), size.to_string());
-    let mut a = vec!["--workload", "sink", "--count", &n];
-    a.extend_from_slice(sink_args);
-    let mut b = vec!["--workload", "stream", "--count", &n, "--size", &s];
+    let mut b = vec!["--size", &s];
     b.extend_from_slice(stream_args);
-    let mut sink = dir.spawn("sink", spec, &a);
-    let mut stream = dir.spawn("stream", spec, &b);
-    let sink = sink.finish(EXIT_LIMIT);
-    let stream = stream.finish(EXIT_LIMIT);
-    (sink, stream)
+    run_sink_and_stream(dir, spec, &n, sink_args, &n, &b)
 }
 
 /// Run a stream pair and check it is intact.

@@ -57,6 +57,31 @@ impl TestDir {
         Proc::start(&self.path, role, argv, Some(stats))
     }
 
+    /// Start `role` running `--workload WORKLOAD --count COUNT` and then
+    /// `extra`, through [`TestDir::spawn`] (stats, log and timeout as there).
+    pub fn workload(
+        &self,
+        role: &str,
+        sharenet: &str,
+        workload: &str,
+        count: &str,
+        extra: &[&str],
+    ) -> Proc {
+        let mut args = vec!["--workload", workload, "--count", count];
+        args.extend_from_slice(extra);
+        self.spawn(role, sharenet, &args)
+    }
+
+    /// A sink named `sink`: `--workload sink --count COUNT` and `extra`.
+    pub fn sink(&self, sharenet: &str, count: &str, extra: &[&str]) -> Proc {
+        self.workload("sink", sharenet, "sink", count, extra)
+    }
+
+    /// A stream named `stream`: `--workload stream --count COUNT` and `extra`.
+    pub fn stream(&self, sharenet: &str, count: &str, extra: &[&str]) -> Proc {
+        self.workload("stream", sharenet, "stream", count, extra)
+    }
+
     /// Start the launcher with exactly `args` (for command-line tests).
     pub fn spawn_raw(&self, role: &str, args: &[&str]) -> Proc {
         Proc::start(
