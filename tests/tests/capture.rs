@@ -180,8 +180,7 @@ fn capinfos_count_of(path: &Path, cut_short_ok: bool) -> Result<u64, String> {
 fn capture_holds_every_packet_received(kind: &str) {
     let _serial = serial();
     let dir = TestDir::new("capture_count");
-    let pcap = dir.path().join("sink.pcapng");
-    let pcap_s = pcap.display().to_string();
+    let (pcap, pcap_s) = dir.file("sink.pcapng");
     let (count, size) = (20_000u64, 1500u64);
     let (sink, stream) = run_stream_pair(
         &dir,
@@ -293,11 +292,8 @@ fn capture_holds_every_packet_received(kind: &str) {
 /// reason `loop`, the name the stats' `drops_by_reason` uses too; tshark
 /// finds them by comment.
 fn capture_marks_malformed_chains_with_their_reason(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("capture_loop");
-    let pcap = dir.path().join("honest.pcapng");
-    let pcap_s = pcap.display().to_string();
-    let spec = dir.sharenet(kind, "link");
+    let (_serial, dir, spec) = fresh_link(kind, "capture_loop");
+    let (pcap, pcap_s) = dir.file("honest.pcapng");
     let mut honest = dir.spawn(
         "honest",
         &spec,
@@ -367,8 +363,7 @@ fn capture_marks_malformed_chains_with_their_reason(kind: &str) {
 fn capture_marks_rx_ring_full_stalls(kind: &str) {
     let _serial = serial();
     let dir = TestDir::new("capture_full");
-    let pcap = dir.path().join("sink.pcapng");
-    let pcap_s = pcap.display().to_string();
+    let (pcap, pcap_s) = dir.file("sink.pcapng");
     let (sink, stream) = run_stream_pair(
         &dir,
         &dir.sharenet(kind, "link"),
@@ -415,13 +410,10 @@ fn capture_marks_rx_ring_full_stalls(kind: &str) {
 /// whole except, at most, the one the kill interrupted (a fatal signal can
 /// cut a write(2) short), which the readers report as cut short and skip.
 fn killed_launcher_leaves_a_readable_capture(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("capture_kill");
-    let pcap = dir.path().join("sink.pcapng");
-    let pcap_s = pcap.display().to_string();
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.sink(&spec, "2000000000", &["--capture", &pcap_s]);
-    let mut stream = dir.stream(&spec, "2000000000", &["--size", "1000"]);
+    let (_serial, dir, spec) = fresh_link(kind, "capture_kill");
+    let (pcap, pcap_s) = dir.file("sink.pcapng");
+    let mut sink = dir.sink(&spec, ENDLESS, &["--capture", &pcap_s]);
+    let mut stream = dir.stream(&spec, ENDLESS, &["--size", "1000"]);
     let connected = sink.wait_for_stderr("connected to peer pid", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(1500));
     sink.signal(Signal::SIGKILL);

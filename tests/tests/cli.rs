@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{serial, stream_pair_intact, Checks, Outcome, TestDir};
+use common::{fresh_link, serial, stream_pair_intact, Checks, Outcome, TestDir};
 use std::time::Duration;
 
 /// Run the launcher with `args` and wait (a usage error must not start a
@@ -221,9 +221,7 @@ fn default_memory_follows_queue_size() {
     );
     c.done();
 
-    let _serial = serial();
-    let dir = TestDir::new("queue_1024_pair");
-    let spec = dir.sharenet("unix", "link");
+    let (_serial, dir, spec) = fresh_link("unix", "queue_1024_pair");
     let q = ["--queue-size", "1024"];
     let (sink, _) = stream_pair_intact("queue 1024 pair", &dir, &spec, 5000, 1500, &q, &q);
     let mut c = Checks::new("queue 1024 pair", &[&sink]);

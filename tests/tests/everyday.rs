@@ -241,8 +241,7 @@ fn vhost_user_backend_stops_cleanly_on_signals() {
         ("unix", Signal::SIGTERM, 143, true),
     ] {
         let dir = TestDir::new("vhost_signal");
-        let socket = dir.path().join("vhost.sock");
-        let socket_s = socket.display().to_string();
+        let (socket, socket_s) = dir.file("vhost.sock");
         let stats = dir.path().join("backend.json").display().to_string();
         let capture = dir.path().join("vm.pcapng").display().to_string();
         let link = dir.sharenet(kind, "link");

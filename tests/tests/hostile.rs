@@ -21,16 +21,26 @@ fn scribbler() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_scribbler"))
 }
 
+/// The honest side a hostile peer meets: `idle --wait sleep`, ending
+/// after `timeout` seconds.
+fn honest_idle(dir: &TestDir, spec: &str, timeout: &str) -> Proc {
+    let args = [
+        "--workload",
+        "idle",
+        "--wait",
+        "sleep",
+        "--timeout",
+        timeout,
+    ];
+    dir.spawn("honest", spec, &args)
+}
+
 /// Run an honest idle launcher against the hostile peer in `mode`, with
 /// the mode's own arguments `args` (rounds, a pid).
 fn against_hostile(kind: &str, mode: &str, args: &[&str]) -> (Outcome, Outcome) {
     let dir = TestDir::new(&format!("hostile_{mode}"));
     let spec = dir.sharenet(kind, "link");
-    let mut honest = dir.spawn(
-        "honest",
-        &spec,
-        &["--workload", "idle", "--wait", "sleep", "--timeout", "20"],
-    );
+    let mut honest = honest_idle(&dir, &spec, "20");
     let hostile_args: Vec<&str> = [spec.as_str(), mode]
         .into_iter()
         .chain(args.iter().copied())
@@ -218,11 +228,7 @@ fn eventfd_peer_that_steals_our_counter_cannot_block_our_sleep() {
         hostile.wait_for_stderr("ready", Duration::from_secs(10)),
         "hostile peer never got ready"
     );
-    let mut honest = dir.spawn(
-        "honest",
-        &spec,
-        &["--workload", "idle", "--wait", "sleep", "--timeout", "5"],
-    );
+    let mut honest = honest_idle(&dir, &spec, "5");
     let honest = honest.finish(Duration::from_secs(15));
     let hostile = hostile.finish(Duration::from_secs(20));
     let mut c = Checks::new("eventfd: peer steals our counter", &[&honest, &hostile]);
@@ -246,11 +252,7 @@ fn eventfd_peer_that_steals_our_counter_cannot_block_our_sleep() {
 fn garbage_flood_costs_bounded_cpu(kind: &str) {
     let (_serial, dir, spec) = fresh_link(kind, "flood_cpu");
     let _ = launcher();
-    let mut honest = dir.spawn(
-        "honest",
-        &spec,
-        &["--workload", "idle", "--wait", "sleep", "--timeout", "6"],
-    );
+    let mut honest = honest_idle(&dir, &spec, "6");
     // The flood outlasts the launcher's 6 s: it ends at its timeout, under fire.
     let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "flood", "90"]);
     assert!(
@@ -391,8 +393,7 @@ fn vhost_user_socket_refuses_another_uid_and_still_serves_qemu() {
     let _serial = serial();
     let _ = launcher();
     let dir = TestDir::new("vhost_peercred");
-    let socket = dir.path().join("vhost.sock");
-    let socket_s = socket.display().to_string();
+    let (socket, socket_s) = dir.file("vhost.sock");
     let link = dir.sharenet("unix", "link");
     let mut backend = dir.spawn_raw(
         "backend",
@@ -518,8 +519,7 @@ fn vhost_user_socket_path_replaces_only_a_socket() {
     let _serial = serial();
     let _ = launcher();
     let dir = TestDir::new("vhost_socket_path");
-    let socket = dir.path().join("vhost.sock");
-    let socket_s = socket.display().to_string();
+    let (socket, socket_s) = dir.file("vhost.sock");
     let link = dir.sharenet("unix", "link");
     std::fs::write(&socket, b"precious").unwrap();
     let args = [

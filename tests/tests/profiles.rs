@@ -62,9 +62,7 @@ fn pair_from_example_profiles_streams_intact() {
 
 #[test]
 fn ping_profiles_report_latency() {
-    let _serial = serial();
-    let dir = TestDir::new("ping_profiles");
-    let spec = dir.sharenet("eventfd", "link");
+    let (_serial, dir, spec) = fresh_link("eventfd", "ping_profiles");
     let mut ping = dir.spawn(
         "ping",
         &spec,

@@ -101,9 +101,7 @@ fn cpu_and_payload_from_a_profile_are_shown_by_print_config() {
 
 #[test]
 fn pair_pinned_to_cpu_0_and_1_completes() {
-    let _serial = serial();
-    let dir = TestDir::new("cpu01");
-    let spec = dir.sharenet("eventfd", "link");
+    let (_serial, dir, spec) = fresh_link("eventfd", "cpu01");
     let (sink, stream) = run_stream_pair(
         &dir,
         &spec,
@@ -121,9 +119,7 @@ fn pair_pinned_to_cpu_0_and_1_completes() {
 
 #[test]
 fn adaptive_ping_reports_its_wait_loop() {
-    let _serial = serial();
-    let dir = TestDir::new("adaptive_stats");
-    let spec = dir.sharenet("eventfd", "link");
+    let (_serial, dir, spec) = fresh_link("eventfd", "adaptive_stats");
     let mut echo = dir.workload("echo", &spec, "echo", "500", &["--wait", "adaptive"]);
     let mut ping = dir.workload("ping", &spec, "ping", "500", &["--wait", "adaptive"]);
     let ping = ping.finish(EXIT_LIMIT);

@@ -20,10 +20,11 @@
 
 mod common;
 
-use common::{check_counters_add_up, mac, serial, Checks, Outcome, Proc, TestDir, EXIT_LIMIT};
+use common::{
+    check_counters_add_up, mac, serial, Checks, Outcome, Proc, Switch, TestDir, EXIT_LIMIT,
+};
 use lguest_launcher::switch::stats::SwitchStats;
 use nix::sys::signal::Signal;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const BROADCAST: &str = "ff:ff:ff:ff:ff:ff";
@@ -53,80 +54,6 @@ fn member(
     dir.spawn(name, spec, &args)
 }
 
-/// A running switch.
-struct Switch {
-    proc: Proc,
-    kind: String,
-    path: PathBuf,
-    stats: PathBuf,
-}
-
-impl Switch {
-    fn start(dir: &TestDir, kind: &str, ports: usize, extra: &[&str]) -> Switch {
-        let path = dir.path().join("sw");
-        let stats = dir.path().join("switch.json");
-        let spec = format!("{kind}:{}", path.display());
-        let ports = ports.to_string();
-        let mut args = vec![
-            "switch",
-            "--sharenet",
-            &spec,
-            "--ports",
-            &ports,
-            "--timeout",
-            "90",
-        ];
-        let stats_s = stats.display().to_string();
-        args.extend(["--stats-json", &stats_s]);
-        args.extend_from_slice(extra);
-        let mut proc = dir.spawn_raw("switch", &args);
-        assert!(
-            proc.wait_for_stderr("members join on", Duration::from_secs(10)),
-            "switch did not start:\n{}",
-            proc.stderr()
-        );
-        Switch {
-            proc,
-            kind: kind.into(),
-            path,
-            stats,
-        }
-    }
-
-    /// The `--sharenet` of the member on port `n` (the port matters for
-    /// `fifo:` only: its path names it).
-    fn spec(&self, n: usize) -> String {
-        match self.kind.as_str() {
-            "fifo" => format!("fifo:{}.{n}", self.path.display()),
-            k => format!("{k}:{}", self.path.display()),
-        }
-    }
-
-    /// Wait until `n` members have joined in all.
-    fn wait_joined(&mut self, n: usize) {
-        let end = Instant::now() + Duration::from_secs(30);
-        while self.proc.stderr().matches(" joined").count() < n {
-            assert!(
-                Instant::now() < end,
-                "only {} of {n} members joined:\n{}",
-                self.proc.stderr().matches(" joined").count(),
-                self.proc.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Stop it (SIGINT: exit 0, stats written) and read its stats.
-    fn stop(mut self) -> (Outcome, SwitchStats) {
-        self.proc.signal(Signal::SIGINT);
-        let out = self.proc.finish(Duration::from_secs(10));
-        let text = std::fs::read_to_string(&self.stats).unwrap_or_default();
-        let stats: SwitchStats = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("switch stats {}: {e}\n{text}", self.stats.display()));
-        (out, stats)
-    }
-}
-
 /// Frames per unicast stream, and in the broadcast.
 const STREAM: u64 = 20_000;
 const BCAST: u64 = 1_000;
@@ -148,7 +75,7 @@ fn eight_members_four_streams_and_a_broadcast_pull(kind: &str) {
 fn eight_members(kind: &str, push: &str) {
     let _g = serial();
     let dir = TestDir::new(&format!("switch8-{kind}-push-{push}"));
-    let mut sw = Switch::start(&dir, kind, 9, &["--push", push]);
+    let mut sw = Switch::start(&dir, kind, 9, "90", &["--push", push]);
     let per_sink = (STREAM + BCAST).to_string();
     let (n, b, size) = (STREAM.to_string(), BCAST.to_string(), SIZE.to_string());
     // Sinks first, so the switch has learned them (their hellos) before
@@ -300,7 +227,7 @@ fn eight_members(kind: &str, push: &str) {
 fn member_killed_mid_stream_does_not_disturb_the_others(kind: &str) {
     let _g = serial();
     let dir = TestDir::new(&format!("switchkill-{kind}"));
-    let mut sw = Switch::start(&dir, kind, 6, &[]);
+    let mut sw = Switch::start(&dir, kind, 6, "90", &[]);
     let n = STREAM.to_string();
     let mut a = member(&dir, "sinkA", &sw.spec(0), &mac(0xa), "sink", &n, &[]);
     let mut c_sink = member(&dir, "sinkC", &sw.spec(1), &mac(0xc), "sink", "0", &[]);
@@ -389,7 +316,7 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
     let dir = TestDir::new(&format!("switchslow-{kind}"));
     // A hold long enough for a loaded machine's wake-ups; the member
     // that stopped reading costs its sender one hold, then drops.
-    let mut sw = Switch::start(&dir, kind, 4, &["--hold-ms", "200"]);
+    let mut sw = Switch::start(&dir, kind, 4, "90", &["--hold-ms", "200"]);
     let n = STREAM.to_string();
     let mut fast = member(&dir, "fast", &sw.spec(0), &mac(0xf), "sink", &n, &[]);
     let mut slow = member(
@@ -435,8 +362,7 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
         .exit(&fast, 0)
         .exit(&to_fast, 0)
         .exit(&to_slow, 0)
-        .eq(&fast, field!(packets_received), STREAM)
-        .eq(&fast, field!(corrupted), 0)
+        .received(&fast, STREAM)
         .eq(&fast, field!(out_of_order), 0)
         .eq(&to_slow, field!(packets_consumed), 5000)
         .eq(&slow, field!(corrupted), 0);
@@ -480,7 +406,7 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
 fn member_that_comes_back_gets_its_old_port(kind: &str) {
     let _g = serial();
     let dir = TestDir::new(&format!("switchback-{kind}"));
-    let mut sw = Switch::start(&dir, kind, 5, &[]);
+    let mut sw = Switch::start(&dir, kind, 5, "90", &[]);
     let specs: Vec<String> = (0..5).map(|n| sw.spec(n)).collect();
     let sink = |name: &str, port: usize, m: u8| {
         member(&dir, name, &specs[port], &mac(m), "sink", "0", &[])
@@ -548,11 +474,7 @@ fn member_that_comes_back_gets_its_old_port(kind: &str) {
         format!("member comes back over {kind}"),
         &[&a, &b, &b2, &c_out, &d, &e, &swo],
     );
-    c.exit(&swo, 0)
-        .exit(&e, 0)
-        .exit(&b2, 0)
-        .eq(&b2, field!(packets_received), 1000)
-        .eq(&b2, field!(corrupted), 0);
+    c.exit(&swo, 0).exit(&e, 0).exit(&b2, 0).received(&b2, 1000);
     let port = |n: usize| st.ports.get(n).cloned().unwrap_or_default();
     c.that(
         port(1).pid == b2.pid && port(1).joins == 2,

@@ -21,8 +21,8 @@
 mod common;
 
 use common::{
-    check_counters_add_up, launcher, mac, serial, start_switch, stop_switch, wait_joined, Checks,
-    Outcome, Proc, TestDir, EXIT_LIMIT,
+    check_counters_add_up, launcher, mac, serial, Checks, Outcome, Proc, Switch, TestDir,
+    EXIT_LIMIT,
 };
 use lguest_launcher::switch::stats::SwitchStats;
 use nix::sys::signal::Signal;
@@ -67,8 +67,7 @@ fn direct_pair_never_pushes() {
     let mut c = Checks::new("a direct pair", &[&sink, &stream]);
     c.exit(&sink, 0)
         .exit(&stream, 0)
-        .eq(&sink, field!(packets_received), N)
-        .eq(&sink, field!(corrupted), 0)
+        .received(&sink, N)
         .eq(&sink, field!(rx_push), false)
         .eq(&stream, field!(rx_push), false)
         .that(
@@ -83,7 +82,8 @@ fn direct_pair_never_pushes() {
 fn share_exchange_member_pulls_beside_push_members() {
     let _g = serial();
     let dir = TestDir::new("push-mixed");
-    let (mut sw, spec, stats) = start_switch(&dir, "unix", "90", &[]);
+    let mut sw = Switch::start(&dir, "unix", 4, "90", &[]);
+    let spec = sw.base_spec();
     let n = N.to_string();
     let sink = |name: &str, m: &str, extra: &[&str]| {
         let mut a = vec!["--workload", "sink", "--count", &n];
@@ -92,7 +92,7 @@ fn share_exchange_member_pulls_beside_push_members() {
     };
     let mut px = sink("pull-sink", &mac(0xa), &["--share", "exchange"]);
     let mut ps = sink("push-sink", &mac(0xb), &[]);
-    wait_joined(&mut sw, 2);
+    sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
     let stream = |name: &str, m: &str, dst: String| {
         member(
@@ -114,24 +114,14 @@ fn share_exchange_member_pulls_beside_push_members() {
     };
     let mut sx = stream("to-pull", &mac(0x1a), mac(0xa));
     let mut ss = stream("to-push", &mac(0x1b), mac(0xb));
-    let outs: Vec<Outcome> = [&mut sx, &mut ss, &mut px, &mut ps]
-        .into_iter()
-        .map(|p| p.finish(EXIT_LIMIT))
-        .collect();
-    let (swo, st) = stop_switch(sw, &stats);
-    let mut ctx: Vec<&Outcome> = outs.iter().collect();
-    ctx.push(&swo);
+    let (outs, swo, st) = sw.finish_members([&mut sx, &mut ss, &mut px, &mut ps]);
+    let ctx: Vec<&Outcome> = outs.iter().chain([&swo]).collect();
     let mut c = Checks::new("push and pull members on one switch", &ctx);
-    c.exit(&swo, 0);
-    for o in &outs {
-        c.exit(o, 0);
-    }
+    c.exit(&swo, 0).all_exit(&outs, 0);
     let (px, ps) = (&outs[2], &outs[3]);
-    c.eq(px, field!(packets_received), N)
-        .eq(px, field!(corrupted), 0)
+    c.received(px, N)
         .eq(px, field!(rx_push), false)
-        .eq(ps, field!(packets_received), N)
-        .eq(ps, field!(corrupted), 0)
+        .received(ps, N)
         .eq(ps, field!(rx_push), true)
         .eq(ps, field!(packets_copied), 0);
     for (o, want) in [(px, false), (ps, true)] {
@@ -154,7 +144,8 @@ fn share_exchange_member_pulls_beside_push_members() {
 fn offload_frames_and_plain_runs_cross_one_push_switch() {
     let _g = serial();
     let dir = TestDir::new("push-offload-runs");
-    let (mut sw, spec, stats) = start_switch(&dir, "eventfd", "90", &[]);
+    let mut sw = Switch::start(&dir, "eventfd", 4, "90", &[]);
+    let spec = sw.base_spec();
     let n = N.to_string();
     let sink_args = |extra: &'static [&'static str]| {
         let mut a = vec!["--workload", "sink", "--count", &n];
@@ -166,7 +157,7 @@ fn offload_frames_and_plain_runs_cross_one_push_switch() {
     let mut a = vec!["--name", "gso-sink", "--mac", &gso_sink_mac];
     a.extend(sink_args(&["--offloads", "off"]));
     let mut gso_sink = dir.spawn("gso-sink", &spec, &a);
-    wait_joined(&mut sw, 2);
+    sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
     let to_a = mac(0xa);
     let mut plain = member(
@@ -204,24 +195,14 @@ fn offload_frames_and_plain_runs_cross_one_push_switch() {
             &gso_sink_mac,
         ],
     );
-    let outs: Vec<Outcome> = [&mut plain, &mut gso, &mut plain_sink, &mut gso_sink]
-        .into_iter()
-        .map(|p| p.finish(EXIT_LIMIT))
-        .collect();
-    let (swo, st) = stop_switch(sw, &stats);
-    let mut ctx: Vec<&Outcome> = outs.iter().collect();
-    ctx.push(&swo);
+    let (outs, swo, st) = sw.finish_members([&mut plain, &mut gso, &mut plain_sink, &mut gso_sink]);
+    let ctx: Vec<&Outcome> = outs.iter().chain([&swo]).collect();
     let mut c = Checks::new("offload frames and plain runs on one push switch", &ctx);
-    c.exit(&swo, 0);
-    for o in &outs {
-        c.exit(o, 0);
-    }
+    c.exit(&swo, 0).all_exit(&outs, 0);
     let (ps, gs) = (&outs[2], &outs[3]);
-    c.eq(ps, field!(packets_received), N)
-        .eq(ps, field!(corrupted), 0)
+    c.received(ps, N)
         .eq(ps, field!(rx_push), true)
-        .eq(gs, field!(packets_received), N)
-        .eq(gs, field!(corrupted), 0)
+        .received(gs, N)
         .eq(gs, field!(rx_push), true)
         .eq(gs, field!(tcp_segments_received), N)
         .eq(gs, field!(gso_frames_received), 0)
@@ -251,7 +232,8 @@ fn hostile_push_member(
 ) {
     let _g = serial();
     let dir = TestDir::new(&format!("push-hostile-{mode}-{kind}"));
-    let (mut sw, spec, stats) = start_switch(&dir, kind, "90", &["--hold-ms", "50"]);
+    let mut sw = Switch::start(&dir, kind, 4, "90", &["--hold-ms", "50"]);
+    let spec = sw.base_spec();
     let n = N.to_string();
     let mut sink = member(
         &dir,
@@ -262,7 +244,7 @@ fn hostile_push_member(
     );
     let hm = mac(0xe);
     let mut bad = dir.spawn_program("hostile", hostile_member(), &[&spec, mode, &hm, "40"]);
-    wait_joined(&mut sw, 2);
+    sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
     let stream = |name: &str, m: &str, dst: &str, count: &str| {
         member(
@@ -288,7 +270,7 @@ fn hostile_push_member(
     let sink = sink.finish(EXIT_LIMIT);
     let to_bad = to_bad.finish(EXIT_LIMIT);
     let bad = bad.finish(EXIT_LIMIT);
-    let (swo, st) = stop_switch(sw, &stats);
+    let (swo, st) = sw.stop();
     let mut c = Checks::new(
         format!("hostile push member ({mode}) over {kind}"),
         &[&sink, &to_sink, &to_bad, &bad, &swo],
@@ -297,8 +279,7 @@ fn hostile_push_member(
         .exit(&sink, 0)
         .exit(&to_sink, 0)
         .exit(&to_bad, 0)
-        .eq(&sink, field!(packets_received), N)
-        .eq(&sink, field!(corrupted), 0)
+        .received(&sink, N)
         .eq(&sink, field!(rx_push), true)
         .eq(&to_bad, field!(packets_consumed), 5000)
         .that(!swo.stderr.contains("panicked"), "the switch panicked");
@@ -383,7 +364,8 @@ fn status_port(spec: &str, pid: u32) -> Result<serde_json::Value, String> {
 fn live_status_of_a_slow_push_member_shows_its_ring_filled() {
     let _g = serial();
     let dir = TestDir::new("push-status");
-    let (mut sw, spec, stats) = start_switch(&dir, "eventfd", "90", &[]);
+    let mut sw = Switch::start(&dir, "eventfd", 4, "90", &[]);
+    let spec = sw.base_spec();
     let endless = "2000000000";
     let mut sink = member(
         &dir,
@@ -399,7 +381,7 @@ fn live_status_of_a_slow_push_member_shows_its_ring_filled() {
             "500",
         ],
     );
-    wait_joined(&mut sw, 1);
+    sw.wait_joined(1);
     std::thread::sleep(Duration::from_millis(600));
     let idle = status_port(&spec, sink.pid());
     let mut stream = member(
@@ -409,14 +391,14 @@ fn live_status_of_a_slow_push_member_shows_its_ring_filled() {
         &mac(2),
         &["--workload", "stream", "--count", endless, "--dst", &mac(1)],
     );
-    wait_joined(&mut sw, 2);
+    sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(1500));
     let busy = status_port(&spec, sink.pid());
     stream.signal(Signal::SIGINT);
     sink.signal(Signal::SIGINT);
     let stream = stream.finish(EXIT_LIMIT);
     let sink = sink.finish(EXIT_LIMIT);
-    let (swo, _) = stop_switch(sw, &stats);
+    let (swo, _) = sw.stop();
     let mut c = Checks::new("live status of a slow push member", &[&sink, &stream, &swo]);
     let fill = |p: &serde_json::Value| {
         let n = |k: &str| p[k].as_u64().unwrap_or(u64::MAX);

@@ -38,6 +38,32 @@ impl<'a> Checks<'a> {
         )
     }
 
+    /// Expect every one of `outs` to exit `code` (each named on failure).
+    pub fn all_exit<'o>(
+        &mut self,
+        outs: impl IntoIterator<Item = &'o Outcome>,
+        code: i32,
+    ) -> &mut Self {
+        for o in outs {
+            self.exit(o, code);
+        }
+        self
+    }
+
+    /// Expect `o` to have received exactly `n` packets, none corrupted.
+    pub fn received(&mut self, o: &Outcome, n: u64) -> &mut Self {
+        self.eq(o, field!(packets_received), n)
+            .eq(o, field!(corrupted), 0)
+    }
+
+    /// Expect a counter read twice to have grown: `after` > `before`.
+    pub fn grew(&mut self, what: &str, before: u64, after: u64) -> &mut Self {
+        self.that(
+            after > before,
+            format!("{what} should have grown between the two looks: {before} -> {after}"),
+        )
+    }
+
     /// Expect stats field `f` == `want`.
     pub fn eq<T: PartialEq + fmt::Debug>(
         &mut self,

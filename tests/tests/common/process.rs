@@ -35,6 +35,13 @@ impl TestDir {
         &self.path
     }
 
+    /// `<dir>/<name>`, and the same as text for a flag's value.
+    pub fn file(&self, name: &str) -> (PathBuf, String) {
+        let path = self.path.join(name);
+        let text = path.display().to_string();
+        (path, text)
+    }
+
     /// `KIND:<dir>/<name>`, the value for `--sharenet`.
     pub fn sharenet(&self, kind: &str, name: &str) -> String {
         format!("{kind}:{}", self.path.join(name).display())
