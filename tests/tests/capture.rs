@@ -457,9 +457,8 @@ fn killed_launcher_leaves_a_readable_capture(kind: &str) {
 fn capture_usage_errors_name_the_flag_and_exit_2() {
     let dir = TestDir::new("capture_usage");
     let spec = dir.sharenet("unix", "link");
-    let mut a = dir.spawn_raw("snaplen", &["--sharenet", &spec, "--snaplen", "128"]);
-    let a = a.finish(Duration::from_secs(10));
-    let mut b = dir.spawn_raw(
+    let a = dir.run_raw("snaplen", &["--sharenet", &spec, "--snaplen", "128"]);
+    let b = dir.run_raw(
         "nodir",
         &[
             "--sharenet",
@@ -468,8 +467,7 @@ fn capture_usage_errors_name_the_flag_and_exit_2() {
             "/nonexistent/dir/x.pcapng",
         ],
     );
-    let b = b.finish(Duration::from_secs(10));
-    let mut s = dir.spawn_raw(
+    let s = dir.run_raw(
         "small",
         &[
             "--sharenet",
@@ -480,7 +478,6 @@ fn capture_usage_errors_name_the_flag_and_exit_2() {
             "10",
         ],
     );
-    let s = s.finish(Duration::from_secs(10));
     let mut c = Checks::new("capture usage errors", &[&a, &b, &s]);
     c.exit(&a, 2)
         .stderr_has(&a, "--snaplen 128 needs --capture")
@@ -494,32 +491,15 @@ fn capture_usage_errors_name_the_flag_and_exit_2() {
     c.done();
 }
 
-mod unix {
-    #[test]
-    fn capture_holds_every_packet_received() {
-        super::capture_holds_every_packet_received("unix");
-    }
-    #[test]
-    fn capture_marks_malformed_chains_with_their_reason() {
-        super::capture_marks_malformed_chains_with_their_reason("unix");
-    }
-    #[test]
-    fn capture_marks_rx_ring_full_stalls() {
-        super::capture_marks_rx_ring_full_stalls("unix");
-    }
-    #[test]
-    fn killed_launcher_leaves_a_readable_capture() {
-        super::killed_launcher_leaves_a_readable_capture("unix");
-    }
-}
-
-mod eventfd {
-    #[test]
-    fn capture_holds_every_packet_received() {
-        super::capture_holds_every_packet_received("eventfd");
-    }
-    #[test]
-    fn capture_marks_malformed_chains_with_their_reason() {
-        super::capture_marks_malformed_chains_with_their_reason("eventfd");
-    }
+crate::transport_tests! {
+    unix: [
+        capture_holds_every_packet_received,
+        capture_marks_malformed_chains_with_their_reason,
+        capture_marks_rx_ring_full_stalls,
+        killed_launcher_leaves_a_readable_capture,
+    ],
+    eventfd: [
+        capture_holds_every_packet_received,
+        capture_marks_malformed_chains_with_their_reason,
+    ],
 }

@@ -10,9 +10,7 @@ use std::time::Duration;
 /// run, so it has to be quick; `--timeout` bounds it if it does start).
 fn run(label: &str, args: &[&str]) -> (TestDir, Outcome) {
     let dir = TestDir::new(label);
-    let out = dir
-        .spawn_raw("launcher", args)
-        .finish(Duration::from_secs(10));
+    let out = dir.run_raw("launcher", args);
     (dir, out)
 }
 
@@ -21,14 +19,7 @@ fn run(label: &str, args: &[&str]) -> (TestDir, Outcome) {
 fn usage_error(label: &str, args: &[&str], mentions: &[&str]) {
     let (_dir, out) = run(label, args);
     let mut c = Checks::new(format!("lguest-launcher {}", args.join(" ")), &[&out]);
-    c.exit(&out, 2).stderr_has(&out, "error: ");
-    for m in mentions {
-        c.stderr_has(&out, m);
-    }
-    c.that(
-        !out.stderr.contains("panicked"),
-        "no panic on a usage error",
-    );
+    c.usage_error(&out, mentions);
     c.done();
 }
 

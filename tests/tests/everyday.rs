@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{fresh_link, run_sink_and_stream, serial, Checks, TestDir, ENDLESS, EXIT_LIMIT};
+use common::{
+    fresh_link, run_sink_and_stream, serial, vhost_user_args, Checks, TestDir, ENDLESS, EXIT_LIMIT,
+};
 use nix::sys::signal::Signal;
 use std::time::Duration;
 
@@ -245,22 +247,16 @@ fn vhost_user_backend_stops_cleanly_on_signals() {
         let stats = dir.path().join("backend.json").display().to_string();
         let capture = dir.path().join("vm.pcapng").display().to_string();
         let link = dir.sharenet(kind, "link");
-        let mut backend = dir.spawn_raw_with_stats(
-            "backend",
-            &[
-                "vhost-user",
-                "--socket",
-                &socket_s,
-                "--sharenet",
-                &link,
-                "--stats-json",
-                &stats,
-                "--capture",
-                &capture,
-                "--timeout",
-                "30",
-            ],
-        );
+        let extra: &[&str] = &[
+            "--stats-json",
+            &stats,
+            "--capture",
+            &capture,
+            "--timeout",
+            "30",
+        ];
+        let args = vhost_user_args(&socket_s, &link, extra);
+        let mut backend = dir.spawn_raw_with_stats("backend", &args);
         let listening = backend.wait_for_stderr("waiting for QEMU", CONNECT_LIMIT);
         let mut qemu = None;
         let mut answered = true;

@@ -35,6 +35,17 @@ fn honest_idle(dir: &TestDir, spec: &str, timeout: &str) -> Proc {
     dir.spawn("honest", spec, &args)
 }
 
+/// Start the hostile peer with `args` (the `--sharenet` value, the mode,
+/// the mode's own) and wait until it says it is ready (10 s at most).
+fn ready_hostile(dir: &TestDir, args: &[&str]) -> Proc {
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), args);
+    assert!(
+        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
+        "hostile peer {args:?} never got ready"
+    );
+    hostile
+}
+
 /// Run an honest idle launcher against the hostile peer in `mode`, with
 /// the mode's own arguments `args` (rounds, a pid).
 fn against_hostile(kind: &str, mode: &str, args: &[&str]) -> (Outcome, Outcome) {
@@ -186,11 +197,7 @@ fn eventfd_peer_that_fills_its_counter_and_clears_nonblock_cannot_block_our_kick
     let _ = launcher(); // built before the hostile peer starts waiting
     let dir = TestDir::new("fill_eventfd");
     let spec = dir.sharenet("eventfd", "link");
-    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "fill-eventfd", "200"]);
-    assert!(
-        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
-        "hostile peer never got ready"
-    );
+    let mut hostile = ready_hostile(&dir, &[&spec, "fill-eventfd", "200"]);
     let mut honest = dir.workload(
         "honest",
         &spec,
@@ -219,15 +226,9 @@ fn eventfd_peer_that_fills_its_counter_and_clears_nonblock_cannot_block_our_kick
 /// end at its `--timeout`.
 #[test]
 fn eventfd_peer_that_steals_our_counter_cannot_block_our_sleep() {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link("eventfd", "steal_eventfd");
     let _ = launcher();
-    let dir = TestDir::new("steal_eventfd");
-    let spec = dir.sharenet("eventfd", "link");
-    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "steal-eventfd", "30"]);
-    assert!(
-        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
-        "hostile peer never got ready"
-    );
+    let mut hostile = ready_hostile(&dir, &[&spec, "steal-eventfd", "30"]);
     let mut honest = honest_idle(&dir, &spec, "5");
     let honest = honest.finish(Duration::from_secs(15));
     let hostile = hostile.finish(Duration::from_secs(20));
@@ -321,15 +322,9 @@ fn garbage_flood_does_not_stop_our_own_stream(kind: &str) {
 /// controlling terminal, which the peer then owns (it can hang it up).
 #[test]
 fn fifo_peer_naming_a_terminal_as_its_memory_is_refused_unopened() {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link("fifo", "fifo_tty");
     let _ = launcher();
-    let dir = TestDir::new("fifo_tty");
-    let spec = dir.sharenet("fifo", "link");
-    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "fifo-tty"]);
-    assert!(
-        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
-        "hostile peer never got ready"
-    );
+    let mut hostile = ready_hostile(&dir, &[&spec, "fifo-tty"]);
     let launcher_path = launcher().display().to_string();
     let mut honest = dir.spawn_program(
         "honest",
@@ -362,15 +357,9 @@ fn fifo_peer_naming_a_terminal_as_its_memory_is_refused_unopened() {
 /// line, not retry forever.
 #[test]
 fn fifo_peer_that_never_reads_our_handshake_times_out() {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link("fifo", "fifo_full");
     let _ = launcher();
-    let dir = TestDir::new("fifo_full");
-    let spec = dir.sharenet("fifo", "link");
-    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "fifo-full", "150"]);
-    assert!(
-        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
-        "hostile peer never got ready"
-    );
+    let mut hostile = ready_hostile(&dir, &[&spec, "fifo-full", "150"]);
     let mut honest = dir.spawn("honest", &spec, &["--workload", "idle", "--timeout", "3"]);
     let honest = honest.finish(Duration::from_secs(12));
     let hostile = hostile.finish(Duration::from_secs(20));
@@ -395,20 +384,12 @@ fn vhost_user_socket_refuses_another_uid_and_still_serves_qemu() {
     let dir = TestDir::new("vhost_peercred");
     let (socket, socket_s) = dir.file("vhost.sock");
     let link = dir.sharenet("unix", "link");
-    let mut backend = dir.spawn_raw(
-        "backend",
-        &[
-            "vhost-user",
-            "--socket",
-            &socket_s,
-            "--sharenet",
-            &link,
-            "--allow-uid",
-            "4242",
-            "--timeout",
-            "20",
-        ],
+    let args = vhost_user_args(
+        &socket_s,
+        &link,
+        &["--allow-uid", "4242", "--timeout", "20"],
     );
+    let mut backend = dir.spawn_raw("backend", &args);
     assert!(
         backend.wait_for_stderr("waiting for QEMU", Duration::from_secs(15)),
         "backend never listened"
@@ -493,10 +474,8 @@ fn ring_misaligned_in_the_memory_fd_is_refused(kind: &str) {
 /// its "TX ring" would be ours. Detected by inode and refused.
 #[test]
 fn fifo_peer_offering_our_own_memory_back_is_refused() {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link("fifo", "mirror");
     let _ = launcher();
-    let dir = TestDir::new("mirror");
-    let spec = dir.sharenet("fifo", "link");
     let mut honest = dir.spawn("honest", &spec, &["--workload", "idle", "--timeout", "10"]);
     assert!(
         honest.wait_for_stderr("waiting for peer", Duration::from_secs(15)),
@@ -522,15 +501,7 @@ fn vhost_user_socket_path_replaces_only_a_socket() {
     let (socket, socket_s) = dir.file("vhost.sock");
     let link = dir.sharenet("unix", "link");
     std::fs::write(&socket, b"precious").unwrap();
-    let args = [
-        "vhost-user",
-        "--socket",
-        &socket_s,
-        "--sharenet",
-        &link,
-        "--timeout",
-        "20",
-    ];
+    let args = vhost_user_args(&socket_s, &link, &["--timeout", "20"]);
     let mut refused = dir.spawn_raw("refused", &args);
     let refused = refused.finish(Duration::from_secs(15));
     let kept = std::fs::read(&socket).unwrap_or_default();

@@ -11,7 +11,6 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::time::Duration;
 
 /// 64 KiB-class GSO frames: 65000 payload bytes each.
 const GSO_SIZE: u64 = 65000;
@@ -193,15 +192,9 @@ fn usage_error(label: &str, args: &[&str], mentions: &[&str]) {
     let spec = dir.sharenet("unix", "unused");
     let mut argv = vec!["--sharenet", spec.as_str(), "--timeout", "5"];
     argv.extend_from_slice(args);
-    let out = dir
-        .spawn_raw("launcher", &argv)
-        .finish(Duration::from_secs(10));
+    let out = dir.run_raw("launcher", &argv);
     let mut c = Checks::new(format!("lguest-launcher {}", args.join(" ")), &[&out]);
-    c.exit(&out, 2).stderr_has(&out, "error");
-    for m in mentions {
-        c.stderr_has(&out, m);
-    }
-    c.that(!out.stderr.contains("panicked"), "no panic");
+    c.usage_error(&out, mentions);
     c.done();
 }
 
@@ -232,9 +225,7 @@ fn bad_offload_values_are_usage_errors_naming_the_flag() {
     );
     // The same range in a profile, with the file and key named.
     let dir = TestDir::new("mtu_profile");
-    let profile = dir.path().join("p.toml");
-    std::fs::write(&profile, "[net]\nmtu = 10\n").unwrap();
-    let p = profile.display().to_string();
+    let (_, p) = dir.write_file("p.toml", "[net]\nmtu = 10\n");
     usage_error(
         "mtu_profile_run",
         &["--profile", &p],
@@ -245,19 +236,14 @@ fn bad_offload_values_are_usage_errors_naming_the_flag() {
 #[test]
 fn print_config_shows_mtu_offloads_and_gso_with_their_sources() {
     let dir = TestDir::new("offload_print_config");
-    let profile = dir.path().join("p.toml");
-    std::fs::write(
-        &profile,
+    let (_, p) = dir.write_file(
+        "p.toml",
         "[net]\noffloads = \"off\"\n\n[workload]\ngso = true\n",
-    )
-    .unwrap();
-    let p = profile.display().to_string();
-    let out = dir
-        .spawn_raw(
-            "launcher",
-            &["--profile", &p, "--mtu", "9000", "--print-config"],
-        )
-        .finish(Duration::from_secs(10));
+    );
+    let out = dir.run_raw(
+        "launcher",
+        &["--profile", &p, "--mtu", "9000", "--print-config"],
+    );
     let mut c = Checks::new("--print-config", &[&out]);
     c.exit(&out, 0);
     let has = |key: &str, src: &str| {

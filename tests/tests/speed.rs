@@ -5,7 +5,6 @@
 mod common;
 
 use common::{fresh_link, run_stream_pair, serial, Checks, TestDir, EXIT_LIMIT};
-use std::time::Duration;
 
 /// A stamped stream (header only, both sides) over `kind`: every frame
 /// arrives once, intact and in order, in spin and in sleep mode, and both
@@ -67,9 +66,7 @@ transport_suite!(
 fn cpu_out_of_range_is_a_usage_error_naming_the_flag_and_the_cpu_count() {
     let dir = TestDir::new("cpu99");
     let spec = dir.sharenet("unix", "link");
-    let out = dir
-        .spawn_raw("launcher", &["--sharenet", &spec, "--cpu", "99"])
-        .finish(Duration::from_secs(10));
+    let out = dir.run_raw("launcher", &["--sharenet", &spec, "--cpu", "99"]);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut c = Checks::new("--cpu 99", &[&out]);
     c.exit(&out, 2)
@@ -81,12 +78,10 @@ fn cpu_out_of_range_is_a_usage_error_naming_the_flag_and_the_cpu_count() {
 #[test]
 fn cpu_and_payload_from_a_profile_are_shown_by_print_config() {
     let dir = TestDir::new("cpu_profile");
-    let profile = dir.path().join("p.toml");
-    std::fs::write(
-        &profile,
+    let (profile, _) = dir.write_file(
+        "p.toml",
         "[guest]\ncpu = 0\n[workload]\npayload = \"stamp\"\n",
-    )
-    .unwrap();
+    );
     let out = std::process::Command::new(common::launcher())
         .arg("--profile")
         .arg(&profile)

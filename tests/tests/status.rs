@@ -243,16 +243,11 @@ fn control_socket_refuses_another_uid() {
     c.done();
 }
 
-mod unix {
-    #[test]
-    fn status_of_a_live_pair_moves_between_calls() {
-        super::status_of_a_live_pair_moves_between_calls("unix");
-    }
-}
-
-mod eventfd {
-    #[test]
-    fn status_of_a_live_pair_moves_between_calls() {
-        super::status_of_a_live_pair_moves_between_calls("eventfd");
-    }
+crate::transport_tests! {
+    unix: [
+        status_of_a_live_pair_moves_between_calls,
+    ],
+    eventfd: [
+        status_of_a_live_pair_moves_between_calls,
+    ],
 }

@@ -531,9 +531,7 @@ fn switch_usage_errors_exit_2_naming_the_flag() {
             "--mac",
         ),
     ] {
-        let o = dir
-            .spawn_raw("usage", &args)
-            .finish(Duration::from_secs(10));
+        let o = dir.run_raw("usage", &args);
         let mut c = Checks::new(format!("{args:?}"), &[&o]);
         c.exit(&o, 2).stderr_has(&o, needle).done();
     }
@@ -747,52 +745,41 @@ fn tap_port_carries_frames_between_host_and_members() {
 #[test]
 fn switch_profile_sets_what_flags_set_and_refuses_unknown_keys() {
     let dir = TestDir::new("switchprofile");
-    let good = dir.path().join("sw.toml");
-    std::fs::write(
-        &good,
+    let (_, good_s) = dir.write_file(
+        "sw.toml",
         format!(
             "[switch]\nsharenet = \"unix:{}/sw\"\nports = 3\nhold_ms = 10\n",
             dir.path().display()
         ),
-    )
-    .unwrap();
-    let good_s = good.display().to_string();
+    );
     // The profile names the path and 3 ports.
-    let o = dir
-        .spawn_raw(
-            "good",
-            &["switch", "--profile", &good_s, "--timeout", "0.5"],
-        )
-        .finish(Duration::from_secs(10));
+    let o = dir.run_raw(
+        "good",
+        &["switch", "--profile", &good_s, "--timeout", "0.5"],
+    );
     Checks::new("switch profile", &[&o])
         .exit(&o, 0)
         .stderr_has(&o, "[switch] 3 ports; members join on unix:")
         .done();
     // A flag wins over the profile.
-    let o = dir
-        .spawn_raw(
-            "flag_wins",
-            &[
-                "switch",
-                "--profile",
-                &good_s,
-                "--ports",
-                "5",
-                "--timeout",
-                "0.5",
-            ],
-        )
-        .finish(Duration::from_secs(10));
+    let o = dir.run_raw(
+        "flag_wins",
+        &[
+            "switch",
+            "--profile",
+            &good_s,
+            "--ports",
+            "5",
+            "--timeout",
+            "0.5",
+        ],
+    );
     Checks::new("flag wins", &[&o])
         .exit(&o, 0)
         .stderr_has(&o, "[switch] 5 ports")
         .done();
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[switch]\nports = 3\nportz = 4\n").unwrap();
-    let bad_s = bad.display().to_string();
-    let o = dir
-        .spawn_raw("bad", &["switch", "--profile", &bad_s])
-        .finish(Duration::from_secs(10));
+    let (_, bad_s) = dir.write_file("bad.toml", "[switch]\nports = 3\nportz = 4\n");
+    let o = dir.run_raw("bad", &["switch", "--profile", &bad_s]);
     Checks::new("bad switch profile", &[&o])
         .exit(&o, 2)
         .stderr_has(
@@ -803,23 +790,18 @@ fn switch_profile_sets_what_flags_set_and_refuses_unknown_keys() {
     // `capture` and `snaplen` in the profile start the per-port capture:
     // the file exists and begins with a pcapng section header.
     let pcap = dir.path().join("sw.pcapng");
-    let cap = dir.path().join("cap.toml");
-    std::fs::write(
-        &cap,
+    let (_, cap_s) = dir.write_file(
+        "cap.toml",
         format!(
             "[switch]\nsharenet = \"unix:{}/swc\"\nports = 2\ncapture = \"{}\"\nsnaplen = 128\n",
             dir.path().display(),
             pcap.display()
         ),
-    )
-    .unwrap();
-    let cap_s = cap.display().to_string();
-    let o = dir
-        .spawn_raw(
-            "capture_profile",
-            &["switch", "--profile", &cap_s, "--timeout", "0.5"],
-        )
-        .finish(Duration::from_secs(10));
+    );
+    let o = dir.run_raw(
+        "capture_profile",
+        &["switch", "--profile", &cap_s, "--timeout", "0.5"],
+    );
     let head = std::fs::read(&pcap).unwrap_or_default();
     Checks::new("switch profile capture", &[&o])
         .exit(&o, 0)
@@ -832,16 +814,11 @@ fn switch_profile_sets_what_flags_set_and_refuses_unknown_keys() {
         )
         .done();
     // `snaplen` without any capture is a usage error naming the fix.
-    let nocap = dir.path().join("nocap.toml");
-    std::fs::write(
-        &nocap,
+    let (_, nocap_s) = dir.write_file(
+        "nocap.toml",
         "[switch]\nsharenet = \"unix:/tmp/x\"\nsnaplen = 128\n",
-    )
-    .unwrap();
-    let nocap_s = nocap.display().to_string();
-    let o = dir
-        .spawn_raw("snaplen_alone", &["switch", "--profile", &nocap_s])
-        .finish(Duration::from_secs(10));
+    );
+    let o = dir.run_raw("snaplen_alone", &["switch", "--profile", &nocap_s]);
     Checks::new("switch profile snaplen without capture", &[&o])
         .exit(&o, 2)
         .stderr_has(&o, "[switch] snaplen needs a capture")

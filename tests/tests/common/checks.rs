@@ -100,6 +100,19 @@ impl<'a> Checks<'a> {
         )
     }
 
+    /// Expect `o` refused as a usage error: exit 2, an `error: ` line,
+    /// every one of `mentions` on stderr, and no panic.
+    pub fn usage_error<S: AsRef<str>>(&mut self, o: &Outcome, mentions: &[S]) -> &mut Self {
+        self.exit(o, 2).stderr_has(o, "error: ");
+        for m in mentions {
+            self.stderr_has(o, m.as_ref());
+        }
+        self.that(
+            !o.stderr.contains("panicked"),
+            format!("{} panicked on a usage error", o.role),
+        )
+    }
+
     /// Expect stderr to contain `needle`.
     pub fn stderr_has(&mut self, o: &Outcome, needle: &str) -> &mut Self {
         self.that(

@@ -153,6 +153,16 @@ macro_rules! transport_suite {
         }
     };
 }
+/// `transport_tests! { unix: [a, b], eventfd: [a] }`: `mod unix` with a
+/// `#[test]` per listed body `fn name(kind: &str)` run with `"unix"`, and
+/// so on: for the suites that run on some transports only.
+#[macro_export]
+macro_rules! transport_tests {
+    ($($kind:ident: [$($test:ident),* $(,)?]),* $(,)?) => {
+        $($crate::transport_suite!(@mod $kind; $($test),*);)*
+    };
+}
+
 // The macros above come first: their textual scope covers the modules below.
 mod checks;
 mod outcome;

@@ -42,6 +42,14 @@ impl TestDir {
         (path, text)
     }
 
+    /// Write `text` to `<dir>/<name>` (a profile, say); its path, and the
+    /// path as text for a flag's value.
+    pub fn write_file(&self, name: &str, text: impl AsRef<[u8]>) -> (PathBuf, String) {
+        let (path, s) = self.file(name);
+        fs::write(&path, text).unwrap_or_else(|e| panic!("write {s}: {e}"));
+        (path, s)
+    }
+
     /// `KIND:<dir>/<name>`, the value for `--sharenet`.
     pub fn sharenet(&self, kind: &str, name: &str) -> String {
         format!("{kind}:{}", self.path.join(name).display())
@@ -97,6 +105,13 @@ impl TestDir {
             args.iter().map(|a| a.to_string()).collect(),
             None,
         )
+    }
+
+    /// Run the launcher with exactly `args` and wait for it, 10 s at most:
+    /// for usage errors and short runs (a run that outlives it is killed,
+    /// and its outcome says so).
+    pub fn run_raw(&self, role: &str, args: &[&str]) -> Outcome {
+        self.spawn_raw(role, args).finish(Duration::from_secs(10))
     }
 
     /// Start the launcher with exactly `args`, reading its stats from
@@ -285,4 +300,13 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The arguments of a vhost-user backend on `socket` linked through
+/// `sharenet`: `vhost-user --socket SOCKET --sharenet SHARENET`, then
+/// `extra`.
+pub fn vhost_user_args<'a>(socket: &'a str, sharenet: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["vhost-user", "--socket", socket, "--sharenet", sharenet];
+    args.extend_from_slice(extra);
+    args
 }
