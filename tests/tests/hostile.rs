@@ -379,11 +379,9 @@ fn fifo_peer_that_never_reads_our_handshake_times_out() {
 #[test]
 fn vhost_user_socket_refuses_another_uid_and_still_serves_qemu() {
     use std::io::{Read, Write};
-    let _serial = serial();
+    let (_serial, dir, link) = fresh_link("unix", "vhost_peercred");
     let _ = launcher();
-    let dir = TestDir::new("vhost_peercred");
     let (socket, socket_s) = dir.file("vhost.sock");
-    let link = dir.sharenet("unix", "link");
     let args = vhost_user_args(
         &socket_s,
         &link,
@@ -495,11 +493,9 @@ fn fifo_peer_offering_our_own_memory_back_is_refused() {
 /// and left exactly as it was. A stale socket there is replaced.
 #[test]
 fn vhost_user_socket_path_replaces_only_a_socket() {
-    let _serial = serial();
+    let (_serial, dir, link) = fresh_link("unix", "vhost_socket_path");
     let _ = launcher();
-    let dir = TestDir::new("vhost_socket_path");
     let (socket, socket_s) = dir.file("vhost.sock");
-    let link = dir.sharenet("unix", "link");
     std::fs::write(&socket, b"precious").unwrap();
     let args = vhost_user_args(&socket_s, &link, &["--timeout", "20"]);
     let mut refused = dir.spawn_raw("refused", &args);

@@ -10,7 +10,7 @@ mod common;
 
 use common::{
     check_stream_intact, fresh_link, run_sink_and_stream, run_stream_pair, serial,
-    stream_pair_intact, Checks, TestDir, ENDLESS, EXIT_LIMIT,
+    stream_pair_intact, Checks, Outcome, TestDir, ENDLESS, EXIT_LIMIT,
 };
 use nix::sys::signal::Signal;
 use std::time::Duration;
@@ -151,6 +151,13 @@ fn two_pairs_in_one_directory_are_independent(kind: &str) {
     c.done();
 }
 
+/// 20,000 packets of 1500 B over `KIND:<dir>/link`, no extra flags,
+/// checked intact (the rendezvous tests' pair).
+fn plain_pair_intact(what: &str, dir: &TestDir, kind: &str) -> (Outcome, Outcome) {
+    let spec = dir.sharenet(kind, "link");
+    stream_pair_intact(what, dir, &spec, 20_000, 1500, &[], &[])
+}
+
 /// Leftovers of a crashed earlier run (FIFOs nobody reads, a socket file
 /// nobody listens on) do not stop a new pair on the same path.
 fn stale_rendezvous_leftovers_are_replaced(kind: &str) {
@@ -170,14 +177,10 @@ fn stale_rendezvous_leftovers_are_replaced(kind: &str) {
         kind,
         path.display()
     );
-    stream_pair_intact(
+    plain_pair_intact(
         &format!("{kind}: pair over stale rendezvous files"),
         &dir,
-        &dir.sharenet(kind, "link"),
-        20_000,
-        1500,
-        &[],
-        &[],
+        kind,
     );
 }
 
@@ -186,15 +189,8 @@ fn stale_rendezvous_leftovers_are_replaced(kind: &str) {
 fn rendezvous_files_removed_after_pair(kind: &str) {
     let _serial = serial();
     let dir = TestDir::new("cleanup");
-    let (sink, stream) = stream_pair_intact(
-        &format!("{kind}: pair before cleanup check"),
-        &dir,
-        &dir.sharenet(kind, "link"),
-        20_000,
-        1500,
-        &[],
-        &[],
-    );
+    let (sink, stream) =
+        plain_pair_intact(&format!("{kind}: pair before cleanup check"), &dir, kind);
     let path = dir.path().join("link");
     let side = dir.path().join("link_");
     let mut c = Checks::new(format!("{kind}: rendezvous cleanup"), &[&sink, &stream]);

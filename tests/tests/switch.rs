@@ -54,6 +54,20 @@ fn member(
     dir.spawn(name, spec, &args)
 }
 
+/// A stream member `name` with MAC `mac(from)` sending `count` frames to
+/// `mac(to)`.
+fn stream_to(dir: &TestDir, name: &str, spec: &str, (from, to): (u8, u8), count: &str) -> Proc {
+    member(
+        dir,
+        name,
+        spec,
+        &mac(from),
+        "stream",
+        count,
+        &["--dst", &mac(to)],
+    )
+}
+
 /// Frames per unicast stream, and in the broadcast.
 const STREAM: u64 = 20_000;
 const BCAST: u64 = 1_000;
@@ -234,24 +248,8 @@ fn member_killed_mid_stream_does_not_disturb_the_others(kind: &str) {
     sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
     // D streams to C far longer than the test lasts; it is killed.
-    let mut d = member(
-        &dir,
-        "streamD",
-        &sw.spec(3),
-        &mac(0xd),
-        "stream",
-        "100000000",
-        &["--dst", &mac(0xc)],
-    );
-    let mut b = member(
-        &dir,
-        "streamB",
-        &sw.spec(2),
-        &mac(0xb),
-        "stream",
-        &n,
-        &["--dst", &mac(0xa)],
-    );
+    let mut d = stream_to(&dir, "streamD", &sw.spec(3), (0xd, 0xc), "100000000");
+    let mut b = stream_to(&dir, "streamB", &sw.spec(2), (0xb, 0xa), &n);
     assert!(
         c_sink.wait_for_stderr("first frame from", Duration::from_secs(20)),
         "sinkC got nothing from D:\n{}",
@@ -263,15 +261,7 @@ fn member_killed_mid_stream_does_not_disturb_the_others(kind: &str) {
     let b = b.finish(EXIT_LIMIT);
     let a = a.finish(EXIT_LIMIT);
     // A latecomer on D's port finishes what C waits for.
-    let mut e = member(
-        &dir,
-        "streamE",
-        &sw.spec(3),
-        &mac(0xe),
-        "stream",
-        "5000",
-        &["--dst", &mac(0xc)],
-    );
+    let mut e = stream_to(&dir, "streamE", &sw.spec(3), (0xe, 0xc), "5000");
     let e = e.finish(EXIT_LIMIT);
     let c_out = c_sink.finish(EXIT_LIMIT);
     let (swo, st) = sw.stop();
@@ -330,24 +320,8 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
     );
     sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
-    let mut to_slow = member(
-        &dir,
-        "to_slow",
-        &sw.spec(2),
-        &mac(0x55),
-        "stream",
-        "5000",
-        &["--dst", &mac(0x5)],
-    );
-    let mut to_fast = member(
-        &dir,
-        "to_fast",
-        &sw.spec(3),
-        &mac(0xff),
-        "stream",
-        &n,
-        &["--dst", &mac(0xf)],
-    );
+    let mut to_slow = stream_to(&dir, "to_slow", &sw.spec(2), (0x55, 0x5), "5000");
+    let mut to_fast = stream_to(&dir, "to_fast", &sw.spec(3), (0xff, 0xf), &n);
     let to_slow = to_slow.finish(EXIT_LIMIT);
     let to_fast = to_fast.finish(EXIT_LIMIT);
     let fast = fast.finish(EXIT_LIMIT);
@@ -450,15 +424,7 @@ fn member_that_comes_back_gets_its_old_port(kind: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Frames for B's address reach the member that came back.
-    let mut e = member(
-        &dir,
-        "e",
-        &specs[4],
-        &mac(0xe),
-        "stream",
-        "1000",
-        &["--dst", &mac(0xb)],
-    );
+    let mut e = stream_to(&dir, "e", &specs[4], (0xe, 0xb), "1000");
     let e = e.finish(EXIT_LIMIT);
     let b2 = b2.finish(EXIT_LIMIT);
     for p in [&mut a, &mut c_, &mut d] {

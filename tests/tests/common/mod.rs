@@ -18,7 +18,19 @@
 //! * [`field!`] names one stats field, so a check reads it typed and a
 //!   misspelt field is a compile error, not a "missing" at run time;
 //! * [`Checks`] collects every broken expectation of a test before failing,
-//!   so one run shows everything that went wrong, not just the first thing.
+//!   so one run shows everything that went wrong, not just the first thing;
+//!   the checks several tests make (a usage error, a pair intact, packets
+//!   received, a counter that grew) are its methods or live in `pair.rs`;
+//! * [`fresh_link`], [`TestDir::sink`] / [`TestDir::stream`] and
+//!   [`run_sink_and_stream`] are the set-up most pair tests share;
+//!   [`Switch`] is a running `lguest-launcher switch` and its members'
+//!   specs; [`transport_suite!`] and [`transport_tests!`] make one
+//!   `#[test]` per transport from one body.
+//!
+//! Layout: `process.rs` ([`TestDir`], [`Proc`]), `outcome.rs`
+//! ([`Outcome`], [`Field`]), `checks.rs` ([`Checks`]), `pair.rs` (a stream
+//! and a sink on one link), `switch.rs` (the switch, its members, CPU
+//! time); the macros stay here, ahead of the modules that use them.
 //!
 //! The machine these run on has two cores and each pair is two busy
 //! processes, so tests that spawn pairs hold [`serial`] to keep timing
