@@ -44,6 +44,31 @@ fn gso_pair(
     )
 }
 
+/// `count` GSO frames over eventfd with `--mtu MTU` on both sides, to a
+/// sink taking no offloads, checked intact: the pair and how many segments
+/// each frame is cut into (an MSS of the MTU less 40 header bytes).
+fn gso_at_mtu(label: &str, count: u64, mtu: u64) -> (Outcome, Outcome, u64) {
+    let m = mtu.to_string();
+    let sink_args = ["--offloads", "off", "--mtu", &m];
+    let (sink, stream) = gso_pair(label, "eventfd", count, &sink_args, &["--mtu", &m]);
+    (sink, stream, segments(mtu - 40))
+}
+
+/// Expect the sink to have received `count` frames cut into `per`
+/// segments each, every segment counted as an offload segment.
+fn check_cut<'c, 'a>(
+    c: &'c mut Checks<'a>,
+    sink: &Outcome,
+    count: u64,
+    per: u64,
+) -> &'c mut Checks<'a> {
+    c.eq(sink, field!(tcp_segments_received), count * per).eq(
+        sink,
+        field!(offload_segments),
+        count * per,
+    )
+}
+
 #[test]
 fn gso_stream_to_a_sink_without_offloads_arrives_segmented_every_byte_checked() {
     let _serial = serial();
@@ -90,18 +115,9 @@ fn gso_stream_to_a_sink_with_offloads_arrives_whole() {
 fn jumbo_mtu_cuts_gso_frames_at_the_mtu() {
     let _serial = serial();
     let count = 50;
-    let mtu = ["--mtu", "9000"];
-    let (sink, stream) = gso_pair(
-        "gso_jumbo",
-        "eventfd",
-        count,
-        &["--offloads", "off", "--mtu", "9000"],
-        &mtu,
-    );
-    let per = segments(9000 - 40);
+    let (sink, stream, per) = gso_at_mtu("gso_jumbo", count, 9000);
     let mut c = Checks::new("gso at MTU 9000 to offloads off", &[&sink, &stream]);
-    c.eq(&sink, field!(tcp_segments_received), count * per)
-        .eq(&sink, field!(offload_segments), count * per)
+    check_cut(&mut c, &sink, count, per)
         .eq(&sink, field!(mtu), 9000u32)
         .eq(&stream, field!(mtu), 9000u32);
     c.done();
@@ -115,22 +131,13 @@ fn jumbo_mtu_cuts_gso_frames_at_the_mtu() {
 fn gso_frames_cut_into_more_segments_than_rx_buffers_posted_all_arrive() {
     let _serial = serial();
     let count = 50;
-    let mtu = ["--mtu", "576"];
-    let (sink, stream) = gso_pair(
-        "gso_small_mtu",
-        "eventfd",
-        count,
-        &["--offloads", "off", "--mtu", "576"],
-        &mtu,
-    );
-    let per = segments(576 - 40);
+    let (sink, stream, per) = gso_at_mtu("gso_small_mtu", count, 576);
     assert!(
         per > 64,
         "{per} segments per frame: more than the RX buffers first posted"
     );
     let mut c = Checks::new("gso at MTU 576 to offloads off", &[&sink, &stream]);
-    c.eq(&sink, field!(tcp_segments_received), count * per)
-        .eq(&sink, field!(offload_segments), count * per)
+    check_cut(&mut c, &sink, count, per)
         .eq(&sink, field!(tcp_checksum_errors), 0)
         .eq(&sink, field!(packets_copied), count * per + 1)
         .gt(&sink, field!(rx_ring_full), 0.0);
