@@ -180,8 +180,7 @@ fn capinfos_count_of(path: &Path, cut_short_ok: bool) -> Result<u64, String> {
 fn capture_holds_every_packet_received(kind: &str) {
     let _serial = serial();
     let dir = TestDir::new("capture_count");
-    let pcap = dir.path().join("sink.pcapng");
-    let pcap_s = pcap.display().to_string();
+    let (pcap, pcap_s) = dir.file("sink.pcapng");
     let (count, size) = (20_000u64, 1500u64);
     let (sink, stream) = run_stream_pair(
         &dir,
@@ -293,11 +292,8 @@ fn capture_holds_every_packet_received(kind: &str) {
 /// reason `loop`, the name the stats' `drops_by_reason` uses too; tshark
 /// finds them by comment.
 fn capture_marks_malformed_chains_with_their_reason(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("capture_loop");
-    let pcap = dir.path().join("honest.pcapng");
-    let pcap_s = pcap.display().to_string();
-    let spec = dir.sharenet(kind, "link");
+    let (_serial, dir, spec) = fresh_link(kind, "capture_loop");
+    let (pcap, pcap_s) = dir.file("honest.pcapng");
     let mut honest = dir.spawn(
         "honest",
         &spec,
@@ -367,8 +363,7 @@ fn capture_marks_malformed_chains_with_their_reason(kind: &str) {
 fn capture_marks_rx_ring_full_stalls(kind: &str) {
     let _serial = serial();
     let dir = TestDir::new("capture_full");
-    let pcap = dir.path().join("sink.pcapng");
-    let pcap_s = pcap.display().to_string();
+    let (pcap, pcap_s) = dir.file("sink.pcapng");
     let (sink, stream) = run_stream_pair(
         &dir,
         &dir.sharenet(kind, "link"),
@@ -415,35 +410,10 @@ fn capture_marks_rx_ring_full_stalls(kind: &str) {
 /// whole except, at most, the one the kill interrupted (a fatal signal can
 /// cut a write(2) short), which the readers report as cut short and skip.
 fn killed_launcher_leaves_a_readable_capture(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("capture_kill");
-    let pcap = dir.path().join("sink.pcapng");
-    let pcap_s = pcap.display().to_string();
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn(
-        "sink",
-        &spec,
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            "2000000000",
-            "--capture",
-            &pcap_s,
-        ],
-    );
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "2000000000",
-            "--size",
-            "1000",
-        ],
-    );
+    let (_serial, dir, spec) = fresh_link(kind, "capture_kill");
+    let (pcap, pcap_s) = dir.file("sink.pcapng");
+    let mut sink = dir.sink(&spec, ENDLESS, &["--capture", &pcap_s]);
+    let mut stream = dir.stream(&spec, ENDLESS, &["--size", "1000"]);
     let connected = sink.wait_for_stderr("connected to peer pid", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(1500));
     sink.signal(Signal::SIGKILL);
@@ -487,9 +457,8 @@ fn killed_launcher_leaves_a_readable_capture(kind: &str) {
 fn capture_usage_errors_name_the_flag_and_exit_2() {
     let dir = TestDir::new("capture_usage");
     let spec = dir.sharenet("unix", "link");
-    let mut a = dir.spawn_raw("snaplen", &["--sharenet", &spec, "--snaplen", "128"]);
-    let a = a.finish(Duration::from_secs(10));
-    let mut b = dir.spawn_raw(
+    let a = dir.run_raw("snaplen", &["--sharenet", &spec, "--snaplen", "128"]);
+    let b = dir.run_raw(
         "nodir",
         &[
             "--sharenet",
@@ -498,8 +467,7 @@ fn capture_usage_errors_name_the_flag_and_exit_2() {
             "/nonexistent/dir/x.pcapng",
         ],
     );
-    let b = b.finish(Duration::from_secs(10));
-    let mut s = dir.spawn_raw(
+    let s = dir.run_raw(
         "small",
         &[
             "--sharenet",
@@ -510,7 +478,6 @@ fn capture_usage_errors_name_the_flag_and_exit_2() {
             "10",
         ],
     );
-    let s = s.finish(Duration::from_secs(10));
     let mut c = Checks::new("capture usage errors", &[&a, &b, &s]);
     c.exit(&a, 2)
         .stderr_has(&a, "--snaplen 128 needs --capture")
@@ -524,32 +491,15 @@ fn capture_usage_errors_name_the_flag_and_exit_2() {
     c.done();
 }
 
-mod unix {
-    #[test]
-    fn capture_holds_every_packet_received() {
-        super::capture_holds_every_packet_received("unix");
-    }
-    #[test]
-    fn capture_marks_malformed_chains_with_their_reason() {
-        super::capture_marks_malformed_chains_with_their_reason("unix");
-    }
-    #[test]
-    fn capture_marks_rx_ring_full_stalls() {
-        super::capture_marks_rx_ring_full_stalls("unix");
-    }
-    #[test]
-    fn killed_launcher_leaves_a_readable_capture() {
-        super::killed_launcher_leaves_a_readable_capture("unix");
-    }
-}
-
-mod eventfd {
-    #[test]
-    fn capture_holds_every_packet_received() {
-        super::capture_holds_every_packet_received("eventfd");
-    }
-    #[test]
-    fn capture_marks_malformed_chains_with_their_reason() {
-        super::capture_marks_malformed_chains_with_their_reason("eventfd");
-    }
+crate::transport_tests! {
+    unix: [
+        capture_holds_every_packet_received,
+        capture_marks_malformed_chains_with_their_reason,
+        capture_marks_rx_ring_full_stalls,
+        killed_launcher_leaves_a_readable_capture,
+    ],
+    eventfd: [
+        capture_holds_every_packet_received,
+        capture_marks_malformed_chains_with_their_reason,
+    ],
 }

@@ -3,16 +3,14 @@
 
 mod common;
 
-use common::{serial, stream_pair_intact, Checks, Outcome, TestDir};
+use common::{fresh_link, serial, stream_pair_intact, Checks, Outcome, TestDir};
 use std::time::Duration;
 
 /// Run the launcher with `args` and wait (a usage error must not start a
 /// run, so it has to be quick; `--timeout` bounds it if it does start).
 fn run(label: &str, args: &[&str]) -> (TestDir, Outcome) {
     let dir = TestDir::new(label);
-    let out = dir
-        .spawn_raw("launcher", args)
-        .finish(Duration::from_secs(10));
+    let out = dir.run_raw("launcher", args);
     (dir, out)
 }
 
@@ -21,14 +19,7 @@ fn run(label: &str, args: &[&str]) -> (TestDir, Outcome) {
 fn usage_error(label: &str, args: &[&str], mentions: &[&str]) {
     let (_dir, out) = run(label, args);
     let mut c = Checks::new(format!("lguest-launcher {}", args.join(" ")), &[&out]);
-    c.exit(&out, 2).stderr_has(&out, "error: ");
-    for m in mentions {
-        c.stderr_has(&out, m);
-    }
-    c.that(
-        !out.stderr.contains("panicked"),
-        "no panic on a usage error",
-    );
+    c.usage_error(&out, mentions);
     c.done();
 }
 
@@ -221,9 +212,7 @@ fn default_memory_follows_queue_size() {
     );
     c.done();
 
-    let _serial = serial();
-    let dir = TestDir::new("queue_1024_pair");
-    let spec = dir.sharenet("unix", "link");
+    let (_serial, dir, spec) = fresh_link("unix", "queue_1024_pair");
     let q = ["--queue-size", "1024"];
     let (sink, _) = stream_pair_intact("queue 1024 pair", &dir, &spec, 5000, 1500, &q, &q);
     let mut c = Checks::new("queue 1024 pair", &[&sink]);

@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::{serial, Checks, TestDir, EXIT_LIMIT};
+use common::{
+    fresh_link, run_sink_and_stream, serial, vhost_user_args, Checks, TestDir, ENDLESS, EXIT_LIMIT,
+};
 use nix::sys::signal::Signal;
 use std::time::Duration;
 
-/// A count no pair finishes within a test.
-const ENDLESS: &str = "2000000000";
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 const CONNECTED: &str = "connected to peer pid";
 
@@ -26,22 +26,9 @@ fn sigterm_stops_stream_cleanly(kind: &str) {
 }
 
 fn interrupted_stream(kind: &str, sig: Signal, code: i32, name: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("interrupted");
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn("sink", &spec, &["--workload", "sink", "--count", ENDLESS]);
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            ENDLESS,
-            "--name",
-            "streamer",
-        ],
-    );
+    let (_serial, dir, spec) = fresh_link(kind, "interrupted");
+    let mut sink = dir.sink(&spec, ENDLESS, &[]);
+    let mut stream = dir.stream(&spec, ENDLESS, &["--name", "streamer"]);
     let connected = stream.wait_for_stderr(CONNECTED, CONNECT_LIMIT);
     std::thread::sleep(Duration::from_millis(300));
     stream.signal(sig);
@@ -77,10 +64,8 @@ fn interrupted_stream(kind: &str, sig: Signal, code: i32, name: &str) {
 /// A launcher interrupted while it waits for a peer removes the rendezvous
 /// files it created and exits 143 with its stats written.
 fn sigterm_while_waiting_removes_rendezvous_files(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("waiting");
-    let spec = dir.sharenet(kind, "link");
-    let mut lone = dir.spawn("lone", &spec, &["--workload", "sink", "--count", "10"]);
+    let (_serial, dir, spec) = fresh_link(kind, "waiting");
+    let mut lone = dir.workload("lone", &spec, "sink", "10", &[]);
     let waiting = lone.wait_for_stderr("waiting for peer", CONNECT_LIMIT);
     std::thread::sleep(Duration::from_millis(200));
     let present = !dir.leftovers().is_empty();
@@ -107,21 +92,8 @@ fn sigterm_while_waiting_removes_rendezvous_files(kind: &str) {
 /// sink --count 2000 against stream --count 1000: the sink says what it got
 /// and that the peer finished, at once, not "peer disconnected" after a wait.
 fn sink_names_count_mismatch_from_end_of_stream(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("mismatch");
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn(
-        "sink",
-        &spec,
-        &["--workload", "sink", "--count", "2000", "--name", "left"],
-    );
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &["--workload", "stream", "--count", "1000"],
-    );
-    let sink = sink.finish(EXIT_LIMIT);
-    let stream = stream.finish(EXIT_LIMIT);
+    let (_serial, dir, spec) = fresh_link(kind, "mismatch");
+    let (sink, stream) = run_sink_and_stream(&dir, &spec, "2000", &["--name", "left"], "1000", &[]);
     let mut c = Checks::new(
         format!("{kind}: sink --count 2000 against stream --count 1000"),
         &[&sink, &stream],
@@ -144,15 +116,9 @@ fn sink_names_count_mismatch_from_end_of_stream(kind: &str) {
 /// A third launcher on a path where a pair is linked is told the pair's
 /// pids when nobody comes, not just that it timed out.
 fn third_launcher_is_told_the_path_is_in_use(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("busy");
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn("sink", &spec, &["--workload", "sink", "--count", ENDLESS]);
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &["--workload", "stream", "--count", ENDLESS],
-    );
+    let (_serial, dir, spec) = fresh_link(kind, "busy");
+    let mut sink = dir.sink(&spec, ENDLESS, &[]);
+    let mut stream = dir.stream(&spec, ENDLESS, &[]);
     let connected = stream.wait_for_stderr(CONNECTED, CONNECT_LIMIT)
         && sink.wait_for_stderr(CONNECTED, CONNECT_LIMIT);
     std::thread::sleep(Duration::from_millis(200));
@@ -225,9 +191,7 @@ fn waiting_side_is_told_of_a_peer_of_the_wrong_kind() {
 /// `idle` ends successfully when its duration (`--timeout`) is up, and its
 /// peer, seeing it leave cleanly, ends successfully too.
 fn idle_ends_ok_when_its_duration_is_up(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("idle_duration");
-    let spec = dir.sharenet(kind, "link");
+    let (_serial, dir, spec) = fresh_link(kind, "idle_duration");
     let mut a = dir.spawn("idle_a", &spec, &["--workload", "idle", "--timeout", "1"]);
     let mut b = dir.spawn("idle_b", &spec, &["--workload", "idle", "--timeout", "20"]);
     let a = a.finish(Duration::from_secs(10));
@@ -244,11 +208,9 @@ fn idle_ends_ok_when_its_duration_is_up(kind: &str) {
 /// An `idle` side whose peer finishes and leaves cleanly ends with exit 0
 /// at once (a peer that is killed still ends it with exit 1: pairs.rs).
 fn idle_ends_ok_when_peer_leaves_cleanly(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("idle_peer_left");
-    let spec = dir.sharenet(kind, "link");
+    let (_serial, dir, spec) = fresh_link(kind, "idle_peer_left");
     let mut idle = dir.spawn("idle", &spec, &["--workload", "idle", "--timeout", "20"]);
-    let mut stream = dir.spawn("stream", &spec, &["--workload", "stream", "--count", "100"]);
+    let mut stream = dir.stream(&spec, "100", &[]);
     let stream = stream.finish(Duration::from_secs(10));
     let idle = idle.finish(Duration::from_secs(10));
     let mut c = Checks::new(
@@ -281,27 +243,20 @@ fn vhost_user_backend_stops_cleanly_on_signals() {
         ("unix", Signal::SIGTERM, 143, true),
     ] {
         let dir = TestDir::new("vhost_signal");
-        let socket = dir.path().join("vhost.sock");
-        let socket_s = socket.display().to_string();
+        let (socket, socket_s) = dir.file("vhost.sock");
         let stats = dir.path().join("backend.json").display().to_string();
         let capture = dir.path().join("vm.pcapng").display().to_string();
         let link = dir.sharenet(kind, "link");
-        let mut backend = dir.spawn_raw_with_stats(
-            "backend",
-            &[
-                "vhost-user",
-                "--socket",
-                &socket_s,
-                "--sharenet",
-                &link,
-                "--stats-json",
-                &stats,
-                "--capture",
-                &capture,
-                "--timeout",
-                "30",
-            ],
-        );
+        let extra: &[&str] = &[
+            "--stats-json",
+            &stats,
+            "--capture",
+            &capture,
+            "--timeout",
+            "30",
+        ];
+        let args = vhost_user_args(&socket_s, &link, extra);
+        let mut backend = dir.spawn_raw_with_stats("backend", &args);
         let listening = backend.wait_for_stderr("waiting for QEMU", CONNECT_LIMIT);
         let mut qemu = None;
         let mut answered = true;

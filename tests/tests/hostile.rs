@@ -21,16 +21,37 @@ fn scribbler() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_scribbler"))
 }
 
+/// The honest side a hostile peer meets: `idle --wait sleep`, ending
+/// after `timeout` seconds.
+fn honest_idle(dir: &TestDir, spec: &str, timeout: &str) -> Proc {
+    let args = [
+        "--workload",
+        "idle",
+        "--wait",
+        "sleep",
+        "--timeout",
+        timeout,
+    ];
+    dir.spawn("honest", spec, &args)
+}
+
+/// Start the hostile peer with `args` (the `--sharenet` value, the mode,
+/// the mode's own) and wait until it says it is ready (10 s at most).
+fn ready_hostile(dir: &TestDir, args: &[&str]) -> Proc {
+    let mut hostile = dir.spawn_program("hostile", hostile_peer(), args);
+    assert!(
+        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
+        "hostile peer {args:?} never got ready"
+    );
+    hostile
+}
+
 /// Run an honest idle launcher against the hostile peer in `mode`, with
 /// the mode's own arguments `args` (rounds, a pid).
 fn against_hostile(kind: &str, mode: &str, args: &[&str]) -> (Outcome, Outcome) {
     let dir = TestDir::new(&format!("hostile_{mode}"));
     let spec = dir.sharenet(kind, "link");
-    let mut honest = dir.spawn(
-        "honest",
-        &spec,
-        &["--workload", "idle", "--wait", "sleep", "--timeout", "20"],
-    );
+    let mut honest = honest_idle(&dir, &spec, "20");
     let hostile_args: Vec<&str> = [spec.as_str(), mode]
         .into_iter()
         .chain(args.iter().copied())
@@ -117,33 +138,9 @@ fn avail_index_jump_disconnects_with_clear_error(kind: &str) {
 /// sink may lose its link (its rings are garbage), but it never crashes:
 /// it exits 0 or 1 with one clear line, and so does its peer.
 fn scribbled_memory_does_not_crash_the_launcher(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("scribble");
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn(
-        "sink",
-        &spec,
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            "100000000",
-            "--timeout",
-            "15",
-        ],
-    );
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "100000000",
-            "--timeout",
-            "15",
-        ],
-    );
+    let (_serial, dir, spec) = fresh_link(kind, "scribble");
+    let mut sink = dir.sink(&spec, "100000000", &["--timeout", "15"]);
+    let mut stream = dir.stream(&spec, "100000000", &["--timeout", "15"]);
     assert!(
         sink.wait_for_stderr("connected", Duration::from_secs(10)),
         "pair never connected"
@@ -200,26 +197,13 @@ fn eventfd_peer_that_fills_its_counter_and_clears_nonblock_cannot_block_our_kick
     let _ = launcher(); // built before the hostile peer starts waiting
     let dir = TestDir::new("fill_eventfd");
     let spec = dir.sharenet("eventfd", "link");
-    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "fill-eventfd", "200"]);
-    assert!(
-        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
-        "hostile peer never got ready"
-    );
-    let mut honest = dir.spawn(
+    let mut hostile = ready_hostile(&dir, &[&spec, "fill-eventfd", "200"]);
+    let mut honest = dir.workload(
         "honest",
         &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "3000",
-            "--notify",
-            "always",
-            "--wait",
-            "sleep",
-            "--timeout",
-            "15",
-        ],
+        "stream",
+        "3000",
+        &["--notify", "always", "--wait", "sleep", "--timeout", "15"],
     );
     let honest = honest.finish(Duration::from_secs(25));
     let hostile = hostile.finish(Duration::from_secs(10));
@@ -242,20 +226,10 @@ fn eventfd_peer_that_fills_its_counter_and_clears_nonblock_cannot_block_our_kick
 /// end at its `--timeout`.
 #[test]
 fn eventfd_peer_that_steals_our_counter_cannot_block_our_sleep() {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link("eventfd", "steal_eventfd");
     let _ = launcher();
-    let dir = TestDir::new("steal_eventfd");
-    let spec = dir.sharenet("eventfd", "link");
-    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "steal-eventfd", "30"]);
-    assert!(
-        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
-        "hostile peer never got ready"
-    );
-    let mut honest = dir.spawn(
-        "honest",
-        &spec,
-        &["--workload", "idle", "--wait", "sleep", "--timeout", "5"],
-    );
+    let mut hostile = ready_hostile(&dir, &[&spec, "steal-eventfd", "30"]);
+    let mut honest = honest_idle(&dir, &spec, "5");
     let honest = honest.finish(Duration::from_secs(15));
     let hostile = hostile.finish(Duration::from_secs(20));
     let mut c = Checks::new("eventfd: peer steals our counter", &[&honest, &hostile]);
@@ -277,15 +251,9 @@ fn eventfd_peer_that_steals_our_counter_cannot_block_our_sleep() {
 /// must stay a small fraction of a core while it floods, and the launcher
 /// must still end at its `--timeout` (its wait loop keeps turning).
 fn garbage_flood_costs_bounded_cpu(kind: &str) {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link(kind, "flood_cpu");
     let _ = launcher();
-    let dir = TestDir::new("flood_cpu");
-    let spec = dir.sharenet(kind, "link");
-    let mut honest = dir.spawn(
-        "honest",
-        &spec,
-        &["--workload", "idle", "--wait", "sleep", "--timeout", "6"],
-    );
+    let mut honest = honest_idle(&dir, &spec, "6");
     // The flood outlasts the launcher's 6 s: it ends at its timeout, under fire.
     let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "flood", "90"]);
     assert!(
@@ -324,23 +292,14 @@ fn garbage_flood_costs_bounded_cpu(kind: &str) {
 /// consumes our TX ring like an honest device): our guest's traffic goes
 /// on and finishes while the peer's garbage is throttled.
 fn garbage_flood_does_not_stop_our_own_stream(kind: &str) {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link(kind, "flood_stream");
     let _ = launcher();
-    let dir = TestDir::new("flood_stream");
-    let spec = dir.sharenet(kind, "link");
-    let mut honest = dir.spawn(
+    let mut honest = dir.workload(
         "honest",
         &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            "20000",
-            "--wait",
-            "sleep",
-            "--timeout",
-            "20",
-        ],
+        "stream",
+        "20000",
+        &["--wait", "sleep", "--timeout", "20"],
     );
     let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "flood", "100"]);
     let honest = honest.finish(Duration::from_secs(30));
@@ -363,15 +322,9 @@ fn garbage_flood_does_not_stop_our_own_stream(kind: &str) {
 /// controlling terminal, which the peer then owns (it can hang it up).
 #[test]
 fn fifo_peer_naming_a_terminal_as_its_memory_is_refused_unopened() {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link("fifo", "fifo_tty");
     let _ = launcher();
-    let dir = TestDir::new("fifo_tty");
-    let spec = dir.sharenet("fifo", "link");
-    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "fifo-tty"]);
-    assert!(
-        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
-        "hostile peer never got ready"
-    );
+    let mut hostile = ready_hostile(&dir, &[&spec, "fifo-tty"]);
     let launcher_path = launcher().display().to_string();
     let mut honest = dir.spawn_program(
         "honest",
@@ -404,15 +357,9 @@ fn fifo_peer_naming_a_terminal_as_its_memory_is_refused_unopened() {
 /// line, not retry forever.
 #[test]
 fn fifo_peer_that_never_reads_our_handshake_times_out() {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link("fifo", "fifo_full");
     let _ = launcher();
-    let dir = TestDir::new("fifo_full");
-    let spec = dir.sharenet("fifo", "link");
-    let mut hostile = dir.spawn_program("hostile", hostile_peer(), &[&spec, "fifo-full", "150"]);
-    assert!(
-        hostile.wait_for_stderr("ready", Duration::from_secs(10)),
-        "hostile peer never got ready"
-    );
+    let mut hostile = ready_hostile(&dir, &[&spec, "fifo-full", "150"]);
     let mut honest = dir.spawn("honest", &spec, &["--workload", "idle", "--timeout", "3"]);
     let honest = honest.finish(Duration::from_secs(12));
     let hostile = hostile.finish(Duration::from_secs(20));
@@ -432,26 +379,15 @@ fn fifo_peer_that_never_reads_our_handshake_times_out() {
 #[test]
 fn vhost_user_socket_refuses_another_uid_and_still_serves_qemu() {
     use std::io::{Read, Write};
-    let _serial = serial();
+    let (_serial, dir, link) = fresh_link("unix", "vhost_peercred");
     let _ = launcher();
-    let dir = TestDir::new("vhost_peercred");
-    let socket = dir.path().join("vhost.sock");
-    let socket_s = socket.display().to_string();
-    let link = dir.sharenet("unix", "link");
-    let mut backend = dir.spawn_raw(
-        "backend",
-        &[
-            "vhost-user",
-            "--socket",
-            &socket_s,
-            "--sharenet",
-            &link,
-            "--allow-uid",
-            "4242",
-            "--timeout",
-            "20",
-        ],
+    let (socket, socket_s) = dir.file("vhost.sock");
+    let args = vhost_user_args(
+        &socket_s,
+        &link,
+        &["--allow-uid", "4242", "--timeout", "20"],
     );
+    let mut backend = dir.spawn_raw("backend", &args);
     assert!(
         backend.wait_for_stderr("waiting for QEMU", Duration::from_secs(15)),
         "backend never listened"
@@ -536,10 +472,8 @@ fn ring_misaligned_in_the_memory_fd_is_refused(kind: &str) {
 /// its "TX ring" would be ours. Detected by inode and refused.
 #[test]
 fn fifo_peer_offering_our_own_memory_back_is_refused() {
-    let _serial = serial();
+    let (_serial, dir, spec) = fresh_link("fifo", "mirror");
     let _ = launcher();
-    let dir = TestDir::new("mirror");
-    let spec = dir.sharenet("fifo", "link");
     let mut honest = dir.spawn("honest", &spec, &["--workload", "idle", "--timeout", "10"]);
     assert!(
         honest.wait_for_stderr("waiting for peer", Duration::from_secs(15)),
@@ -559,22 +493,11 @@ fn fifo_peer_offering_our_own_memory_back_is_refused() {
 /// and left exactly as it was. A stale socket there is replaced.
 #[test]
 fn vhost_user_socket_path_replaces_only_a_socket() {
-    let _serial = serial();
+    let (_serial, dir, link) = fresh_link("unix", "vhost_socket_path");
     let _ = launcher();
-    let dir = TestDir::new("vhost_socket_path");
-    let socket = dir.path().join("vhost.sock");
-    let socket_s = socket.display().to_string();
-    let link = dir.sharenet("unix", "link");
+    let (socket, socket_s) = dir.file("vhost.sock");
     std::fs::write(&socket, b"precious").unwrap();
-    let args = [
-        "vhost-user",
-        "--socket",
-        &socket_s,
-        "--sharenet",
-        &link,
-        "--timeout",
-        "20",
-    ];
+    let args = vhost_user_args(&socket_s, &link, &["--timeout", "20"]);
     let mut refused = dir.spawn_raw("refused", &args);
     let refused = refused.finish(Duration::from_secs(15));
     let kept = std::fs::read(&socket).unwrap_or_default();

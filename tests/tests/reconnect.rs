@@ -26,7 +26,9 @@
 
 mod common;
 
-use common::{serial, Checks, Outcome, Proc, TestDir, EXIT_LIMIT};
+use common::{
+    fresh_link, run_sink_and_stream, serial, Checks, Outcome, Proc, TestDir, ENDLESS, EXIT_LIMIT,
+};
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
@@ -42,8 +44,6 @@ const SINK_COUNT: u64 = 30_000_000;
 const FLOW: Duration = Duration::from_millis(50);
 /// How long a peer has to start, connect and move its first frame.
 const FIRST_FRAME_LIMIT: Duration = Duration::from_secs(10);
-/// A stream no sink finishes within a test.
-const ENDLESS: &str = "2000000000";
 /// `--timeout` of the survivor: explicit, so even a broken build ends.
 const SURVIVOR_TIMEOUT: &str = "60";
 
@@ -121,9 +121,7 @@ fn report_restart_cost(c: &mut Checks<'_>, kind: &str, who: &str, survivor: &Out
 /// it exits 0, each receiver starts exactly where the ones before stopped,
 /// and none sees a gap, a repeat or a corrupt frame.
 fn receiver_restarts_mid_stream_exactly_once(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("receiver_restarts");
-    let spec = dir.sharenet(kind, "link");
+    let (_serial, dir, spec) = fresh_link(kind, "receiver_restarts");
     let n = STREAM_COUNT.to_string();
     let sink_args = ["--workload", "sink", "--count", "0"];
     // The receivers that are killed take their frames slowly, so that all
@@ -131,20 +129,10 @@ fn receiver_restarts_mid_stream_exactly_once(kind: &str) {
     // on the machine (a loaded machine kills late): the last one finishes
     // it at full speed.
     let slow_sink_args = [&sink_args[..], &["--rx-delay-us", "20"]].concat();
-    let mut stream = dir.spawn(
-        "stream",
+    let mut stream = dir.stream(
         &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            &n,
-            "--size",
-            "64",
-            "--reconnect",
-            "--timeout",
-            SURVIVOR_TIMEOUT,
-        ],
+        &n,
+        &["--size", "64", "--reconnect", "--timeout", SURVIVOR_TIMEOUT],
     );
     let mut killed = Vec::new();
     for i in 0..RESTARTS {
@@ -253,24 +241,10 @@ fn sink_log(dir: &TestDir, i: usize) -> std::path::PathBuf {
 /// SIGKILL: it exits 0 after N intact frames, and each sender's frames
 /// arrive without gaps or repeats.
 fn sender_restarts_sink_gets_count_once(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("sender_restarts");
-    let spec = dir.sharenet(kind, "link");
+    let (_serial, dir, spec) = fresh_link(kind, "sender_restarts");
     let n = SINK_COUNT.to_string();
     let stream_args = ["--workload", "stream", "--count", ENDLESS, "--size", "64"];
-    let mut sink = dir.spawn(
-        "sink",
-        &spec,
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            &n,
-            "--reconnect",
-            "--timeout",
-            SURVIVOR_TIMEOUT,
-        ],
-    );
+    let mut sink = dir.sink(&spec, &n, &["--reconnect", "--timeout", SURVIVOR_TIMEOUT]);
     let sink_log = dir.path().join("sink.log");
     let mut killed = Vec::new();
     let mut pids = Vec::new();
@@ -293,8 +267,7 @@ fn sender_restarts_sink_gets_count_once(kind: &str) {
     ctx.extend(killed.iter());
     let mut c = Checks::new(format!("{kind}: sender restarted {RESTARTS} times"), &ctx);
     c.exit(&sink, 0)
-        .eq(&sink, field!(packets_received), SINK_COUNT)
-        .eq(&sink, field!(corrupted), 0)
+        .received(&sink, SINK_COUNT)
         .eq(&sink, field!(out_of_order), 0)
         .eq(&sink, field!(reconnects), RESTARTS as u64)
         .eq(&sink, field!(generation), RESTARTS as u32 + 1)
@@ -332,22 +305,12 @@ fn sender_restarts_sink_gets_count_once(kind: &str) {
 /// sizes named; the survivor keeps waiting, and the next good peer
 /// completes the run.
 fn returning_peer_with_other_queue_size_is_refused(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("refused");
-    let spec = dir.sharenet(kind, "link");
+    let (_serial, dir, spec) = fresh_link(kind, "refused");
     let stream_args = ["--workload", "stream", "--count", ENDLESS, "--size", "64"];
-    let mut sink = dir.spawn(
-        "sink",
+    let mut sink = dir.sink(
         &spec,
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            "3000000",
-            "--reconnect",
-            "--timeout",
-            SURVIVOR_TIMEOUT,
-        ],
+        "3000000",
+        &["--reconnect", "--timeout", SURVIVOR_TIMEOUT],
     );
     let sink_log = dir.path().join("sink.log");
     let first = dir.spawn("stream-first", &spec, &stream_args);
@@ -399,17 +362,8 @@ fn returning_peer_with_other_queue_size_is_refused(kind: &str) {
 /// `sink --count 0` receives until the sender's end-of-stream frame and
 /// exits 0 with everything counted.
 fn sink_count_zero_runs_to_end_of_stream(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("count0");
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn("sink", &spec, &["--workload", "sink", "--count", "0"]);
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &["--workload", "stream", "--count", "100000", "--size", "64"],
-    );
-    let sink = sink.finish(EXIT_LIMIT);
-    let stream = stream.finish(EXIT_LIMIT);
+    let (_serial, dir, spec) = fresh_link(kind, "count0");
+    let (sink, stream) = run_sink_and_stream(&dir, &spec, "0", &[], "100000", &["--size", "64"]);
     let mut c = Checks::new(format!("{kind}: sink --count 0"), &[&sink, &stream]);
     c.exit(&sink, 0)
         .exit(&stream, 0)
@@ -472,21 +426,13 @@ fn reconnect_survives_a_peer_that_hangs_up_mid_handshake() {
         .expect("socket");
         bind(listener.as_raw_fd(), &UnixAddr::new(&path).unwrap()).expect("bind");
         listen(&listener, Backlog::new(4).unwrap()).expect("listen");
-        let mut sink = dir.spawn(
-            "sink",
-            &spec,
-            &["--workload", "sink", "--count", "5000", "--reconnect"],
-        );
+        let mut sink = dir.sink(&spec, "5000", &["--reconnect"]);
         let fd = accept(listener.as_raw_fd()).expect("accept the sink");
         nix::unistd::close(fd).expect("hang up");
         drop(listener);
         let _ = std::fs::remove_file(&path);
         let said = sink.wait_for_stderr("left during the handshake", Duration::from_secs(10));
-        let mut stream = dir.spawn(
-            "stream",
-            &spec,
-            &["--workload", "stream", "--count", "5000"],
-        );
+        let mut stream = dir.stream(&spec, "5000", &[]);
         let stream = stream.finish(EXIT_LIMIT);
         let sink = sink.finish(EXIT_LIMIT);
         let mut c = Checks::new(

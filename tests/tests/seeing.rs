@@ -7,15 +7,14 @@ mod common;
 
 use common::*;
 use lguest_launcher::status::Reply;
-use lguest_launcher::switch::stats::SwitchStats;
 use nix::sys::signal::Signal;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Per interface of a capture: names, and records by kind.
 #[derive(Debug, Default)]
@@ -119,56 +118,22 @@ fn eq<T: PartialEq + std::fmt::Debug>(c: &mut Checks<'_>, what: &str, got: T, wa
     c.that(ok, format!("{what}: got {got:?}, want {want:?}"));
 }
 
-fn gt(c: &mut Checks<'_>, what: &str, got: u64, floor: u64) {
-    c.that(
-        got > floor,
-        format!("{what}: {got}, should be more than {floor}"),
-    );
-}
-
-struct Switch {
-    proc: Proc,
-    spec: String,
-    stats: PathBuf,
-}
-
-fn start_switch(dir: &TestDir, kind: &str, extra: &[&str]) -> Switch {
-    let spec = format!("{kind}:{}", dir.path().join("sw").display());
-    let stats = dir.path().join("switch.json");
-    let stats_s = stats.display().to_string();
-    let mut args = vec!["switch", "--sharenet", &spec, "--ports", "3"];
-    args.extend(["--timeout", "90", "--stats-json", &stats_s]);
+/// A sink (`--mac A`, `--count`) on port 0 of `sw` and, once it joined, a
+/// stream to it (`--mac B --dst A`, `--count`, then `extra`) on port 1.
+fn sink_then_stream(
+    dir: &TestDir,
+    sw: &mut Switch,
+    (a, sink_count): (&str, &str),
+    (b, stream_count, extra): (&str, &str, &[&str]),
+) -> (Proc, Proc) {
+    let sink_args = ["--mac", a, "--workload", "sink", "--count", sink_count];
+    let sink = dir.spawn("sink", &sw.spec(0), &sink_args);
+    sw.wait_joined(1);
+    let mut args = vec!["--mac", b, "--dst", a, "--workload", "stream"];
+    args.extend(["--count", stream_count]);
     args.extend_from_slice(extra);
-    let mut proc = dir.spawn_raw("switch", &args);
-    assert!(
-        proc.wait_for_stderr("members join on", Duration::from_secs(10)),
-        "switch did not start:\n{}",
-        proc.stderr()
-    );
-    Switch { proc, spec, stats }
-}
-
-impl Switch {
-    fn wait_joined(&mut self, n: usize) {
-        let end = Instant::now() + Duration::from_secs(30);
-        while self.proc.stderr().matches(" joined").count() < n {
-            assert!(
-                Instant::now() < end,
-                "members did not join:\n{}",
-                self.proc.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn stop(mut self) -> (Outcome, SwitchStats) {
-        self.proc.signal(Signal::SIGINT);
-        let out = self.proc.finish(Duration::from_secs(10));
-        let text = std::fs::read_to_string(&self.stats).unwrap_or_default();
-        let stats =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("switch stats: {e}\n{text}"));
-        (out, stats)
-    }
+    let stream = dir.spawn("stream", &sw.spec(1), &args);
+    (sink, stream)
 }
 
 /// A switch with three ports captures a stream from port 1 to a sink on
@@ -179,37 +144,17 @@ impl Switch {
 fn switch_capture_has_one_interface_per_port_with_its_counts(kind: &str) {
     let _serial = serial();
     let dir = TestDir::new("switch_capture");
-    let pcap = dir.path().join("sw.pcapng");
-    let pcap_s = pcap.display().to_string();
-    let mut sw = start_switch(&dir, kind, &["--capture", &pcap_s, "--snaplen", "128"]);
-    let base = sw.spec.clone();
-    let port = |n: usize| match kind {
-        "fifo" => format!("{base}.{n}"),
-        _ => base.clone(),
-    };
+    let (pcap, pcap_s) = dir.file("sw.pcapng");
+    let mut sw = Switch::start(
+        &dir,
+        kind,
+        3,
+        "90",
+        &["--capture", &pcap_s, "--snaplen", "128"],
+    );
     let (count, a, b) = ("5000", "02:00:00:00:00:0a", "02:00:00:00:00:0b");
-    let mut sink = dir.spawn(
-        "sink",
-        &port(0),
-        &["--mac", a, "--workload", "sink", "--count", count],
-    );
-    sw.wait_joined(1);
-    let mut stream = dir.spawn(
-        "stream",
-        &port(1),
-        &[
-            "--mac",
-            b,
-            "--dst",
-            a,
-            "--workload",
-            "stream",
-            "--count",
-            count,
-            "--size",
-            "1000",
-        ],
-    );
+    let (mut sink, mut stream) =
+        sink_then_stream(&dir, &mut sw, (a, count), (b, count, &["--size", "1000"]));
     let sink = sink.finish(EXIT_LIMIT);
     let stream = stream.finish(EXIT_LIMIT);
     sw.wait_joined(2);
@@ -294,39 +239,14 @@ fn switch_capture_has_one_interface_per_port_with_its_counts(kind: &str) {
 fn status_of_a_live_switch_has_port_rows_that_move(kind: &str) {
     let _serial = serial();
     let dir = TestDir::new("switch_status");
-    let mut sw = start_switch(&dir, kind, &[]);
-    let base = sw.spec.clone();
-    let port = |n: usize| match kind {
-        "fifo" => format!("{base}.{n}"),
-        _ => base.clone(),
-    };
+    let mut sw = Switch::start(&dir, kind, 3, "90", &[]);
     let (a, b) = ("02:00:00:00:00:0a", "02:00:00:00:00:0b");
-    let mut sink = dir.spawn(
-        "sink",
-        &port(0),
-        &["--mac", a, "--workload", "sink", "--count", "0"],
-    );
-    sw.wait_joined(1);
-    let mut stream = dir.spawn(
-        "stream",
-        &port(1),
-        &[
-            "--mac",
-            b,
-            "--dst",
-            a,
-            "--workload",
-            "stream",
-            "--count",
-            "2000000000",
-            "--rate",
-            "20000",
-        ],
-    );
+    let (mut sink, mut stream) =
+        sink_then_stream(&dir, &mut sw, (a, "0"), (b, ENDLESS, &["--rate", "20000"]));
     sw.wait_joined(2);
     let ask = || {
         let o = Command::new(launcher())
-            .args(["status", "--sharenet", &sw.spec, "--json"])
+            .args(["status", "--sharenet", &sw.base_spec(), "--json"])
             .output()
             .expect("run status");
         assert!(
@@ -347,7 +267,7 @@ fn status_of_a_live_switch_has_port_rows_that_move(kind: &str) {
     std::thread::sleep(Duration::from_millis(600));
     let second = ask();
     let table = Command::new(launcher())
-        .args(["status", "--sharenet", &sw.spec])
+        .args(["status", "--sharenet", &sw.base_spec()])
         .output()
         .expect("run status");
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
@@ -374,17 +294,15 @@ fn status_of_a_live_switch_has_port_rows_that_move(kind: &str) {
     );
     if let (Some(a), Some(b), Some(x), Some(y)) = (in1, in2, out1, out2) {
         c.that(a.link_up && x.link_up, "both ports up");
-        gt(
-            &mut c,
-            "port-1 frames in, second call",
-            b.stats.packets_copied,
+        c.grew(
+            "port-1 frames in",
             a.stats.packets_copied,
-        );
-        gt(
-            &mut c,
-            "port-0 frames out, second call",
-            y.stats.packets_sent,
+            b.stats.packets_copied,
+        )
+        .grew(
+            "port-0 frames out",
             x.stats.packets_sent,
+            y.stats.packets_sent,
         );
         eq(&mut c, "port-1's member", a.stats.peer_pid, stream.pid);
         c.that(b.rx_pps > 0.0, format!("port-1 rate {}", b.rx_pps));

@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{run_stream_pair, serial, Checks, TestDir, EXIT_LIMIT};
-use std::time::Duration;
+use common::{fresh_link, run_stream_pair, serial, Checks, TestDir, EXIT_LIMIT};
 
 /// A stamped stream (header only, both sides) over `kind`: every frame
 /// arrives once, intact and in order, in spin and in sleep mode, and both
@@ -39,9 +38,7 @@ fn stamp_stream_arrives_intact_and_in_order(kind: &str) {
 /// A sink checking full payloads counts stamped frames as corrupted: the
 /// modes must match, and a mismatch is loud, not silent.
 fn verify_sink_counts_stamped_frames_as_corrupted(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("stamp_vs_verify");
-    let spec = dir.sharenet(kind, "link");
+    let (_serial, dir, spec) = fresh_link(kind, "stamp_vs_verify");
     let (sink, stream) = run_stream_pair(
         &dir,
         &spec,
@@ -69,9 +66,7 @@ transport_suite!(
 fn cpu_out_of_range_is_a_usage_error_naming_the_flag_and_the_cpu_count() {
     let dir = TestDir::new("cpu99");
     let spec = dir.sharenet("unix", "link");
-    let out = dir
-        .spawn_raw("launcher", &["--sharenet", &spec, "--cpu", "99"])
-        .finish(Duration::from_secs(10));
+    let out = dir.run_raw("launcher", &["--sharenet", &spec, "--cpu", "99"]);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut c = Checks::new("--cpu 99", &[&out]);
     c.exit(&out, 2)
@@ -83,12 +78,10 @@ fn cpu_out_of_range_is_a_usage_error_naming_the_flag_and_the_cpu_count() {
 #[test]
 fn cpu_and_payload_from_a_profile_are_shown_by_print_config() {
     let dir = TestDir::new("cpu_profile");
-    let profile = dir.path().join("p.toml");
-    std::fs::write(
-        &profile,
+    let (profile, _) = dir.write_file(
+        "p.toml",
         "[guest]\ncpu = 0\n[workload]\npayload = \"stamp\"\n",
-    )
-    .unwrap();
+    );
     let out = std::process::Command::new(common::launcher())
         .arg("--profile")
         .arg(&profile)
@@ -103,9 +96,7 @@ fn cpu_and_payload_from_a_profile_are_shown_by_print_config() {
 
 #[test]
 fn pair_pinned_to_cpu_0_and_1_completes() {
-    let _serial = serial();
-    let dir = TestDir::new("cpu01");
-    let spec = dir.sharenet("eventfd", "link");
+    let (_serial, dir, spec) = fresh_link("eventfd", "cpu01");
     let (sink, stream) = run_stream_pair(
         &dir,
         &spec,
@@ -123,19 +114,9 @@ fn pair_pinned_to_cpu_0_and_1_completes() {
 
 #[test]
 fn adaptive_ping_reports_its_wait_loop() {
-    let _serial = serial();
-    let dir = TestDir::new("adaptive_stats");
-    let spec = dir.sharenet("eventfd", "link");
-    let mut echo = dir.spawn(
-        "echo",
-        &spec,
-        &["--workload", "echo", "--count", "500", "--wait", "adaptive"],
-    );
-    let mut ping = dir.spawn(
-        "ping",
-        &spec,
-        &["--workload", "ping", "--count", "500", "--wait", "adaptive"],
-    );
+    let (_serial, dir, spec) = fresh_link("eventfd", "adaptive_stats");
+    let mut echo = dir.workload("echo", &spec, "echo", "500", &["--wait", "adaptive"]);
+    let mut ping = dir.workload("ping", &spec, "ping", "500", &["--wait", "adaptive"]);
     let ping = ping.finish(EXIT_LIMIT);
     let echo = echo.finish(EXIT_LIMIT);
     let mut c = Checks::new("adaptive ping/echo stats", &[&ping, &echo]);

@@ -11,7 +11,6 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const ENDLESS: &str = "2000000000";
 /// `nobody` on Debian.
 const NOBODY: u32 = 65534;
 
@@ -62,24 +61,9 @@ fn replies(o: &Output) -> Result<Vec<Reply>, String> {
 /// and the sink's received counters (and the stream's sent ones) moved
 /// between the calls; the human table names both sides; `--watch` redraws.
 fn status_of_a_live_pair_moves_between_calls(kind: &str) {
-    let _serial = serial();
-    let dir = TestDir::new("status_pair");
-    let spec = dir.sharenet(kind, "link");
-    let mut sink = dir.spawn("sink", &spec, &["--workload", "sink", "--count", ENDLESS]);
-    let mut stream = dir.spawn(
-        "stream",
-        &spec,
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            ENDLESS,
-            "--size",
-            "512",
-            "--wait",
-            "sleep",
-        ],
-    );
+    let (_serial, dir, spec) = fresh_link(kind, "status_pair");
+    let mut sink = dir.sink(&spec, ENDLESS, &[]);
+    let mut stream = dir.stream(&spec, ENDLESS, &["--size", "512", "--wait", "sleep"]);
     let connected = stream.wait_for_stderr("connected to peer pid", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     let first = status(&["--sharenet", &spec, "--json"]);
@@ -125,23 +109,20 @@ fn status_of_a_live_pair_moves_between_calls(kind: &str) {
                             t1.stats.peer_pid == sink_pid,
                             "the stream's peer is the sink",
                         )
-                        .that(
-                            s2.stats.packets_received > s1.stats.packets_received,
-                            format!(
-                                "sink packets_received moved: {} -> {}",
-                                s1.stats.packets_received, s2.stats.packets_received
-                            ),
+                        .grew(
+                            "sink packets_received",
+                            s1.stats.packets_received,
+                            s2.stats.packets_received,
                         )
-                        .that(
-                            s2.stats.packets_copied > s1.stats.packets_copied,
-                            "sink packets_copied moved",
+                        .grew(
+                            "sink packets_copied",
+                            s1.stats.packets_copied,
+                            s2.stats.packets_copied,
                         )
-                        .that(
-                            t2.stats.packets_sent > t1.stats.packets_sent,
-                            format!(
-                                "stream packets_sent moved: {} -> {}",
-                                t1.stats.packets_sent, t2.stats.packets_sent
-                            ),
+                        .grew(
+                            "stream packets_sent",
+                            t1.stats.packets_sent,
+                            t2.stats.packets_sent,
                         )
                         .that(s2.rx_pps > 0.0, format!("sink rx rate {} > 0", s2.rx_pps))
                         .that(
@@ -262,16 +243,11 @@ fn control_socket_refuses_another_uid() {
     c.done();
 }
 
-mod unix {
-    #[test]
-    fn status_of_a_live_pair_moves_between_calls() {
-        super::status_of_a_live_pair_moves_between_calls("unix");
-    }
-}
-
-mod eventfd {
-    #[test]
-    fn status_of_a_live_pair_moves_between_calls() {
-        super::status_of_a_live_pair_moves_between_calls("eventfd");
-    }
+crate::transport_tests! {
+    unix: [
+        status_of_a_live_pair_moves_between_calls,
+    ],
+    eventfd: [
+        status_of_a_live_pair_moves_between_calls,
+    ],
 }

@@ -20,10 +20,11 @@
 
 mod common;
 
-use common::{check_counters_add_up, mac, serial, Checks, Outcome, Proc, TestDir, EXIT_LIMIT};
+use common::{
+    check_counters_add_up, mac, serial, Checks, Outcome, Proc, Switch, TestDir, EXIT_LIMIT,
+};
 use lguest_launcher::switch::stats::SwitchStats;
 use nix::sys::signal::Signal;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const BROADCAST: &str = "ff:ff:ff:ff:ff:ff";
@@ -53,78 +54,18 @@ fn member(
     dir.spawn(name, spec, &args)
 }
 
-/// A running switch.
-struct Switch {
-    proc: Proc,
-    kind: String,
-    path: PathBuf,
-    stats: PathBuf,
-}
-
-impl Switch {
-    fn start(dir: &TestDir, kind: &str, ports: usize, extra: &[&str]) -> Switch {
-        let path = dir.path().join("sw");
-        let stats = dir.path().join("switch.json");
-        let spec = format!("{kind}:{}", path.display());
-        let ports = ports.to_string();
-        let mut args = vec![
-            "switch",
-            "--sharenet",
-            &spec,
-            "--ports",
-            &ports,
-            "--timeout",
-            "90",
-        ];
-        let stats_s = stats.display().to_string();
-        args.extend(["--stats-json", &stats_s]);
-        args.extend_from_slice(extra);
-        let mut proc = dir.spawn_raw("switch", &args);
-        assert!(
-            proc.wait_for_stderr("members join on", Duration::from_secs(10)),
-            "switch did not start:\n{}",
-            proc.stderr()
-        );
-        Switch {
-            proc,
-            kind: kind.into(),
-            path,
-            stats,
-        }
-    }
-
-    /// The `--sharenet` of the member on port `n` (the port matters for
-    /// `fifo:` only: its path names it).
-    fn spec(&self, n: usize) -> String {
-        match self.kind.as_str() {
-            "fifo" => format!("fifo:{}.{n}", self.path.display()),
-            k => format!("{k}:{}", self.path.display()),
-        }
-    }
-
-    /// Wait until `n` members have joined in all.
-    fn wait_joined(&mut self, n: usize) {
-        let end = Instant::now() + Duration::from_secs(30);
-        while self.proc.stderr().matches(" joined").count() < n {
-            assert!(
-                Instant::now() < end,
-                "only {} of {n} members joined:\n{}",
-                self.proc.stderr().matches(" joined").count(),
-                self.proc.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Stop it (SIGINT: exit 0, stats written) and read its stats.
-    fn stop(mut self) -> (Outcome, SwitchStats) {
-        self.proc.signal(Signal::SIGINT);
-        let out = self.proc.finish(Duration::from_secs(10));
-        let text = std::fs::read_to_string(&self.stats).unwrap_or_default();
-        let stats: SwitchStats = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("switch stats {}: {e}\n{text}", self.stats.display()));
-        (out, stats)
-    }
+/// A stream member `name` with MAC `mac(from)` sending `count` frames to
+/// `mac(to)`.
+fn stream_to(dir: &TestDir, name: &str, spec: &str, (from, to): (u8, u8), count: &str) -> Proc {
+    member(
+        dir,
+        name,
+        spec,
+        &mac(from),
+        "stream",
+        count,
+        &["--dst", &mac(to)],
+    )
 }
 
 /// Frames per unicast stream, and in the broadcast.
@@ -148,7 +89,7 @@ fn eight_members_four_streams_and_a_broadcast_pull(kind: &str) {
 fn eight_members(kind: &str, push: &str) {
     let _g = serial();
     let dir = TestDir::new(&format!("switch8-{kind}-push-{push}"));
-    let mut sw = Switch::start(&dir, kind, 9, &["--push", push]);
+    let mut sw = Switch::start(&dir, kind, 9, "90", &["--push", push]);
     let per_sink = (STREAM + BCAST).to_string();
     let (n, b, size) = (STREAM.to_string(), BCAST.to_string(), SIZE.to_string());
     // Sinks first, so the switch has learned them (their hellos) before
@@ -300,31 +241,15 @@ fn eight_members(kind: &str, push: &str) {
 fn member_killed_mid_stream_does_not_disturb_the_others(kind: &str) {
     let _g = serial();
     let dir = TestDir::new(&format!("switchkill-{kind}"));
-    let mut sw = Switch::start(&dir, kind, 6, &[]);
+    let mut sw = Switch::start(&dir, kind, 6, "90", &[]);
     let n = STREAM.to_string();
     let mut a = member(&dir, "sinkA", &sw.spec(0), &mac(0xa), "sink", &n, &[]);
     let mut c_sink = member(&dir, "sinkC", &sw.spec(1), &mac(0xc), "sink", "0", &[]);
     sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
     // D streams to C far longer than the test lasts; it is killed.
-    let mut d = member(
-        &dir,
-        "streamD",
-        &sw.spec(3),
-        &mac(0xd),
-        "stream",
-        "100000000",
-        &["--dst", &mac(0xc)],
-    );
-    let mut b = member(
-        &dir,
-        "streamB",
-        &sw.spec(2),
-        &mac(0xb),
-        "stream",
-        &n,
-        &["--dst", &mac(0xa)],
-    );
+    let mut d = stream_to(&dir, "streamD", &sw.spec(3), (0xd, 0xc), "100000000");
+    let mut b = stream_to(&dir, "streamB", &sw.spec(2), (0xb, 0xa), &n);
     assert!(
         c_sink.wait_for_stderr("first frame from", Duration::from_secs(20)),
         "sinkC got nothing from D:\n{}",
@@ -336,15 +261,7 @@ fn member_killed_mid_stream_does_not_disturb_the_others(kind: &str) {
     let b = b.finish(EXIT_LIMIT);
     let a = a.finish(EXIT_LIMIT);
     // A latecomer on D's port finishes what C waits for.
-    let mut e = member(
-        &dir,
-        "streamE",
-        &sw.spec(3),
-        &mac(0xe),
-        "stream",
-        "5000",
-        &["--dst", &mac(0xc)],
-    );
+    let mut e = stream_to(&dir, "streamE", &sw.spec(3), (0xe, 0xc), "5000");
     let e = e.finish(EXIT_LIMIT);
     let c_out = c_sink.finish(EXIT_LIMIT);
     let (swo, st) = sw.stop();
@@ -389,7 +306,7 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
     let dir = TestDir::new(&format!("switchslow-{kind}"));
     // A hold long enough for a loaded machine's wake-ups; the member
     // that stopped reading costs its sender one hold, then drops.
-    let mut sw = Switch::start(&dir, kind, 4, &["--hold-ms", "200"]);
+    let mut sw = Switch::start(&dir, kind, 4, "90", &["--hold-ms", "200"]);
     let n = STREAM.to_string();
     let mut fast = member(&dir, "fast", &sw.spec(0), &mac(0xf), "sink", &n, &[]);
     let mut slow = member(
@@ -403,24 +320,8 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
     );
     sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
-    let mut to_slow = member(
-        &dir,
-        "to_slow",
-        &sw.spec(2),
-        &mac(0x55),
-        "stream",
-        "5000",
-        &["--dst", &mac(0x5)],
-    );
-    let mut to_fast = member(
-        &dir,
-        "to_fast",
-        &sw.spec(3),
-        &mac(0xff),
-        "stream",
-        &n,
-        &["--dst", &mac(0xf)],
-    );
+    let mut to_slow = stream_to(&dir, "to_slow", &sw.spec(2), (0x55, 0x5), "5000");
+    let mut to_fast = stream_to(&dir, "to_fast", &sw.spec(3), (0xff, 0xf), &n);
     let to_slow = to_slow.finish(EXIT_LIMIT);
     let to_fast = to_fast.finish(EXIT_LIMIT);
     let fast = fast.finish(EXIT_LIMIT);
@@ -435,8 +336,7 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
         .exit(&fast, 0)
         .exit(&to_fast, 0)
         .exit(&to_slow, 0)
-        .eq(&fast, field!(packets_received), STREAM)
-        .eq(&fast, field!(corrupted), 0)
+        .received(&fast, STREAM)
         .eq(&fast, field!(out_of_order), 0)
         .eq(&to_slow, field!(packets_consumed), 5000)
         .eq(&slow, field!(corrupted), 0);
@@ -480,7 +380,7 @@ fn slow_member_does_not_stall_the_others(kind: &str) {
 fn member_that_comes_back_gets_its_old_port(kind: &str) {
     let _g = serial();
     let dir = TestDir::new(&format!("switchback-{kind}"));
-    let mut sw = Switch::start(&dir, kind, 5, &[]);
+    let mut sw = Switch::start(&dir, kind, 5, "90", &[]);
     let specs: Vec<String> = (0..5).map(|n| sw.spec(n)).collect();
     let sink = |name: &str, port: usize, m: u8| {
         member(&dir, name, &specs[port], &mac(m), "sink", "0", &[])
@@ -524,15 +424,7 @@ fn member_that_comes_back_gets_its_old_port(kind: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Frames for B's address reach the member that came back.
-    let mut e = member(
-        &dir,
-        "e",
-        &specs[4],
-        &mac(0xe),
-        "stream",
-        "1000",
-        &["--dst", &mac(0xb)],
-    );
+    let mut e = stream_to(&dir, "e", &specs[4], (0xe, 0xb), "1000");
     let e = e.finish(EXIT_LIMIT);
     let b2 = b2.finish(EXIT_LIMIT);
     for p in [&mut a, &mut c_, &mut d] {
@@ -548,11 +440,7 @@ fn member_that_comes_back_gets_its_old_port(kind: &str) {
         format!("member comes back over {kind}"),
         &[&a, &b, &b2, &c_out, &d, &e, &swo],
     );
-    c.exit(&swo, 0)
-        .exit(&e, 0)
-        .exit(&b2, 0)
-        .eq(&b2, field!(packets_received), 1000)
-        .eq(&b2, field!(corrupted), 0);
+    c.exit(&swo, 0).exit(&e, 0).exit(&b2, 0).received(&b2, 1000);
     let port = |n: usize| st.ports.get(n).cloned().unwrap_or_default();
     c.that(
         port(1).pid == b2.pid && port(1).joins == 2,
@@ -609,9 +497,7 @@ fn switch_usage_errors_exit_2_naming_the_flag() {
             "--mac",
         ),
     ] {
-        let o = dir
-            .spawn_raw("usage", &args)
-            .finish(Duration::from_secs(10));
+        let o = dir.run_raw("usage", &args);
         let mut c = Checks::new(format!("{args:?}"), &[&o]);
         c.exit(&o, 2).stderr_has(&o, needle).done();
     }
@@ -825,52 +711,41 @@ fn tap_port_carries_frames_between_host_and_members() {
 #[test]
 fn switch_profile_sets_what_flags_set_and_refuses_unknown_keys() {
     let dir = TestDir::new("switchprofile");
-    let good = dir.path().join("sw.toml");
-    std::fs::write(
-        &good,
+    let (_, good_s) = dir.write_file(
+        "sw.toml",
         format!(
             "[switch]\nsharenet = \"unix:{}/sw\"\nports = 3\nhold_ms = 10\n",
             dir.path().display()
         ),
-    )
-    .unwrap();
-    let good_s = good.display().to_string();
+    );
     // The profile names the path and 3 ports.
-    let o = dir
-        .spawn_raw(
-            "good",
-            &["switch", "--profile", &good_s, "--timeout", "0.5"],
-        )
-        .finish(Duration::from_secs(10));
+    let o = dir.run_raw(
+        "good",
+        &["switch", "--profile", &good_s, "--timeout", "0.5"],
+    );
     Checks::new("switch profile", &[&o])
         .exit(&o, 0)
         .stderr_has(&o, "[switch] 3 ports; members join on unix:")
         .done();
     // A flag wins over the profile.
-    let o = dir
-        .spawn_raw(
-            "flag_wins",
-            &[
-                "switch",
-                "--profile",
-                &good_s,
-                "--ports",
-                "5",
-                "--timeout",
-                "0.5",
-            ],
-        )
-        .finish(Duration::from_secs(10));
+    let o = dir.run_raw(
+        "flag_wins",
+        &[
+            "switch",
+            "--profile",
+            &good_s,
+            "--ports",
+            "5",
+            "--timeout",
+            "0.5",
+        ],
+    );
     Checks::new("flag wins", &[&o])
         .exit(&o, 0)
         .stderr_has(&o, "[switch] 5 ports")
         .done();
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[switch]\nports = 3\nportz = 4\n").unwrap();
-    let bad_s = bad.display().to_string();
-    let o = dir
-        .spawn_raw("bad", &["switch", "--profile", &bad_s])
-        .finish(Duration::from_secs(10));
+    let (_, bad_s) = dir.write_file("bad.toml", "[switch]\nports = 3\nportz = 4\n");
+    let o = dir.run_raw("bad", &["switch", "--profile", &bad_s]);
     Checks::new("bad switch profile", &[&o])
         .exit(&o, 2)
         .stderr_has(
@@ -881,23 +756,18 @@ fn switch_profile_sets_what_flags_set_and_refuses_unknown_keys() {
     // `capture` and `snaplen` in the profile start the per-port capture:
     // the file exists and begins with a pcapng section header.
     let pcap = dir.path().join("sw.pcapng");
-    let cap = dir.path().join("cap.toml");
-    std::fs::write(
-        &cap,
+    let (_, cap_s) = dir.write_file(
+        "cap.toml",
         format!(
             "[switch]\nsharenet = \"unix:{}/swc\"\nports = 2\ncapture = \"{}\"\nsnaplen = 128\n",
             dir.path().display(),
             pcap.display()
         ),
-    )
-    .unwrap();
-    let cap_s = cap.display().to_string();
-    let o = dir
-        .spawn_raw(
-            "capture_profile",
-            &["switch", "--profile", &cap_s, "--timeout", "0.5"],
-        )
-        .finish(Duration::from_secs(10));
+    );
+    let o = dir.run_raw(
+        "capture_profile",
+        &["switch", "--profile", &cap_s, "--timeout", "0.5"],
+    );
     let head = std::fs::read(&pcap).unwrap_or_default();
     Checks::new("switch profile capture", &[&o])
         .exit(&o, 0)
@@ -910,16 +780,11 @@ fn switch_profile_sets_what_flags_set_and_refuses_unknown_keys() {
         )
         .done();
     // `snaplen` without any capture is a usage error naming the fix.
-    let nocap = dir.path().join("nocap.toml");
-    std::fs::write(
-        &nocap,
+    let (_, nocap_s) = dir.write_file(
+        "nocap.toml",
         "[switch]\nsharenet = \"unix:/tmp/x\"\nsnaplen = 128\n",
-    )
-    .unwrap();
-    let nocap_s = nocap.display().to_string();
-    let o = dir
-        .spawn_raw("snaplen_alone", &["switch", "--profile", &nocap_s])
-        .finish(Duration::from_secs(10));
+    );
+    let o = dir.run_raw("snaplen_alone", &["switch", "--profile", &nocap_s]);
     Checks::new("switch profile snaplen without capture", &[&o])
         .exit(&o, 2)
         .stderr_has(&o, "[switch] snaplen needs a capture")

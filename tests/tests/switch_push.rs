@@ -21,8 +21,8 @@
 mod common;
 
 use common::{
-    check_counters_add_up, launcher, mac, serial, start_switch, stop_switch, wait_joined, Checks,
-    Outcome, Proc, TestDir, EXIT_LIMIT,
+    check_counters_add_up, launcher, mac, serial, Checks, Outcome, Proc, Switch, TestDir, ENDLESS,
+    EXIT_LIMIT,
 };
 use lguest_launcher::switch::stats::SwitchStats;
 use nix::sys::signal::Signal;
@@ -40,6 +40,44 @@ fn member(dir: &TestDir, name: &str, spec: &str, m: &str, args: &[&str]) -> Proc
     dir.spawn(name, spec, &a)
 }
 
+/// A stamping sink member `name` (MAC `m`) for `count` frames; `extra`
+/// follows.
+fn sink_member(
+    dir: &TestDir,
+    name: &str,
+    spec: &str,
+    m: &str,
+    count: &str,
+    extra: &[&str],
+) -> Proc {
+    let mut a = vec!["--workload", "sink", "--count", count];
+    a.extend_from_slice(extra);
+    member(dir, name, spec, m, &a)
+}
+
+/// A stamping stream member `name` (MAC `m`): `count` frames of `size`
+/// bytes to `dst`.
+fn stream_member(
+    dir: &TestDir,
+    name: &str,
+    spec: &str,
+    (m, dst): (&str, &str),
+    count: &str,
+    size: &str,
+) -> Proc {
+    let a = [
+        "--workload",
+        "stream",
+        "--count",
+        count,
+        "--size",
+        size,
+        "--dst",
+        dst,
+    ];
+    member(dir, name, spec, m, &a)
+}
+
 const N: u64 = 20_000;
 
 #[test]
@@ -48,13 +86,7 @@ fn direct_pair_never_pushes() {
     let dir = TestDir::new("push-direct");
     let spec = dir.sharenet("eventfd", "link");
     let n = N.to_string();
-    let mut sink = member(
-        &dir,
-        "sink",
-        &spec,
-        &mac(1),
-        &["--workload", "sink", "--count", &n],
-    );
+    let mut sink = sink_member(&dir, "sink", &spec, &mac(1), &n, &[]);
     let mut stream = member(
         &dir,
         "stream",
@@ -67,8 +99,7 @@ fn direct_pair_never_pushes() {
     let mut c = Checks::new("a direct pair", &[&sink, &stream]);
     c.exit(&sink, 0)
         .exit(&stream, 0)
-        .eq(&sink, field!(packets_received), N)
-        .eq(&sink, field!(corrupted), 0)
+        .received(&sink, N)
         .eq(&sink, field!(rx_push), false)
         .eq(&stream, field!(rx_push), false)
         .that(
@@ -83,55 +114,26 @@ fn direct_pair_never_pushes() {
 fn share_exchange_member_pulls_beside_push_members() {
     let _g = serial();
     let dir = TestDir::new("push-mixed");
-    let (mut sw, spec, stats) = start_switch(&dir, "unix", "90", &[]);
+    let mut sw = Switch::start(&dir, "unix", 4, "90", &[]);
+    let spec = sw.base_spec();
     let n = N.to_string();
-    let sink = |name: &str, m: &str, extra: &[&str]| {
-        let mut a = vec!["--workload", "sink", "--count", &n];
-        a.extend_from_slice(extra);
-        member(&dir, name, &spec, m, &a)
-    };
-    let mut px = sink("pull-sink", &mac(0xa), &["--share", "exchange"]);
-    let mut ps = sink("push-sink", &mac(0xb), &[]);
-    wait_joined(&mut sw, 2);
+    let exchange = ["--share", "exchange"];
+    let mut px = sink_member(&dir, "pull-sink", &spec, &mac(0xa), &n, &exchange);
+    let mut ps = sink_member(&dir, "push-sink", &spec, &mac(0xb), &n, &[]);
+    sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
-    let stream = |name: &str, m: &str, dst: String| {
-        member(
-            &dir,
-            name,
-            &spec,
-            m,
-            &[
-                "--workload",
-                "stream",
-                "--count",
-                &n,
-                "--size",
-                "1400",
-                "--dst",
-                &dst,
-            ],
-        )
-    };
+    let stream =
+        |name: &str, m: &str, dst: String| stream_member(&dir, name, &spec, (m, &dst), &n, "1400");
     let mut sx = stream("to-pull", &mac(0x1a), mac(0xa));
     let mut ss = stream("to-push", &mac(0x1b), mac(0xb));
-    let outs: Vec<Outcome> = [&mut sx, &mut ss, &mut px, &mut ps]
-        .into_iter()
-        .map(|p| p.finish(EXIT_LIMIT))
-        .collect();
-    let (swo, st) = stop_switch(sw, &stats);
-    let mut ctx: Vec<&Outcome> = outs.iter().collect();
-    ctx.push(&swo);
+    let (outs, swo, st) = sw.finish_members([&mut sx, &mut ss, &mut px, &mut ps]);
+    let ctx: Vec<&Outcome> = outs.iter().chain([&swo]).collect();
     let mut c = Checks::new("push and pull members on one switch", &ctx);
-    c.exit(&swo, 0);
-    for o in &outs {
-        c.exit(o, 0);
-    }
+    c.exit(&swo, 0).all_exit(&outs, 0);
     let (px, ps) = (&outs[2], &outs[3]);
-    c.eq(px, field!(packets_received), N)
-        .eq(px, field!(corrupted), 0)
+    c.received(px, N)
         .eq(px, field!(rx_push), false)
-        .eq(ps, field!(packets_received), N)
-        .eq(ps, field!(corrupted), 0)
+        .received(ps, N)
         .eq(ps, field!(rx_push), true)
         .eq(ps, field!(packets_copied), 0);
     for (o, want) in [(px, false), (ps, true)] {
@@ -154,37 +156,18 @@ fn share_exchange_member_pulls_beside_push_members() {
 fn offload_frames_and_plain_runs_cross_one_push_switch() {
     let _g = serial();
     let dir = TestDir::new("push-offload-runs");
-    let (mut sw, spec, stats) = start_switch(&dir, "eventfd", "90", &[]);
+    let mut sw = Switch::start(&dir, "eventfd", 4, "90", &[]);
+    let spec = sw.base_spec();
     let n = N.to_string();
-    let sink_args = |extra: &'static [&'static str]| {
-        let mut a = vec!["--workload", "sink", "--count", &n];
-        a.extend_from_slice(extra);
-        a
-    };
-    let mut plain_sink = member(&dir, "plain-sink", &spec, &mac(0xa), &sink_args(&[]));
+    let mut plain_sink = sink_member(&dir, "plain-sink", &spec, &mac(0xa), &n, &[]);
     let (gso_mac, gso_sink_mac) = (mac(0x1b), mac(0xb));
     let mut a = vec!["--name", "gso-sink", "--mac", &gso_sink_mac];
-    a.extend(sink_args(&["--offloads", "off"]));
+    a.extend(["--workload", "sink", "--count", &n, "--offloads", "off"]);
     let mut gso_sink = dir.spawn("gso-sink", &spec, &a);
-    wait_joined(&mut sw, 2);
+    sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
     let to_a = mac(0xa);
-    let mut plain = member(
-        &dir,
-        "plain",
-        &spec,
-        &mac(0x1a),
-        &[
-            "--workload",
-            "stream",
-            "--count",
-            &n,
-            "--size",
-            "1400",
-            "--dst",
-            &to_a,
-        ],
-    );
+    let mut plain = stream_member(&dir, "plain", &spec, (&mac(0x1a), &to_a), &n, "1400");
     let mut gso = dir.spawn(
         "gso",
         &spec,
@@ -204,24 +187,14 @@ fn offload_frames_and_plain_runs_cross_one_push_switch() {
             &gso_sink_mac,
         ],
     );
-    let outs: Vec<Outcome> = [&mut plain, &mut gso, &mut plain_sink, &mut gso_sink]
-        .into_iter()
-        .map(|p| p.finish(EXIT_LIMIT))
-        .collect();
-    let (swo, st) = stop_switch(sw, &stats);
-    let mut ctx: Vec<&Outcome> = outs.iter().collect();
-    ctx.push(&swo);
+    let (outs, swo, st) = sw.finish_members([&mut plain, &mut gso, &mut plain_sink, &mut gso_sink]);
+    let ctx: Vec<&Outcome> = outs.iter().chain([&swo]).collect();
     let mut c = Checks::new("offload frames and plain runs on one push switch", &ctx);
-    c.exit(&swo, 0);
-    for o in &outs {
-        c.exit(o, 0);
-    }
+    c.exit(&swo, 0).all_exit(&outs, 0);
     let (ps, gs) = (&outs[2], &outs[3]);
-    c.eq(ps, field!(packets_received), N)
-        .eq(ps, field!(corrupted), 0)
+    c.received(ps, N)
         .eq(ps, field!(rx_push), true)
-        .eq(gs, field!(packets_received), N)
-        .eq(gs, field!(corrupted), 0)
+        .received(gs, N)
         .eq(gs, field!(rx_push), true)
         .eq(gs, field!(tcp_segments_received), N)
         .eq(gs, field!(gso_frames_received), 0)
@@ -251,36 +224,16 @@ fn hostile_push_member(
 ) {
     let _g = serial();
     let dir = TestDir::new(&format!("push-hostile-{mode}-{kind}"));
-    let (mut sw, spec, stats) = start_switch(&dir, kind, "90", &["--hold-ms", "50"]);
+    let mut sw = Switch::start(&dir, kind, 4, "90", &["--hold-ms", "50"]);
+    let spec = sw.base_spec();
     let n = N.to_string();
-    let mut sink = member(
-        &dir,
-        "sink",
-        &spec,
-        &mac(0xa),
-        &["--workload", "sink", "--count", &n],
-    );
+    let mut sink = sink_member(&dir, "sink", &spec, &mac(0xa), &n, &[]);
     let hm = mac(0xe);
     let mut bad = dir.spawn_program("hostile", hostile_member(), &[&spec, mode, &hm, "40"]);
-    wait_joined(&mut sw, 2);
+    sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(300));
     let stream = |name: &str, m: &str, dst: &str, count: &str| {
-        member(
-            &dir,
-            name,
-            &spec,
-            m,
-            &[
-                "--workload",
-                "stream",
-                "--count",
-                count,
-                "--size",
-                "1000",
-                "--dst",
-                dst,
-            ],
-        )
+        stream_member(&dir, name, &spec, (m, dst), count, "1000")
     };
     let mut to_bad = stream("to-hostile", &mac(0x1e), &hm, "5000");
     let mut to_sink = stream("to-sink", &mac(0x1a), &mac(0xa), &n);
@@ -288,7 +241,7 @@ fn hostile_push_member(
     let sink = sink.finish(EXIT_LIMIT);
     let to_bad = to_bad.finish(EXIT_LIMIT);
     let bad = bad.finish(EXIT_LIMIT);
-    let (swo, st) = stop_switch(sw, &stats);
+    let (swo, st) = sw.stop();
     let mut c = Checks::new(
         format!("hostile push member ({mode}) over {kind}"),
         &[&sink, &to_sink, &to_bad, &bad, &swo],
@@ -297,8 +250,7 @@ fn hostile_push_member(
         .exit(&sink, 0)
         .exit(&to_sink, 0)
         .exit(&to_bad, 0)
-        .eq(&sink, field!(packets_received), N)
-        .eq(&sink, field!(corrupted), 0)
+        .received(&sink, N)
         .eq(&sink, field!(rx_push), true)
         .eq(&to_bad, field!(packets_consumed), 5000)
         .that(!swo.stderr.contains("panicked"), "the switch panicked");
@@ -383,23 +335,11 @@ fn status_port(spec: &str, pid: u32) -> Result<serde_json::Value, String> {
 fn live_status_of_a_slow_push_member_shows_its_ring_filled() {
     let _g = serial();
     let dir = TestDir::new("push-status");
-    let (mut sw, spec, stats) = start_switch(&dir, "eventfd", "90", &[]);
-    let endless = "2000000000";
-    let mut sink = member(
-        &dir,
-        "sink",
-        &spec,
-        &mac(1),
-        &[
-            "--workload",
-            "sink",
-            "--count",
-            endless,
-            "--rx-delay-us",
-            "500",
-        ],
-    );
-    wait_joined(&mut sw, 1);
+    let mut sw = Switch::start(&dir, "eventfd", 4, "90", &[]);
+    let spec = sw.base_spec();
+    let slow = ["--rx-delay-us", "500"];
+    let mut sink = sink_member(&dir, "sink", &spec, &mac(1), ENDLESS, &slow);
+    sw.wait_joined(1);
     std::thread::sleep(Duration::from_millis(600));
     let idle = status_port(&spec, sink.pid());
     let mut stream = member(
@@ -407,16 +347,16 @@ fn live_status_of_a_slow_push_member_shows_its_ring_filled() {
         "stream",
         &spec,
         &mac(2),
-        &["--workload", "stream", "--count", endless, "--dst", &mac(1)],
+        &["--workload", "stream", "--count", ENDLESS, "--dst", &mac(1)],
     );
-    wait_joined(&mut sw, 2);
+    sw.wait_joined(2);
     std::thread::sleep(Duration::from_millis(1500));
     let busy = status_port(&spec, sink.pid());
     stream.signal(Signal::SIGINT);
     sink.signal(Signal::SIGINT);
     let stream = stream.finish(EXIT_LIMIT);
     let sink = sink.finish(EXIT_LIMIT);
-    let (swo, _) = stop_switch(sw, &stats);
+    let (swo, _) = sw.stop();
     let mut c = Checks::new("live status of a slow push member", &[&sink, &stream, &swo]);
     let fill = |p: &serde_json::Value| {
         let n = |k: &str| p[k].as_u64().unwrap_or(u64::MAX);
@@ -447,24 +387,13 @@ fn live_status_of_a_slow_push_member_shows_its_ring_filled() {
     c.done();
 }
 
-mod eventfd {
-    #[test]
-    fn hostile_rx_descriptors_are_dropped_and_counted() {
-        super::hostile_rx_descriptors_are_dropped_and_counted("eventfd");
-    }
-    #[test]
-    fn hostile_rx_avail_jump_ends_its_port() {
-        super::hostile_rx_avail_jump_ends_its_port("eventfd");
-    }
-    #[test]
-    fn member_posting_no_rx_buffers_is_dropped_for_room() {
-        super::member_posting_no_rx_buffers_is_dropped_for_room("eventfd");
-    }
-}
-
-mod unix {
-    #[test]
-    fn hostile_rx_descriptors_are_dropped_and_counted() {
-        super::hostile_rx_descriptors_are_dropped_and_counted("unix");
-    }
+crate::transport_tests! {
+    eventfd: [
+        hostile_rx_descriptors_are_dropped_and_counted,
+        hostile_rx_avail_jump_ends_its_port,
+        member_posting_no_rx_buffers_is_dropped_for_room,
+    ],
+    unix: [
+        hostile_rx_descriptors_are_dropped_and_counted,
+    ],
 }

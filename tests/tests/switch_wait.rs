@@ -16,17 +16,14 @@
 
 mod common;
 
-use common::{
-    cpu_time, mac, serial, start_switch, stop_switch, wait_joined, Checks, Proc, TestDir,
-};
+use common::{cpu_time, mac, serial, Checks, Switch, TestDir};
 use nix::sys::signal::Signal;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A `--wait sleep` switch on `dir/sw` holding frames 3 s for room.
-fn start_sleeping_switch(dir: &TestDir, kind: &str, push: &str) -> (Proc, String, PathBuf) {
+fn start_sleeping_switch(dir: &TestDir, kind: &str, push: &str) -> Switch {
     let hold = ["--wait", "sleep", "--hold-ms", "3000", "--push", push];
-    start_switch(dir, kind, "60", &hold)
+    Switch::start(dir, kind, 4, "60", &hold)
 }
 
 /// The window of the hold the switch's CPU is measured over.
@@ -39,15 +36,11 @@ const WINDOW: Duration = Duration::from_millis(1200);
 fn switch_sleeps_while_a_frame_is_held(kind: &str, push: &str) {
     let _g = serial();
     let dir = TestDir::new(&format!("switchhold-{kind}-{push}"));
-    let (mut sw, spec, stats) = start_sleeping_switch(&dir, kind, push);
-    let port = |n: usize| match kind {
-        "fifo" => format!("{spec}.{n}"),
-        _ => spec.clone(),
-    };
+    let mut sw = start_sleeping_switch(&dir, kind, push);
     let a = ["--name", "slow", "--mac", &mac(5), "--workload", "sink"];
     let mut slow = dir.spawn(
         "slow",
-        &port(0),
+        &sw.spec(0),
         &[
             &a[..],
             &[
@@ -61,13 +54,13 @@ fn switch_sleeps_while_a_frame_is_held(kind: &str, push: &str) {
         ]
         .concat(),
     );
-    wait_joined(&mut sw, 1);
+    sw.wait_joined(1);
     std::thread::sleep(Duration::from_millis(300));
     // More frames than the sink's ring (256) and the port's hold can
     // take: the stream's frame after the ring is full waits 3 s.
     let mut stream = dir.spawn(
         "stream",
-        &port(1),
+        &sw.spec(1),
         &[
             "--name",
             "stream",
@@ -83,18 +76,18 @@ fn switch_sleeps_while_a_frame_is_held(kind: &str, push: &str) {
             "40",
         ],
     );
-    wait_joined(&mut sw, 2);
+    sw.wait_joined(2);
     // The ring fills within milliseconds of the stream's start.
     std::thread::sleep(Duration::from_millis(700));
-    let before = cpu_time(sw.pid());
+    let before = cpu_time(sw.proc.pid());
     let t0 = Instant::now();
     std::thread::sleep(WINDOW);
-    let spent = cpu_time(sw.pid()).saturating_sub(before);
+    let spent = cpu_time(sw.proc.pid()).saturating_sub(before);
     let window = t0.elapsed();
     let stream = stream.finish(Duration::from_secs(45));
     slow.signal(Signal::SIGINT);
     let slow = slow.finish(Duration::from_secs(10));
-    let (swo, st) = stop_switch(sw, &stats);
+    let (swo, st) = sw.stop();
     let mut c = Checks::new(
         format!("switch sleeps through a hold over {kind}, push {push}"),
         &[&slow, &stream, &swo],
