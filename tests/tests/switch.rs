@@ -790,3 +790,66 @@ fn switch_profile_sets_what_flags_set_and_refuses_unknown_keys() {
         .stderr_has(&o, "[switch] snaplen needs a capture")
         .done();
 }
+
+/// `switch --cpu N` pins the forwarding thread (the process's main
+/// thread, `/proc/PID/status`'s `Cpus_allowed_list`) and the switch
+/// forwards as before; a CPU the machine lacks, as a flag or as `cpu` in
+/// `[switch]`, is a usage error naming `--cpu`.
+#[test]
+fn switch_cpu_pins_the_forwarding_thread() {
+    let _g = serial();
+    let dir = TestDir::new("switchcpu");
+    let cpu = (0..lguest_launcher::cli::online_cpus())
+        .find(|&c| lguest_launcher::cli::cpu_allowed(c))
+        .expect("some CPU this test may run on");
+    let cpu_s = cpu.to_string();
+    let mut sw = Switch::start(&dir, "unix", 2, "60", &["--cpu", &cpu_s]);
+    let status = format!("/proc/{}/status", sw.proc.pid());
+    let allowed = || {
+        std::fs::read_to_string(&status)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while allowed() != cpu_s && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pinned = allowed();
+    const N: u64 = 5_000;
+    let n = N.to_string();
+    let mut sink = member(&dir, "sink", &sw.spec(0), &mac(1), "sink", &n, &[]);
+    sw.wait_joined(1);
+    let mut stream = stream_to(&dir, "stream", &sw.spec(1), (2, 1), &n);
+    let (outs, swo, _) = sw.finish_members([&mut stream, &mut sink]);
+    let (stream, sink) = (&outs[0], &outs[1]);
+    Checks::new("a pinned switch", &[stream, sink, &swo])
+        .that(
+            pinned == cpu_s,
+            format!("the switch's main thread may run on CPUs {pinned:?}, not only {cpu_s}"),
+        )
+        .all_exit([stream, sink, &swo], 0)
+        .received(sink, N)
+        .done();
+
+    let o = dir.run_raw(
+        "cpu_flag",
+        &["switch", "--sharenet", "unix:/tmp/x", "--cpu", "4096"],
+    );
+    Checks::new("switch --cpu 4096", &[&o])
+        .usage_error(&o, &["--cpu"])
+        .done();
+    let (_, prof) = dir.write_file(
+        "cpu.toml",
+        format!(
+            "[switch]\nsharenet = \"unix:{}/swp\"\ncpu = 1000\n",
+            dir.path().display()
+        ),
+    );
+    let o = dir.run_raw("cpu_profile", &["switch", "--profile", &prof]);
+    Checks::new("[switch] cpu = 1000", &[&o])
+        .usage_error(&o, &["--cpu 1000 (or cpu in the profile's [switch])"])
+        .done();
+}
