@@ -25,16 +25,18 @@ impl Guest {
             HELLO_LEN,
             |mem, at| Ok(mem.write("tx hello", at, &[0u8; HELLO_LEN as usize])?),
         )?;
-        self.hello_slot = slot.or(self.hello_slot);
+        if let Some(at) = slot {
+            self.hello_slots.push(at);
+        }
         Ok(slot.is_some())
     }
 
-    /// A stamped stream or ping that sent a hello: once the hello is back
-    /// (no hello in flight), write what [`Guest::prefill_tx`] wrote into
-    /// its slot again, so every slot holds our data frame's header and
+    /// A stamped stream or ping that sent hellos: once they are back (no
+    /// hello in flight), write what [`Guest::prefill_tx`] wrote into
+    /// their slots again, so every slot holds our data frame's header and
     /// filler and a frame is one 16-byte stamp again (`send_stamps`, the
-    /// burst path a stream on a direct link takes). Nothing is done before
-    /// the end-of-stream frame's slot, which stays as it is.
+    /// burst path a stream on a direct link takes). Nothing is done once
+    /// the end-of-stream frame is out (no stamp follows it).
     pub(super) fn restore_stamped_slots(&mut self) -> Result<(), RingError> {
         let stamped = self.payload == Payload::Stamp
             && matches!(self.workload, Workload::Stream | Workload::Ping)
@@ -42,10 +44,12 @@ impl Guest {
         if !stamped || self.tx_only_stamps || self.hello_out > 0 || self.end_sent {
             return Ok(());
         }
-        let Some(at) = self.hello_slot.take() else {
+        if self.hello_slots.is_empty() {
             return Ok(());
-        };
-        self.prefill_slot(at)?;
+        }
+        for at in std::mem::take(&mut self.hello_slots) {
+            self.prefill_slot(at)?;
+        }
         self.tx_only_stamps = true;
         Ok(())
     }

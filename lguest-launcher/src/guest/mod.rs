@@ -154,10 +154,11 @@ pub struct Guest {
     /// Hellos on our TX ring not yet completed: their completions are not
     /// data frames consumed.
     hello_out: u64,
-    /// The TX slot our last hello was written into, until a stamped
-    /// sender writes its data frame's header there again
-    /// ([`Guest::restore_stamped_slots`]).
-    hello_slot: Option<u64>,
+    /// The TX slots hellos were written into, until a stamped sender
+    /// writes its data frame's header there again
+    /// ([`Guest::restore_stamped_slots`]); more than one when a reconnect
+    /// sends the next hello before the last was restored.
+    hello_slots: Vec<u64>,
     /// `--gso`: a stream's TCP segment size (its frames are TCP GSO frames).
     gso_mss: Option<u16>,
     /// The receive offloads we accepted (virtio-net feature bits).
@@ -304,7 +305,7 @@ impl Guest {
             hello_due: false,
             on_switch: false,
             hello_out: 0,
-            hello_slot: None,
+            hello_slots: Vec::new(),
             gso_mss,
             offloads,
             tcp_head: Vec::with_capacity(128),

@@ -180,3 +180,68 @@ fn a_stamped_sink_takes_exactly_its_count_and_splits_senders_where_told() {
     );
     assert!(g.done());
 }
+
+/// Play the device on our TX ring: take every chain sent, return each as
+/// (its Ethernet header, the 16 bytes after it), and complete them all.
+fn consume_tx(mem: &GuestMemory, layout: &Layout, at: &mut (u16, u16)) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use crate::memory::GuestMap;
+    use crate::virtq::DeviceQueue;
+    let map = GuestMap::identity(mem.region().clone());
+    let mut dev = DeviceQueue::new(&map, &layout.tx)
+        .unwrap()
+        .with_state(at.0, at.1);
+    let mut out = Vec::new();
+    while dev.pending().unwrap() > 0 {
+        let head = dev.peek_head().unwrap();
+        let seg = dev.walk_one(head, false).unwrap();
+        let mut f = vec![0u8; NET_HDR_LEN as usize + ETH_HDR + FRAME_HDR];
+        mem.region().read("test tx", seg.addr, &mut f).unwrap();
+        let f = f.split_off(NET_HDR_LEN as usize);
+        out.push((f[..ETH_HDR].to_vec(), f[ETH_HDR..].to_vec()));
+        dev.advance();
+        dev.add_used(head, 0).unwrap();
+    }
+    dev.publish_used().unwrap();
+    *at = dev.state();
+    out
+}
+
+#[test]
+fn a_stamped_stream_on_a_switch_takes_the_burst_path_once_its_hello_is_back() {
+    let (mem, mut g) = sized(Workload::Stream, 1000, 64);
+    let layout = Layout::plan(256);
+    let mut stats = Stats::default();
+    let mut dev = (0, 0);
+    g.hello();
+    g.step(&mut stats).unwrap();
+    assert!(
+        !g.tx_only_stamps,
+        "the hello took a slot: every frame is written whole"
+    );
+    let first = consume_tx(&mem, &layout, &mut dev);
+    let ours = eth_header(BROADCAST, [2, 0, 0, 0, 0, 1], ETH_P_SHARENET).to_vec();
+    let hello = eth_header(BROADCAST, [2, 0, 0, 0, 0, 1], ETH_P_HELLO).to_vec();
+    assert_eq!(first[0].0, hello, "the hello goes first");
+    let mut seq = 0;
+    for (eth, stamp_bytes) in &first[1..] {
+        assert_eq!(eth, &ours);
+        assert_eq!(stamp_bytes[..], stamp(seq, 64)[..], "frame {seq}");
+        seq += 1;
+    }
+    // The hello is back: its slot holds a data frame's header again, and
+    // the stream sends stamps a burst at a time; every frame, the one in
+    // the hello's old slot too, carries our header and its stamp.
+    g.step(&mut stats).unwrap();
+    assert!(g.tx_only_stamps, "back on the burst path");
+    for _ in 0..2 {
+        let frames = consume_tx(&mem, &layout, &mut dev);
+        assert!(!frames.is_empty());
+        for (eth, stamp_bytes) in &frames {
+            assert_eq!(eth, &ours, "frame {seq}");
+            assert_eq!(stamp_bytes[..], stamp(seq, 64)[..], "frame {seq}");
+            seq += 1;
+        }
+        g.step(&mut stats).unwrap();
+    }
+    assert!(seq > 256 + 255, "two ring cycles after the hello's: {seq}");
+}
