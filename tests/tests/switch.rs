@@ -850,6 +850,6 @@ fn switch_cpu_pins_the_forwarding_thread() {
     );
     let o = dir.run_raw("cpu_profile", &["switch", "--profile", &prof]);
     Checks::new("[switch] cpu = 1000", &[&o])
-        .usage_error(&o, &["--cpu 1000 (or cpu in the profile's [switch])"])
+        .usage_error(&o, &["--cpu 1000 (or cpu in a profile's [switch])"])
         .done();
 }

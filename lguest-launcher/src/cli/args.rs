@@ -302,6 +302,7 @@ impl RunArgs {
             return Err(UsageError::NoSuchCpu {
                 cpu,
                 online: online_cpus(),
+                section: "guest",
             });
         }
         Ok(Settings {

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 /// the flag (or profile key) and the value at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
-    /// `--cpu N` (or `cpu` in a profile's `[guest]`) names a CPU this
-    /// process cannot run on.
+    /// `--cpu N` (or `cpu` in a profile's `[guest]` or `[switch]`) names a
+    /// CPU this process cannot run on.
     #[error(
-        "--cpu {cpu} (or cpu in a profile's [guest]): this machine has {online} CPUs (0..={last}){allowed}; pick one of them or leave --cpu out",
+        "--cpu {cpu} (or cpu in a profile's [{section}]): this machine has {online} CPUs (0..={last}){allowed}; pick one of them or leave --cpu out",
         last = online.saturating_sub(1),
         allowed = if *cpu < *online { " and this process may not run on that one" } else { "" }
     )]
@@ -21,6 +21,8 @@ pub enum UsageError {
         cpu: usize,
         /// CPUs online.
         online: usize,
+        /// The profile section with the `cpu` key: `guest` or `switch`.
+        section: &'static str,
     },
     /// `--gso` on a workload other than `stream`.
     #[error(

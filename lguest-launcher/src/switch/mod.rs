@@ -338,12 +338,12 @@ pub fn run(args: &SwitchArgs) -> ExitCode {
     }
     let cpu = args.cpu.or(prof.cpu);
     if let Some(cpu) = cpu.filter(|&c| !crate::cli::cpu_allowed(c)) {
-        let online = crate::cli::online_cpus();
-        eprintln!(
-            "error: --cpu {cpu} (or cpu in the profile's [switch]): this machine has {online} CPUs (0..={}){}; pick one of them or leave --cpu out",
-            online.saturating_sub(1),
-            if cpu < online { " and this process may not run on that one" } else { "" }
-        );
+        let e = crate::cli::UsageError::NoSuchCpu {
+            cpu,
+            online: crate::cli::online_cpus(),
+            section: "switch",
+        };
+        eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     let spin_us = args.spin_us.or(prof.spin_us);
