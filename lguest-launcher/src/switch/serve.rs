@@ -7,14 +7,15 @@
 //! that asked) after each source's burst and once more at its end. When a
 //! turn moved nothing the loop spins (`--wait spin`,
 //! `adaptive` within its budget) or re-arms every member's notifications,
-//! fences, re-checks and sleeps in one epoll set over every link, the TAP
-//! and the acceptors' wake-up socket ([`super::sleep`]) (`sleep`, `adaptive` after its budget).
+//! fences, re-checks and sleeps (`sleep`, `adaptive` after its budget) in
+//! one epoll set over every link, the TAP and the acceptors' wake-up
+//! socket (`sleep.rs`).
 //!
 //! Housekeeping that costs a system call is kept off the per-turn path:
 //! joins, signals, the deadline and the stats file are looked at in
 //! [`crate::wait::Device::tick`] (every millisecond while busy) and after
-//! each sleep; a link is asked whether its member is still there only when the
-//! epoll set said its fd is readable, and every 20 ms while busy.
+//! each sleep; a link is asked whether its member is still there only
+//! when the epoll set said its fd is readable, and every 20 ms while busy.
 
 use super::accept::{Acceptor, Event, Joined};
 use super::port::Port;

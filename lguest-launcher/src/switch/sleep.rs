@@ -36,9 +36,9 @@ pub(super) struct Sleeper {
 impl Sleeper {
     /// Sleep until a link, the TAP or the wake-up socket is readable (or
     /// hung up), or `max` passed; the ports whose links are, in `ready`.
-    /// A set that can't be built or waited on falls back to sleeping
-    /// `max` at most 1 ms: the caller checks every link after a wake-up
-    /// anyway when none is named.
+    /// A set that can't be built falls back to sleeping at most 1 ms and
+    /// naming no port: the tick still asks every link whether its member
+    /// is there (every 20 ms), and the next sleep tries to build it again.
     pub(super) fn wait<T: Transport>(
         &mut self,
         ports: &[Option<Port<T>>],
