@@ -25,8 +25,9 @@ impl Guest {
             HELLO_LEN,
             |mem, at| Ok(mem.write("tx hello", at, &[0u8; HELLO_LEN as usize])?),
         )?;
-        if let Some(at) = slot {
-            self.hello_slots.push(at);
+        match slot {
+            Some(at) if prefills_tx(self.payload, self.workload) => self.hello_slots.push(at),
+            _ => {}
         }
         Ok(slot.is_some())
     }
@@ -37,14 +38,14 @@ impl Guest {
     /// filler and a frame is one 16-byte stamp again (`send_stamps`, the
     /// burst path a stream on a direct link takes). Nothing is done once
     /// the end-of-stream frame is out (no stamp follows it).
+    /// Called on every step: a guest with no hello slot to restore (every
+    /// one but a stamped sender that just joined a switch) looks no further.
     pub(super) fn restore_stamped_slots(&mut self) -> Result<(), RingError> {
-        let stamped = self.payload == Payload::Stamp
-            && matches!(self.workload, Workload::Stream | Workload::Ping)
-            && self.gso_mss.is_none();
-        if !stamped || self.tx_only_stamps || self.hello_out > 0 || self.end_sent {
-            return Ok(());
-        }
-        if self.hello_slots.is_empty() {
+        if self.hello_slots.is_empty()
+            || self.hello_out > 0
+            || self.end_sent
+            || self.gso_mss.is_some()
+        {
             return Ok(());
         }
         for at in std::mem::take(&mut self.hello_slots) {
@@ -147,8 +148,9 @@ impl Guest {
         result.map(|()| any)
     }
 
-    /// `--payload stamp`: write every TX buffer's `virtio_net_hdr` and
-    /// payload once, so a frame costs only its 16-byte stamp afterwards.
+    /// `--payload stamp` ([`prefills_tx`]): write every TX buffer's
+    /// `virtio_net_hdr` and payload once, so a frame costs only its
+    /// 16-byte stamp afterwards.
     pub(super) fn prefill_tx(&mut self) -> Result<(), RingError> {
         for id in 0..u64::from(self.layout.tx.size) {
             self.prefill_slot(self.layout.tx_bufs + id * self.tx_stride)?;
@@ -347,10 +349,17 @@ impl Guest {
     }
 }
 
+/// Does a guest of this payload and workload prefill its TX buffers
+/// ([`Guest::prefill_tx`]), so that its frames are stamps only?
+pub(super) fn prefills_tx(payload: Payload, workload: Workload) -> bool {
+    payload == Payload::Stamp && matches!(workload, Workload::Stream | Workload::Ping)
+}
+
 /// Put one TX frame of `len` bytes behind the Ethernet header `eth`, in
 /// the slot of the descriptor it gets (`(base, stride)`: see
 /// [`Guest::tx_stride`]); `fill` writes the frame at the given offset
-/// (after the `virtio_net_hdr` and `eth`). False when the ring is full.
+/// (after the `virtio_net_hdr` and `eth`). The slot it took; `None` when
+/// the ring is full.
 pub(super) fn send_frame(
     tx: &mut DriverQueue,
     mem: &Region,

@@ -321,7 +321,7 @@ impl Guest {
         }
         g.rx.publish()?;
         g.tx.set_interrupts(mode, false, 0)?;
-        if payload == Payload::Stamp && matches!(workload, Workload::Stream | Workload::Ping) {
+        if io::prefills_tx(payload, workload) {
             g.prefill_tx()?;
         }
         Ok(g)
