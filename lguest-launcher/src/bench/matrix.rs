@@ -97,13 +97,23 @@ pub struct Cell {
 /// mode, issue 13) needs 5 of them.
 pub const STABILITY_RUNS: u32 = 5;
 
+/// `runs`, raised to [`STABILITY_RUNS`] unless a single run was asked for
+/// (the CI smoke test): for the cells whose median needs more than three.
+pub fn at_least_stability_runs(runs: u32) -> u32 {
+    if runs > 1 {
+        runs.max(STABILITY_RUNS)
+    } else {
+        runs
+    }
+}
+
 impl Cell {
     /// How many times to run this cell when the bench asks for `runs`:
     /// [`STABILITY_RUNS`] at least for a stamped spin cell, unless a single
     /// run was asked for (the CI smoke test).
     pub fn runs(&self, runs: u32) -> u32 {
-        if runs > 1 && self.workload == CellWorkload::StampStream && self.wait == Wait::Spin {
-            runs.max(STABILITY_RUNS)
+        if self.workload == CellWorkload::StampStream && self.wait == Wait::Spin {
+            at_least_stability_runs(runs)
         } else {
             runs
         }

@@ -37,7 +37,7 @@
 
 use super::error::BenchError;
 use super::json::read_stats;
-use super::matrix::STABILITY_RUNS;
+use super::matrix::at_least_stability_runs;
 use super::measure::measure as measure_runs;
 use super::row::{Row, RowKey};
 use super::summary::Measurement;
@@ -111,17 +111,13 @@ impl SwitchCell {
     }
 
     /// How many times to run this row when the bench asks for `runs`:
-    /// at least [`STABILITY_RUNS`], unless a single run was asked for (the
+    /// at least [`super::matrix::STABILITY_RUNS`], unless a single run was asked for (the
     /// CI smoke test). One run of a switch row reads anywhere from 1.0x
     /// to 3.6x its direct row on this kind of machine (BENCHMARKS.md,
     /// "After round 2, session 9"): a median of three is one bad run away
     /// from the tail.
     pub fn runs(&self, runs: u32) -> u32 {
-        if runs > 1 {
-            runs.max(STABILITY_RUNS)
-        } else {
-            runs
-        }
+        at_least_stability_runs(runs)
     }
 
     fn key(&self) -> RowKey {
